@@ -1,0 +1,355 @@
+//! Iceberg sink: Arrow batches written as zstd Parquet files and committed with a fast
+//! append whose snapshot summary carries the Kafka positions the files cover.
+
+pub mod catalog;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch, new_null_array};
+use arrow_cast::cast;
+use arrow_schema::SchemaRef;
+use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
+use iceberg::spec::{DataFile, DataFileFormat};
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::Deserialize;
+
+use crate::{OffsetMap, Sink, SinkBatch, SinkError};
+pub use catalog::{CatalogConfig, CatalogKind, open_catalog};
+
+/// One route's table (the `iceberg:` block of a route).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcebergTable {
+    pub table: String,
+    /// Partition transforms of a created table: `day(ts)`, `bucket(16, id)`, `country`.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// A data file is closed and a new one started past this size.
+    #[serde(default = "default_target_file_size")]
+    pub target_file_size: bytesize::ByteSize,
+    /// Rows per Parquet row group.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// zstd level of the Parquet pages (1 fastest, 22 smallest).
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+}
+
+fn default_target_file_size() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(128)
+}
+fn default_row_group_rows() -> usize {
+    1 << 20
+}
+fn default_zstd_level() -> i32 {
+    3
+}
+
+/// The snapshot summary key under which a consumer group's positions are stored.
+pub fn offsets_key(group: &str) -> String {
+    format!("ingest.kafka-offsets.{group}")
+}
+
+/// Writes batches into one Iceberg table.
+pub struct IcebergSink {
+    name: String,
+    catalog: Arc<dyn Catalog>,
+    table: Table,
+    /// The table's schema as Arrow, with the field ids the Parquet writer needs.
+    target_schema: SchemaRef,
+    splitter: Option<RecordBatchPartitionSplitter>,
+    writer_properties: WriterProperties,
+    target_file_size: usize,
+    offsets_key: String,
+    /// Set after a failed commit: the next write starts from a fresh table load.
+    stale: bool,
+}
+
+impl IcebergSink {
+    /// Loads (creating if missing) `namespace.table` and checks the schema fits it.
+    pub async fn open(
+        catalog: Arc<dyn Catalog>,
+        namespace: &str,
+        config: &IcebergTable,
+        schema: SchemaRef,
+        group: &str,
+    ) -> Result<Self, SinkError> {
+        let name = format!("iceberg {namespace}.{}", config.table);
+        let fail = |message: String, retryable: bool| SinkError {
+            sink: name.clone(),
+            message,
+            retryable,
+        };
+        let table = ensure_table(&*catalog, namespace, config, &schema)
+            .await
+            .map_err(|(e, retryable)| fail(e, retryable))?;
+        let target_schema = Arc::new(
+            schema_to_arrow_schema(table.metadata().current_schema())
+                .map_err(|e| fail(e.to_string(), false))?,
+        );
+        let splitter = if table.metadata().default_partition_spec().is_unpartitioned() {
+            None
+        } else {
+            Some(
+                RecordBatchPartitionSplitter::try_new_with_computed_values(
+                    table.metadata().current_schema().clone(),
+                    table.metadata().default_partition_spec().clone(),
+                )
+                .map_err(|e| fail(e.to_string(), false))?,
+            )
+        };
+        let level = ZstdLevel::try_new(config.zstd_level)
+            .map_err(|e| fail(format!("zstd_level: {e}"), false))?;
+        let writer_properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(config.row_group_rows))
+            .build();
+        let sink = Self {
+            name: name.clone(),
+            catalog,
+            table,
+            target_schema,
+            splitter,
+            writer_properties,
+            target_file_size: config.target_file_size.as_u64() as usize,
+            offsets_key: offsets_key(group),
+            stale: false,
+        };
+        // Converting an empty batch checks every column once, before data arrives.
+        sink.conform(&RecordBatch::new_empty(schema))
+            .map_err(|e| fail(e, false))?;
+        Ok(sink)
+    }
+
+    /// Reorders and casts a batch into the table's Arrow schema.
+    fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch, String> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.target_schema.fields().len());
+        for field in self.target_schema.fields() {
+            let column = match batch.column_by_name(field.name()) {
+                Some(source) if source.data_type() == field.data_type() => source.clone(),
+                Some(source) => cast(source, field.data_type()).map_err(|e| {
+                    format!(
+                        "column `{}`: cannot convert {} to the table's {}: {e}",
+                        field.name(),
+                        source.data_type(),
+                        field.data_type()
+                    )
+                })?,
+                None if field.is_nullable() => new_null_array(field.data_type(), batch.num_rows()),
+                None => {
+                    return Err(format!(
+                        "table column `{}` is required but the schema has no such field",
+                        field.name()
+                    ));
+                }
+            };
+            columns.push(column);
+        }
+        for field in batch.schema().fields() {
+            if self.target_schema.field_with_name(field.name()).is_err() {
+                return Err(format!("field `{}` has no column in the table", field.name()));
+            }
+        }
+        RecordBatch::try_new(self.target_schema.clone(), columns).map_err(|e| e.to_string())
+    }
+
+    async fn write_files(&self, batches: Vec<RecordBatch>) -> iceberg::Result<Vec<DataFile>> {
+        let metadata = self.table.metadata();
+        let parquet = ParquetWriterBuilder::new(
+            self.writer_properties.clone(),
+            metadata.current_schema().clone(),
+        );
+        // A UUID prefix: the default generator restarts its counter with every writer.
+        let names = DefaultFileNameGenerator::new(
+            uuid::Uuid::new_v4().to_string(),
+            None,
+            DataFileFormat::Parquet,
+        );
+        let rolling = RollingFileWriterBuilder::new(
+            parquet,
+            self.target_file_size,
+            self.table.file_io().clone(),
+            DefaultLocationGenerator::new(metadata)?,
+            names,
+        );
+        let data_files = DataFileWriterBuilder::new(rolling);
+        match &self.splitter {
+            None => {
+                let mut writer = data_files.build(None).await?;
+                for batch in batches {
+                    writer.write(batch).await?;
+                }
+                writer.close().await
+            }
+            Some(splitter) => {
+                let mut writer = FanoutWriter::new(data_files);
+                for batch in batches {
+                    for (key, part) in splitter.split(&batch)? {
+                        writer.write(key, part).await?;
+                    }
+                }
+                writer.close().await
+            }
+        }
+    }
+
+    async fn commit(&mut self, files: Vec<DataFile>, offsets: &OffsetMap) -> iceberg::Result<()> {
+        let mut positions = recorded_offsets(&self.table, &self.offsets_key);
+        positions.merge(offsets);
+        let summary = HashMap::from([(
+            self.offsets_key.clone(),
+            serde_json::to_string(&positions).expect("offsets serialize"),
+        )]);
+        let tx = Transaction::new(&self.table);
+        let tx = tx
+            .fast_append()
+            .with_check_duplicate(false)
+            .add_data_files(files)
+            .set_snapshot_properties(summary)
+            .apply(tx)?;
+        self.table = tx.commit(&*self.catalog).await?;
+        Ok(())
+    }
+
+    fn error(&self, context: &str, e: iceberg::Error) -> SinkError {
+        SinkError {
+            sink: self.name.clone(),
+            // Storage and catalog I/O surface as Unexpected; conflicts are retryable too.
+            retryable: e.retryable()
+                || matches!(
+                    e.kind(),
+                    iceberg::ErrorKind::Unexpected | iceberg::ErrorKind::CatalogCommitConflicts
+                ),
+            message: format!("{context}: {e}"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for IcebergSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.stale {
+            self.table = self
+                .catalog
+                .load_table(self.table.identifier())
+                .await
+                .map_err(|e| self.error("reloading the table", e))?;
+            self.stale = false;
+        }
+        let pieces = batch
+            .batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| self.conform(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| SinkError {
+                sink: self.name.clone(),
+                message,
+                retryable: false,
+            })?;
+        let files = self
+            .write_files(pieces)
+            .await
+            .map_err(|e| self.error("writing data files", e))?;
+        let result = self.commit(files, &batch.next_offsets).await;
+        result.map_err(|e| {
+            self.stale = true;
+            self.error("committing the snapshot", e)
+        })
+    }
+
+    async fn durable_offsets(&self) -> Result<OffsetMap, SinkError> {
+        let table = self
+            .catalog
+            .load_table(self.table.identifier())
+            .await
+            .map_err(|e| self.error("loading the table", e))?;
+        Ok(recorded_offsets(&table, &self.offsets_key))
+    }
+}
+
+/// The positions in the newest snapshot that carries `key`, walking back from the
+/// current one (maintenance snapshots written by other engines do not carry it).
+pub fn recorded_offsets(table: &Table, key: &str) -> OffsetMap {
+    let metadata = table.metadata_ref();
+    let Some(current) = metadata.current_snapshot() else {
+        return OffsetMap::default();
+    };
+    iceberg::util::snapshot::ancestors_of(&metadata, current.snapshot_id())
+        .find_map(|s| s.summary().additional_properties.get(key).cloned())
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default()
+}
+
+async fn ensure_table(
+    catalog: &dyn Catalog,
+    namespace: &str,
+    config: &IcebergTable,
+    schema: &SchemaRef,
+) -> Result<Table, (String, bool)> {
+    let io = |what: &str, e: iceberg::Error| (format!("{what}: {e}"), true);
+    let namespace_ident = NamespaceIdent::from_strs(namespace.split('.'))
+        .map_err(|e| (e.to_string(), false))?;
+    if !catalog
+        .namespace_exists(&namespace_ident)
+        .await
+        .map_err(|e| io("checking the namespace", e))?
+    {
+        catalog
+            .create_namespace(&namespace_ident, HashMap::new())
+            .await
+            .map_err(|e| io("creating the namespace", e))?;
+    }
+    let ident = TableIdent::new(namespace_ident.clone(), config.table.clone());
+    if catalog
+        .table_exists(&ident)
+        .await
+        .map_err(|e| io("checking the table", e))?
+    {
+        return catalog.load_table(&ident).await.map_err(|e| io("loading the table", e));
+    }
+    let compatible = schema::iceberg_compatible(schema).map_err(|e| (e, false))?;
+    let iceberg_schema = iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(&compatible)
+        .map_err(|e| (e.to_string(), false))?;
+    let spec = schema::partition_spec(&iceberg_schema, &config.partition_by)
+        .map_err(|e| (e, false))?;
+    let creation = TableCreation::builder()
+        .name(config.table.clone())
+        .schema(iceberg_schema)
+        .partition_spec(spec)
+        .properties([
+            ("write.format.default".to_string(), "parquet".to_string()),
+            ("write.parquet.compression-codec".to_string(), "zstd".to_string()),
+        ])
+        .build();
+    match catalog.create_table(&namespace_ident, creation).await {
+        Ok(table) => Ok(table),
+        // Another instance created it first.
+        Err(_) if catalog.table_exists(&ident).await.unwrap_or(false) => {
+            catalog.load_table(&ident).await.map_err(|e| io("loading the table", e))
+        }
+        Err(e) => Err((format!("creating the table: {e}"), false)),
+    }
+}
