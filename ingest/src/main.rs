@@ -1,1 +1,306 @@
-fn main(){}
+//! `ingest`: run the pipeline, check a config, generate load, or dry-run a payload.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ingest::config::{self, Loaded};
+use ingest::decode::{JsonDecoder, Message};
+use ingest::health::{self, Health};
+use ingest::produce::{ProduceOptions, produce};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "ingest",
+    version,
+    about = "Kafka to ClickHouse and Iceberg, exactly as configured"
+)]
+struct Cli {
+    /// Log as JSON lines (for log collectors) instead of text.
+    #[arg(long, global = true, env = "INGEST_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume the configured topics and write every route's sinks until SIGTERM/SIGINT.
+    Run {
+        #[arg(long, short, env = "INGEST_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file; with --connect also reach the broker, ClickHouse and the catalog.
+    Validate {
+        #[arg(long, short, env = "INGEST_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        connect: bool,
+        /// How long each connection check may take.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Write synthetic events shaped by a schema file to a topic.
+    Produce {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        schema: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        /// Events per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Field that gets sequential ids (others are random).
+        #[arg(long)]
+        id_field: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        start_id: i64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// librdkafka producer setting, repeatable: -X key=value.
+        #[arg(short = 'X', value_parser = parse_key_value)]
+        property: Vec<(String, String)>,
+    },
+    /// Decode JSON lines with a route and write the ClickHouse DDL and Native payload
+    /// that a server of the given version would receive.
+    ClickhousePayload {
+        #[arg(long, short, env = "INGEST_CONFIG")]
+        config: PathBuf,
+        /// Route name (default: the first route with a ClickHouse table).
+        #[arg(long)]
+        route: Option<String>,
+        /// One JSON event per line.
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long, default_value = "26.9")]
+        server_version: String,
+        #[arg(long)]
+        ddl_out: PathBuf,
+        #[arg(long)]
+        payload_out: PathBuf,
+    },
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected key=value, got `{text}`"))
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => run(config::load(&config)?).await,
+        Command::Validate {
+            config,
+            connect,
+            timeout,
+        } => {
+            let loaded = config::load(&config)?;
+            for route in &loaded.routes {
+                let sinks: Vec<String> = [
+                    route
+                        .config
+                        .clickhouse
+                        .as_ref()
+                        .map(|t| format!("clickhouse:{}", t.table)),
+                    route
+                        .config
+                        .iceberg
+                        .as_ref()
+                        .map(|t| format!("iceberg:{}", t.table)),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                println!(
+                    "route {}: {} fields -> {}",
+                    route.name,
+                    route.schema.fields().len(),
+                    sinks.join(", ")
+                );
+            }
+            if connect {
+                ingest::runtime::check_connections(&loaded, timeout).await?;
+            }
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Produce {
+            brokers,
+            topic,
+            schema,
+            count,
+            rate,
+            id_field,
+            start_id,
+            seed,
+            property,
+        } => {
+            let schema = ingest_schemas::load_schema(&schema)?;
+            let options = ProduceOptions {
+                brokers,
+                topic: topic.clone(),
+                schema,
+                count,
+                rate,
+                id_field,
+                start_id,
+                seed,
+                properties: property,
+            };
+            let elapsed = tokio::task::spawn_blocking(move || produce(&options)).await??;
+            println!(
+                "produced {count} events to {topic} in {:.2}s ({:.0}/s)",
+                elapsed.as_secs_f64(),
+                count as f64 / elapsed.as_secs_f64().max(1e-9)
+            );
+            Ok(())
+        }
+        Command::ClickhousePayload {
+            config,
+            route,
+            input,
+            server_version,
+            ddl_out,
+            payload_out,
+        } => {
+            let loaded = config::load(&config)?;
+            clickhouse_payload(
+                &loaded,
+                route,
+                &input,
+                &server_version,
+                &ddl_out,
+                &payload_out,
+            )
+        }
+    }
+}
+
+async fn run(loaded: Loaded) -> anyhow::Result<()> {
+    let health = Health::new();
+    let listen = loaded.config.server.listen.clone();
+    let server_health = health.clone();
+    tokio::spawn(async move {
+        if let Err(e) = health::serve(&listen, server_health).await {
+            tracing::error!(error = %e, "health server stopped");
+        }
+    });
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received");
+        let _ = stop.send(true);
+    });
+    ingest::runtime::run(loaded, health, stopped).await
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn clickhouse_payload(
+    loaded: &Loaded,
+    route: Option<String>,
+    input: &PathBuf,
+    version: &str,
+    ddl_out: &PathBuf,
+    payload_out: &PathBuf,
+) -> anyhow::Result<()> {
+    let route = loaded
+        .routes
+        .iter()
+        .find(|r| {
+            route.as_ref().is_none_or(|name| &r.name == name) && r.config.clickhouse.is_some()
+        })
+        .ok_or_else(|| anyhow::anyhow!("no route with a ClickHouse table matches"))?;
+    let table = route.config.clickhouse.as_ref().expect("checked above");
+    let database = loaded
+        .config
+        .clickhouse
+        .as_ref()
+        .map(|c| c.database.as_str())
+        .unwrap_or("default");
+    let metadata = config::metadata_fields(&route.config.metadata);
+    let mut decoder = JsonDecoder::new(route.schema.clone(), metadata, 1 << 20)?;
+    let text = std::fs::read(input)?;
+    let mut rejected = Vec::new();
+    for (line_no, line) in text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        let message = Message {
+            topic: "file",
+            partition: 0,
+            offset: line_no as i64,
+            timestamp: None,
+            key: None,
+            payload: Some(line),
+        };
+        decoder.push(&message, &mut rejected);
+    }
+    let batches = decoder.take(&mut rejected);
+    if let Some(bad) = rejected.first() {
+        anyhow::bail!(
+            "{}: line {}: {}",
+            input.display(),
+            bad.offset + 1,
+            bad.error
+        );
+    }
+    let schema = decoder.output_schema();
+    let (ddl, payload) =
+        ingest_sinks::clickhouse::offline_payload(database, table, &schema, version, &batches)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    std::fs::write(ddl_out, ddl)?;
+    std::fs::write(payload_out, &payload)?;
+    println!(
+        "{} rows, {} payload bytes for ClickHouse {version}",
+        batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+        payload.len()
+    );
+    Ok(())
+}

@@ -85,7 +85,11 @@ pub fn parse_schema(text: &str) -> Result<SchemaRef, String> {
         }
         let ty = parse_type(&spec.ty)
             .map_err(|e| format!("at `fields[{i}].type` (field `{}`): {e}", spec.name))?;
-        fields.push(Field::new(&spec.name, ty.data_type, ty.nullable || spec.nullable));
+        fields.push(Field::new(
+            &spec.name,
+            ty.data_type,
+            ty.nullable || spec.nullable,
+        ));
     }
     Ok(Arc::new(Schema::new(fields)))
 }
@@ -110,7 +114,10 @@ mod tests {
         let err = parse_schema("fields:\n  - {name: id, typ: int64}\n").unwrap_err();
         assert!(err.contains("fields[0]") && err.contains("typ"), "{err}");
         let err = parse_schema("fields:\n  - {name: id, type: int99}\n").unwrap_err();
-        assert!(err.contains("fields[0].type") && err.contains("int99"), "{err}");
+        assert!(
+            err.contains("fields[0].type") && err.contains("int99"),
+            "{err}"
+        );
         let err = parse_schema("fields:\n  - {name: a, type: int64}\n  - {name: a, type: int64}\n")
             .unwrap_err();
         assert!(err.contains("duplicate"), "{err}");

@@ -133,7 +133,11 @@ impl Parser<'_> {
                 self.expect("<")?;
                 let item = self.type_expr()?;
                 self.expect(">")?;
-                DataType::List(Arc::new(Field::new(LIST_ITEM, item.data_type, item.nullable)))
+                DataType::List(Arc::new(Field::new(
+                    LIST_ITEM,
+                    item.data_type,
+                    item.nullable,
+                )))
             }
             "struct" => {
                 self.expect("<")?;
@@ -263,9 +267,17 @@ mod tests {
     fn reports_the_offending_token() {
         let err = parse_type("list<int65>").unwrap_err();
         assert!(err.contains("unknown type `int65`"), "{err}");
-        assert!(parse_type("decimal(40, 2)").unwrap_err().contains("precision"));
+        assert!(
+            parse_type("decimal(40, 2)")
+                .unwrap_err()
+                .contains("precision")
+        );
         assert!(parse_type("int64 extra").unwrap_err().contains("trailing"));
         assert!(parse_type("timestamp(min)").unwrap_err().contains("unit"));
-        assert!(parse_type("struct<a: int64, a: int32>").unwrap_err().contains("duplicate"));
+        assert!(
+            parse_type("struct<a: int64, a: int32>")
+                .unwrap_err()
+                .contains("duplicate")
+        );
     }
 }

@@ -18,7 +18,11 @@ pub fn create_table(
 ) -> Result<String, String> {
     let mut columns = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        columns.push(format!("    {} {}", quote_ident(field.name()), ddl_type(field, caps)?));
+        columns.push(format!(
+            "    {} {}",
+            quote_ident(field.name()),
+            ddl_type(field, caps)?
+        ));
     }
     for key in &table.order_by {
         if let Ok(field) = schema.field_with_name(key)

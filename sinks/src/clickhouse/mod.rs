@@ -83,7 +83,11 @@ pub async fn query_json(
     client: &clickhouse::Client,
     sql: &str,
 ) -> Result<Vec<serde_json::Value>, clickhouse::error::Error> {
-    let bytes = client.query_raw(sql).fetch_bytes("JSONEachRow")?.collect().await?;
+    let bytes = client
+        .query_raw(sql)
+        .fetch_bytes("JSONEachRow")?
+        .collect()
+        .await?;
     Ok(bytes
         .split(|b| *b == b'\n')
         .filter(|line| !line.is_empty())
@@ -92,7 +96,9 @@ pub async fn query_json(
 }
 
 /// Asks the server its version.
-pub async fn server_caps(client: &clickhouse::Client) -> Result<(String, ServerCaps), clickhouse::error::Error> {
+pub async fn server_caps(
+    client: &clickhouse::Client,
+) -> Result<(String, ServerCaps), clickhouse::error::Error> {
     let rows = query_json(client, "SELECT version() AS v").await?;
     let version = rows
         .first()
@@ -101,6 +107,34 @@ pub async fn server_caps(client: &clickhouse::Client) -> Result<(String, ServerC
         .to_string();
     let caps = ServerCaps::from_version(&version);
     Ok((version, caps))
+}
+
+/// What would be sent to a server of `version` without one: the CREATE TABLE statement
+/// and the Native payload of `batches` (a dry run, and a check against other versions).
+pub fn offline_payload(
+    database: &str,
+    table: &ClickHouseTable,
+    schema: &SchemaRef,
+    version: &str,
+    batches: &[RecordBatch],
+) -> Result<(String, Vec<u8>), String> {
+    let caps = ServerCaps::from_version(version);
+    let ddl = ddl::create_table(database, table, schema, caps)?;
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let type_name = types::ddl_type(field, caps)?;
+        let ty = ChType::parse(&type_name)?;
+        columns.push(NativeColumn {
+            name: field.name().clone(),
+            type_name,
+            ty,
+        });
+    }
+    let mut body = Vec::new();
+    for batch in batches {
+        encode_block(batch, &columns, &mut body).map_err(|e| e.to_string())?;
+    }
+    Ok((ddl, body))
 }
 
 /// Writes batches into one ClickHouse table.
@@ -148,7 +182,12 @@ impl ClickHouseSink {
 
         let columns = table_columns(&client, &conn.database, &table.table)
             .await
-            .map_err(|e| fail(format!("cannot read the table's columns: {e}"), is_retryable(&e)))?;
+            .map_err(|e| {
+                fail(
+                    format!("cannot read the table's columns: {e}"),
+                    is_retryable(&e),
+                )
+            })?;
         if columns.is_empty() {
             return Err(fail(
                 "table does not exist (set clickhouse.create_tables: true or create it)".into(),
@@ -254,11 +293,17 @@ async fn table_columns(
 
 /// Pairs schema fields with table columns; every field needs a column and every column
 /// without a DEFAULT needs a field.
-fn match_columns(schema: &SchemaRef, columns: Vec<TableColumn>) -> Result<Vec<NativeColumn>, String> {
+fn match_columns(
+    schema: &SchemaRef,
+    columns: Vec<TableColumn>,
+) -> Result<Vec<NativeColumn>, String> {
     let mut out = Vec::new();
     for field in schema.fields() {
         let Some(column) = columns.iter().find(|c| &c.name == field.name()) else {
-            return Err(format!("field `{}` has no column in the table", field.name()));
+            return Err(format!(
+                "field `{}` has no column in the table",
+                field.name()
+            ));
         };
         let ty = ChType::parse(&column.type_name)
             .map_err(|e| format!("column `{}`: {e}", column.name))?;
@@ -325,9 +370,16 @@ mod tests {
     fn classifies_server_errors() {
         use clickhouse::error::Error;
         let bad = |t: &str| Error::BadResponse(t.into());
-        assert!(!is_retryable(&bad("Code: 60. DB::Exception: Table x doesn't exist")));
-        assert!(is_retryable(&bad("Code: 252. DB::Exception: Too many parts")));
+        assert!(!is_retryable(&bad(
+            "Code: 60. DB::Exception: Table x doesn't exist"
+        )));
+        assert!(is_retryable(&bad(
+            "Code: 252. DB::Exception: Too many parts"
+        )));
         assert!(is_retryable(&bad("502 Bad Gateway")));
-        assert_eq!(server_error_code("Code: 53, e.displayText() = DB::Exception"), Some(53));
+        assert_eq!(
+            server_error_code("Code: 53, e.displayText() = DB::Exception"),
+            Some(53)
+        );
     }
 }

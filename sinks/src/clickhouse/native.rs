@@ -10,7 +10,8 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
-use arrow_array::{Array, ArrayRef, GenericListArray, OffsetSizeTrait, RecordBatch};
+use arrow_array::{Array, ArrayRef, GenericListArray, OffsetSizeTrait, RecordBatch, make_array};
+use arrow_buffer::NullBuffer;
 use arrow_cast::cast;
 use arrow_schema::{DataType, TimeUnit};
 
@@ -95,12 +96,27 @@ fn encode_column(array: &ArrayRef, ty: &ChType, out: &mut Vec<u8>) -> Result<(),
                         .ok_or_else(|| format!("struct has no field `{name}`"))?,
                     None => structs.column(position),
                 };
-                encode_column(child, element_type, out)
+                let child = with_parent_nulls(child, structs.nulls());
+                encode_column(&child, element_type, out)
                     .map_err(|e| format!("element {}: {e}", name.as_deref().unwrap_or("?")))?;
             }
             Ok(())
         }
         leaf => encode_leaf(array, leaf, out),
+    }
+}
+
+/// A null struct is stored as a tuple of null elements: its nulls are pushed down.
+fn with_parent_nulls(child: &ArrayRef, parent: Option<&NullBuffer>) -> ArrayRef {
+    let Some(parent) = parent.filter(|p| p.null_count() > 0) else {
+        return child.clone();
+    };
+    let nulls = NullBuffer::union(Some(parent), child.nulls());
+    let data = child.to_data().into_builder().nulls(nulls).build();
+    match data {
+        Ok(data) => make_array(data),
+        // A type whose layout cannot take a null buffer keeps its own values.
+        Err(_) => child.clone(),
     }
 }
 
@@ -145,7 +161,11 @@ fn leaf_arrow_type(ty: &ChType, source: &DataType) -> Result<DataType, String> {
                 3 => TimeUnit::Millisecond,
                 6 => TimeUnit::Microsecond,
                 9 => TimeUnit::Nanosecond,
-                p => return Err(format!("DateTime64({p}) is not supported (use 0, 3, 6 or 9)")),
+                p => {
+                    return Err(format!(
+                        "DateTime64({p}) is not supported (use 0, 3, 6 or 9)"
+                    ));
+                }
             };
             DataType::Timestamp(unit, source_zone)
         }
@@ -205,7 +225,9 @@ fn encode_leaf(array: &ArrayRef, ty: &ChType, out: &mut Vec<u8>) -> Result<(), S
             }
         }
         ChType::DateTime64(_) => match array.data_type() {
-            DataType::Timestamp(TimeUnit::Second, _) => copy_values::<TimestampSecondType>(array, out),
+            DataType::Timestamp(TimeUnit::Second, _) => {
+                copy_values::<TimestampSecondType>(array, out)
+            }
             DataType::Timestamp(TimeUnit::Millisecond, _) => {
                 copy_values::<TimestampMillisecondType>(array, out)
             }
@@ -244,18 +266,34 @@ fn encode_strings(array: &ArrayRef, out: &mut Vec<u8>) -> Result<(), String> {
         }
     }
     match array.data_type() {
-        DataType::Utf8 => write_all(out, array.as_string::<i32>().iter().map(|v| v.map(str::as_bytes))),
-        DataType::LargeUtf8 => {
-            write_all(out, array.as_string::<i64>().iter().map(|v| v.map(str::as_bytes)))
-        }
-        DataType::Utf8View => write_all(out, array.as_string_view().iter().map(|v| v.map(str::as_bytes))),
+        DataType::Utf8 => write_all(
+            out,
+            array
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::as_bytes)),
+        ),
+        DataType::LargeUtf8 => write_all(
+            out,
+            array
+                .as_string::<i64>()
+                .iter()
+                .map(|v| v.map(str::as_bytes)),
+        ),
+        DataType::Utf8View => write_all(
+            out,
+            array.as_string_view().iter().map(|v| v.map(str::as_bytes)),
+        ),
         DataType::Binary => write_all(out, array.as_binary::<i32>().iter()),
         DataType::LargeBinary => write_all(out, array.as_binary::<i64>().iter()),
         DataType::BinaryView => write_all(out, array.as_binary_view().iter()),
         _ => {
             let text = cast(array, &DataType::Utf8)
                 .map_err(|e| format!("cannot write Arrow {} as String: {e}", array.data_type()))?;
-            write_all(out, text.as_string::<i32>().iter().map(|v| v.map(str::as_bytes)));
+            write_all(
+                out,
+                text.as_string::<i32>().iter().map(|v| v.map(str::as_bytes)),
+            );
         }
     }
     Ok(())
@@ -303,7 +341,10 @@ mod tests {
         let mut out = Vec::new();
         encode_block(
             &batch,
-            &[column("id", "Nullable(Int64)"), column("tags", "Array(Int32)")],
+            &[
+                column("id", "Nullable(Int64)"),
+                column("tags", "Array(Int32)"),
+            ],
             &mut out,
         )
         .unwrap();

@@ -11,7 +11,10 @@ pub struct ServerCaps {
 
 impl ServerCaps {
     pub fn from_version(version: &str) -> Self {
-        let mut parts = version.trim().split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let mut parts = version
+            .trim()
+            .split('.')
+            .map(|p| p.parse::<u32>().unwrap_or(0));
         let major = parts.next().unwrap_or(0);
         let minor = parts.next().unwrap_or(0);
         Self {
@@ -161,7 +164,10 @@ fn parse_inner(text: &str) -> Result<(ChType, &str), String> {
             if args.len() != 2 {
                 return Err(format!("Decimal needs (P, S) in `{text}`"));
             }
-            Ok((ChType::Decimal(arg_number(args[0])?, arg_number(args[1])?), after))
+            Ok((
+                ChType::Decimal(arg_number(args[0])?, arg_number(args[1])?),
+                after,
+            ))
         }
         "Decimal32" | "Decimal64" | "Decimal128" => {
             let (args, after) = split_args(rest)?;
@@ -188,6 +194,14 @@ fn parse_inner(text: &str) -> Result<(ChType, &str), String> {
             for arg in args {
                 // `name Type` (named) or `Type` (unnamed): a named element has a space
                 // before its type, and its first word is not itself a type.
+                if let Some(quoted) = arg.strip_prefix('`') {
+                    let end = quoted
+                        .find('`')
+                        .ok_or_else(|| format!("unclosed ` in `{text}`"))?;
+                    let ty = ChType::parse(&quoted[end + 1..])?;
+                    elements.push((Some(quoted[..end].to_string()), ty));
+                    continue;
+                }
                 let (first, tail) = split_name(arg);
                 let named = tail.starts_with(' ') && ChType::parse(first).is_err();
                 if named {
@@ -211,13 +225,20 @@ pub fn quote_ident(name: &str) -> String {
 
 /// The column type we create for an Arrow field on this server.
 pub fn ddl_type(field: &Field, caps: ServerCaps) -> Result<String, String> {
-    let base = base_ddl_type(field.data_type(), caps)
-        .map_err(|e| format!("column `{}`: {e}", field.name()))?;
+    let base = match field.data_type() {
+        DataType::Struct(fields) => struct_ddl_type(fields, field.is_nullable(), caps),
+        other => base_ddl_type(other, caps),
+    }
+    .map_err(|e| format!("column `{}`: {e}", field.name()))?;
     // Arrays and tuples cannot be Nullable in ClickHouse: a null list is stored as an
     // empty array and a null struct as a tuple of nulls (its elements are Nullable).
     let wrap = field.is_nullable()
         && !matches!(field.data_type(), DataType::List(_) | DataType::Struct(_));
-    Ok(if wrap { format!("Nullable({base})") } else { base })
+    Ok(if wrap {
+        format!("Nullable({base})")
+    } else {
+        base
+    })
 }
 
 fn base_ddl_type(data_type: &DataType, caps: ServerCaps) -> Result<String, String> {
@@ -254,7 +275,12 @@ fn base_ddl_type(data_type: &DataType, caps: ServerCaps) -> Result<String, Strin
                 };
                 format!("DateTime64({precision}{zone})")
             } else if *unit == TimeUnit::Second {
-                format!("DateTime{}", zone.strip_prefix(", ").map(|z| format!("({z})")).unwrap_or_default())
+                format!(
+                    "DateTime{}",
+                    zone.strip_prefix(", ")
+                        .map(|z| format!("({z})"))
+                        .unwrap_or_default()
+                )
             } else {
                 // No sub-second type before 20.1: keep exact ticks since the epoch.
                 "Int64".into()
@@ -262,28 +288,40 @@ fn base_ddl_type(data_type: &DataType, caps: ServerCaps) -> Result<String, Strin
         }
         DataType::Decimal128(p, s) => format!("Decimal({p}, {s})"),
         DataType::List(item) => format!("Array({})", ddl_type(item, caps)?),
-        DataType::Struct(fields) => {
-            let mut parts = Vec::with_capacity(fields.len());
-            for f in fields {
-                // Elements of a tuple are Nullable when the field is, and always when
-                // the struct itself may be null (a null struct becomes all-null elements).
-                let inner = base_ddl_type(f.data_type(), caps)?;
-                let nullable = !matches!(f.data_type(), DataType::List(_) | DataType::Struct(_));
-                let inner = if nullable && f.is_nullable() {
-                    format!("Nullable({inner})")
-                } else {
-                    inner
-                };
-                if caps.named_tuples() {
-                    parts.push(format!("{} {inner}", quote_ident(f.name())));
-                } else {
-                    parts.push(inner);
-                }
-            }
-            format!("Tuple({})", parts.join(", "))
-        }
+        DataType::Struct(fields) => struct_ddl_type(fields, false, caps)?,
         other => return Err(format!("Arrow type {other} has no ClickHouse mapping")),
     })
+}
+
+/// A Tuple for a struct. Its scalar elements are Nullable when the field is, and always
+/// when the struct itself may be null: a null struct is stored as all-null elements
+/// (ClickHouse has no Nullable(Tuple)).
+fn struct_ddl_type(
+    fields: &arrow_schema::Fields,
+    struct_nullable: bool,
+    caps: ServerCaps,
+) -> Result<String, String> {
+    let mut parts = Vec::with_capacity(fields.len());
+    for f in fields {
+        let inner = match f.data_type() {
+            DataType::Struct(children) => {
+                struct_ddl_type(children, struct_nullable || f.is_nullable(), caps)?
+            }
+            other => base_ddl_type(other, caps)?,
+        };
+        let scalar = !matches!(f.data_type(), DataType::List(_) | DataType::Struct(_));
+        let inner = if scalar && (f.is_nullable() || struct_nullable) {
+            format!("Nullable({inner})")
+        } else {
+            inner
+        };
+        if caps.named_tuples() {
+            parts.push(format!("{} {inner}", quote_ident(f.name())));
+        } else {
+            parts.push(inner);
+        }
+    }
+    Ok(format!("Tuple({})", parts.join(", ")))
 }
 
 /// ClickHouse knows IANA zone names and UTC, not fixed offsets: an offset zone keeps the
@@ -318,15 +356,29 @@ mod tests {
             ChType::parse("Tuple(Int64, String)").unwrap(),
             ChType::Tuple(vec![(None, ChType::Int64), (None, ChType::String)])
         );
-        assert_eq!(ChType::parse("Decimal64(4)").unwrap(), ChType::Decimal(18, 4));
-        assert_eq!(ChType::parse("DateTime('Europe/Paris')").unwrap(), ChType::DateTime);
+        assert_eq!(
+            ChType::parse("Decimal64(4)").unwrap(),
+            ChType::Decimal(18, 4)
+        );
+        assert_eq!(
+            ChType::parse("Tuple(`a b` Int64)").unwrap(),
+            ChType::Tuple(vec![(Some("a b".into()), ChType::Int64)])
+        );
+        assert_eq!(
+            ChType::parse("DateTime('Europe/Paris')").unwrap(),
+            ChType::DateTime
+        );
     }
 
     #[test]
     fn maps_types_per_server_version() {
         let old = ServerCaps::from_version("18.16.1");
         let new = ServerCaps::from_version("26.9.1.1");
-        let ts = Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("+02:00".into())), false);
+        let ts = Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("+02:00".into())),
+            false,
+        );
         assert_eq!(ddl_type(&ts, new).unwrap(), "DateTime64(3, 'UTC')");
         assert_eq!(ddl_type(&ts, old).unwrap(), "Int64");
         let item = Arc::new(Field::new("element", DataType::Utf8, true));
@@ -334,10 +386,12 @@ mod tests {
         assert_eq!(ddl_type(&tags, new).unwrap(), "Array(Nullable(String))");
         let st = Field::new(
             "s",
-            DataType::Struct(vec![Field::new("a", DataType::Int64, true)].into()),
+            DataType::Struct(vec![Field::new("a", DataType::Int64, false)].into()),
             true,
         );
         assert_eq!(ddl_type(&st, new).unwrap(), "Tuple(`a` Nullable(Int64))");
         assert_eq!(ddl_type(&st, old).unwrap(), "Tuple(Nullable(Int64))");
+        let required = Field::new("s", st.data_type().clone(), false);
+        assert_eq!(ddl_type(&required, new).unwrap(), "Tuple(`a` Int64)");
     }
 }

@@ -162,7 +162,10 @@ impl IcebergSink {
         }
         for field in batch.schema().fields() {
             if self.target_schema.field_with_name(field.name()).is_err() {
-                return Err(format!("field `{}` has no column in the table", field.name()));
+                return Err(format!(
+                    "field `{}` has no column in the table",
+                    field.name()
+                ));
             }
         }
         RecordBatch::try_new(self.target_schema.clone(), columns).map_err(|e| e.to_string())
@@ -310,8 +313,8 @@ async fn ensure_table(
     schema: &SchemaRef,
 ) -> Result<Table, (String, bool)> {
     let io = |what: &str, e: iceberg::Error| (format!("{what}: {e}"), true);
-    let namespace_ident = NamespaceIdent::from_strs(namespace.split('.'))
-        .map_err(|e| (e.to_string(), false))?;
+    let namespace_ident =
+        NamespaceIdent::from_strs(namespace.split('.')).map_err(|e| (e.to_string(), false))?;
     if !catalog
         .namespace_exists(&namespace_ident)
         .await
@@ -328,28 +331,35 @@ async fn ensure_table(
         .await
         .map_err(|e| io("checking the table", e))?
     {
-        return catalog.load_table(&ident).await.map_err(|e| io("loading the table", e));
+        return catalog
+            .load_table(&ident)
+            .await
+            .map_err(|e| io("loading the table", e));
     }
     let compatible = schema::iceberg_compatible(schema).map_err(|e| (e, false))?;
     let iceberg_schema = iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(&compatible)
         .map_err(|e| (e.to_string(), false))?;
-    let spec = schema::partition_spec(&iceberg_schema, &config.partition_by)
-        .map_err(|e| (e, false))?;
+    let spec =
+        schema::partition_spec(&iceberg_schema, &config.partition_by).map_err(|e| (e, false))?;
     let creation = TableCreation::builder()
         .name(config.table.clone())
         .schema(iceberg_schema)
         .partition_spec(spec)
         .properties([
             ("write.format.default".to_string(), "parquet".to_string()),
-            ("write.parquet.compression-codec".to_string(), "zstd".to_string()),
+            (
+                "write.parquet.compression-codec".to_string(),
+                "zstd".to_string(),
+            ),
         ])
         .build();
     match catalog.create_table(&namespace_ident, creation).await {
         Ok(table) => Ok(table),
         // Another instance created it first.
-        Err(_) if catalog.table_exists(&ident).await.unwrap_or(false) => {
-            catalog.load_table(&ident).await.map_err(|e| io("loading the table", e))
-        }
+        Err(_) if catalog.table_exists(&ident).await.unwrap_or(false) => catalog
+            .load_table(&ident)
+            .await
+            .map_err(|e| io("loading the table", e)),
         Err(e) => Err((format!("creating the table: {e}"), false)),
     }
 }

@@ -17,21 +17,26 @@ pub fn iceberg_compatible(schema: &Schema) -> Result<SchemaRef, String> {
 }
 
 fn compatible_field(field: &Field) -> Result<Field, String> {
-    let data_type = compatible_type(field.data_type())
-        .map_err(|e| format!("field `{}`: {e}", field.name()))?;
+    let data_type =
+        compatible_type(field.data_type()).map_err(|e| format!("field `{}`: {e}", field.name()))?;
     Ok(Field::new(field.name(), data_type, field.is_nullable()))
 }
 
 fn compatible_type(data_type: &DataType) -> Result<DataType, String> {
     Ok(match data_type {
         DataType::Timestamp(TimeUnit::Nanosecond, _) => {
-            return Err("Iceberg v2 tables hold timestamps to the microsecond; declare timestamp(us)".into());
+            return Err(
+                "Iceberg v2 tables hold timestamps to the microsecond; declare timestamp(us)"
+                    .into(),
+            );
         }
         DataType::Timestamp(_, tz) => {
             DataType::Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| "+00:00".into()))
         }
         DataType::UInt64 => {
-            return Err("Iceberg has no unsigned 64-bit type; declare int64 or decimal(20, 0)".into());
+            return Err(
+                "Iceberg has no unsigned 64-bit type; declare int64 or decimal(20, 0)".into(),
+            );
         }
         DataType::List(item) => DataType::List(Arc::new(compatible_field(item)?)),
         DataType::Struct(fields) => DataType::Struct(Fields::from(
@@ -112,13 +117,23 @@ mod tests {
 
     #[test]
     fn parses_partition_expressions() {
-        assert_eq!(parse_partition("day(ts)").unwrap(), (Transform::Day, "ts".into()));
+        assert_eq!(
+            parse_partition("day(ts)").unwrap(),
+            (Transform::Day, "ts".into())
+        );
         assert_eq!(
             parse_partition("bucket(16, id)").unwrap(),
             (Transform::Bucket(16), "id".into())
         );
-        assert_eq!(parse_partition("country").unwrap(), (Transform::Identity, "country".into()));
-        assert!(parse_partition("weekly(ts)").unwrap_err().contains("expected"));
+        assert_eq!(
+            parse_partition("country").unwrap(),
+            (Transform::Identity, "country".into())
+        );
+        assert!(
+            parse_partition("weekly(ts)")
+                .unwrap_err()
+                .contains("expected")
+        );
     }
 
     #[test]

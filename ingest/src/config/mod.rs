@@ -1,0 +1,424 @@
+//! The service configuration: YAML with `${ENV}` references, checked strictly.
+//!
+//! Every problem is reported as one line naming the file and the key path, e.g.
+//! `config.yaml: at routes[0].batch: unknown field `max_rowz``.
+
+mod env;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use arrow_schema::SchemaRef;
+use ingest_sinks::clickhouse::{ClickHouseConnection, ClickHouseTable};
+use ingest_sinks::iceberg::{CatalogConfig, IcebergTable};
+use regex::Regex;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub clickhouse: Option<ClickHouseConnection>,
+    #[serde(default)]
+    pub iceberg: Option<IcebergConfig>,
+    /// Where records that cannot be decoded go, unless a route says otherwise.
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterConfig>,
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub group_id: String,
+    /// librdkafka settings passed through as is (security.protocol, sasl.*, fetch.*).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcebergConfig {
+    pub catalog: CatalogConfig,
+    /// Namespace of the tables; dots separate levels (`analytics.raw`).
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    pub topic: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Health (`/health`, `/ready`) and Prometheus (`/metrics`) endpoint.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:9464".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Label in logs and metrics; defaults to the first topic or the pattern.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// A regular expression matched against whole topic names (librdkafka subscribes to
+    /// it and picks up new matching topics).
+    #[serde(default)]
+    pub topic_pattern: Option<String>,
+    #[serde(default)]
+    pub format: Format,
+    /// Schema file, relative to the config file's directory.
+    pub schema: PathBuf,
+    /// Kafka coordinates stored as extra columns, by the column name to use.
+    #[serde(default)]
+    pub metadata: MetadataColumns,
+    #[serde(default)]
+    pub clickhouse: Option<ClickHouseTable>,
+    #[serde(default)]
+    pub iceberg: Option<IcebergTable>,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// What happens to a record that does not match the schema.
+    #[serde(default)]
+    pub on_error: Option<OnError>,
+    /// Overrides the global dead-letter topic for this route.
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    #[default]
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Send the record with its error to the dead-letter topic and go on.
+    DeadLetter,
+    /// Stop the service without committing past the record.
+    Fail,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataColumns {
+    pub topic: Option<String>,
+    pub partition: Option<String>,
+    pub offset: Option<String>,
+    pub timestamp: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: bytesize::ByteSize,
+    /// Upper bound on how long a record waits in memory, even on a quiet partition.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_rows: default_max_rows(),
+            max_bytes: default_max_bytes(),
+            max_age: default_max_age(),
+        }
+    }
+}
+
+fn default_max_rows() -> usize {
+    200_000
+}
+fn default_max_bytes() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(64)
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// A route with everything resolved: its schema loaded and its topic matcher built.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub config: RouteConfig,
+    pub schema: SchemaRef,
+    pub pattern: Option<Regex>,
+    pub on_error: OnError,
+    pub dead_letter_topic: Option<String>,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub routes: Vec<Route>,
+    pub path: PathBuf,
+}
+
+/// A one-line configuration error.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+/// Reads, interpolates, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| error(path, e.to_string()))?;
+    load_str(&text, path, &|name| std::env::var(name).ok())
+}
+
+fn error(path: &Path, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// Parses config text; `path` locates the file (for messages and relative schema paths).
+pub fn load_str(
+    text: &str,
+    path: &Path,
+    env_lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    let mut value: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| error(path, format!("invalid YAML: {e}")))?;
+    env::interpolate(&mut value, "", env_lookup).map_err(|e| error(path, e))?;
+    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if at == "." {
+            error(path, inner)
+        } else {
+            error(path, format!("at `{at}`: {inner}"))
+        }
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let routes = validate(&config, base).map_err(|e| error(path, e))?;
+    Ok(Loaded {
+        config,
+        routes,
+        path: path.to_path_buf(),
+    })
+}
+
+fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
+    if config.routes.is_empty() {
+        return Err("at `routes`: at least one route is needed".into());
+    }
+    if config.kafka.group_id.trim().is_empty() {
+        return Err("at `kafka.group_id`: must not be empty".into());
+    }
+    let mut explicit_topics = HashSet::new();
+    let mut clickhouse_tables = HashSet::new();
+    let mut iceberg_tables = HashSet::new();
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for (i, route) in config.routes.iter().enumerate() {
+        let at = |key: &str| format!("at `routes[{i}].{key}`");
+        let pattern = match (&route.topic_pattern, route.topics.is_empty()) {
+            (Some(_), false) => {
+                return Err(format!(
+                    "{}: give `topics` or `topic_pattern`, not both",
+                    at("topics")
+                ));
+            }
+            (None, true) => {
+                return Err(format!(
+                    "{}: give `topics` or `topic_pattern`",
+                    at("topics")
+                ));
+            }
+            (Some(p), true) => Some(Regex::new(&format!("^(?:{p})$")).map_err(|e| {
+                format!(
+                    "{}: bad regular expression: {}",
+                    at("topic_pattern"),
+                    one_line(&e.to_string())
+                )
+            })?),
+            (None, false) => None,
+        };
+        for topic in &route.topics {
+            if !explicit_topics.insert(topic.clone()) {
+                return Err(format!(
+                    "{}: topic `{topic}` is already routed by another route",
+                    at("topics")
+                ));
+            }
+        }
+        if route.clickhouse.is_none() && route.iceberg.is_none() {
+            return Err(format!(
+                "{}: the route has no sink (add `clickhouse` or `iceberg`)",
+                at("clickhouse")
+            ));
+        }
+        if let Some(table) = &route.clickhouse {
+            if config.clickhouse.is_none() {
+                return Err(format!(
+                    "{}: the route writes to ClickHouse but there is no top-level `clickhouse` section",
+                    at("clickhouse")
+                ));
+            }
+            if !clickhouse_tables.insert(table.table.clone()) {
+                return Err(format!(
+                    "{}: ClickHouse table `{}` is written by another route; route both topics in one route",
+                    at("clickhouse.table"),
+                    table.table
+                ));
+            }
+        }
+        if let Some(table) = &route.iceberg {
+            if config.iceberg.is_none() {
+                return Err(format!(
+                    "{}: the route writes to Iceberg but there is no top-level `iceberg` section",
+                    at("iceberg")
+                ));
+            }
+            if !iceberg_tables.insert(table.table.clone()) {
+                return Err(format!(
+                    "{}: Iceberg table `{}` is written by another route; route both topics in one route",
+                    at("iceberg.table"),
+                    table.table
+                ));
+            }
+        }
+        let batch = &route.batch;
+        if batch.max_rows == 0 || batch.max_bytes.as_u64() == 0 || batch.max_age.is_zero() {
+            return Err(format!(
+                "{}: max_rows, max_bytes and max_age must be above zero",
+                at("batch")
+            ));
+        }
+        let schema_path = base.join(&route.schema);
+        let schema = ingest_schemas::load_schema(&schema_path)
+            .map_err(|e| format!("{}: {e}", at("schema")))?;
+        let metadata = metadata_fields(&route.metadata);
+        for (column, _) in &metadata {
+            if schema.field_with_name(column).is_ok() {
+                return Err(format!(
+                    "{}: column `{column}` is also a schema field",
+                    at("metadata")
+                ));
+            }
+        }
+        let dead_letter_topic = route
+            .dead_letter
+            .as_ref()
+            .or(config.dead_letter.as_ref())
+            .map(|d| d.topic.clone());
+        let on_error = match (route.on_error, &dead_letter_topic) {
+            (Some(OnError::DeadLetter), None) => {
+                return Err(format!(
+                    "{}: `dead_letter` needs a dead-letter topic (`dead_letter.topic`)",
+                    at("on_error")
+                ));
+            }
+            (Some(mode), _) => mode,
+            (None, Some(_)) => OnError::DeadLetter,
+            (None, None) => OnError::Fail,
+        };
+        let name = route.name.clone().unwrap_or_else(|| {
+            route
+                .topics
+                .first()
+                .cloned()
+                .or_else(|| route.topic_pattern.clone())
+                .unwrap_or_default()
+        });
+        routes.push(Route {
+            name,
+            config: route.clone(),
+            schema,
+            pattern,
+            on_error,
+            dead_letter_topic,
+        });
+    }
+    Ok(routes)
+}
+
+/// The metadata columns a route asked for: (column name, which coordinate).
+pub fn metadata_fields(m: &MetadataColumns) -> Vec<(String, MetadataKind)> {
+    [
+        (&m.topic, MetadataKind::Topic),
+        (&m.partition, MetadataKind::Partition),
+        (&m.offset, MetadataKind::Offset),
+        (&m.timestamp, MetadataKind::Timestamp),
+        (&m.key, MetadataKind::Key),
+    ]
+    .into_iter()
+    .filter_map(|(name, kind)| name.clone().map(|n| (n, kind)))
+    .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataKind {
+    Topic,
+    Partition,
+    Offset,
+    Timestamp,
+    Key,
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Loaded {
+    /// The route for a topic: an explicit listing wins, then the first matching pattern.
+    pub fn route_for(&self, topic: &str) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|r| r.config.topics.iter().any(|t| t == topic))
+            .or_else(|| {
+                self.routes
+                    .iter()
+                    .position(|r| r.pattern.as_ref().is_some_and(|p| p.is_match(topic)))
+            })
+    }
+
+    /// What to subscribe to: topic names and `^`-prefixed patterns (librdkafka syntax).
+    pub fn subscriptions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for route in &self.routes {
+            out.extend(route.config.topics.iter().cloned());
+            if let Some(p) = &route.config.topic_pattern {
+                out.push(format!("^{p}"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

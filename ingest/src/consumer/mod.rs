@@ -1,0 +1,78 @@
+//! The Kafka consumer: a group member with manual offsets and cooperative rebalancing.
+
+use std::sync::Mutex;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+
+/// Partitions gained or lost, reported by librdkafka inside `poll` and handled by the
+/// main loop right after (the callback itself must not block on sink I/O).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    Assigned(Vec<(String, i32)>),
+    Revoked(Vec<(String, i32)>),
+}
+
+#[derive(Default)]
+pub struct IngestContext {
+    events: Mutex<Vec<RebalanceEvent>>,
+}
+
+impl IngestContext {
+    pub fn take_events(&self) -> Vec<RebalanceEvent> {
+        std::mem::take(&mut *self.events.lock().expect("rebalance events poisoned"))
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let event = match rebalance {
+            Rebalance::Assign(tpl) => RebalanceEvent::Assigned(partitions(tpl)),
+            Rebalance::Revoke(tpl) => RebalanceEvent::Revoked(partitions(tpl)),
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance error");
+                return;
+            }
+        };
+        tracing::info!(?event, "rebalance");
+        self.events
+            .lock()
+            .expect("rebalance events poisoned")
+            .push(event);
+    }
+}
+
+pub type Consumer = StreamConsumer<IngestContext>;
+
+/// librdkafka settings: ours first, then the user's `kafka.properties` on top.
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.partition.eof", "false");
+    for (k, v) in &kafka.properties {
+        config.set(k, v);
+    }
+    config
+}
+
+pub fn create(kafka: &KafkaConfig) -> rdkafka::error::KafkaResult<Consumer> {
+    client_config(kafka).create_with_context(IngestContext::default())
+}

@@ -1,0 +1,287 @@
+//! Kafka messages decoded once, straight into Arrow columns.
+//!
+//! JSON goes through arrow-json's tape decoder (no `serde_json::Value` per record):
+//! each message is fed on its own so a malformed one is caught and rejected alone, and
+//! rows are flushed into record batches in chunks. A chunk whose values do not fit the
+//! schema (a string in an int column, a missing required field) is bisected down to the
+//! offending records, which are rejected with the decoder's message; the rest is kept.
+
+mod metadata;
+
+use arrow_array::RecordBatch;
+use arrow_json::reader::{Decoder, ReaderBuilder};
+use arrow_schema::{ArrowError, SchemaRef};
+use arrow_select::concat::concat_batches;
+
+pub use metadata::{MessageMeta, MetadataBuilder, output_schema};
+
+use crate::config::MetadataKind;
+
+/// One Kafka record as the decoder sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch, if the record has a timestamp.
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+}
+
+/// A record that could not be decoded, kept whole for the dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub error: String,
+}
+
+/// Rows of the open chunk: raw payloads (for bisecting) and their Kafka coordinates.
+#[derive(Default)]
+struct Chunk {
+    raw: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+    meta: Vec<MessageMeta>,
+    keys: Vec<u8>,
+}
+
+impl Chunk {
+    fn payload(&self, row: usize) -> &[u8] {
+        let (start, end) = self.spans[row];
+        &self.raw[start..end]
+    }
+
+    fn clear(&mut self) {
+        self.raw.clear();
+        self.spans.clear();
+        self.meta.clear();
+        self.keys.clear();
+    }
+}
+
+/// Decodes one route's messages into record batches of its output schema.
+pub struct JsonDecoder {
+    payload_schema: SchemaRef,
+    metadata: MetadataBuilder,
+    decoder: Decoder,
+    chunk: Chunk,
+    chunk_rows: usize,
+    pieces: Vec<RecordBatch>,
+    /// Coordinates of each piece's rows, to drop a revoked partition's rows.
+    piece_meta: Vec<Vec<MessageMeta>>,
+}
+
+impl JsonDecoder {
+    /// `chunk_rows` bounds how many raw payloads are kept for bisecting.
+    pub fn new(
+        payload_schema: SchemaRef,
+        metadata: Vec<(String, MetadataKind)>,
+        chunk_rows: usize,
+    ) -> Result<Self, ArrowError> {
+        let chunk_rows = chunk_rows.max(1);
+        Ok(Self {
+            decoder: new_decoder(&payload_schema, chunk_rows)?,
+            metadata: MetadataBuilder::new(&payload_schema, metadata),
+            payload_schema,
+            chunk: Chunk::default(),
+            chunk_rows,
+            pieces: Vec::new(),
+            piece_meta: Vec::new(),
+        })
+    }
+
+    /// The schema of the batches produced: payload fields, then metadata columns.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.metadata.schema()
+    }
+
+    /// Decodes one message. A malformed message is appended to `rejected` and leaves
+    /// the decoder as if it had never been seen.
+    pub fn push(&mut self, message: &Message<'_>, rejected: &mut Vec<Rejected>) {
+        let Some(payload) = message.payload.filter(|p| !p.is_empty()) else {
+            rejected.push(reject(message, "empty message (no payload)"));
+            return;
+        };
+        let before = self.decoder.len();
+        let outcome = self.decoder.decode(payload);
+        let problem = match outcome {
+            Err(e) => Some(format!("invalid JSON: {e}")),
+            Ok(_) if self.decoder.has_partial_record() => Some("truncated JSON value".into()),
+            Ok(_) if self.decoder.len() != before + 1 => Some(format!(
+                "expected one JSON object, found {} values",
+                self.decoder.len().saturating_sub(before)
+            )),
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
+            self.recover(rejected);
+            rejected.push(reject(message, &problem));
+            return;
+        }
+        let start = self.chunk.raw.len();
+        self.chunk.raw.extend_from_slice(payload);
+        self.chunk.spans.push((start, self.chunk.raw.len()));
+        self.chunk
+            .meta
+            .push(MessageMeta::new(message, &mut self.chunk.keys));
+    }
+
+    /// After a tape-level failure the decoder holds garbage: start a fresh one with the
+    /// chunk's good rows and flush them at once, so each good row is re-fed at most once
+    /// however many bad messages follow.
+    fn recover(&mut self, rejected: &mut Vec<Rejected>) {
+        self.decoder = new_decoder(&self.payload_schema, self.chunk_rows)
+            .expect("the schema was accepted before");
+        for row in 0..self.chunk.spans.len() {
+            // These rows decoded alone before; together they decode the same.
+            let _ = self.decoder.decode(self.chunk.payload(row));
+        }
+        self.flush_chunk(rejected);
+    }
+
+    /// Whether the open chunk is full and should be flushed.
+    pub fn chunk_full(&self) -> bool {
+        self.chunk.spans.len() >= self.chunk_rows
+    }
+
+    /// Rows decoded and not yet taken.
+    pub fn rows(&self) -> usize {
+        self.chunk.spans.len() + self.pieces.iter().map(RecordBatch::num_rows).sum::<usize>()
+    }
+
+    /// Turns the open chunk into a record batch; rows that do not fit the schema are
+    /// appended to `rejected`.
+    pub fn flush_chunk(&mut self, rejected: &mut Vec<Rejected>) {
+        if self.chunk.spans.is_empty() {
+            return;
+        }
+        let rows = self.chunk.spans.len();
+        let payload = match self.decoder.flush() {
+            Ok(Some(batch)) => Some(batch),
+            Ok(None) => None,
+            Err(_) => {
+                // Some row does not fit: the decoder is unusable, find the culprits.
+                self.decoder = new_decoder(&self.payload_schema, self.chunk_rows)
+                    .expect("the schema was accepted before");
+                let mut good = Vec::new();
+                let mut keep = vec![false; rows];
+                self.bisect(0, rows, &mut good, &mut keep, rejected);
+                let batch =
+                    concat_batches(&self.payload_schema, &good).expect("batches share the schema");
+                let kept: Vec<MessageMeta> = self
+                    .chunk
+                    .meta
+                    .iter()
+                    .zip(&keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(m, _)| *m)
+                    .collect();
+                self.chunk.meta = kept;
+                Some(batch)
+            }
+        };
+        if let Some(payload) = payload.filter(|b| b.num_rows() > 0) {
+            let batch = self
+                .metadata
+                .append_columns(payload, &self.chunk.meta, &self.chunk.keys);
+            self.pieces.push(batch);
+            self.piece_meta.push(std::mem::take(&mut self.chunk.meta));
+        }
+        self.chunk.clear();
+    }
+
+    /// Decodes rows `lo..hi` on a fresh decoder, halving ranges that fail.
+    fn bisect(
+        &self,
+        lo: usize,
+        hi: usize,
+        good: &mut Vec<RecordBatch>,
+        keep: &mut [bool],
+        rejected: &mut Vec<Rejected>,
+    ) {
+        let mut decoder = new_decoder(&self.payload_schema, hi - lo).expect("schema accepted");
+        for row in lo..hi {
+            let _ = decoder.decode(self.chunk.payload(row));
+        }
+        match decoder.flush() {
+            Ok(batch) => {
+                good.extend(batch);
+                keep[lo..hi].iter_mut().for_each(|k| *k = true);
+            }
+            Err(e) if hi - lo == 1 => {
+                let meta = &self.chunk.meta[lo];
+                rejected.push(Rejected {
+                    topic: meta.topic.to_string(),
+                    partition: meta.partition,
+                    offset: meta.offset,
+                    timestamp: meta.timestamp,
+                    key: meta.key(&self.chunk.keys).map(<[u8]>::to_vec),
+                    payload: Some(self.chunk.payload(lo).to_vec()),
+                    error: format!("does not match the schema: {e}"),
+                });
+            }
+            Err(_) => {
+                let mid = lo + (hi - lo) / 2;
+                self.bisect(lo, mid, good, keep, rejected);
+                self.bisect(mid, hi, good, keep, rejected);
+            }
+        }
+    }
+
+    /// Flushes the open chunk and hands over every decoded batch.
+    pub fn take(&mut self, rejected: &mut Vec<Rejected>) -> Vec<RecordBatch> {
+        self.flush_chunk(rejected);
+        self.piece_meta.clear();
+        std::mem::take(&mut self.pieces)
+    }
+
+    /// Forgets buffered rows whose partition `drop` selects (partitions this instance
+    /// no longer owns: their new owner reads them again).
+    pub fn retain_partitions(
+        &mut self,
+        rejected: &mut Vec<Rejected>,
+        drop: impl Fn(&str, i32) -> bool,
+    ) {
+        self.flush_chunk(rejected);
+        for (piece, meta) in self.pieces.iter_mut().zip(self.piece_meta.iter_mut()) {
+            if !meta.iter().any(|m| drop(m.topic, m.partition)) {
+                continue;
+            }
+            let keep: arrow_array::BooleanArray = meta
+                .iter()
+                .map(|m| Some(!drop(m.topic, m.partition)))
+                .collect();
+            *piece = arrow_select::filter::filter_record_batch(piece, &keep)
+                .expect("mask matches the batch");
+            meta.retain(|m| !drop(m.topic, m.partition));
+        }
+        rejected.retain(|r| !drop(&r.topic, r.partition));
+    }
+}
+
+fn new_decoder(schema: &SchemaRef, chunk_rows: usize) -> Result<Decoder, ArrowError> {
+    ReaderBuilder::new(schema.clone())
+        // One more than a chunk holds, so `decode` never stops short of a message's end.
+        .with_batch_size(chunk_rows + 1)
+        .build_decoder()
+}
+
+fn reject(message: &Message<'_>, error: &str) -> Rejected {
+    Rejected {
+        topic: message.topic.to_string(),
+        partition: message.partition,
+        offset: message.offset,
+        timestamp: message.timestamp,
+        key: message.key.map(<[u8]>::to_vec),
+        payload: message.payload.map(<[u8]>::to_vec),
+        error: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+//! Liveness, readiness and Prometheus metrics over HTTP, for Kubernetes probes and
+//! scraping: `/health` (process up), `/ready` (consuming and no sink failing),
+//! `/metrics`.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+#[derive(Clone)]
+pub struct Health {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    consuming: AtomicBool,
+    partitions: AtomicI64,
+    failing_sinks: Mutex<BTreeSet<String>>,
+    registry: Registry,
+    rows: IntCounterVec,
+    rejected: IntCounterVec,
+    flushes: IntCounterVec,
+    assigned: IntGauge,
+    consumed: IntCounter,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Health {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &["route"]).expect("metric");
+            registry.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let rows = counter(
+            "ingest_rows_written_total",
+            "Rows written to every sink of a route",
+        );
+        let rejected = counter(
+            "ingest_records_rejected_total",
+            "Records sent to the dead-letter topic",
+        );
+        let flushes = counter("ingest_flushes_total", "Batches flushed");
+        let assigned = IntGauge::new(
+            "ingest_assigned_partitions",
+            "Partitions owned by this instance",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(assigned.clone()))
+            .expect("register");
+        let consumed = IntCounter::new("ingest_records_consumed_total", "Records read from Kafka")
+            .expect("metric");
+        registry.register(Box::new(consumed.clone())).expect("register");
+        Self {
+            inner: Arc::new(Inner {
+                consuming: AtomicBool::new(false),
+                partitions: AtomicI64::new(0),
+                failing_sinks: Mutex::new(BTreeSet::new()),
+                registry,
+                rows,
+                rejected,
+                flushes,
+                assigned,
+                consumed,
+            }),
+        }
+    }
+
+    pub fn set_ready(&self, consuming: bool) {
+        self.inner.consuming.store(consuming, Ordering::Relaxed);
+    }
+
+    pub fn add_partitions(&self, delta: i64) {
+        let now = self.inner.partitions.fetch_add(delta, Ordering::Relaxed) + delta;
+        self.inner.assigned.set(now.max(0));
+    }
+
+    pub fn set_sink_failing(&self, sink: &str, failing: bool) {
+        let mut set = self.inner.failing_sinks.lock().expect("health poisoned");
+        if failing {
+            set.insert(sink.to_string());
+        } else {
+            set.remove(sink);
+        }
+    }
+
+    pub fn record_consumed(&self) {
+        self.inner.consumed.inc();
+    }
+
+    pub fn record_flush(&self, route: &str, rows: u64, rejected: u64) {
+        self.inner.rows.with_label_values(&[route]).inc_by(rows);
+        self.inner
+            .rejected
+            .with_label_values(&[route])
+            .inc_by(rejected);
+        self.inner.flushes.with_label_values(&[route]).inc();
+    }
+
+    /// Ready when consuming and every sink accepts writes.
+    pub fn ready(&self) -> Result<(), String> {
+        if !self.inner.consuming.load(Ordering::Relaxed) {
+            return Err("not consuming".into());
+        }
+        let failing = self.inner.failing_sinks.lock().expect("health poisoned");
+        if !failing.is_empty() {
+            return Err(format!(
+                "failing sinks: {}",
+                failing.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.inner.registry.gather(), &mut out)
+            .expect("text encoding");
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Serves the endpoints until the process ends.
+pub async fn serve(listen: &str, health: Health) -> anyhow::Result<()> {
+    let ready = health.clone();
+    let metrics = health.clone();
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/ready",
+            get(move || {
+                let h = ready.clone();
+                async move {
+                    match h.ready() {
+                        Ok(()) => (StatusCode::OK, "ready".to_string()),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let h = metrics.clone();
+                async move { h.metrics_text() }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("server.listen `{listen}`: {e}"))?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! The core loop: consume, decode into the route's open batch, flush batches that are
+//! due to every sink of the route, then commit the Kafka offsets they cover.
+
+mod setup;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ingest_sinks::{OffsetMap, Sink, SinkBatch, SinkError};
+use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::config::{Loaded, OnError};
+use crate::consumer::{self, Consumer, RebalanceEvent};
+use crate::dead_letter::DeadLetters;
+use crate::decode::{Message, Rejected};
+use crate::health::Health;
+use crate::route::RouteState;
+
+pub use setup::open_routes;
+
+/// How often quiet routes are checked against their `max_age`.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Runs until `shutdown` turns true, then flushes, commits and leaves the group.
+pub async fn run(
+    loaded: Loaded,
+    health: Health,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut routes = open_routes(&loaded).await?;
+    let dead_letters = if routes.iter().any(|r| r.route.dead_letter_topic.is_some()) {
+        Some(DeadLetters::new(&loaded.config.kafka)?)
+    } else {
+        None
+    };
+    let consumer = consumer::create(&loaded.config.kafka)?;
+    let subscriptions = loaded.subscriptions();
+    let topics: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(?subscriptions, group = %loaded.config.kafka.group_id, "consuming");
+    health.set_ready(true);
+
+    let mut pipeline = Pipeline {
+        loaded: &loaded,
+        consumer: &consumer,
+        dead_letters: dead_letters.as_ref(),
+        route_of: HashMap::new(),
+        health: &health,
+        committed: OffsetMap::default(),
+    };
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result: anyhow::Result<()> = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {
+                    pipeline.handle_rebalances(&mut routes);
+                    pipeline.flush_due(&mut routes).await?;
+                }
+                received = consumer.recv() => {
+                    let message = match received {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "kafka error");
+                            continue;
+                        }
+                    };
+                    pipeline.handle_rebalances(&mut routes);
+                    let topic = message.topic();
+                    let Some(index) = pipeline.route_index(topic) else {
+                        tracing::warn!(topic, "message from a topic no route matches");
+                        continue;
+                    };
+                    let view = Message {
+                        topic,
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        timestamp: message.timestamp().to_millis(),
+                        key: message.key(),
+                        payload: message.payload(),
+                    };
+                    routes[index].push(&view);
+                    drop(message);
+                    health.record_consumed();
+                    if routes[index].due(Instant::now()) {
+                        pipeline.flush(&mut routes[index]).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    health.set_ready(false);
+    if let Err(e) = result {
+        // Nothing past the failure is committed: the next start replays it.
+        return Err(e);
+    }
+    tracing::info!("shutting down: flushing open batches");
+    for route in routes.iter_mut().filter(|r| !r.is_empty()) {
+        pipeline.flush(route).await?;
+    }
+    // Async commits may still be in flight: commit everything once more and wait.
+    if !pipeline.committed.is_empty() {
+        let tpl = pipeline.offset_list(&pipeline.committed)?;
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            tracing::warn!(error = %e, "final offset commit failed");
+        }
+    }
+    if let Some(d) = &dead_letters {
+        d.flush();
+    }
+    consumer.unsubscribe();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+struct Pipeline<'a> {
+    loaded: &'a Loaded,
+    consumer: &'a Consumer,
+    dead_letters: Option<&'a DeadLetters>,
+    route_of: HashMap<String, Option<usize>>,
+    health: &'a Health,
+    /// Every position committed so far, committed again synchronously at shutdown.
+    committed: OffsetMap,
+}
+
+impl Pipeline<'_> {
+    fn route_index(&mut self, topic: &str) -> Option<usize> {
+        if let Some(found) = self.route_of.get(topic) {
+            return *found;
+        }
+        let found = self.loaded.route_for(topic);
+        self.route_of.insert(topic.to_string(), found);
+        found
+    }
+
+    /// Rows of revoked partitions are dropped: their new owner reads them again from
+    /// the committed offset, which never passes what every sink has written.
+    fn handle_rebalances(&mut self, routes: &mut [RouteState]) {
+        for event in self.consumer.context().take_events() {
+            match event {
+                RebalanceEvent::Revoked(partitions) => {
+                    for route in routes.iter_mut() {
+                        route.revoke(&partitions);
+                    }
+                    // Never commit for a partition another member now owns.
+                    for (topic, partition) in &partitions {
+                        if let Some(parts) = self.committed.0.get_mut(topic) {
+                            parts.remove(partition);
+                        }
+                    }
+                    self.health.add_partitions(-(partitions.len() as i64));
+                }
+                RebalanceEvent::Assigned(partitions) => {
+                    self.health.add_partitions(partitions.len() as i64);
+                }
+            }
+        }
+    }
+
+    async fn flush_due(&mut self, routes: &mut [RouteState]) -> anyhow::Result<()> {
+        let now = Instant::now();
+        for route in routes.iter_mut() {
+            if route.due(now) {
+                self.flush(route).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the route's open batch to every sink, then commits its positions.
+    async fn flush(&mut self, route: &mut RouteState) -> anyhow::Result<()> {
+        let (batch, rejected) = route.take_batch();
+        let started = Instant::now();
+        self.dispose_rejected(route, &rejected).await?;
+        let rows = batch.num_rows();
+        let writes = route
+            .sinks
+            .iter_mut()
+            .map(|sink| write_with_retry(sink.as_mut(), &batch, self.health));
+        for result in futures::future::join_all(writes).await {
+            result?;
+        }
+        self.commit(&batch.next_offsets)?;
+        self.health
+            .record_flush(&route.route.name, rows as u64, rejected.len() as u64);
+        tracing::info!(
+            route = %route.route.name,
+            rows,
+            rejected = rejected.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "flushed"
+        );
+        Ok(())
+    }
+
+    async fn dispose_rejected(
+        &self,
+        route: &RouteState,
+        rejected: &[Rejected],
+    ) -> anyhow::Result<()> {
+        let Some(first) = rejected.first() else {
+            return Ok(());
+        };
+        match (
+            route.route.on_error,
+            &route.route.dead_letter_topic,
+            self.dead_letters,
+        ) {
+            (OnError::DeadLetter, Some(topic), Some(dl)) => {
+                for r in rejected {
+                    tracing::warn!(route = %route.route.name, topic = %r.topic, partition = r.partition,
+                        offset = r.offset, error = %r.error, dead_letter = %topic, "bad record");
+                }
+                dl.send(topic, &route.route.name, rejected).await
+            }
+            _ => anyhow::bail!(
+                "route `{}`: record {}/{}@{} cannot be decoded ({}); set `dead_letter.topic` to divert bad records",
+                route.route.name,
+                first.topic,
+                first.partition,
+                first.offset,
+                first.error
+            ),
+        }
+    }
+
+    fn offset_list(&self, offsets: &OffsetMap) -> anyhow::Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, next) in offsets.iter() {
+            tpl.add_partition_offset(topic, partition, Offset::Offset(next))?;
+        }
+        Ok(tpl)
+    }
+
+    fn commit(&mut self, offsets: &OffsetMap) -> anyhow::Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.committed.merge(offsets);
+        let tpl = self.offset_list(offsets)?;
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            // A commit can fail while a rebalance is under way; the data is durable in
+            // the sinks and the next commit (or the new owner) moves the offset on.
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+        Ok(())
+    }
+}
+
+/// Retries retryable failures with exponential backoff (capped at 30 s); the service
+/// reports itself not ready meanwhile. Other failures stop the service.
+async fn write_with_retry(
+    sink: &mut dyn Sink,
+    batch: &SinkBatch,
+    health: &Health,
+) -> Result<(), SinkError> {
+    let mut delay = Duration::from_millis(200);
+    let mut failures = 0u32;
+    loop {
+        match sink.write(batch).await {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(sink = sink.name(), failures, "sink recovered");
+                    health.set_sink_failing(sink.name(), false);
+                }
+                return Ok(());
+            }
+            Err(e) if e.retryable => {
+                failures += 1;
+                health.set_sink_failing(sink.name(), true);
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "sink write failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `validate --connect`: reaches the broker, ClickHouse and the Iceberg catalog.
+pub async fn check_connections(loaded: &Loaded, timeout: Duration) -> anyhow::Result<()> {
+    use rdkafka::consumer::BaseConsumer;
+    let kafka = &loaded.config.kafka;
+    let probe: BaseConsumer = consumer::client_config(kafka).create()?;
+    let brokers = kafka.brokers.clone();
+    let metadata = tokio::task::spawn_blocking(move || probe.fetch_metadata(None, timeout))
+        .await?
+        .map_err(|e| anyhow::anyhow!("kafka brokers `{brokers}` unreachable: {e}"))?;
+    println!(
+        "kafka: {} broker(s), {} topic(s)",
+        metadata.brokers().len(),
+        metadata.topics().len()
+    );
+    if let Some(conn) = &loaded.config.clickhouse {
+        let client = ingest_sinks::clickhouse::client(conn);
+        let (version, _) =
+            tokio::time::timeout(timeout, ingest_sinks::clickhouse::server_caps(&client))
+                .await
+                .map_err(|_| anyhow::anyhow!("clickhouse `{}` unreachable: timed out", conn.url))?
+                .map_err(|e| anyhow::anyhow!("clickhouse `{}` unreachable: {e}", conn.url))?;
+        println!("clickhouse: server {version}");
+    }
+    if let Some(iceberg) = &loaded.config.iceberg {
+        let catalog = tokio::time::timeout(
+            timeout,
+            ingest_sinks::iceberg::open_catalog(&iceberg.catalog),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "iceberg catalog `{}` unreachable: timed out",
+                iceberg.catalog.uri
+            )
+        })?
+        .map_err(|e| anyhow::anyhow!("iceberg catalog `{}`: {e}", iceberg.catalog.uri))?;
+        let namespaces = catalog
+            .list_namespaces(None)
+            .await
+            .map_err(|e| anyhow::anyhow!("iceberg catalog `{}`: {e}", iceberg.catalog.uri))?;
+        println!(
+            "iceberg: catalog reachable, {} namespace(s)",
+            namespaces.len()
+        );
+    }
+    Ok(())
+}
