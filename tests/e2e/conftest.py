@@ -1,0 +1,244 @@
+"""Shared fixtures for the end-to-end suites.
+
+Everything here talks to real services started by `deploy/local/up.sh`: the Tansu
+broker, the ClickHouse server and a SQLite Iceberg catalog on the local filesystem.
+Results are checked with independent readers (ClickHouse SQL, pyiceberg, Spark).
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+READERS = ROOT / "tests" / "readers"
+sys.path.insert(0, str(READERS))
+from readers_common import id_checksum  # noqa: E402
+
+BIN = Path(os.environ.get("INGEST_BIN", ROOT / "target" / "release" / "ingest"))
+KAFKA = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+CLICKHOUSE = os.environ.get("CLICKHOUSE_URL", "http://127.0.0.1:8123")
+
+
+def unique(prefix):
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clickhouse(sql):
+    """Runs a query; returns rows as dicts (JSONEachRow) or [] for statements."""
+    data = (sql + (" FORMAT JSONEachRow" if sql.lstrip().upper().startswith("SELECT") else "")).encode()
+    req = urllib.request.Request(CLICKHOUSE + "/", data=data)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return [json.loads(line) for line in resp.read().decode().splitlines() if line]
+    except urllib.error.HTTPError as e:
+        raise AssertionError(f"ClickHouse rejected {sql!r}: {e.read().decode()}") from e
+
+
+def create_topic(name, partitions):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": KAFKA})
+    futures = admin.create_topics([NewTopic(name, partitions, 1)])
+    futures[name].result(timeout=30)
+    return name
+
+
+def produce_records(topic, records, partition=None):
+    """records: iterable of (key, value) where value is bytes, str or a JSON-able object."""
+    from confluent_kafka import Producer
+    producer = Producer({"bootstrap.servers": KAFKA, "linger.ms": 5})
+    errors = []
+    for key, value in records:
+        if not isinstance(value, (bytes, str)) and value is not None:
+            value = json.dumps(value)
+        kwargs = {"key": key, "value": value, "on_delivery": lambda e, m: e and errors.append(e)}
+        if partition is not None:
+            kwargs["partition"] = partition
+        producer.produce(topic, **kwargs)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert not errors, errors
+
+
+def ingest_produce(topic, schema, count, id_field, start_id=0):
+    out = subprocess.run(
+        [str(BIN), "produce", "--brokers", KAFKA, "--topic", topic, "--schema", str(schema),
+         "--count", str(count), "--id-field", id_field, "--start-id", str(start_id)],
+        capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def wait_until(what, predicate, timeout=180, interval=0.5):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        ok, last = predicate()
+        if ok:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+def read_iceberg(catalog_uri, warehouse, table, id_column, reader="pyiceberg", rows=False):
+    script = READERS / ("iceberg_pyiceberg.py" if reader == "pyiceberg" else "iceberg_spark.py")
+    args = [sys.executable, str(script), "--catalog-uri", catalog_uri, "--warehouse", warehouse,
+            "--catalog-name", "ingest", "--table", table, "--id-column", id_column]
+    if rows:
+        args.append("--rows")
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"{reader} failed: {out.stderr[-3000:]}"
+    return json.loads(out.stdout)
+
+
+def iceberg_count(catalog_uri, warehouse, table):
+    """Fast in-process count with pyiceberg, for polling (0 while the table is missing)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+    uri = "sqlite:///" + catalog_uri[len("sqlite://"):]
+    if not Path(catalog_uri[len("sqlite://"):]).exists():
+        return 0
+    try:
+        cat = SqlCatalog("ingest", uri=uri, warehouse=warehouse, init_catalog_tables="false")
+        tbl = cat.load_table(table)
+    except Exception:
+        return 0
+    snap = tbl.current_snapshot()
+    if snap is None:
+        return 0
+    return int(snap.summary.additional_properties.get("total-records", 0)) if snap.summary else 0
+
+
+class Ingest:
+    """`ingest run` as a child process, stopped with SIGTERM like Kubernetes does."""
+
+    def __init__(self, config_path, log_path):
+        self.config_path = config_path
+        self.log_path = log_path
+        self.port = json.loads(Path(config_path).read_text())["server"]["listen"].rsplit(":", 1)[1]
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen([str(BIN), "run", "--config", str(config_path)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError as e:
+            return None, str(e)
+
+    def wait_ready(self, timeout=60):
+        def ready():
+            assert self.proc.poll() is None, f"ingest exited early:\n{self.logs()}"
+            status, body = self.get("/ready")
+            return status == 200, (status, body)
+        wait_until("ingest /ready", ready, timeout)
+
+    def metric(self, name):
+        status, body = self.get("/metrics")
+        if status != 200:
+            return None
+        for line in body.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def stop(self, timeout=120):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"ingest did not stop within {timeout}s:\n{self.logs()}")
+        self.log.close()
+        return code
+
+    def logs(self):
+        self.log.flush()
+        return Path(self.log_path).read_text()[-5000:]
+
+
+class Setup:
+    """A private namespace for one test: topics, ClickHouse database, Iceberg catalog."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.database = unique("e2e")
+        self.namespace = self.database
+        self.catalog_uri = f"sqlite://{tmp_path}/catalog.db"
+        self.warehouse = f"file://{tmp_path}/warehouse"
+        self.group = unique("group")
+        self.processes = []
+
+    def config(self, routes, dead_letter=None, clickhouse=True, iceberg=True, kafka_properties=None):
+        config = {
+            "kafka": {"brokers": KAFKA, "group_id": self.group,
+                      "properties": {"fetch.wait.max.ms": "10", **(kafka_properties or {})}},
+            "server": {"listen": f"127.0.0.1:{free_port()}"},
+            "routes": routes,
+        }
+        if clickhouse:
+            config["clickhouse"] = {"url": CLICKHOUSE, "database": self.database}
+        if iceberg:
+            config["iceberg"] = {
+                "catalog": {"type": "sql", "uri": self.catalog_uri, "warehouse": self.warehouse},
+                "namespace": self.namespace,
+            }
+        if dead_letter:
+            config["dead_letter"] = {"topic": dead_letter}
+        path = self.tmp / f"config-{len(self.processes)}.yaml"
+        # JSON is YAML: no YAML writer needed.
+        path.write_text(json.dumps(config, indent=2))
+        return path
+
+    def schema(self, name, text):
+        path = self.tmp / name
+        path.write_text(text)
+        return path
+
+    def start(self, config_path):
+        ingest = Ingest(config_path, self.tmp / f"ingest-{len(self.processes)}.log")
+        self.processes.append(ingest)
+        return ingest
+
+    def cleanup(self):
+        for p in self.processes:
+            if p.proc.poll() is None:
+                p.proc.kill()
+        try:
+            clickhouse(f"DROP DATABASE IF EXISTS {self.database}")
+        except AssertionError:
+            pass
+
+
+@pytest.fixture
+def setup(tmp_path):
+    s = Setup(tmp_path)
+    yield s
+    s.cleanup()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def binary_exists():
+    assert BIN.exists(), f"{BIN} is missing: run `cargo build --release -p ingest` (make test does)"
+
+
+def checksum_of(ids):
+    return id_checksum(ids)
