@@ -39,13 +39,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def clickhouse(sql):
+def clickhouse(sql, parse_float=float):
     """Runs a query; returns rows as dicts (JSONEachRow) or [] for statements."""
     data = (sql + (" FORMAT JSONEachRow" if sql.lstrip().upper().startswith("SELECT") else "")).encode()
     req = urllib.request.Request(CLICKHOUSE + "/", data=data)
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
-            return [json.loads(line) for line in resp.read().decode().splitlines() if line]
+            return [json.loads(line, parse_float=parse_float)
+                    for line in resp.read().decode().splitlines() if line]
     except urllib.error.HTTPError as e:
         raise AssertionError(f"ClickHouse rejected {sql!r}: {e.read().decode()}") from e
 
@@ -97,7 +98,9 @@ def wait_until(what, predicate, timeout=180, interval=0.5):
 
 def read_iceberg(catalog_uri, warehouse, table, id_column, reader="pyiceberg", rows=False):
     script = READERS / ("iceberg_pyiceberg.py" if reader == "pyiceberg" else "iceberg_spark.py")
-    args = [sys.executable, str(script), "--catalog-uri", catalog_uri, "--warehouse", warehouse,
+    # The service takes sqlx's `sqlite:///abs/path`; the readers SQLAlchemy's `sqlite:////abs/path`.
+    reader_uri = "sqlite:///" + catalog_uri[len("sqlite://"):] if catalog_uri.startswith("sqlite://") else catalog_uri
+    args = [sys.executable, str(script), "--catalog-uri", reader_uri, "--warehouse", warehouse,
             "--catalog-name", "ingest", "--table", table, "--id-column", id_column]
     if rows:
         args.append("--rows")

@@ -61,7 +61,9 @@ impl Health {
             .expect("register");
         let consumed = IntCounter::new("ingest_records_consumed_total", "Records read from Kafka")
             .expect("metric");
-        registry.register(Box::new(consumed.clone())).expect("register");
+        registry
+            .register(Box::new(consumed.clone()))
+            .expect("register");
         Self {
             inner: Arc::new(Inner {
                 consuming: AtomicBool::new(false),

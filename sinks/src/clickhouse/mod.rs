@@ -128,6 +128,7 @@ pub fn offline_payload(
             name: field.name().clone(),
             type_name,
             ty,
+            source: native::Source::Field,
         });
     }
     let mut body = Vec::new();
@@ -300,10 +301,15 @@ fn match_columns(
     let mut out = Vec::new();
     for field in schema.fields() {
         let Some(column) = columns.iter().find(|c| &c.name == field.name()) else {
-            return Err(format!(
-                "field `{}` has no column in the table",
-                field.name()
-            ));
+            let nested = nested_columns(field, &columns)?;
+            if nested.is_empty() {
+                return Err(format!(
+                    "field `{}` has no column in the table",
+                    field.name()
+                ));
+            }
+            out.extend(nested);
+            continue;
         };
         let ty = ChType::parse(&column.type_name)
             .map_err(|e| format!("column `{}`: {e}", column.name))?;
@@ -318,16 +324,53 @@ fn match_columns(
             name: column.name.clone(),
             type_name: column.type_name.clone(),
             ty,
+            source: native::Source::Field,
         });
     }
     if let Some(missing) = columns
         .iter()
-        .find(|c| !c.has_default && schema.field_with_name(&c.name).is_err())
+        .find(|c| !c.has_default && !out.iter().any(|n| n.name == c.name))
     {
         return Err(format!(
             "column `{}` ({}) has no field in the schema and no DEFAULT",
             missing.name, missing.type_name
         ));
+    }
+    Ok(out)
+}
+
+/// The flattened `field.element` columns an old server made of an `Array(Tuple(...))`
+/// column (elements named by position, `field.1`, or by name, `field.sku`).
+fn nested_columns(
+    field: &arrow_schema::Field,
+    columns: &[TableColumn],
+) -> Result<Vec<NativeColumn>, String> {
+    let arrow_schema::DataType::List(item) = field.data_type() else {
+        return Ok(Vec::new());
+    };
+    let arrow_schema::DataType::Struct(members) = item.data_type() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (element, member) in members.iter().enumerate() {
+        let by_position = format!("{}.{}", field.name(), element + 1);
+        let by_name = format!("{}.{}", field.name(), member.name());
+        let Some(column) = columns
+            .iter()
+            .find(|c| c.name == by_position || c.name == by_name)
+        else {
+            return Ok(Vec::new());
+        };
+        out.push(NativeColumn {
+            name: column.name.clone(),
+            type_name: column.type_name.clone(),
+            ty: ChType::parse(&column.type_name)
+                .map_err(|e| format!("column `{}`: {e}", column.name))?,
+            source: native::Source::NestedElement {
+                field: field.name().clone(),
+                element,
+            },
+        });
     }
     Ok(out)
 }

@@ -23,6 +23,18 @@ pub struct NativeColumn {
     pub name: String,
     pub type_name: String,
     pub ty: ChType,
+    /// Where the values come from in the record batch.
+    pub source: Source,
+}
+
+/// The batch column a table column is filled from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// The batch column of the same name.
+    Field,
+    /// One element of a `list<struct>` field, as an array: servers before 21.x store
+    /// `Array(Tuple(a, b))` as flattened `f.a Array(A)`, `f.b Array(B)` columns.
+    NestedElement { field: String, element: usize },
 }
 
 /// Encoding failure, naming the column and what did not fit.
@@ -49,12 +61,21 @@ pub fn encode_block(
             type_name: column.type_name.clone(),
             message,
         };
-        let array = batch
-            .column_by_name(&column.name)
-            .ok_or_else(|| fail("missing from the record batch".into()))?;
+        let array = match &column.source {
+            Source::Field => batch
+                .column_by_name(&column.name)
+                .cloned()
+                .ok_or_else(|| fail("missing from the record batch".into()))?,
+            Source::NestedElement { field, element } => {
+                let list = batch.column_by_name(field).ok_or_else(|| {
+                    fail(format!("field `{field}` missing from the record batch"))
+                })?;
+                nested_element(list, *element).map_err(fail)?
+            }
+        };
         write_string(out, column.name.as_bytes());
         write_string(out, column.type_name.as_bytes());
-        encode_column(array, &column.ty, out).map_err(fail)?;
+        encode_column(&array, &column.ty, out).map_err(fail)?;
     }
     Ok(())
 }
@@ -104,6 +125,36 @@ fn encode_column(array: &ArrayRef, ty: &ChType, out: &mut Vec<u8>) -> Result<(),
         }
         leaf => encode_leaf(array, leaf, out),
     }
+}
+
+/// The `element`-th field of a `list<struct>` column, as a list of that field's values.
+fn nested_element(list: &ArrayRef, element: usize) -> Result<ArrayRef, String> {
+    let DataType::List(item) = list.data_type() else {
+        return Err(format!(
+            "expected a list of structs, found {}",
+            list.data_type()
+        ));
+    };
+    let DataType::Struct(fields) = item.data_type() else {
+        return Err(format!(
+            "expected a list of structs, found {}",
+            list.data_type()
+        ));
+    };
+    let list = list.as_list::<i32>();
+    let child = list.values().as_struct().column(element).clone();
+    let field = fields[element].clone();
+    let item = std::sync::Arc::new(arrow_schema::Field::new(
+        item.name(),
+        field.data_type().clone(),
+        field.is_nullable(),
+    ));
+    Ok(std::sync::Arc::new(arrow_array::ListArray::new(
+        item,
+        list.offsets().clone(),
+        child,
+        list.nulls().cloned(),
+    )))
 }
 
 /// A null struct is stored as a tuple of null elements: its nulls are pushed down.
@@ -327,6 +378,7 @@ mod tests {
             name: name.into(),
             type_name: type_name.into(),
             ty: ChType::parse(type_name).unwrap(),
+            source: Source::Field,
         }
     }
 
