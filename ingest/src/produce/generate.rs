@@ -15,6 +15,8 @@ const EVENT_TYPES: [&str; 6] = [
 ];
 const COUNTRIES: [&str; 8] = ["US", "DE", "FR", "IN", "BR", "JP", "GB", "NG"];
 const DEVICES: [&str; 4] = ["desktop", "mobile", "tablet", "tv"];
+const SERVICES: [&str; 5] = ["checkout", "search", "auth", "catalog", "payments"];
+const LEVELS: [&str; 4] = ["DEBUG", "INFO", "WARN", "ERROR"];
 const WORDS: [&str; 12] = [
     "alpha", "bravo", "delta", "echo", "gamma", "kilo", "lima", "omega", "sigma", "tango", "vega",
     "zulu",
@@ -99,7 +101,8 @@ impl EventGenerator {
                 format!("{:.3}", rng.random_range(0.0..1000.0f64))
             }
             DataType::Decimal128(p, s) => {
-                let int_digits = (*p as i32 - *s as i32).clamp(0, 9) as u32;
+                // Amounts of a few thousand at most, like prices and revenue.
+                let int_digits = (*p as i32 - *s as i32).clamp(0, 4) as u32;
                 let whole = rng.random_range(0..10u64.pow(int_digits).max(1));
                 let frac = rng.random_range(0..10u64.pow((*s as u32).min(9)).max(1));
                 if *s > 0 {
@@ -113,6 +116,10 @@ impl EventGenerator {
                     EVENT_TYPES[rng.random_range(0..EVENT_TYPES.len())].to_string()
                 } else if name.contains("country") {
                     COUNTRIES[rng.random_range(0..COUNTRIES.len())].to_string()
+                } else if name.contains("service") {
+                    SERVICES[rng.random_range(0..SERVICES.len())].to_string()
+                } else if name.contains("level") {
+                    LEVELS[rng.random_range(0..LEVELS.len())].to_string()
                 } else if name.contains("device") {
                     DEVICES[rng.random_range(0..DEVICES.len())].to_string()
                 } else if name.contains("url") || name.contains("path") || name.contains("page") {

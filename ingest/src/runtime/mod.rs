@@ -97,10 +97,8 @@ pub async fn run(
     }
     .await;
     health.set_ready(false);
-    if let Err(e) = result {
-        // Nothing past the failure is committed: the next start replays it.
-        return Err(e);
-    }
+    // On failure nothing past it was committed: the next start replays it.
+    result?;
     tracing::info!("shutting down: flushing open batches");
     for route in routes.iter_mut().filter(|r| !r.is_empty()) {
         pipeline.flush(route).await?;
