@@ -96,11 +96,19 @@ def wait_until(what, predicate, timeout=180, interval=0.5):
     raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
+def reader_uri(catalog_uri):
+    """The service takes sqlx URIs (`sqlite:///abs/path`, `postgres://...`); the readers
+    take SQLAlchemy's (`sqlite:////abs/path`, `postgresql+psycopg2://...`)."""
+    if catalog_uri.startswith("sqlite://"):
+        return "sqlite:///" + catalog_uri[len("sqlite://"):]
+    if catalog_uri.startswith("postgres://"):
+        return "postgresql+psycopg2://" + catalog_uri[len("postgres://"):]
+    return catalog_uri
+
+
 def read_iceberg(catalog_uri, warehouse, table, id_column, reader="pyiceberg", rows=False):
     script = READERS / ("iceberg_pyiceberg.py" if reader == "pyiceberg" else "iceberg_spark.py")
-    # The service takes sqlx's `sqlite:///abs/path`; the readers SQLAlchemy's `sqlite:////abs/path`.
-    reader_uri = "sqlite:///" + catalog_uri[len("sqlite://"):] if catalog_uri.startswith("sqlite://") else catalog_uri
-    args = [sys.executable, str(script), "--catalog-uri", reader_uri, "--warehouse", warehouse,
+    args = [sys.executable, str(script), "--catalog-uri", reader_uri(catalog_uri), "--warehouse", warehouse,
             "--catalog-name", "ingest", "--table", table, "--id-column", id_column]
     if rows:
         args.append("--rows")
@@ -109,21 +117,26 @@ def read_iceberg(catalog_uri, warehouse, table, id_column, reader="pyiceberg", r
     return json.loads(out.stdout)
 
 
-def iceberg_count(catalog_uri, warehouse, table):
-    """Fast in-process count with pyiceberg, for polling (0 while the table is missing)."""
+def load_iceberg_table(catalog_uri, warehouse, table, properties=None):
+    """The table through pyiceberg in process, or None while it does not exist."""
     from pyiceberg.catalog.sql import SqlCatalog
-    uri = "sqlite:///" + catalog_uri[len("sqlite://"):]
-    if not Path(catalog_uri[len("sqlite://"):]).exists():
-        return 0
+    if catalog_uri.startswith("sqlite://") and not Path(catalog_uri[len("sqlite://"):]).exists():
+        return None
     try:
-        cat = SqlCatalog("ingest", uri=uri, warehouse=warehouse, init_catalog_tables="false")
-        tbl = cat.load_table(table)
+        cat = SqlCatalog("ingest", uri=reader_uri(catalog_uri), warehouse=warehouse,
+                         init_catalog_tables="false", **(properties or {}))
+        return cat.load_table(table)
     except Exception:
+        return None
+
+
+def iceberg_count(catalog_uri, warehouse, table, properties=None):
+    """Rows in the current snapshot per its summary (0 while the table is missing)."""
+    tbl = load_iceberg_table(catalog_uri, warehouse, table, properties)
+    snap = tbl and tbl.current_snapshot()
+    if not snap or not snap.summary:
         return 0
-    snap = tbl.current_snapshot()
-    if snap is None:
-        return 0
-    return int(snap.summary.additional_properties.get("total-records", 0)) if snap.summary else 0
+    return int(snap.summary.additional_properties.get("total-records", 0))
 
 
 class Ingest:
