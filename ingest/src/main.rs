@@ -61,6 +61,9 @@ enum Command {
         start_id: i64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Timestamp fields carry the moment each event is produced (latency runs).
+        #[arg(long)]
+        live_time: bool,
         /// librdkafka producer setting, repeatable: -X key=value.
         #[arg(short = 'X', value_parser = parse_key_value)]
         property: Vec<(String, String)>,
@@ -171,6 +174,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             id_field,
             start_id,
             seed,
+            live_time,
             property,
         } => {
             let schema = ingest_schemas::load_schema(&schema)?;
@@ -183,6 +187,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 id_field,
                 start_id,
                 seed,
+                live_time,
                 properties: property,
             };
             let elapsed = tokio::task::spawn_blocking(move || produce(&options)).await??;

@@ -30,6 +30,8 @@ pub struct EventGenerator {
     rng: StdRng,
     /// Event time base (ms since the epoch); each event lands within the last minute.
     now_ms: i64,
+    /// Stamp timestamps with the wall clock at generation (for latency measurements).
+    live_time: bool,
 }
 
 impl EventGenerator {
@@ -40,7 +42,15 @@ impl EventGenerator {
             next_id: start_id,
             rng: StdRng::seed_from_u64(seed),
             now_ms: chrono::Utc::now().timestamp_millis(),
+            live_time: false,
         }
+    }
+
+    /// Timestamps become the moment each event is generated, so `now - ts` in a sink
+    /// is the event's end-to-end latency.
+    pub fn with_live_time(mut self) -> Self {
+        self.live_time = true;
+        self
     }
 
     /// Appends the next event to `out`; returns its id.
@@ -150,7 +160,11 @@ impl EventGenerator {
                 format!("\"{}\"", date.format("%Y-%m-%d"))
             }
             DataType::Timestamp(unit, _) => {
-                let ms = self.now_ms - rng.random_range(0..60_000);
+                let ms = if self.live_time {
+                    chrono::Utc::now().timestamp_millis()
+                } else {
+                    self.now_ms - rng.random_range(0..60_000)
+                };
                 let sub = rng.random_range(0..1000);
                 let at = chrono::DateTime::from_timestamp_millis(ms).expect("time");
                 match unit {

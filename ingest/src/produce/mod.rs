@@ -26,6 +26,8 @@ pub struct ProduceOptions {
     pub id_field: Option<String>,
     pub start_id: i64,
     pub seed: u64,
+    /// Timestamps are the moment of production (for latency measurements).
+    pub live_time: bool,
     pub properties: Vec<(String, String)>,
 }
 
@@ -74,6 +76,9 @@ pub fn produce(options: &ProduceOptions) -> anyhow::Result<Duration> {
         options.start_id,
         options.seed,
     );
+    if options.live_time {
+        generator = generator.with_live_time();
+    }
     let started = Instant::now();
     let mut payload = Vec::with_capacity(1024);
     for sent in 0..options.count {

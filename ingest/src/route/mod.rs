@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use ingest_sinks::{OffsetMap, Sink, SinkBatch};
+use ingest_sinks::{OffsetMap, Sink, SinkBatch, SinkError};
 
 use crate::config::{Route, metadata_fields};
 use crate::decode::{JsonDecoder, Message, Rejected};
@@ -14,7 +14,10 @@ const CHUNK_ROWS: usize = 16 * 1024;
 pub struct RouteState {
     pub route: Route,
     decoder: JsonDecoder,
+    /// The route's sinks; moved into the write task while a batch is being written.
     pub sinks: Vec<Box<dyn Sink>>,
+    /// The batch being written, at most one per route (back-pressure on decoding).
+    pub in_flight: Option<tokio::task::JoinHandle<FlushOutcome>>,
     /// Positions covered by the open batch, rejected records included.
     next_offsets: OffsetMap,
     rejected: Vec<Rejected>,
@@ -32,6 +35,7 @@ impl RouteState {
             route,
             decoder,
             sinks,
+            in_flight: None,
             next_offsets: OffsetMap::default(),
             rejected: Vec::new(),
             bytes: 0,
@@ -57,14 +61,19 @@ impl RouteState {
             .advance(message.topic, message.partition, message.offset + 1);
     }
 
-    /// True when the open batch reached its row or byte limit, or waited `max_age`.
-    pub fn due(&self, now: Instant) -> bool {
+    /// True when the open batch reached its row or byte limit (checked per message,
+    /// without reading the clock).
+    pub fn full(&self) -> bool {
         let batch = &self.route.config.batch;
-        self.messages >= batch.max_rows as u64
-            || self.bytes >= batch.max_bytes.as_u64()
+        self.messages >= batch.max_rows as u64 || self.bytes >= batch.max_bytes.as_u64()
+    }
+
+    /// True when the open batch is full or waited `max_age`.
+    pub fn due(&self, now: Instant) -> bool {
+        self.full()
             || self
                 .opened_at
-                .is_some_and(|t| now.duration_since(t) >= batch.max_age)
+                .is_some_and(|t| now.duration_since(t) >= self.route.config.batch.max_age)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -116,4 +125,14 @@ impl RouteState {
                 .saturating_sub(now.duration_since(t))
         })
     }
+}
+
+/// What a finished write task hands back: the sinks, and the positions it made durable.
+pub struct FlushOutcome {
+    pub sinks: Vec<Box<dyn Sink>>,
+    pub result: Result<(), SinkError>,
+    pub next_offsets: OffsetMap,
+    pub rows: usize,
+    pub rejected: usize,
+    pub started: Instant,
 }

@@ -3,7 +3,7 @@
 
 mod setup;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use ingest_sinks::{OffsetMap, Sink, SinkBatch, SinkError};
@@ -17,7 +17,7 @@ use crate::consumer::{self, Consumer, RebalanceEvent};
 use crate::dead_letter::DeadLetters;
 use crate::decode::{Message, Rejected};
 use crate::health::Health;
-use crate::route::RouteState;
+use crate::route::{FlushOutcome, RouteState};
 
 pub use setup::open_routes;
 
@@ -48,8 +48,10 @@ pub async fn run(
         consumer: &consumer,
         dead_letters: dead_letters.as_ref(),
         route_of: HashMap::new(),
+        last_route: None,
         health: &health,
         committed: OffsetMap::default(),
+        assigned: HashSet::new(),
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -87,7 +89,7 @@ pub async fn run(
                     routes[index].push(&view);
                     drop(message);
                     health.record_consumed();
-                    if routes[index].due(Instant::now()) {
+                    if routes[index].full() {
                         pipeline.flush(&mut routes[index]).await?;
                     }
                 }
@@ -100,8 +102,11 @@ pub async fn run(
     // On failure nothing past it was committed: the next start replays it.
     result?;
     tracing::info!("shutting down: flushing open batches");
-    for route in routes.iter_mut().filter(|r| !r.is_empty()) {
-        pipeline.flush(route).await?;
+    for route in routes.iter_mut() {
+        if !route.is_empty() {
+            pipeline.flush(route).await?;
+        }
+        pipeline.finish_flush(route).await?;
     }
     // Async commits may still be in flight: commit everything once more and wait.
     if !pipeline.committed.is_empty() {
@@ -123,13 +128,28 @@ struct Pipeline<'a> {
     consumer: &'a Consumer,
     dead_letters: Option<&'a DeadLetters>,
     route_of: HashMap<String, Option<usize>>,
+    last_route: Option<(String, Option<usize>)>,
     health: &'a Health,
     /// Every position committed so far, committed again synchronously at shutdown.
     committed: OffsetMap,
+    /// Partitions this member owns now.
+    assigned: HashSet<(String, i32)>,
 }
 
 impl Pipeline<'_> {
     fn route_index(&mut self, topic: &str) -> Option<usize> {
+        // Consecutive messages mostly come from one topic: skip the map then.
+        if let Some((last, found)) = &self.last_route
+            && last == topic
+        {
+            return *found;
+        }
+        let found = self.lookup_route(topic);
+        self.last_route = Some((topic.to_string(), found));
+        found
+    }
+
+    fn lookup_route(&mut self, topic: &str) -> Option<usize> {
         if let Some(found) = self.route_of.get(topic) {
             return *found;
         }
@@ -154,9 +174,13 @@ impl Pipeline<'_> {
                         }
                     }
                     self.health.add_partitions(-(partitions.len() as i64));
+                    for p in &partitions {
+                        self.assigned.remove(p);
+                    }
                 }
                 RebalanceEvent::Assigned(partitions) => {
                     self.health.add_partitions(partitions.len() as i64);
+                    self.assigned.extend(partitions);
                 }
             }
         }
@@ -165,6 +189,9 @@ impl Pipeline<'_> {
     async fn flush_due(&mut self, routes: &mut [RouteState]) -> anyhow::Result<()> {
         let now = Instant::now();
         for route in routes.iter_mut() {
+            if route.in_flight.as_ref().is_some_and(|h| h.is_finished()) {
+                self.finish_flush(route).await?;
+            }
             if route.due(now) {
                 self.flush(route).await?;
             }
@@ -172,27 +199,61 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// Writes the route's open batch to every sink, then commits its positions.
+    /// Starts writing the route's open batch to every sink in a task of its own, so
+    /// decoding goes on meanwhile; waits first for the route's previous batch.
     async fn flush(&mut self, route: &mut RouteState) -> anyhow::Result<()> {
+        self.finish_flush(route).await?;
         let (batch, rejected) = route.take_batch();
         let started = Instant::now();
         self.dispose_rejected(route, &rejected).await?;
-        let rows = batch.num_rows();
-        let writes = route
-            .sinks
-            .iter_mut()
-            .map(|sink| write_with_retry(sink.as_mut(), &batch, self.health));
-        for result in futures::future::join_all(writes).await {
-            result?;
-        }
-        self.commit(&batch.next_offsets)?;
-        self.health
-            .record_flush(&route.route.name, rows as u64, rejected.len() as u64);
+        let mut sinks = std::mem::take(&mut route.sinks);
+        let health = self.health.clone();
+        let rejected = rejected.len();
+        route.in_flight = Some(tokio::spawn(async move {
+            let rows = batch.num_rows();
+            let writes = sinks
+                .iter_mut()
+                .map(|sink| write_with_retry(sink.as_mut(), &batch, &health));
+            let result = futures::future::join_all(writes)
+                .await
+                .into_iter()
+                .collect::<Result<(), _>>();
+            FlushOutcome {
+                sinks,
+                result,
+                next_offsets: batch.next_offsets,
+                rows,
+                rejected,
+                started,
+            }
+        }));
+        Ok(())
+    }
+
+    /// Waits for the route's batch in flight, if any, and commits what it made durable.
+    async fn finish_flush(&mut self, route: &mut RouteState) -> anyhow::Result<()> {
+        let Some(handle) = route.in_flight.take() else {
+            return Ok(());
+        };
+        let outcome = handle.await?;
+        route.sinks = outcome.sinks;
+        outcome.result?;
+        let mut offsets = outcome.next_offsets;
+        // Partitions revoked while the batch was written belong to another member now.
+        offsets.0.iter_mut().for_each(|(topic, parts)| {
+            parts.retain(|p, _| self.assigned.contains(&(topic.clone(), *p)))
+        });
+        self.commit(&offsets)?;
+        self.health.record_flush(
+            &route.route.name,
+            outcome.rows as u64,
+            outcome.rejected as u64,
+        );
         tracing::info!(
             route = %route.route.name,
-            rows,
-            rejected = rejected.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            rows = outcome.rows,
+            rejected = outcome.rejected,
+            elapsed_ms = outcome.started.elapsed().as_millis() as u64,
             "flushed"
         );
         Ok(())

@@ -1,0 +1,107 @@
+//! Hot-path micro-benchmarks in bytes of JSON input per second (one core):
+//! JSON → Arrow with our route decoder, next to arrow-json's own reader and a
+//! parse-only serde pass on the same data; Arrow → ClickHouse Native; Arrow → Parquet.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ingest::decode::{JsonDecoder, Message};
+use ingest_sinks::clickhouse::{ClickHouseTable, offline_payload};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+const EVENTS: usize = 16 * 1024;
+
+fn decode_all(events: &[Vec<u8>]) -> Vec<RecordBatch> {
+    let mut decoder = JsonDecoder::new(ingest_bench::events_schema(), vec![], EVENTS).unwrap();
+    let mut rejected = Vec::new();
+    for (offset, payload) in events.iter().enumerate() {
+        let message = Message {
+            topic: "bench",
+            partition: 0,
+            offset: offset as i64,
+            timestamp: None,
+            key: None,
+            payload: Some(payload),
+        };
+        decoder.push(&message, &mut rejected);
+    }
+    let batches = decoder.take(&mut rejected);
+    assert!(rejected.is_empty());
+    batches
+}
+
+fn benches(c: &mut Criterion) {
+    let events = ingest_bench::sample_events(EVENTS);
+    let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
+    let newline_joined: Vec<u8> = events
+        .iter()
+        .flat_map(|e| e.iter().copied().chain([b'\n']))
+        .collect();
+
+    let mut decode = c.benchmark_group("json_to_arrow");
+    decode.throughput(Throughput::Bytes(bytes));
+    decode.bench_function("ingest_route_decoder", |b| {
+        b.iter(|| black_box(decode_all(&events)))
+    });
+    decode.bench_function("arrow_json_reader_reference", |b| {
+        b.iter(|| {
+            let mut d = arrow_json::ReaderBuilder::new(ingest_bench::events_schema())
+                .with_batch_size(EVENTS)
+                .build_decoder()
+                .unwrap();
+            d.decode(&newline_joined).unwrap();
+            black_box(d.flush().unwrap())
+        })
+    });
+    decode.bench_function("serde_json_parse_only_reference", |b| {
+        b.iter(|| {
+            for e in &events {
+                black_box(serde_json::from_slice::<serde::de::IgnoredAny>(e).unwrap());
+            }
+        })
+    });
+    decode.finish();
+
+    let batches = decode_all(&events);
+    let schema = batches[0].schema();
+    let table = ClickHouseTable {
+        table: "events".into(),
+        order_by: vec![],
+        partition_by: None,
+        engine: "MergeTree".into(),
+    };
+    let mut encode = c.benchmark_group("arrow_to_sink");
+    encode.throughput(Throughput::Bytes(bytes));
+    for version in ["18.16.1", "26.9"] {
+        encode.bench_function(format!("clickhouse_native_{version}"), |b| {
+            b.iter(|| black_box(offline_payload("db", &table, &schema, version, &batches).unwrap()))
+        });
+    }
+    encode.bench_function("parquet_zstd3", |b| {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
+            .build();
+        b.iter(|| {
+            let mut out = Vec::with_capacity(bytes as usize);
+            let mut writer =
+                ArrowWriter::try_new(&mut out, Arc::clone(&schema), Some(props.clone())).unwrap();
+            for batch in &batches {
+                writer.write(batch).unwrap();
+            }
+            writer.close().unwrap();
+            black_box(out.len())
+        })
+    });
+    encode.finish();
+}
+
+criterion_group! {
+    name = hot_path;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(5));
+    targets = benches
+}
+criterion_main!(hot_path);

@@ -1,0 +1,422 @@
+"""`make bench`: every pipeline on the same preloaded topic, in one run, on this machine.
+
+Variants (each repeated, medians reported):
+  a  bare drain: an rdkafka consumer reading the topic, doing nothing (the ceiling)
+  b  ingest -> ClickHouse only      c  ingest -> Iceberg only      d  ingest -> both
+  e  ClickHouse's Kafka engine + materialized view (bench/baselines/)
+  f  a straightforward Python pipeline (bench/baselines/), on a smaller event count
+Then latency: events produced at 25/50/90 % of (d)'s rate, event-to-visible-in-ClickHouse
+p50/p99 for several max_age settings, and a plot of p99 against throughput.
+
+CPU and peak RSS of each pipeline come from the kernel's rusage of the child process
+(wait4); server-side CPU (ClickHouse, Tansu) from /proc deltas over the run.
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = ROOT / "target/release/ingest"
+DRAIN = ROOT / "target/release/drain"
+EVENTS_SCHEMA = ROOT / "schemas/examples/events.yaml"
+KAFKA = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+CLICKHOUSE = os.environ.get("CLICKHOUSE_URL", "http://127.0.0.1:8123")
+STATE = Path(os.environ.get("STACK_STATE", "/var/tmp/ingest-stack"))
+PY = sys.executable
+
+
+def log(*args):
+    print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+def ch(sql):
+    req = urllib.request.Request(CLICKHOUSE + "/", data=sql.encode())
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return resp.read().decode()
+
+
+def ch_count(table):
+    try:
+        return int(ch(f"SELECT count() FROM {table}").strip() or 0)
+    except Exception:
+        return 0
+
+
+def proc_cpu(pattern):
+    """utime+stime seconds of the first process whose command line contains pattern."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if pattern in cmd and "harness.py" not in cmd:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    return 0.0
+
+
+class Servers:
+    """CPU spent by the broker and ClickHouse during a measured run."""
+
+    def __enter__(self):
+        self.start = {"clickhouse": proc_cpu("clickhouse-server"), "tansu": proc_cpu("tansu broker")}
+        return self
+
+    def __exit__(self, *exc):
+        self.cpu = {k: round(proc_cpu(p) - self.start[k], 2)
+                    for k, p in (("clickhouse", "clickhouse-server"), ("tansu", "tansu broker"))}
+
+
+def run_child(args, stop_when=None, timeout=900, env=None):
+    """Runs a child; with stop_when, polls it and sends SIGTERM once it is true.
+    Returns (stdout, seconds to done, rusage)."""
+    started = time.time()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    done_at = None
+    if stop_when:
+        while time.time() - started < timeout:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{args[0]} exited early with {proc.returncode}")
+            if stop_when():
+                done_at = time.time()
+                break
+            time.sleep(0.1)
+        else:
+            proc.kill()
+            raise RuntimeError(f"timed out: {args}")
+        proc.send_signal(signal.SIGTERM)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    done_at = done_at or time.time()
+    return out, done_at - started, usage
+
+
+def measured(name, variant, events, payload_bytes, seconds, usage, servers, extra=None):
+    result = {
+        "variant": variant, "name": name, "events": events, "seconds": round(seconds, 3),
+        "events_per_s": round(events / seconds), "mb_per_s": round(payload_bytes / seconds / 1e6, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+        "cpu_s_per_million": round((usage.ru_utime + usage.ru_stime) / events * 1e6, 2),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "server_cpu_seconds": servers.cpu,
+    }
+    result.update(extra or {})
+    log(f"  {variant}: {result['events_per_s']:>9} ev/s  cpu {result['cpu_seconds']}s  rss {result['peak_rss_mib']} MiB")
+    return result
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def iceberg_rows(catalog_db, table):
+    """Rows in the current snapshot, read from the catalog row and the metadata file."""
+    try:
+        with sqlite3.connect(f"file:{catalog_db}?mode=ro", uri=True) as db:
+            ns, name = table.rsplit(".", 1)
+            row = db.execute("SELECT metadata_location FROM iceberg_tables WHERE table_namespace=? AND table_name=?",
+                             (ns, name)).fetchone()
+        if not row:
+            return 0
+        meta = json.loads(Path(row[0].removeprefix("file://")).read_text())
+        current = meta.get("current-snapshot-id")
+        for snap in meta.get("snapshots", []):
+            if snap["snapshot-id"] == current:
+                return int(snap["summary"].get("total-records", 0))
+    except Exception:
+        return 0
+    return 0
+
+
+def ingest_config(work, topic, sinks, database, batch=None, order_by=("event_type", "ts")):
+    route = {"topics": [topic], "schema": str(EVENTS_SCHEMA),
+             "batch": batch or {"max_rows": 200000, "max_bytes": "64MiB", "max_age": "2s"}}
+    if "clickhouse" in sinks:
+        route["clickhouse"] = {"table": "events", "order_by": list(order_by)}
+    if "iceberg" in sinks:
+        route["iceberg"] = {"table": "events", "partition_by": ["day(ts)"]}
+    config = {"kafka": {"brokers": KAFKA, "group_id": f"bench-{uuid.uuid4().hex[:8]}",
+                        "properties": {"fetch.wait.max.ms": "10"}},
+              "clickhouse": {"url": CLICKHOUSE, "database": database},
+              "iceberg": {"catalog": {"type": "sql", "uri": f"sqlite://{work}/catalog.db",
+                                      "warehouse": f"file://{work}/warehouse"}, "namespace": database},
+              "server": {"listen": f"127.0.0.1:{free_port()}"}, "routes": [route]}
+    path = work / "config.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def run_ingest(variant, sinks, topic, events, payload_bytes, work_root):
+    database = f"bench_{uuid.uuid4().hex[:8]}"
+    work = work_root / database
+    work.mkdir(parents=True)
+    config = ingest_config(work, topic, sinks, database)
+
+    def done():
+        ok = True
+        if "clickhouse" in sinks:
+            ok &= ch_count(f"{database}.events") >= events
+        if "iceberg" in sinks:
+            ok &= iceberg_rows(work / "catalog.db", f"{database}.events") >= events
+        return ok
+
+    with Servers() as servers:
+        _, seconds, usage = run_child([str(BIN), "run", "--config", str(config)], stop_when=done)
+    names = {"b": "ingest -> ClickHouse", "c": "ingest -> Iceberg", "d": "ingest -> ClickHouse + Iceberg"}
+    extra = {}
+    if "clickhouse" in sinks:
+        extra["rows_clickhouse"] = ch_count(f"{database}.events")
+        ch(f"DROP DATABASE IF EXISTS {database}")
+    if "iceberg" in sinks:
+        extra["rows_iceberg"] = iceberg_rows(work / "catalog.db", f"{database}.events")
+    return measured(names[variant], variant, events, payload_bytes, seconds, usage, servers, extra)
+
+
+def run_drain(topic, events):
+    with Servers() as servers:
+        out, _, usage = run_child([str(DRAIN), "--brokers", KAFKA, "--topic", topic, "--count", str(events),
+                                   "-X", "fetch.wait.max.ms=10"])
+    drained = json.loads(out.strip().splitlines()[-1])
+    return measured("bare rdkafka drain", "a", events, drained["bytes"], drained["seconds"], usage, servers), drained["bytes"]
+
+
+def run_baseline(variant, script, args, events, payload_bytes):
+    path = ROOT / "bench/baselines" / script
+    if not path.exists():
+        log(f"  {variant}: {script} missing, skipped")
+        return None
+    with Servers() as servers:
+        out, seconds, usage = run_child([PY, str(path)] + args, timeout=1800)
+    report = json.loads(out.strip().splitlines()[-1])
+    seconds = report.get("seconds", seconds)
+    return measured(report.get("name", script), variant, events, payload_bytes, seconds, usage, servers, report)
+
+
+def create_topic(name, partitions):
+    subprocess.run([str(ROOT / "deploy/local/topic.sh"), name, str(partitions)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def produce(topic, count, rate=None, live_time=False, start_id=0):
+    args = [str(BIN), "produce", "--brokers", KAFKA, "--topic", topic, "--schema", str(EVENTS_SCHEMA),
+            "--count", str(count), "--id-field", "event_id", "--start-id", str(start_id)]
+    if rate:
+        args += ["--rate", str(rate), "-X", "linger.ms=5"]
+    if live_time:
+        args.append("--live-time")
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def latency_point(rate, max_age, seconds, work_root):
+    """Produces at `rate` for `seconds` with live timestamps; a poller sees each id land in
+    ClickHouse. Returns (p50, p99, achieved rate) in seconds and events/s."""
+    topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
+    create_topic(topic, 4)
+    database = f"bench_{uuid.uuid4().hex[:8]}"
+    work = work_root / database
+    work.mkdir(parents=True)
+    config = ingest_config(work, topic, ("clickhouse",), database,
+                           batch={"max_rows": 200000, "max_bytes": "64MiB", "max_age": max_age},
+                           order_by=("event_id",))
+    count = int(rate * seconds)
+    proc = subprocess.Popen([str(BIN), "run", "--config", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    exists = f"SELECT count() FROM system.tables WHERE database = '{database}' AND name = 'events'"
+    while ch(exists).strip() != "1" and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)  # joined the group
+    seen = {}
+    stop = threading.Event()
+
+    def poll():
+        cursor = 0
+        while not stop.is_set() and cursor < count:
+            rows = ch(f"SELECT event_id, ts FROM {database}.events WHERE event_id >= {cursor} FORMAT TSV")
+            now_ms = time.time() * 1000
+            for line in rows.splitlines():
+                eid, ts = line.split("\t")
+                eid = int(eid)
+                if eid not in seen:
+                    seen[eid] = now_ms - int(ts)
+            while cursor in seen:
+                cursor += 1
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    t0 = time.time()
+    produce(topic, count, rate=rate, live_time=True)
+    achieved = count / (time.time() - t0)
+    deadline = time.time() + 60
+    while len(seen) < count and time.time() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    poller.join()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    ch(f"DROP DATABASE IF EXISTS {database}")
+    latencies = sorted(seen.values())
+    if len(latencies) < count:
+        log(f"  latency: only {len(latencies)} of {count} events seen")
+    q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] / 1000
+    return q(0.50), q(0.99), achieved, len(latencies) == count
+
+
+def median_of(runs, key):
+    values = [r[key] for r in runs if r and key in r]
+    return statistics.median(values) if values else None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=2_000_000)
+    p.add_argument("--python-events", type=int, default=200_000, help="event count for the slow Python baseline")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--latency-seconds", type=float, default=15)
+    p.add_argument("--max-ages", default="250ms,1s,2s")
+    p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "bench/results"))
+    a = p.parse_args()
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work_root = STATE / "bench" / stamp
+    topic = f"bench-{stamp}"
+    create_topic(topic, 4)
+    log(f"preloading {a.events} events into {topic}")
+    t0 = time.time()
+    produce(topic, a.events)
+    log(f"  preloaded in {time.time() - t0:.1f}s")
+    py_topic = f"bench-py-{stamp}"
+    create_topic(py_topic, 4)
+    produce(py_topic, a.python_events)
+
+    runs = {v: [] for v in "abcdef"}
+    payload_bytes = None
+    for rep in range(a.repeats):
+        log(f"repeat {rep + 1}/{a.repeats}")
+        result, payload_bytes = run_drain(topic, a.events)
+        runs["a"].append(result)
+        for variant, sinks in (("b", ("clickhouse",)), ("c", ("iceberg",)), ("d", ("clickhouse", "iceberg"))):
+            runs[variant].append(run_ingest(variant, sinks, topic, a.events, payload_bytes, work_root))
+        runs["e"].append(run_baseline("e", "clickhouse_kafka_engine.py",
+                                      ["--brokers", KAFKA, "--topic", topic, "--count", str(a.events),
+                                       "--clickhouse-url", CLICKHOUSE, "--database", f"bench_e_{rep}_{stamp.replace('-', '_')}",
+                                       "--timeout", "600"], a.events, payload_bytes))
+        py_bytes = payload_bytes * a.python_events / a.events
+        work = work_root / f"python-{rep}"
+        work.mkdir(parents=True, exist_ok=True)
+        runs["f"].append(run_baseline("f", "python_pipeline.py",
+                                      ["--brokers", KAFKA, "--topic", py_topic, "--count", str(a.python_events),
+                                       "--clickhouse-url", CLICKHOUSE, "--database", f"bench_f_{rep}_{stamp.replace('-', '_')}",
+                                       "--catalog-db", str(work / "catalog.db"), "--warehouse", f"file://{work}/warehouse"],
+                                      a.python_events, py_bytes))
+
+    summary = {}
+    for v, rs in runs.items():
+        rs = [r for r in rs if r]
+        if not rs:
+            continue
+        summary[v] = {"name": rs[0]["name"], "events": rs[0]["events"]}
+        for key in ("events_per_s", "mb_per_s", "cpu_s_per_million", "peak_rss_mib", "seconds"):
+            summary[v][key] = median_of(rs, key)
+        for key in ("duplicates", "missing"):
+            if key in rs[0]:
+                summary[v][key] = median_of(rs, key)
+        summary[v]["server_cpu_seconds"] = {k: statistics.median(r["server_cpu_seconds"][k] for r in rs)
+                                            for k in rs[0]["server_cpu_seconds"]}
+    ceiling = summary["a"]["events_per_s"]
+    for v in summary:
+        summary[v]["ratio_to_a"] = round(summary[v]["events_per_s"] / ceiling, 3)
+
+    latency = []
+    if not a.skip_latency and "d" in summary:
+        max_rate = summary["d"]["events_per_s"]
+        for max_age in a.max_ages.split(","):
+            for share in (0.25, 0.5, 0.9):
+                rate = int(max_rate * share)
+                points = [latency_point(rate, max_age, a.latency_seconds, work_root) for _ in range(a.repeats)]
+                entry = {"max_age": max_age, "share_of_max": share, "target_rate": rate,
+                         "achieved_rate": round(statistics.median(pt[2] for pt in points)),
+                         "p50_s": round(statistics.median(pt[0] for pt in points), 3),
+                         "p99_s": round(statistics.median(pt[1] for pt in points), 3),
+                         "complete": all(pt[3] for pt in points)}
+                log(f"  latency max_age={max_age} rate={rate}: p50 {entry['p50_s']}s p99 {entry['p99_s']}s")
+                latency.append(entry)
+
+    result = {"stamp": stamp, "events": a.events, "repeats": a.repeats, "runs": runs,
+              "summary": summary, "latency": latency, "machine": {"cores": os.cpu_count()}}
+    (out / f"{stamp}.json").write_text(json.dumps(result, indent=1))
+    write_summary(result, out / f"{stamp}.md", out / f"{stamp}-latency.png")
+    for name in ("latest.json", "latest.md", "latest-latency.png"):
+        src = out / name.replace("latest", stamp)
+        if src.exists():
+            (out / name).write_bytes(src.read_bytes())
+    print((out / f"{stamp}.md").read_text())
+
+
+def write_summary(result, md_path, png_path):
+    s = result["summary"]
+    lines = [f"# Benchmark {result['stamp']}", "",
+             f"{result['events']:,} events (~{s['a']['mb_per_s'] / max(s['a']['events_per_s'], 1) * 1e6:.0f} bytes of JSON each) "
+             f"preloaded in 4 partitions; medians of {result['repeats']} runs on {result['machine']['cores']} cores. "
+             "CPU is user+sys of the pipeline's own process; server CPU (ClickHouse, broker) is separate.", "",
+             "| variant | events/s | MB/s | ratio to (a) | CPU s per M events | peak RSS MiB | server CPU s (ClickHouse / broker) | notes |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
+    for v in "abcdef":
+        if v not in s:
+            continue
+        r = s[v]
+        notes = []
+        if "duplicates" in r:
+            notes.append(f"duplicates {r['duplicates']}, missing {r['missing']}")
+        if r["events"] != result["events"]:
+            notes.append(f"{r['events']:,} events")
+        lines.append(f"| ({v}) {r['name']} | {r['events_per_s']:,.0f} | {r['mb_per_s']} | {r['ratio_to_a']} | "
+                     f"{r['cpu_s_per_million']} | {r['peak_rss_mib']} | {r['server_cpu_seconds'].get('clickhouse')} / "
+                     f"{r['server_cpu_seconds'].get('tansu')} | {'; '.join(notes)} |")
+    if result["latency"]:
+        lines += ["", "## Latency: event produced → visible in ClickHouse", "",
+                  "| max_age | target rate (share of (d)) | achieved rate | p50 s | p99 s |", "|---|---:|---:|---:|---:|"]
+        for e in result["latency"]:
+            lines.append(f"| {e['max_age']} | {e['target_rate']:,} ({e['share_of_max']:.0%}) | {e['achieved_rate']:,} | "
+                         f"{e['p50_s']} | {e['p99_s']} |" + ("" if e["complete"] else " (incomplete)"))
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+            for max_age in dict.fromkeys(e["max_age"] for e in result["latency"]):
+                pts = [e for e in result["latency"] if e["max_age"] == max_age]
+                ax.plot([e["achieved_rate"] for e in pts], [e["p99_s"] for e in pts], marker="o", label=f"max_age {max_age}")
+            ax.set_xlabel("throughput (events/s)")
+            ax.set_ylabel("p99 latency produce → visible in ClickHouse (s)")
+            ax.set_title("The linger trade-off")
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(png_path, dpi=110)
+            lines += ["", f"![p99 latency against throughput]({png_path.name})"]
+        except ImportError:
+            lines += ["", "(matplotlib missing: no plot)"]
+    md_path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
