@@ -4,7 +4,7 @@ STACK := deploy/local
 PY ?= /opt/ingest-stack/venv/bin/python
 CARGO_FLAGS ?= --release
 
-.PHONY: demo test stack build unit e2e lint deploy-check clean-stack
+.PHONY: demo test stack build unit e2e lint deploy-check clean-stack bench
 
 ## Installs what is missing, starts the local stack, runs the pipeline end to end and
 ## prints one aggregate answered by ClickHouse and by the Iceberg table.
@@ -36,3 +36,11 @@ deploy-check:
 
 clean-stack:
 	$(STACK)/down.sh
+
+## Measures us and the alternatives in one run (results in bench/results/, ~20 min).
+bench: stack
+	cargo build --release -p ingest -p ingest-bench
+	mkdir -p bench/results
+	cargo bench -p ingest-bench --bench hot_path 2>&1 | tee bench/results/criterion-latest.txt | grep -E "^[a-z_]+/|time:|thrpt:"
+	./target/release/alloc_count | tee bench/results/alloc-latest.json
+	. $(STACK)/env.sh && $(PY) bench/harness.py $(BENCH_ARGS)

@@ -49,7 +49,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 STATE = Path(os.environ.get("STACK_STATE", "/var/tmp/ingest-stack"))
@@ -82,6 +82,10 @@ ENGINE = Kafka SETTINGS
     kafka_num_consumers = {consumers}{extra}"""
 
 # JSON null -> NULL for the nullable columns; everything else straight from the message.
+# WHERE raw != '': 18.16's Kafka read buffer emits the row delimiter before a message that
+# arrives after a poll came back empty (500 ms), and the TabSeparated reader turns that into
+# a phantom empty row; without the filter CAST('' AS Decimal) fails the whole insert
+# ("Attempt to read after eof: while pushing to view") AFTER the offsets were committed.
 MV_DDL = r"""CREATE MATERIALIZED VIEW `{db}`.`{view}` TO `{db}`.`events` AS
 SELECT
     visitParamExtractInt(raw, 'event_id') AS event_id,
@@ -106,7 +110,8 @@ SELECT
          CAST(NULL AS Nullable(Int32)), toInt32(visitParamExtractInt(visitParamExtractRaw(raw, 'device'), 'screen_width')))
     ) AS device,
     toDate(visitParamExtractString(raw, 'event_date')) AS event_date
-FROM `{db}`.`{kafka}`"""
+FROM `{db}`.`{kafka}`
+WHERE raw != ''"""
 
 
 def log(*args):
@@ -175,6 +180,24 @@ def committed_offsets(brokers, group):
         return None
 
 
+def wait_group_stable(brokers, group, limit):
+    """Waits until the broker reports the group STABLE (all of the engine's consumers joined
+    and assigned), then one more second. Returns the last state seen."""
+    admin = AdminClient({"bootstrap.servers": brokers})
+    deadline = time.monotonic() + limit
+    state = None
+    while time.monotonic() < deadline:
+        try:
+            state = admin.describe_consumer_groups([group])[group].result(timeout=5).state
+        except Exception as e:  # group not known yet
+            state = type(e).__name__
+        if state == ConsumerGroupState.STABLE:
+            time.sleep(1)
+            break
+        time.sleep(0.25)
+    return getattr(state, "name", state)
+
+
 def kafka_log_lines(since_bytes):
     """Error/warning lines of the server log written during the run that mention Kafka."""
     path = STATE / "clickhouse/log/clickhouse-server.log"
@@ -209,6 +232,9 @@ def main():
     p.add_argument("--num-consumers", type=int, default=1,
                    help="kafka_num_consumers (1: above 1 the 18.16 engine duplicates and loses rows, see README)")
     p.add_argument("--max-block-size", type=int, default=0, help="kafka_max_block_size (0: server's max_block_size)")
+    p.add_argument("--group-wait", type=float, default=30,
+                   help="before creating the view, wait up to this long for the engine's consumer group to be "
+                        "STABLE (0: create it at once; with >1 consumer the join rebalance then duplicates rows)")
     p.add_argument("--keep", action="store_true", help="leave the Kafka table and the view in place")
     a = p.parse_args()
 
@@ -233,6 +259,11 @@ def main():
     extra = f",\n    kafka_max_block_size = {a.max_block_size}" if a.max_block_size else ""
     ch(KAFKA_DDL.format(db=db, table=kafka_table, brokers=a.brokers, topic=a.topic, group=group,
                         consumers=a.num_consumers, extra=extra))
+    t_table = time.monotonic()
+    group_state = None
+    if a.group_wait > 0:
+        group_state = wait_group_stable(a.brokers, group, a.group_wait)
+        log(f"group {group_state} after {time.monotonic() - t_table:.1f}s; creating the view")
     cpu0 = proc_cpu(pid)
     t0 = time.monotonic()
     ch(MV_DDL.format(db=db, view=view, kafka=kafka_table))  # streaming starts once a view is attached
@@ -288,11 +319,13 @@ def main():
         "duplicates": rows - distinct,
         "missing": a.count - in_range,
         "seconds": round(seconds, 3),
+        "seconds_incl_group_join": round(last_progress - t_table, 3),
         "server_cpu_seconds": round(cpu_at_progress - cpu0, 2),
         "server_cpu_seconds_incl_wait": round(cpu_end - cpu0, 2),
         "stalled": stalled,
         "clickhouse_version": version,
         "kafka_num_consumers": a.num_consumers,
+        "group_state_before_view": group_state,
         "inserts": len(timeline),
         "parts": parts,
         "committed_offsets": sum(offsets.values()) if offsets else None,

@@ -2,6 +2,7 @@
 //! append whose snapshot summary carries the Kafka positions the files cover.
 
 pub mod catalog;
+mod pinned;
 pub mod schema;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use serde::Deserialize;
 
 use crate::{OffsetMap, Sink, SinkBatch, SinkError};
 pub use catalog::{CatalogConfig, CatalogKind, open_catalog};
+use pinned::{PinnedCatalog, is_conflict};
 
 /// One route's table (the `iceberg:` block of a route).
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +61,10 @@ fn default_row_group_rows() -> usize {
 fn default_zstd_level() -> i32 {
     3
 }
+
+/// Lost compare-and-swap races tolerated in a row before the write fails (and is retried
+/// by the service with backoff).
+const MAX_COMMIT_ATTEMPTS: u32 = 20;
 
 /// The snapshot summary key under which a consumer group's positions are stored.
 pub fn offsets_key(group: &str) -> String {
@@ -211,22 +217,39 @@ impl IcebergSink {
         }
     }
 
+    /// Appends the files with the merged positions as a compare-and-swap on the table
+    /// this sink last saw; on a lost race (another instance committed) it reloads,
+    /// carries the other writers' positions forward and tries again.
     async fn commit(&mut self, files: Vec<DataFile>, offsets: &OffsetMap) -> iceberg::Result<()> {
-        let mut positions = recorded_offsets(&self.table, &self.offsets_key);
-        positions.merge(offsets);
-        let summary = HashMap::from([(
-            self.offsets_key.clone(),
-            serde_json::to_string(&positions).expect("offsets serialize"),
-        )]);
-        let tx = Transaction::new(&self.table);
-        let tx = tx
-            .fast_append()
-            .with_check_duplicate(false)
-            .add_data_files(files)
-            .set_snapshot_properties(summary)
-            .apply(tx)?;
-        self.table = tx.commit(&*self.catalog).await?;
-        Ok(())
+        let mut attempt = 0;
+        loop {
+            let mut positions = recorded_offsets(&self.table, &self.offsets_key);
+            positions.merge(offsets);
+            let summary = HashMap::from([(
+                self.offsets_key.clone(),
+                serde_json::to_string(&positions).expect("offsets serialize"),
+            )]);
+            let tx = Transaction::new(&self.table);
+            let tx = tx
+                .fast_append()
+                .with_check_duplicate(false)
+                .add_data_files(files.clone())
+                .set_snapshot_properties(summary)
+                .apply(tx)?;
+            let pinned = PinnedCatalog::new(&*self.catalog, self.table.clone());
+            match tx.commit(&pinned).await {
+                Ok(table) => {
+                    self.table = table;
+                    return Ok(());
+                }
+                Err(e) if is_conflict(&e) && attempt < MAX_COMMIT_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::info!(sink = %self.name, attempt, "commit raced another writer; rebuilding on the new snapshot");
+                    self.table = self.catalog.load_table(self.table.identifier()).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn error(&self, context: &str, e: iceberg::Error) -> SinkError {
