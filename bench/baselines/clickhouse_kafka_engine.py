@@ -28,10 +28,29 @@ group would skip everything already in the topic. The script commits the low wat
 of every partition for the fresh group first (what `kafka-consumer-groups
 --reset-offsets --to-earliest` does), so the engine starts at the beginning.
 
+What the 18.16 engine does with this setup (measured on the local stack, Tansu, 4 partitions;
+details in bench/baselines/README.md):
+  * kafka_num_consumers = 1 (default here): exactly once on a preloaded 200k topic. It loses
+    ONE message per consumer each time a stream is cut by stream_flush_interval_ms (7.5 s)
+    while data keeps coming: the read buffer has already polled the next message (the TSV
+    reader needs the '\n' delimiter that comes with it), the stream ends, and the commit of
+    the consumer's position covers that message (2M preloaded: 1-2 lost; tailing 5k ev/s for
+    40 s: 3 lost, one per cut). No setting of 18.16 avoids it.
+  * kafka_num_consumers > 1: the consumers join the group one after another; whatever the
+    first one read before the rebalance is read again by the new owner (offsets are
+    committed only when a stream ends): 200k events became 400k rows (every event twice).
+    --group-wait (default) creates the view only once the broker reports the group STABLE,
+    which avoided it in 3 of 4 runs with 2 consumers; with 1 consumer there is no such race.
+  * Without the view's WHERE raw != '' (see MV_DDL) the phantom empty row fails the insert
+    after the offsets were committed: 200k events -> 100k rows with 2 consumers, 150001 with
+    4, and nothing more ever arrives (all committed): the "took 8686 rows (6942 distinct) out
+    of 20000, then stopped" seen before.
+  * A new group starts at the END of the topic unless its offsets are set first (above).
+
 Usage:
   python clickhouse_kafka_engine.py --brokers 127.0.0.1:9092 --topic T --count N \\
       --clickhouse-url http://127.0.0.1:8123 --database bench_e [--timeout 600] \\
-      [--stall 30] [--num-consumers 1] [--max-block-size N]
+      [--stall 30] [--num-consumers 1] [--max-block-size N] [--group-wait 30] [--keep]
 Progress goes to stderr; the report (last stdout line):
   {"variant":"e","name":"ClickHouse Kafka engine + MV","events":N,"rows":..,"distinct":..,
    "duplicates":rows-distinct,"missing":N-distinct,"seconds":MV creation -> last progress,
@@ -230,7 +249,8 @@ def main():
     p.add_argument("--settle", type=float, default=3,
                    help="after reaching --count, keep watching this long for late (duplicate) rows")
     p.add_argument("--num-consumers", type=int, default=1,
-                   help="kafka_num_consumers (1: above 1 the 18.16 engine duplicates and loses rows, see README)")
+                   help="kafka_num_consumers (default 1: with more, 18.16 re-reads whatever was read before the "
+                        "join rebalance)")
     p.add_argument("--max-block-size", type=int, default=0, help="kafka_max_block_size (0: server's max_block_size)")
     p.add_argument("--group-wait", type=float, default=30,
                    help="before creating the view, wait up to this long for the engine's consumer group to be "

@@ -1,6 +1,7 @@
 //! The Kafka consumer: a group member with manual offsets and cooperative rebalancing.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -19,10 +20,15 @@ pub enum RebalanceEvent {
 #[derive(Default)]
 pub struct IngestContext {
     events: Mutex<Vec<RebalanceEvent>>,
+    /// Set with each event, so the per-message check is one atomic load.
+    pending: AtomicBool,
 }
 
 impl IngestContext {
     pub fn take_events(&self) -> Vec<RebalanceEvent> {
+        if !self.pending.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
         std::mem::take(&mut *self.events.lock().expect("rebalance events poisoned"))
     }
 }
@@ -51,6 +57,7 @@ impl ConsumerContext for IngestContext {
             .lock()
             .expect("rebalance events poisoned")
             .push(event);
+        self.pending.store(true, Ordering::Release);
     }
 }
 

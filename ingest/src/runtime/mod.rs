@@ -239,6 +239,7 @@ impl Pipeline<'_> {
         route.sinks = outcome.sinks;
         outcome.result?;
         let mut offsets = outcome.next_offsets;
+        tracing::debug!(?offsets, assigned = ?self.assigned, "batch durable in every sink");
         // Partitions revoked while the batch was written belong to another member now.
         offsets.0.iter_mut().for_each(|(topic, parts)| {
             parts.retain(|p, _| self.assigned.contains(&(topic.clone(), *p)))
@@ -303,6 +304,7 @@ impl Pipeline<'_> {
             return Ok(());
         }
         self.committed.merge(offsets);
+        tracing::debug!(?offsets, "committing offsets");
         let tpl = self.offset_list(offsets)?;
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             // A commit can fail while a rebalance is under way; the data is durable in
