@@ -73,7 +73,11 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // When the local queue is full, librdkafka waits this long before fetching again
+        // (default 1 s): with a consumer that decodes slower than the broker serves, the
+        // queue runs dry and the pipeline idles for most of that second.
+        .set("fetch.queue.backoff.ms", "20");
     for (k, v) in &kafka.properties {
         config.set(k, v);
     }

@@ -6,6 +6,7 @@ mod setup;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use ingest_sinks::{OffsetMap, Sink, SinkBatch, SinkError};
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::Message as _;
@@ -28,7 +29,7 @@ const TICK: Duration = Duration::from_millis(50);
 pub async fn run(
     loaded: Loaded,
     health: Health,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut routes = open_routes(&loaded).await?;
     let dead_letters = if routes.iter().any(|r| r.route.dead_letter_topic.is_some()) {
@@ -53,45 +54,55 @@ pub async fn run(
         committed: OffsetMap::default(),
         assigned: HashSet::new(),
     };
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = Instant::now();
+    let mut since_tick = 0u32;
     let result: anyhow::Result<()> = async {
         loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => break,
-                _ = tick.tick() => {
-                    pipeline.handle_rebalances(&mut routes);
-                    pipeline.flush_due(&mut routes).await?;
-                }
-                received = consumer.recv() => {
-                    let message = match received {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "kafka error");
-                            continue;
-                        }
-                    };
+            if shutdown.has_changed().unwrap_or(true) {
+                break;
+            }
+            // Messages already fetched are taken without arming a timer; only an empty
+            // queue waits, and then at most one tick.
+            let received = match consumer.recv().now_or_never() {
+                Some(received) => Some(received),
+                None => tokio::time::timeout(TICK, consumer.recv()).await.ok(),
+            };
+            let quiet = received.is_none();
+            match received {
+                None => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "kafka error"),
+                Some(Ok(message)) => {
                     pipeline.handle_rebalances(&mut routes);
                     let topic = message.topic();
-                    let Some(index) = pipeline.route_index(topic) else {
+                    if let Some(index) = pipeline.route_index(topic) {
+                        let view = Message {
+                            topic,
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            timestamp: message.timestamp().to_millis(),
+                            key: message.key(),
+                            payload: message.payload(),
+                        };
+                        routes[index].push(&view);
+                        drop(message);
+                        health.record_consumed();
+                        if routes[index].full() {
+                            pipeline.flush(&mut routes[index]).await?;
+                        }
+                    } else {
                         tracing::warn!(topic, "message from a topic no route matches");
-                        continue;
-                    };
-                    let view = Message {
-                        topic,
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        timestamp: message.timestamp().to_millis(),
-                        key: message.key(),
-                        payload: message.payload(),
-                    };
-                    routes[index].push(&view);
-                    drop(message);
-                    health.record_consumed();
-                    if routes[index].full() {
-                        pipeline.flush(&mut routes[index]).await?;
                     }
+                }
+            }
+            // Age limits and finished writes are looked at every tick, not per message.
+            since_tick += 1;
+            if quiet || since_tick >= 1024 {
+                since_tick = 0;
+                let now = Instant::now();
+                if quiet || now.duration_since(last_tick) >= TICK {
+                    last_tick = now;
+                    pipeline.handle_rebalances(&mut routes);
+                    pipeline.flush_due(&mut routes).await?;
                 }
             }
         }
