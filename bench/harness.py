@@ -369,7 +369,8 @@ def main():
     for name in ("latest.json", "latest.md", "latest-latency.png"):
         src = out / name.replace("latest", stamp)
         if src.exists():
-            (out / name).write_bytes(src.read_bytes())
+            # latest.md links the plot under its latest name.
+            (out / name).write_bytes(src.read_bytes().replace(f"{stamp}-latency.png".encode(), b"latest-latency.png"))
     print((out / f"{stamp}.md").read_text())
 
 
