@@ -9,13 +9,23 @@ mod offsets;
 
 pub use offsets::OffsetMap;
 
-use arrow_array::RecordBatch;
+use arrow_array::{BooleanArray, RecordBatch};
+
+/// Where one row came from in Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowPosition {
+    pub topic: &'static str,
+    pub partition: i32,
+    pub offset: i64,
+}
 
 /// Rows bound for one table, with the Kafka positions they cover.
 #[derive(Debug, Default, Clone)]
 pub struct SinkBatch {
     /// The rows, in pieces sharing one schema (decoding produces them in chunks).
     pub batches: Vec<RecordBatch>,
+    /// The Kafka position of every row, piece by piece (empty when unknown).
+    pub positions: Vec<Vec<RowPosition>>,
     /// Per topic and partition, the offset after the last record in this batch.
     pub next_offsets: OffsetMap,
 }
@@ -23,6 +33,36 @@ pub struct SinkBatch {
 impl SinkBatch {
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// The rows a sink does not hold yet: those at or past its durable position for
+    /// their partition. A replay after a crash thus writes nothing twice to a sink that
+    /// records its positions with its data.
+    pub fn skip_durable(&self, durable: &OffsetMap) -> SinkBatch {
+        let held = |p: &RowPosition| {
+            durable
+                .get(p.topic, p.partition)
+                .is_some_and(|d| p.offset < d)
+        };
+        if self.positions.len() != self.batches.len() || !self.positions.iter().flatten().any(held)
+        {
+            return self.clone();
+        }
+        let mut out = SinkBatch {
+            next_offsets: self.next_offsets.clone(),
+            ..SinkBatch::default()
+        };
+        for (batch, positions) in self.batches.iter().zip(&self.positions) {
+            let keep: BooleanArray = positions.iter().map(|p| Some(!held(p))).collect();
+            let kept = arrow_select::filter::filter_record_batch(batch, &keep)
+                .expect("mask matches the batch");
+            if kept.num_rows() > 0 {
+                out.positions
+                    .push(positions.iter().copied().filter(|p| !held(p)).collect());
+                out.batches.push(kept);
+            }
+        }
+        out
     }
 }
 

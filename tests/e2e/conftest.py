@@ -187,7 +187,8 @@ class Ingest:
         return code
 
     def logs(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return Path(self.log_path).read_text()[-5000:]
 
 

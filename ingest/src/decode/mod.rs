@@ -16,6 +16,7 @@ use arrow_select::concat::concat_batches;
 pub use metadata::{MessageMeta, MetadataBuilder, output_schema};
 
 use crate::config::MetadataKind;
+use ingest_sinks::RowPosition;
 
 /// One Kafka record as the decoder sees it.
 #[derive(Debug, Clone, Copy)]
@@ -235,9 +236,29 @@ impl JsonDecoder {
 
     /// Flushes the open chunk and hands over every decoded batch.
     pub fn take(&mut self, rejected: &mut Vec<Rejected>) -> Vec<RecordBatch> {
+        self.take_with_positions(rejected).0
+    }
+
+    /// Like `take`, with the Kafka position of every row, piece by piece.
+    pub fn take_with_positions(
+        &mut self,
+        rejected: &mut Vec<Rejected>,
+    ) -> (Vec<RecordBatch>, Vec<Vec<RowPosition>>) {
         self.flush_chunk(rejected);
-        self.piece_meta.clear();
-        std::mem::take(&mut self.pieces)
+        let positions = self
+            .piece_meta
+            .drain(..)
+            .map(|rows| {
+                rows.iter()
+                    .map(|m| RowPosition {
+                        topic: m.topic,
+                        partition: m.partition,
+                        offset: m.offset,
+                    })
+                    .collect()
+            })
+            .collect();
+        (std::mem::take(&mut self.pieces), positions)
     }
 
     /// Forgets buffered rows whose partition `drop` selects (partitions this instance

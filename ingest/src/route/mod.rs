@@ -83,9 +83,10 @@ impl RouteState {
     /// Closes the open batch: decoded rows and positions for the sinks, and the records
     /// that failed to decode.
     pub fn take_batch(&mut self) -> (SinkBatch, Vec<Rejected>) {
-        let batches = self.decoder.take(&mut self.rejected);
+        let (batches, positions) = self.decoder.take_with_positions(&mut self.rejected);
         let batch = SinkBatch {
             batches,
+            positions,
             next_offsets: std::mem::take(&mut self.next_offsets),
         };
         self.bytes = 0;

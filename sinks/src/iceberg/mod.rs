@@ -82,8 +82,6 @@ pub struct IcebergSink {
     writer_properties: WriterProperties,
     target_file_size: usize,
     offsets_key: String,
-    /// Set after a failed commit: the next write starts from a fresh table load.
-    stale: bool,
 }
 
 impl IcebergSink {
@@ -134,7 +132,6 @@ impl IcebergSink {
             writer_properties,
             target_file_size: config.target_file_size.as_u64() as usize,
             offsets_key: offsets_key(group),
-            stale: false,
         };
         // Converting an empty batch checks every column once, before data arrives.
         sink.conform(&RecordBatch::new_empty(schema))
@@ -218,38 +215,28 @@ impl IcebergSink {
     }
 
     /// Appends the files with the merged positions as a compare-and-swap on the table
-    /// this sink last saw; on a lost race (another instance committed) it reloads,
-    /// carries the other writers' positions forward and tries again.
-    async fn commit(&mut self, files: Vec<DataFile>, offsets: &OffsetMap) -> iceberg::Result<()> {
-        let mut attempt = 0;
-        loop {
-            let mut positions = recorded_offsets(&self.table, &self.offsets_key);
-            positions.merge(offsets);
-            let summary = HashMap::from([(
-                self.offsets_key.clone(),
-                serde_json::to_string(&positions).expect("offsets serialize"),
-            )]);
-            let tx = Transaction::new(&self.table);
-            let tx = tx
-                .fast_append()
-                .with_check_duplicate(false)
-                .add_data_files(files.clone())
-                .set_snapshot_properties(summary)
-                .apply(tx)?;
-            let pinned = PinnedCatalog::new(&*self.catalog, self.table.clone());
-            match tx.commit(&pinned).await {
-                Ok(table) => {
-                    self.table = table;
-                    return Ok(());
-                }
-                Err(e) if is_conflict(&e) && attempt < MAX_COMMIT_ATTEMPTS => {
-                    attempt += 1;
-                    tracing::info!(sink = %self.name, attempt, "commit raced another writer; rebuilding on the new snapshot");
-                    self.table = self.catalog.load_table(self.table.identifier()).await?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+    /// this sink last loaded; a lost race comes back as a conflict error.
+    async fn commit_once(
+        &mut self,
+        files: Vec<DataFile>,
+        offsets: &OffsetMap,
+    ) -> iceberg::Result<()> {
+        let mut positions = recorded_offsets(&self.table, &self.offsets_key);
+        positions.merge(offsets);
+        let summary = HashMap::from([(
+            self.offsets_key.clone(),
+            serde_json::to_string(&positions).expect("offsets serialize"),
+        )]);
+        let tx = Transaction::new(&self.table);
+        let tx = tx
+            .fast_append()
+            .with_check_duplicate(false)
+            .add_data_files(files)
+            .set_snapshot_properties(summary)
+            .apply(tx)?;
+        let pinned = PinnedCatalog::new(&*self.catalog, self.table.clone());
+        self.table = tx.commit(&pinned).await?;
+        Ok(())
     }
 
     fn error(&self, context: &str, e: iceberg::Error) -> SinkError {
@@ -272,38 +259,52 @@ impl Sink for IcebergSink {
         &self.name
     }
 
+    /// Each attempt starts from the table as it is now: rows whose positions the table
+    /// already records (written before a crash, or by another instance) are skipped,
+    /// the rest is written and committed as a compare-and-swap. A lost race starts over.
     async fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if self.stale {
+        let mut attempt = 0;
+        loop {
             self.table = self
                 .catalog
                 .load_table(self.table.identifier())
                 .await
-                .map_err(|e| self.error("reloading the table", e))?;
-            self.stale = false;
+                .map_err(|e| self.error("loading the table", e))?;
+            let durable = recorded_offsets(&self.table, &self.offsets_key);
+            let todo = batch.skip_durable(&durable);
+            if todo.num_rows() < batch.num_rows() {
+                tracing::info!(sink = %self.name, skipped = batch.num_rows() - todo.num_rows(),
+                    "rows already in the table (a replay) are not written again");
+            }
+            if todo.num_rows() == 0 {
+                return Ok(());
+            }
+            let pieces = todo
+                .batches
+                .iter()
+                .map(|b| self.conform(b))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|message| SinkError {
+                    sink: self.name.clone(),
+                    message,
+                    retryable: false,
+                })?;
+            let files = self
+                .write_files(pieces)
+                .await
+                .map_err(|e| self.error("writing data files", e))?;
+            match self.commit_once(files, &batch.next_offsets).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_conflict(&e) && attempt < MAX_COMMIT_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::info!(sink = %self.name, attempt, "commit raced another writer; starting over on the new snapshot");
+                }
+                Err(e) => return Err(self.error("committing the snapshot", e)),
+            }
         }
-        let pieces = batch
-            .batches
-            .iter()
-            .filter(|b| b.num_rows() > 0)
-            .map(|b| self.conform(b))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|message| SinkError {
-                sink: self.name.clone(),
-                message,
-                retryable: false,
-            })?;
-        let files = self
-            .write_files(pieces)
-            .await
-            .map_err(|e| self.error("writing data files", e))?;
-        let result = self.commit(files, &batch.next_offsets).await;
-        result.map_err(|e| {
-            self.stale = true;
-            self.error("committing the snapshot", e)
-        })
     }
 
     async fn durable_offsets(&self) -> Result<OffsetMap, SinkError> {
