@@ -36,19 +36,54 @@ fn batch(schema: &Arc<Schema>, partition: i32, round: i64) -> SinkBatch {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writers_keep_every_file_and_every_position() {
-    let dir = std::env::temp_dir().join(format!("ingest-iceberg-cas-{}", std::process::id()));
+/// A fresh SQLite catalog with a local warehouse under the temp directory.
+fn catalog_config(name: &str) -> CatalogConfig {
+    let dir = std::env::temp_dir().join(format!("ingest-iceberg-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let config = CatalogConfig {
+    CatalogConfig {
         kind: CatalogKind::Sql,
         uri: format!("sqlite://{}/catalog.db", dir.display()),
         warehouse: format!("file://{}/warehouse", dir.display()),
         name: "ingest".into(),
         properties: Default::default(),
-    };
+    }
+}
+
+fn events_table() -> (Arc<Schema>, IcebergTable) {
     let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-    let table: IcebergTable = serde_json::from_str(r#"{"table": "events"}"#).unwrap();
+    (
+        schema,
+        serde_json::from_str(r#"{"table": "events"}"#).unwrap(),
+    )
+}
+
+/// The table as a reader sees it, and how many rows its current snapshot holds.
+async fn read_back(config: &CatalogConfig) -> (iceberg::table::Table, i64) {
+    let catalog = open_catalog(config).await.unwrap();
+    let ident = iceberg::TableIdent::from_strs(["ns", "events"]).unwrap();
+    let loaded = catalog.load_table(&ident).await.unwrap();
+    let rows: usize = futures::TryStreamExt::try_collect::<Vec<_>>(
+        loaded
+            .scan()
+            .select_all()
+            .build()
+            .unwrap()
+            .to_arrow()
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(RecordBatch::num_rows)
+    .sum();
+    (loaded, rows as i64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_keep_every_file_and_every_position() {
+    let config = catalog_config("cas");
+    let (schema, table) = events_table();
     let mut writers = Vec::new();
     for _ in 0..2 {
         // Each writer has its own catalog connection, like a separate process.
@@ -77,26 +112,9 @@ async fn concurrent_writers_keep_every_file_and_every_position() {
         task.await.unwrap();
     }
 
-    let catalog = open_catalog(&config).await.unwrap();
-    let ident = iceberg::TableIdent::from_strs(["ns", "events"]).unwrap();
-    let loaded = catalog.load_table(&ident).await.unwrap();
-    let total: usize = futures::TryStreamExt::try_collect::<Vec<_>>(
-        loaded
-            .scan()
-            .select_all()
-            .build()
-            .unwrap()
-            .to_arrow()
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(RecordBatch::num_rows)
-    .sum();
+    let (loaded, rows) = read_back(&config).await;
     assert_eq!(
-        total as i64,
+        rows,
         2 * COMMITS * ROWS,
         "every appended file is in the table once"
     );
@@ -111,45 +129,20 @@ async fn concurrent_writers_keep_every_file_and_every_position() {
 }
 
 /// A batch replayed after a crash (the table already records its positions) adds
-/// nothing; a batch that overlaps them adds only the new rows.
+/// nothing; the next batch adds its rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_batch_is_not_written_twice() {
-    let dir = std::env::temp_dir().join(format!("ingest-iceberg-replay-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let config = CatalogConfig {
-        kind: CatalogKind::Sql,
-        uri: format!("sqlite://{}/catalog.db", dir.display()),
-        warehouse: format!("file://{}/warehouse", dir.display()),
-        name: "ingest".into(),
-        properties: Default::default(),
-    };
-    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-    let table: IcebergTable = serde_json::from_str(r#"{"table": "events"}"#).unwrap();
+    let config = catalog_config("replay");
+    let (schema, table) = events_table();
     let catalog = open_catalog(&config).await.unwrap();
-    let mut sink = IcebergSink::open(catalog.clone(), "ns", &table, schema.clone(), "group")
+    let mut sink = IcebergSink::open(catalog, "ns", &table, schema.clone(), "group")
         .await
         .unwrap();
     sink.write(&batch(&schema, 0, 0)).await.unwrap();
     sink.write(&batch(&schema, 0, 0)).await.unwrap(); // the same batch again: a replay
     sink.write(&batch(&schema, 0, 1)).await.unwrap();
-    let ident = iceberg::TableIdent::from_strs(["ns", "events"]).unwrap();
-    let loaded = catalog.load_table(&ident).await.unwrap();
-    let rows: usize = futures::TryStreamExt::try_collect::<Vec<_>>(
-        loaded
-            .scan()
-            .select_all()
-            .build()
-            .unwrap()
-            .to_arrow()
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(RecordBatch::num_rows)
-    .sum();
-    assert_eq!(rows as i64, 2 * ROWS);
+    let (loaded, rows) = read_back(&config).await;
+    assert_eq!(rows, 2 * ROWS);
     assert_eq!(
         recorded_offsets(&loaded, &offsets_key("group")).get("events", 0),
         Some(2 * ROWS)
