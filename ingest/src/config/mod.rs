@@ -240,6 +240,28 @@ fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
     if config.kafka.group_id.trim().is_empty() {
         return Err("at `kafka.group_id`: must not be empty".into());
     }
+    // Offsets are committed only after every sink wrote; these would commit earlier.
+    for key in ["enable.auto.commit", "enable.auto.offset.store"] {
+        if config
+            .kafka
+            .properties
+            .get(key)
+            .is_some_and(|v| v != "false")
+        {
+            return Err(format!(
+                "at `kafka.properties.{key}`: must stay false (ingest commits offsets after the sinks wrote)"
+            ));
+        }
+    }
+    if let Some(ch) = &config.clickhouse
+        && ch.settings.get("async_insert").is_some_and(|v| v == "1")
+        && ch
+            .settings
+            .get("wait_for_async_insert")
+            .is_some_and(|v| v == "0")
+    {
+        return Err("at `clickhouse.settings`: async_insert=1 with wait_for_async_insert=0 acknowledges inserts before they are durable".into());
+    }
     let mut explicit_topics = HashSet::new();
     let mut clickhouse_tables = HashSet::new();
     let mut iceberg_tables = HashSet::new();

@@ -117,3 +117,13 @@ fn missing_env_var_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn settings_that_would_commit_early_are_refused() {
+    let text = BASE.replace(
+        "group_id: analytics }",
+        "group_id: analytics, properties: { enable.auto.commit: \"true\" } }",
+    ) + "  - topics: [e]\n    schema: events.yaml\n    iceberg: { table: e }\n";
+    let err = load_text(&text).unwrap_err().to_string();
+    assert!(err.contains("kafka.properties.enable.auto.commit"), "{err}");
+}

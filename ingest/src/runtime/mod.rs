@@ -53,6 +53,7 @@ pub async fn run(
         health: &health,
         committed: OffsetMap::default(),
         assigned: HashSet::new(),
+        shutdown: shutdown.clone(),
     };
     let mut last_tick = Instant::now();
     let mut since_tick = 0u32;
@@ -113,6 +114,8 @@ pub async fn run(
     // On failure nothing past it was committed: the next start replays it.
     result?;
     tracing::info!("shutting down: flushing open batches");
+    // Partitions revoked by the last poll must not be flushed or committed.
+    pipeline.handle_rebalances(&mut routes);
     for route in routes.iter_mut() {
         if !route.is_empty() {
             pipeline.flush(route).await?;
@@ -145,6 +148,8 @@ struct Pipeline<'a> {
     committed: OffsetMap,
     /// Partitions this member owns now.
     assigned: HashSet<(String, i32)>,
+    /// Turns true on SIGTERM/SIGINT; write retries give up on it.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Pipeline<'_> {
@@ -219,12 +224,13 @@ impl Pipeline<'_> {
         self.dispose_rejected(route, &rejected).await?;
         let mut sinks = std::mem::take(&mut route.sinks);
         let health = self.health.clone();
+        let shutdown = self.shutdown.clone();
         let rejected = rejected.len();
         route.in_flight = Some(tokio::spawn(async move {
             let rows = batch.num_rows();
             let writes = sinks
                 .iter_mut()
-                .map(|sink| write_with_retry(sink.as_mut(), &batch, &health));
+                .map(|sink| write_with_retry(sink.as_mut(), &batch, &health, shutdown.clone()));
             let result = futures::future::join_all(writes)
                 .await
                 .into_iter()
@@ -315,8 +321,16 @@ impl Pipeline<'_> {
             return Ok(());
         }
         self.committed.merge(offsets);
-        tracing::debug!(?offsets, "committing offsets");
-        let tpl = self.offset_list(offsets)?;
+        // Never move a partition's group offset backwards: commit the furthest position
+        // known for every partition in this batch.
+        let mut furthest = OffsetMap::default();
+        for (topic, partition, _) in offsets.iter() {
+            if let Some(next) = self.committed.get(topic, partition) {
+                furthest.advance(topic, partition, next);
+            }
+        }
+        tracing::debug!(offsets = ?furthest, "committing offsets");
+        let tpl = self.offset_list(&furthest)?;
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             // A commit can fail while a rebalance is under way; the data is durable in
             // the sinks and the next commit (or the new owner) moves the offset on.
@@ -332,6 +346,7 @@ async fn write_with_retry(
     sink: &mut dyn Sink,
     batch: &SinkBatch,
     health: &Health,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SinkError> {
     let mut delay = Duration::from_millis(200);
     let mut failures = 0u32;
@@ -348,7 +363,18 @@ async fn write_with_retry(
                 failures += 1;
                 health.set_sink_failing(sink.name(), true);
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "sink write failed");
-                tokio::time::sleep(delay).await;
+                // A shutdown during retries gives up without committing: the next start
+                // replays the batch.
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => {
+                        return Err(SinkError {
+                            sink: sink.name().to_string(),
+                            message: format!("shutting down while retrying ({e}); the batch is not committed and will be replayed"),
+                            retryable: false,
+                        });
+                    }
+                }
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
             Err(e) => return Err(e),

@@ -154,6 +154,10 @@ pub fn offline_payload(
     Ok((ddl, body))
 }
 
+/// How long sending an insert body, and then waiting for the server's answer, may take.
+const INSERT_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const INSERT_END_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Writes batches into one ClickHouse table.
 pub struct ClickHouseSink {
     name: String,
@@ -246,7 +250,12 @@ impl ClickHouseSink {
     }
 
     async fn insert(&self, body: Bytes) -> Result<(), clickhouse::error::Error> {
-        let mut insert = self.client.insert_formatted_with(self.insert_sql.clone());
+        // Without timeouts a server that accepts the connection but never answers (one
+        // that is shutting down, say) would hang the write forever.
+        let mut insert = self
+            .client
+            .insert_formatted_with(self.insert_sql.clone())
+            .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
         for (k, v) in &self.settings {
             insert = insert.with_setting(k, v);
         }

@@ -12,7 +12,12 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, GenericListArray, OffsetSizeTrait, RecordBatch, make_array};
 use arrow_buffer::NullBuffer;
-use arrow_cast::cast;
+use arrow_cast::cast::{CastOptions, cast_with_options};
+
+const STRICT: CastOptions<'static> = CastOptions {
+    safe: false,
+    format_options: arrow_cast::display::FormatOptions::new(),
+};
 use arrow_schema::{DataType, TimeUnit};
 
 use super::types::ChType;
@@ -237,7 +242,8 @@ fn encode_leaf(array: &ArrayRef, ty: &ChType, out: &mut Vec<u8>) -> Result<(), S
     let array = if array.data_type() == &target {
         array
     } else {
-        cast_array = cast(array, &target)
+        // Strict: a value that does not fit the column is an error, never a silent 0/null.
+        cast_array = cast_with_options(array, &target, &STRICT)
             .map_err(|e| format!("cannot convert Arrow {}: {e}", array.data_type()))?;
         &cast_array
     };
@@ -339,7 +345,7 @@ fn encode_strings(array: &ArrayRef, out: &mut Vec<u8>) -> Result<(), String> {
         DataType::LargeBinary => write_all(out, array.as_binary::<i64>().iter()),
         DataType::BinaryView => write_all(out, array.as_binary_view().iter()),
         _ => {
-            let text = cast(array, &DataType::Utf8)
+            let text = cast_with_options(array, &DataType::Utf8, &STRICT)
                 .map_err(|e| format!("cannot write Arrow {} as String: {e}", array.data_type()))?;
             write_all(
                 out,
@@ -416,6 +422,16 @@ mod tests {
             expected.extend(v.to_le_bytes());
         }
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_value_out_of_the_column_range_is_an_error_not_a_zero() {
+        let big = Arc::new(arrow_array::Int64Array::from(vec![1, 300])) as ArrayRef;
+        let batch = RecordBatch::try_from_iter([("n", big)]).unwrap();
+        let err = encode_block(&batch, &[column("n", "Nullable(Int8)")], &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("column `n`"), "{err}");
     }
 
     #[test]

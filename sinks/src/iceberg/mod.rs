@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, new_null_array};
-use arrow_cast::cast;
+use arrow_cast::cast::{CastOptions, cast_with_options};
 use arrow_schema::SchemaRef;
 use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
 use iceberg::spec::{DataFile, DataFileFormat};
@@ -145,7 +145,16 @@ impl IcebergSink {
         for field in self.target_schema.fields() {
             let column = match batch.column_by_name(field.name()) {
                 Some(source) if source.data_type() == field.data_type() => source.clone(),
-                Some(source) => cast(source, field.data_type()).map_err(|e| {
+                // Strict: a value that does not fit is an error, never a silent null.
+                Some(source) => cast_with_options(
+                    source,
+                    field.data_type(),
+                    &CastOptions {
+                        safe: false,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| {
                     format!(
                         "column `{}`: cannot convert {} to the table's {}: {e}",
                         field.name(),
