@@ -56,6 +56,10 @@ Progress goes to stderr; the report (last stdout line):
    "duplicates":rows-distinct,"missing":N-distinct,"seconds":MV creation -> last progress,
    "server_cpu_seconds":clickhouse-server utime+stime over that span,"stalled":bool, ...}
 """
+import os as _os
+import sys as _sys
+_sys.path.insert(0, _os.path.dirname(_os.path.abspath(__file__)))
+from events_table import events_ddl  # noqa: E402
 import argparse
 import json
 import os
@@ -73,23 +77,7 @@ from confluent_kafka.admin import AdminClient
 
 STATE = Path(os.environ.get("STACK_STATE", "/var/tmp/ingest-stack"))
 
-# `ingest clickhouse-payload --server-version 18.16.1` for the events route (order_by
-# [event_type, ts]); {db} is filled in.
-TARGET_DDL = """CREATE TABLE IF NOT EXISTS `{db}`.`events` (
-    `event_id` Int64,
-    `ts` Int64,
-    `event_type` String,
-    `user_id` Int64,
-    `session_id` String,
-    `country` Nullable(String),
-    `url` String,
-    `duration_ms` Nullable(Int32),
-    `revenue` Nullable(Decimal(12, 2)),
-    `tags` Array(String),
-    `device` Tuple(String, Nullable(String), Nullable(Int32)),
-    `event_date` Date
-) ENGINE = MergeTree
-ORDER BY (event_type, ts)"""
+
 
 KAFKA_DDL = """CREATE TABLE `{db}`.`{table}` (`raw` String)
 ENGINE = Kafka SETTINGS
@@ -266,7 +254,7 @@ def main():
     log(f"ClickHouse {version}, topic {a.topic}, group {group}, {a.num_consumers} consumer(s)")
 
     ch(f"CREATE DATABASE IF NOT EXISTS `{db}`")
-    ch(TARGET_DDL.format(db=db))
+    ch(events_ddl(db))
     before = int(ch(f"SELECT count() FROM `{db}`.`events`"))
     if before:
         log(f"warning: {db}.events already holds {before} rows; counting only new ones is not possible, "

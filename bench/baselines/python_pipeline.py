@@ -29,6 +29,10 @@ Progress goes to stderr; the report is the last stdout line:
   {"variant":"f","name":...,"events":N,"seconds":first poll -> last commit,
    "rows_clickhouse":..,"rows_iceberg":..,"clickhouse_client":..,"setup_seconds":..}
 """
+import os as _os
+import sys as _sys
+_sys.path.insert(0, _os.path.dirname(_os.path.abspath(__file__)))
+from events_table import events_ddl  # noqa: E402
 import argparse
 import json
 import os
@@ -48,22 +52,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ONE_MS = timedelta(milliseconds=1)
 CENT = Decimal("0.01")
 
-# ingest clickhouse-payload --server-version 18.16.1 (events route, order_by [event_type, ts])
-CLICKHOUSE_DDL = """CREATE TABLE IF NOT EXISTS `{db}`.`events` (
-    `event_id` Int64,
-    `ts` Int64,
-    `event_type` String,
-    `user_id` Int64,
-    `session_id` String,
-    `country` Nullable(String),
-    `url` String,
-    `duration_ms` Nullable(Int32),
-    `revenue` Nullable(Decimal(12, 2)),
-    `tags` Array(String),
-    `device` Tuple(String, Nullable(String), Nullable(Int32)),
-    `event_date` Date
-) ENGINE = MergeTree
-ORDER BY (event_type, ts)"""
+
 COLUMNS = ["event_id", "ts", "event_type", "user_id", "session_id", "country", "url",
            "duration_ms", "revenue", "tags", "device", "event_date"]
 
@@ -225,7 +214,7 @@ def main():
     if to_ch:
         ch, ch_note = clickhouse_client(a.clickhouse_client, a.clickhouse_url, a.database)
         ch.command(f"CREATE DATABASE IF NOT EXISTS `{a.database}`")
-        ch.command(CLICKHOUSE_DDL.format(db=a.database))
+        ch.command(events_ddl(a.database))
     if to_ice:
         table = open_iceberg(a.catalog_db, a.warehouse, a.database, not a.no_partition)
     # rows already there (a reused database/catalog): the report counts only this run's

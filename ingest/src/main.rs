@@ -42,32 +42,7 @@ enum Command {
         timeout: Duration,
     },
     /// Write synthetic events shaped by a schema file to a topic.
-    Produce {
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        brokers: String,
-        #[arg(long)]
-        topic: String,
-        #[arg(long)]
-        schema: PathBuf,
-        #[arg(long, default_value_t = 10_000)]
-        count: u64,
-        /// Events per second (default: as fast as possible).
-        #[arg(long)]
-        rate: Option<u64>,
-        /// Field that gets sequential ids (others are random).
-        #[arg(long)]
-        id_field: Option<String>,
-        #[arg(long, default_value_t = 0)]
-        start_id: i64,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Timestamp fields carry the moment each event is produced (latency runs).
-        #[arg(long)]
-        live_time: bool,
-        /// librdkafka producer setting, repeatable: -X key=value.
-        #[arg(short = 'X', value_parser = parse_key_value)]
-        property: Vec<(String, String)>,
-    },
+    Produce(ProduceArgs),
     /// Decode JSON lines with a route and write the ClickHouse DDL and Native payload
     /// that a server of the given version would receive.
     ClickhousePayload {
@@ -86,6 +61,51 @@ enum Command {
         #[arg(long)]
         payload_out: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct ProduceArgs {
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long)]
+    topic: String,
+    #[arg(long)]
+    schema: PathBuf,
+    #[arg(long, default_value_t = 10_000)]
+    count: u64,
+    /// Events per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Field that gets sequential ids (others are random).
+    #[arg(long)]
+    id_field: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    start_id: i64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Timestamp fields carry the moment each event is produced (latency runs).
+    #[arg(long)]
+    live_time: bool,
+    /// librdkafka producer setting, repeatable: -X key=value.
+    #[arg(short = 'X', value_parser = parse_key_value)]
+    property: Vec<(String, String)>,
+}
+
+impl ProduceArgs {
+    fn into_options(self) -> anyhow::Result<ProduceOptions> {
+        Ok(ProduceOptions {
+            schema: ingest_schemas::load_schema(&self.schema)?,
+            brokers: self.brokers,
+            topic: self.topic,
+            count: self.count,
+            rate: self.rate,
+            id_field: self.id_field,
+            start_id: self.start_id,
+            seed: self.seed,
+            live_time: self.live_time,
+            properties: self.property,
+        })
+    }
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -165,31 +185,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
-        Command::Produce {
-            brokers,
-            topic,
-            schema,
-            count,
-            rate,
-            id_field,
-            start_id,
-            seed,
-            live_time,
-            property,
-        } => {
-            let schema = ingest_schemas::load_schema(&schema)?;
-            let options = ProduceOptions {
-                brokers,
-                topic: topic.clone(),
-                schema,
-                count,
-                rate,
-                id_field,
-                start_id,
-                seed,
-                live_time,
-                properties: property,
-            };
+        Command::Produce(args) => {
+            let options = args.into_options()?;
+            let (count, topic) = (options.count, options.topic.clone());
             let elapsed = tokio::task::spawn_blocking(move || produce(&options)).await??;
             println!(
                 "produced {count} events to {topic} in {:.2}s ({:.0}/s)",

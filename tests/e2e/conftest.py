@@ -204,7 +204,9 @@ class Setup:
         self.group = unique("group")
         self.processes = []
 
-    def config(self, routes, dead_letter=None, clickhouse=True, iceberg=True, kafka_properties=None):
+    def config(self, routes, dead_letter=None, clickhouse=True, iceberg=True, kafka_properties=None,
+               catalog=None):
+        """Writes a service config; `catalog` entries replace or extend the default SQLite one."""
         config = {
             "kafka": {"brokers": KAFKA, "group_id": self.group,
                       "properties": {"fetch.wait.max.ms": "10", **(kafka_properties or {})}},
@@ -215,7 +217,8 @@ class Setup:
             config["clickhouse"] = {"url": CLICKHOUSE, "database": self.database}
         if iceberg:
             config["iceberg"] = {
-                "catalog": {"type": "sql", "uri": self.catalog_uri, "warehouse": self.warehouse},
+                "catalog": {"type": "sql", "uri": self.catalog_uri, "warehouse": self.warehouse,
+                            **(catalog or {})},
                 "namespace": self.namespace,
             }
         if dead_letter:

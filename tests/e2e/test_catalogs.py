@@ -84,12 +84,9 @@ def test_s3_warehouse(setup, s3_server, monkeypatch):
     ingest_produce(topic, EVENTS, COUNT, "event_id")
     config = setup.config([{"topics": [topic], "schema": str(EVENTS),
                             "iceberg": {"table": "events", "partition_by": ["day(ts)"]},
-                            "batch": {"max_rows": 10000, "max_age": "1s"}}], clickhouse=False)
-    import json
-    text = json.loads(config.read_text())
-    text["iceberg"]["catalog"]["properties"] = {"s3.endpoint": s3_server, "s3.region": "us-east-1",
-                                                "s3.path-style-access": "true"}
-    config.write_text(json.dumps(text))
+                            "batch": {"max_rows": 10000, "max_age": "1s"}}], clickhouse=False,
+                          catalog={"properties": {"s3.endpoint": s3_server, "s3.region": "us-east-1",
+                                                  "s3.path-style-access": "true"}})
     ingest = setup.start(config)
     ingest.wait_ready()
     props = {"s3.endpoint": s3_server, "s3.access-key-id": "testing", "s3.secret-access-key": "testing",

@@ -84,10 +84,8 @@ def test_rest_catalog(setup, rest_catalog):
     ingest_produce(topic, EVENTS, COUNT, "event_id")
     config = setup.config([{"topics": [topic], "schema": str(EVENTS),
                             "iceberg": {"table": "events", "partition_by": ["day(ts)"]},
-                            "batch": {"max_rows": 5000, "max_age": "1s"}}], clickhouse=False)
-    text = json.loads(config.read_text())
-    text["iceberg"]["catalog"] = {"type": "rest", "uri": rest_catalog.uri, "warehouse": setup.warehouse}
-    config.write_text(json.dumps(text, indent=2))
+                            "batch": {"max_rows": 5000, "max_age": "1s"}}], clickhouse=False,
+                          catalog={"type": "rest", "uri": rest_catalog.uri})
 
     ingest = setup.start(config)
     ingest.wait_ready()

@@ -1,0 +1,28 @@
+"""The ClickHouse table shape every pipeline in `make bench` writes: the DDL the service
+itself generates for the events route on an 18.16 server, so the baselines can never
+drift from what `ingest` creates."""
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / "target" / "release" / "ingest"
+EVENTS_SCHEMA = ROOT / "schemas" / "examples" / "events.yaml"
+
+
+def events_ddl(database, server_version="18.16.1"):
+    """CREATE TABLE statement for `database`.events, from `ingest clickhouse-payload`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        config = {"kafka": {"brokers": "unused:9092", "group_id": "ddl"},
+                  "clickhouse": {"url": "http://unused:8123", "database": database},
+                  "routes": [{"topics": ["unused"], "schema": str(EVENTS_SCHEMA),
+                              "clickhouse": {"table": "events", "order_by": ["event_type", "ts"]}}]}
+        (tmp / "config.yaml").write_text(json.dumps(config))
+        (tmp / "empty.jsonl").write_text("")
+        subprocess.run([str(BIN), "clickhouse-payload", "--config", str(tmp / "config.yaml"),
+                        "--input", str(tmp / "empty.jsonl"), "--server-version", server_version,
+                        "--ddl-out", str(tmp / "ddl.sql"), "--payload-out", str(tmp / "payload")],
+                       check=True, capture_output=True)
+        return (tmp / "ddl.sql").read_text()
