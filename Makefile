@@ -4,7 +4,7 @@ STACK := deploy/local
 PY ?= /opt/ingest-stack/venv/bin/python
 CARGO_FLAGS ?= --release
 
-.PHONY: demo test stack build unit e2e lint deploy-check clean-stack bench
+.PHONY: demo test stack build unit e2e lint deploy-check clean-stack bench chaos
 
 ## Installs what is missing, starts the local stack, runs the pipeline end to end and
 ## prints one aggregate answered by ClickHouse and by the Iceberg table.
@@ -33,6 +33,10 @@ e2e:
 
 deploy-check:
 	deploy/check.sh
+
+## Fault injection at full size: kill -9 loops, rebalances, a frozen instance, sink outages.
+chaos:
+	. $(STACK)/env.sh && CHAOS=full $(PY) -m pytest -q tests/e2e/test_chaos.py
 
 clean-stack:
 	$(STACK)/down.sh

@@ -73,12 +73,15 @@ fn benches(c: &mut Criterion) {
         order_by: vec![],
         partition_by: None,
         engine: "MergeTree".into(),
+        batch: Default::default(),
     };
     let mut encode = c.benchmark_group("arrow_to_sink");
     encode.throughput(Throughput::Bytes(bytes));
     for version in ["18.16.1", "26.9"] {
         encode.bench_function(format!("clickhouse_native_{version}"), |b| {
-            b.iter(|| black_box(offline_payload("db", &table, &schema, version, &batches).unwrap()))
+            b.iter(|| {
+                black_box(offline_payload("db", &table, &schema, version, &batches, None).unwrap())
+            })
         });
     }
     encode.bench_function("parquet_zstd3", |b| {

@@ -60,6 +60,10 @@ enum Command {
         ddl_out: PathBuf,
         #[arg(long)]
         payload_out: PathBuf,
+        /// A plain table without the Kafka coordinate columns and position ledger that
+        /// make writes exactly-once (what other tools would write to).
+        #[arg(long)]
+        no_positions: bool,
     },
 }
 
@@ -203,6 +207,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             server_version,
             ddl_out,
             payload_out,
+            no_positions,
         } => {
             let loaded = config::load(&config)?;
             clickhouse_payload(
@@ -210,8 +215,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 route,
                 &input,
                 &server_version,
-                &ddl_out,
-                &payload_out,
+                (&ddl_out, &payload_out),
+                !no_positions,
             )
         }
     }
@@ -249,8 +254,8 @@ fn clickhouse_payload(
     route: Option<String>,
     input: &PathBuf,
     version: &str,
-    ddl_out: &PathBuf,
-    payload_out: &PathBuf,
+    (ddl_out, payload_out): (&PathBuf, &PathBuf),
+    positions: bool,
 ) -> anyhow::Result<()> {
     let route = loaded
         .routes
@@ -295,9 +300,16 @@ fn clickhouse_payload(
         );
     }
     let schema = decoder.output_schema();
-    let (ddl, payload) =
-        ingest_sinks::clickhouse::offline_payload(database, table, &schema, version, &batches)
-            .map_err(|e| anyhow::anyhow!(e))?;
+    let coordinates = positions.then(|| route.clickhouse_coordinates());
+    let (ddl, payload) = ingest_sinks::clickhouse::offline_payload(
+        database,
+        table,
+        &schema,
+        version,
+        &batches,
+        coordinates.as_ref(),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
     std::fs::write(ddl_out, ddl)?;
     std::fs::write(payload_out, &payload)?;
     println!(

@@ -9,7 +9,10 @@ mod offsets;
 
 pub use offsets::OffsetMap;
 
+use std::time::Duration;
+
 use arrow_array::{BooleanArray, RecordBatch};
+use serde::Deserialize;
 
 /// Where one row came from in Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,12 +42,17 @@ impl SinkBatch {
     /// their partition. A replay after a crash thus writes nothing twice to a sink that
     /// records its positions with its data.
     pub fn skip_durable(&self, durable: &OffsetMap) -> SinkBatch {
-        let held = |p: &RowPosition| {
+        self.retain(|p| {
             durable
                 .get(p.topic, p.partition)
-                .is_some_and(|d| p.offset < d)
-        };
-        if self.positions.len() != self.batches.len() || !self.positions.iter().flatten().any(held)
+                .is_none_or(|d| p.offset >= d)
+        })
+    }
+
+    /// The rows whose position `keep` accepts (all rows when positions are unknown);
+    /// `next_offsets` is kept as is.
+    pub fn retain(&self, keep: impl Fn(&RowPosition) -> bool) -> SinkBatch {
+        if self.positions.len() != self.batches.len() || self.positions.iter().flatten().all(&keep)
         {
             return self.clone();
         }
@@ -53,17 +61,57 @@ impl SinkBatch {
             ..SinkBatch::default()
         };
         for (batch, positions) in self.batches.iter().zip(&self.positions) {
-            let keep: BooleanArray = positions.iter().map(|p| Some(!held(p))).collect();
-            let kept = arrow_select::filter::filter_record_batch(batch, &keep)
+            let mask: BooleanArray = positions.iter().map(|p| Some(keep(p))).collect();
+            let kept = arrow_select::filter::filter_record_batch(batch, &mask)
                 .expect("mask matches the batch");
             if kept.num_rows() > 0 {
                 out.positions
-                    .push(positions.iter().copied().filter(|p| !held(p)).collect());
+                    .push(positions.iter().copied().filter(|p| keep(p)).collect());
                 out.batches.push(kept);
             }
         }
         out
     }
+
+    /// Appends `other`'s rows and positions (record batches share their buffers).
+    pub fn append(&mut self, other: &SinkBatch) {
+        self.batches.extend(other.batches.iter().cloned());
+        self.positions.extend(other.positions.iter().cloned());
+        self.next_offsets.merge(&other.next_offsets);
+    }
+
+    /// Forgets everything about the partitions `gone` selects: their rows and positions.
+    pub fn drop_partitions(&mut self, gone: impl Fn(&str, i32) -> bool) {
+        let kept = self.retain(|p| !gone(p.topic, p.partition));
+        self.batches = kept.batches;
+        self.positions = kept.positions;
+        self.next_offsets
+            .0
+            .iter_mut()
+            .for_each(|(topic, parts)| parts.retain(|p, _| !gone(topic, *p)));
+        self.next_offsets.0.retain(|_, parts| !parts.is_empty());
+    }
+
+    /// Heap bytes held by the record batches.
+    pub fn memory_size(&self) -> usize {
+        self.batches
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
+}
+
+/// A sink's own batching limits, overriding the route's `batch` key by key (e.g.
+/// ClickHouse every few seconds, Iceberg every minute or by size).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchOverride {
+    #[serde(default)]
+    pub max_rows: Option<usize>,
+    #[serde(default)]
+    pub max_bytes: Option<bytesize::ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
 }
 
 /// A sink failure, with whether trying the same write again may succeed.
@@ -76,6 +124,9 @@ pub struct SinkError {
     /// Network trouble, overload, a server restarting: worth a retry with backoff.
     /// False for errors that will not go away (schema mismatch, permissions).
     pub retryable: bool,
+    /// The write was refused because this instance no longer owns the partitions: the
+    /// batch belongs to their new owner now.
+    pub fenced: bool,
 }
 
 /// A destination table fed by the pipeline.
@@ -87,7 +138,23 @@ pub trait Sink: Send + Sync {
     /// Makes the batch durable; on success its `next_offsets` are durable too.
     async fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError>;
 
-    /// The positions this sink has made durable for the consumer group, as far as the
-    /// sink can tell from its own storage (empty if it keeps none).
-    async fn durable_offsets(&self) -> Result<OffsetMap, SinkError>;
+    /// The positions this sink has made durable for the partitions in `partitions`
+    /// (every partition it knows when empty), read from its own storage.
+    async fn durable_offsets(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError>;
+}
+
+/// Proof of ownership asked for right before a sink makes rows durable: an instance
+/// that lost its partitions (paused past its session, cut off) must not write them.
+#[async_trait::async_trait]
+pub trait Fence: Send + Sync {
+    /// Fails when this instance may no longer own every partition in `partitions`.
+    async fn check(&self, partitions: &OffsetMap) -> Result<(), Fenced>;
+}
+
+/// Why a fence check failed.
+#[derive(Debug, Clone)]
+pub struct Fenced {
+    pub message: String,
+    /// The partitions are certainly gone (not just unconfirmed, e.g. broker unreachable).
+    pub lost: bool,
 }

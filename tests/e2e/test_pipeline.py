@@ -48,7 +48,13 @@ def test_two_topics_to_their_sinks_with_exact_counts(setup):
     partitions = clickhouse(f"SELECT uniqExact(_partition) AS p FROM {setup.database}.events")[0]["p"]
     assert int(partitions) == 4
     tables = [r["name"] for r in clickhouse(f"SELECT name FROM system.tables WHERE database = '{setup.database}'")]
-    assert tables == ["events"]
+    assert sorted(tables) == ["events", "events__ingest_positions", "events__ingest_positions_mv"]
+    # The position ledger agrees with the rows: per partition, one past the highest offset.
+    ledger = {int(r["partition"]): int(r["next"]) for r in clickhouse(
+        f"SELECT partition, maxMerge(next) AS next FROM {setup.database}.events__ingest_positions GROUP BY partition")}
+    rows = {int(r["p"]): int(r["m"]) + 1 for r in clickhouse(
+        f"SELECT _partition AS p, max(_offset) AS m FROM {setup.database}.events GROUP BY p")}
+    assert ledger == rows and len(ledger) == 4, (ledger, rows)
 
     # Iceberg, read by two independent readers through the same SQL catalog.
     for reader in ("pyiceberg", "spark"):

@@ -146,6 +146,24 @@ pub struct BatchConfig {
     pub max_age: Duration,
 }
 
+impl BatchConfig {
+    /// These limits with a sink's own overrides applied.
+    pub fn overridden(&self, with: &ingest_sinks::BatchOverride) -> BatchConfig {
+        BatchConfig {
+            max_rows: with.max_rows.unwrap_or(self.max_rows),
+            max_bytes: with.max_bytes.unwrap_or(self.max_bytes),
+            max_age: with.max_age.unwrap_or(self.max_age),
+        }
+    }
+
+    fn check(&self) -> Result<(), &'static str> {
+        if self.max_rows == 0 || self.max_bytes.as_u64() == 0 || self.max_age.is_zero() {
+            return Err("max_rows, max_bytes and max_age must be above zero");
+        }
+        Ok(())
+    }
+}
+
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
@@ -175,6 +193,20 @@ pub struct Route {
     pub pattern: Option<Regex>,
     pub on_error: OnError,
     pub dead_letter_topic: Option<String>,
+}
+
+impl Route {
+    /// The ClickHouse columns holding each row's Kafka coordinates: the route's own
+    /// metadata columns where it names them, `_topic`/`_partition`/`_offset` otherwise.
+    pub fn clickhouse_coordinates(&self) -> ingest_sinks::clickhouse::Coordinates {
+        let m = &self.config.metadata;
+        let default = ingest_sinks::clickhouse::Coordinates::default();
+        ingest_sinks::clickhouse::Coordinates {
+            topic: m.topic.clone().unwrap_or(default.topic),
+            partition: m.partition.clone().unwrap_or(default.partition),
+            offset: m.offset.clone().unwrap_or(default.offset),
+        }
+    }
 }
 
 /// The whole validated configuration.
@@ -334,12 +366,23 @@ fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
                 ));
             }
         }
-        let batch = &route.batch;
-        if batch.max_rows == 0 || batch.max_bytes.as_u64() == 0 || batch.max_age.is_zero() {
-            return Err(format!(
-                "{}: max_rows, max_bytes and max_age must be above zero",
-                at("batch")
-            ));
+        route
+            .batch
+            .check()
+            .map_err(|e| format!("{}: {e}", at("batch")))?;
+        if let Some(table) = &route.clickhouse {
+            route
+                .batch
+                .overridden(&table.batch)
+                .check()
+                .map_err(|e| format!("{}: {e}", at("clickhouse.batch")))?;
+        }
+        if let Some(table) = &route.iceberg {
+            route
+                .batch
+                .overridden(&table.batch)
+                .check()
+                .map_err(|e| format!("{}: {e}", at("iceberg.batch")))?;
         }
         let schema_path = base.join(&route.schema);
         let schema = ingest_schemas::load_schema(&schema_path)

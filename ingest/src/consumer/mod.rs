@@ -1,5 +1,9 @@
 //! The Kafka consumer: a group member with manual offsets and cooperative rebalancing.
 
+mod fence;
+
+pub use fence::GroupFence;
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -37,20 +37,26 @@ impl Default for Health {
 impl Health {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str| {
-            let c = IntCounterVec::new(Opts::new(name, help), &["route"]).expect("metric");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric");
             registry.register(Box::new(c.clone())).expect("register");
             c
         };
         let rows = counter(
             "ingest_rows_written_total",
-            "Rows written to every sink of a route",
+            "Rows of batches a sink made durable (rows it held already are skipped, not rewritten)",
+            &["route", "sink"],
         );
         let rejected = counter(
             "ingest_records_rejected_total",
             "Records sent to the dead-letter topic",
+            &["route"],
         );
-        let flushes = counter("ingest_flushes_total", "Batches flushed");
+        let flushes = counter(
+            "ingest_flushes_total",
+            "Batches written to a sink",
+            &["route", "sink"],
+        );
         let assigned = IntGauge::new(
             "ingest_assigned_partitions",
             "Partitions owned by this instance",
@@ -101,13 +107,19 @@ impl Health {
         self.inner.consumed.inc();
     }
 
-    pub fn record_flush(&self, route: &str, rows: u64, rejected: u64) {
-        self.inner.rows.with_label_values(&[route]).inc_by(rows);
+    pub fn record_flush(&self, route: &str, sink: &str, rows: u64) {
+        self.inner
+            .rows
+            .with_label_values(&[route, sink])
+            .inc_by(rows);
+        self.inner.flushes.with_label_values(&[route, sink]).inc();
+    }
+
+    pub fn record_rejected(&self, route: &str, rejected: u64) {
         self.inner
             .rejected
             .with_label_values(&[route])
             .inc_by(rejected);
-        self.inner.flushes.with_label_values(&[route]).inc();
     }
 
     /// Ready when consuming and every sink accepts writes.

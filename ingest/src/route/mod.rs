@@ -1,8 +1,12 @@
-//! A route at run time: its decoder, its open batch and the sinks it feeds.
+//! A route at run time: its decoder and one lane per sink it feeds.
+
+mod lane;
 
 use std::time::{Duration, Instant};
 
-use ingest_sinks::{OffsetMap, Sink, SinkBatch, SinkError};
+use ingest_sinks::{BatchOverride, OffsetMap, Sink, SinkBatch};
+
+pub use lane::{Lane, LaneOutcome};
 
 use crate::config::{Route, metadata_fields};
 use crate::decode::{JsonDecoder, Message, Rejected};
@@ -14,11 +18,10 @@ const CHUNK_ROWS: usize = 16 * 1024;
 pub struct RouteState {
     pub route: Route,
     decoder: JsonDecoder,
-    /// The route's sinks; moved into the write task while a batch is being written.
-    pub sinks: Vec<Box<dyn Sink>>,
-    /// The batch being written, at most one per route (back-pressure on decoding).
-    pub in_flight: Option<tokio::task::JoinHandle<FlushOutcome>>,
-    /// Positions covered by the open batch, rejected records included.
+    /// One per sink, each with its own batch and cadence.
+    pub lanes: Vec<Lane>,
+    /// Positions of messages in the decoder not yet handed to the lanes, rejected
+    /// records included.
     next_offsets: OffsetMap,
     rejected: Vec<Rejected>,
     bytes: u64,
@@ -26,22 +29,35 @@ pub struct RouteState {
     opened_at: Option<Instant>,
 }
 
+/// Rows decoded since the last hand-over, and the records that failed to decode.
+pub struct Chunk {
+    pub rows: SinkBatch,
+    pub rejected: Vec<Rejected>,
+    messages: u64,
+    bytes: u64,
+    opened_at: Option<Instant>,
+}
+
 impl RouteState {
-    pub fn new(route: Route, sinks: Vec<Box<dyn Sink>>) -> anyhow::Result<Self> {
+    pub fn new(route: Route) -> anyhow::Result<Self> {
         let metadata = metadata_fields(&route.config.metadata);
-        let chunk_rows = CHUNK_ROWS.min(route.config.batch.max_rows);
-        let decoder = JsonDecoder::new(route.schema.clone(), metadata, chunk_rows)?;
+        let decoder = JsonDecoder::new(route.schema.clone(), metadata, CHUNK_ROWS)?;
         Ok(Self {
             route,
             decoder,
-            sinks,
-            in_flight: None,
+            lanes: Vec::new(),
             next_offsets: OffsetMap::default(),
             rejected: Vec::new(),
             bytes: 0,
             messages: 0,
             opened_at: None,
         })
+    }
+
+    /// Adds a sink with the route's batch limits, overridden by the sink's own.
+    pub fn add_sink(&mut self, sink: Box<dyn Sink>, limits: &BatchOverride) {
+        let limits = self.route.config.batch.overridden(limits);
+        self.lanes.push(Lane::new(sink, limits));
     }
 
     /// The Arrow schema of what this route writes (payload then metadata columns).
@@ -61,45 +77,73 @@ impl RouteState {
             .advance(message.topic, message.partition, message.offset + 1);
     }
 
-    /// True when the open batch reached its row or byte limit (checked per message,
-    /// without reading the clock).
+    /// True when a lane free to write reached its row or byte limit, or a busy lane
+    /// holds twice its limit and reading must wait for it (checked per message, without
+    /// reading the clock).
     pub fn full(&self) -> bool {
-        let batch = &self.route.config.batch;
-        self.messages >= batch.max_rows as u64 || self.bytes >= batch.max_bytes.as_u64()
+        self.lanes.iter().any(|lane| {
+            let factor = if lane.busy() { 2 } else { 1 };
+            lane.holds_times(factor, self.messages, self.bytes)
+        })
     }
 
-    /// True when the open batch is full or waited `max_age`.
+    /// True when some lane free to write is full or its oldest message waited
+    /// `max_age` (or a busy lane must be waited for, see [`RouteState::full`]).
     pub fn due(&self, now: Instant) -> bool {
         self.full()
-            || self
-                .opened_at
-                .is_some_and(|t| now.duration_since(t) >= self.route.config.batch.max_age)
+            || self.lanes.iter().any(|lane| {
+                !lane.busy() && lane.due(now, self.opened_at, (self.messages, self.bytes))
+            })
     }
 
+    /// Whether the lane is due, counting the messages still in the decoder.
+    pub fn lane_due(&self, lane: usize, now: Instant) -> bool {
+        self.lanes[lane].due(now, self.opened_at, (self.messages, self.bytes))
+    }
+
+    /// Nothing buffered anywhere in the route.
     pub fn is_empty(&self) -> bool {
-        self.opened_at.is_none()
+        self.opened_at.is_none() && !self.lanes.iter().any(Lane::has_open)
     }
 
-    /// Closes the open batch: decoded rows and positions for the sinks, and the records
-    /// that failed to decode.
-    pub fn take_batch(&mut self) -> (SinkBatch, Vec<Rejected>) {
+    /// Takes what the decoder holds: rows with their positions, and rejected records.
+    pub fn take_chunk(&mut self) -> Chunk {
         let (batches, positions) = self.decoder.take_with_positions(&mut self.rejected);
-        let batch = SinkBatch {
-            batches,
-            positions,
-            next_offsets: std::mem::take(&mut self.next_offsets),
+        let chunk = Chunk {
+            rows: SinkBatch {
+                batches,
+                positions,
+                next_offsets: std::mem::take(&mut self.next_offsets),
+            },
+            rejected: std::mem::take(&mut self.rejected),
+            messages: self.messages,
+            bytes: self.bytes,
+            opened_at: self.opened_at,
         };
         self.bytes = 0;
         self.messages = 0;
         self.opened_at = None;
-        (batch, std::mem::take(&mut self.rejected))
+        chunk
     }
 
-    /// Drops buffered rows of partitions taken away by a rebalance.
+    /// Hands a chunk's rows to every lane (once its rejected records are disposed of).
+    pub fn distribute(&mut self, chunk: &Chunk) {
+        let Some(opened_at) = chunk.opened_at else {
+            return;
+        };
+        for lane in &mut self.lanes {
+            lane.append(&chunk.rows, chunk.messages, chunk.bytes, opened_at);
+        }
+    }
+
+    /// Drops buffered rows and progress of partitions taken away by a rebalance.
     pub fn revoke(&mut self, revoked: &[(String, i32)]) {
         let gone = |topic: &str, partition: i32| {
             revoked.iter().any(|(t, p)| t == topic && *p == partition)
         };
+        for lane in &mut self.lanes {
+            lane.revoke(&gone);
+        }
         if !self.next_offsets.iter().any(|(t, p, _)| gone(t, p)) {
             return;
         }
@@ -116,24 +160,30 @@ impl RouteState {
         }
     }
 
-    /// How long until this route's open batch reaches `max_age`.
+    /// How long until some lane's oldest message reaches `max_age`.
     pub fn time_left(&self, now: Instant) -> Option<Duration> {
-        self.opened_at.map(|t| {
-            self.route
-                .config
-                .batch
-                .max_age
-                .saturating_sub(now.duration_since(t))
-        })
+        self.lanes
+            .iter()
+            .filter_map(|lane| lane.time_left(now, self.opened_at))
+            .min()
     }
-}
 
-/// What a finished write task hands back: the sinks, and the positions it made durable.
-pub struct FlushOutcome {
-    pub sinks: Vec<Box<dyn Sink>>,
-    pub result: Result<(), SinkError>,
-    pub next_offsets: OffsetMap,
-    pub rows: usize,
-    pub rejected: usize,
-    pub started: Instant,
+    /// Per partition, the offset every lane has made durable (the minimum over the
+    /// lanes): what may be committed to Kafka. Partitions some lane has not reached yet
+    /// are left out.
+    pub fn committable(&self, partitions: &OffsetMap) -> OffsetMap {
+        let mut out = OffsetMap::default();
+        for (topic, partition, _) in partitions.iter() {
+            let min = self
+                .lanes
+                .iter()
+                .map(|lane| lane.durable.get(topic, partition))
+                .collect::<Option<Vec<i64>>>()
+                .and_then(|v| v.into_iter().min());
+            if let Some(next) = min {
+                out.advance(topic, partition, next);
+            }
+        }
+        out
+    }
 }

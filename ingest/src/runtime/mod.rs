@@ -1,24 +1,25 @@
-//! The core loop: consume, decode into the route's open batch, flush batches that are
-//! due to every sink of the route, then commit the Kafka offsets they cover.
+//! The core loop: consume, decode into the route, hand rows to each sink's lane, write
+//! each lane on its own cadence, and commit to Kafka what every lane made durable.
 
 mod setup;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use ingest_sinks::{OffsetMap, Sink, SinkBatch, SinkError};
+use ingest_sinks::{Fence, OffsetMap, Sink, SinkBatch, SinkError};
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::config::{Loaded, OnError};
-use crate::consumer::{self, Consumer, RebalanceEvent};
+use crate::consumer::{self, Consumer, GroupFence, RebalanceEvent};
 use crate::dead_letter::DeadLetters;
 use crate::decode::{Message, Rejected};
 use crate::health::Health;
-use crate::route::{FlushOutcome, RouteState};
+use crate::route::{LaneOutcome, RouteState};
 
 pub use setup::open_routes;
 
@@ -31,13 +32,18 @@ pub async fn run(
     health: Health,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut routes = open_routes(&loaded).await?;
+    let consumer = Arc::new(consumer::create(&loaded.config.kafka)?);
+    let committed = Arc::new(Mutex::new(OffsetMap::default()));
+    let fence: Arc<dyn Fence> = Arc::new(GroupFence::new(
+        Arc::clone(&consumer),
+        Arc::clone(&committed),
+    ));
+    let mut routes = open_routes(&loaded, fence).await?;
     let dead_letters = if routes.iter().any(|r| r.route.dead_letter_topic.is_some()) {
         Some(DeadLetters::new(&loaded.config.kafka)?)
     } else {
         None
     };
-    let consumer = consumer::create(&loaded.config.kafka)?;
     let subscriptions = loaded.subscriptions();
     let topics: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -51,7 +57,7 @@ pub async fn run(
         route_of: HashMap::new(),
         last_route: None,
         health: &health,
-        committed: OffsetMap::default(),
+        committed,
         assigned: HashSet::new(),
         shutdown: shutdown.clone(),
     };
@@ -88,7 +94,7 @@ pub async fn run(
                         drop(message);
                         health.record_consumed();
                         if routes[index].full() {
-                            pipeline.flush(&mut routes[index]).await?;
+                            pipeline.flush(&mut routes[index], false).await?;
                         }
                     } else {
                         tracing::warn!(topic, "message from a topic no route matches");
@@ -117,14 +123,15 @@ pub async fn run(
     // Partitions revoked by the last poll must not be flushed or committed.
     pipeline.handle_rebalances(&mut routes);
     for route in routes.iter_mut() {
-        if !route.is_empty() {
-            pipeline.flush(route).await?;
+        pipeline.flush(route, true).await?;
+        for lane in 0..route.lanes.len() {
+            pipeline.finish_lane(route, lane).await?;
         }
-        pipeline.finish_flush(route).await?;
     }
     // Async commits may still be in flight: commit everything once more and wait.
-    if !pipeline.committed.is_empty() {
-        let tpl = pipeline.offset_list(&pipeline.committed)?;
+    let last = pipeline.committed.lock().expect("offsets poisoned").clone();
+    if !last.is_empty() {
+        let tpl = offset_list(&last)?;
         if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
             tracing::warn!(error = %e, "final offset commit failed");
         }
@@ -144,8 +151,9 @@ struct Pipeline<'a> {
     route_of: HashMap<String, Option<usize>>,
     last_route: Option<(String, Option<usize>)>,
     health: &'a Health,
-    /// Every position committed so far, committed again synchronously at shutdown.
-    committed: OffsetMap,
+    /// Every position committed so far: committed again synchronously at shutdown, and
+    /// re-committed by the fence to prove ownership.
+    committed: Arc<Mutex<OffsetMap>>,
     /// Partitions this member owns now.
     assigned: HashSet<(String, i32)>,
     /// Turns true on SIGTERM/SIGINT; write retries give up on it.
@@ -184,8 +192,9 @@ impl Pipeline<'_> {
                         route.revoke(&partitions);
                     }
                     // Never commit for a partition another member now owns.
+                    let mut committed = self.committed.lock().expect("offsets poisoned");
                     for (topic, partition) in &partitions {
-                        if let Some(parts) = self.committed.0.get_mut(topic) {
+                        if let Some(parts) = committed.0.get_mut(topic) {
                             parts.remove(partition);
                         }
                     }
@@ -205,76 +214,105 @@ impl Pipeline<'_> {
     async fn flush_due(&mut self, routes: &mut [RouteState]) -> anyhow::Result<()> {
         let now = Instant::now();
         for route in routes.iter_mut() {
-            if route.in_flight.as_ref().is_some_and(|h| h.is_finished()) {
-                self.finish_flush(route).await?;
+            for lane in 0..route.lanes.len() {
+                if route.lanes[lane]
+                    .in_flight
+                    .as_ref()
+                    .is_some_and(|h| h.is_finished())
+                {
+                    self.finish_lane(route, lane).await?;
+                }
             }
             if route.due(now) {
-                self.flush(route).await?;
+                self.flush(route, false).await?;
             }
         }
         Ok(())
     }
 
-    /// Starts writing the route's open batch to every sink in a task of its own, so
-    /// decoding goes on meanwhile; waits first for the route's previous batch.
-    async fn flush(&mut self, route: &mut RouteState) -> anyhow::Result<()> {
-        self.finish_flush(route).await?;
-        let (batch, rejected) = route.take_batch();
-        let started = Instant::now();
-        self.dispose_rejected(route, &rejected).await?;
-        let mut sinks = std::mem::take(&mut route.sinks);
-        let health = self.health.clone();
-        let shutdown = self.shutdown.clone();
-        let rejected = rejected.len();
-        route.in_flight = Some(tokio::spawn(async move {
-            let rows = batch.num_rows();
-            let writes = sinks
-                .iter_mut()
-                .map(|sink| write_with_retry(sink.as_mut(), &batch, &health, shutdown.clone()));
-            let result = futures::future::join_all(writes)
-                .await
-                .into_iter()
-                .collect::<Result<(), _>>();
-            FlushOutcome {
-                sinks,
-                result,
-                next_offsets: batch.next_offsets,
-                rows,
-                rejected,
-                started,
+    /// Hands the decoded rows to every lane (after the dead-letter topic took the bad
+    /// records), then starts a write for each lane that is due (every lane with rows
+    /// when `all`). A lane still writing its previous batch keeps collecting, unless it
+    /// holds twice its limits: then reading waits for it.
+    async fn flush(&mut self, route: &mut RouteState, all: bool) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let due: Vec<bool> = (0..route.lanes.len())
+            .map(|lane| all || route.lane_due(lane, now))
+            .collect();
+        let chunk = route.take_chunk();
+        self.dispose_rejected(route, &chunk.rejected).await?;
+        route.distribute(&chunk);
+        for (lane, due) in due.into_iter().enumerate() {
+            if !due {
+                continue;
             }
-        }));
+            let state = &route.lanes[lane];
+            if state.busy() && !all && !state.holds_times(2, 0, 0) {
+                continue;
+            }
+            self.finish_lane(route, lane).await?;
+            if route.lanes[lane].has_open() {
+                self.start_lane(route, lane);
+            }
+        }
         Ok(())
     }
 
-    /// Waits for the route's batch in flight, if any, and commits what it made durable.
-    async fn finish_flush(&mut self, route: &mut RouteState) -> anyhow::Result<()> {
-        let Some(handle) = route.in_flight.take() else {
+    /// Writes the lane's open batch in a task of its own, so decoding goes on.
+    fn start_lane(&self, route: &mut RouteState, lane: usize) {
+        let state = &mut route.lanes[lane];
+        let mut sink = state.sink.take().expect("the lane's sink is home");
+        let batch = state.take();
+        let health = self.health.clone();
+        let shutdown = self.shutdown.clone();
+        let started = Instant::now();
+        state.in_flight = Some(tokio::spawn(async move {
+            let rows = batch.num_rows();
+            let result = write_with_retry(sink.as_mut(), &batch, &health, shutdown).await;
+            LaneOutcome {
+                sink,
+                result,
+                next_offsets: batch.next_offsets,
+                rows,
+                started,
+            }
+        }));
+    }
+
+    /// Waits for the lane's write, if any, records what its sink made durable and
+    /// commits what every lane of the route has made durable.
+    async fn finish_lane(&mut self, route: &mut RouteState, lane: usize) -> anyhow::Result<()> {
+        let state = &mut route.lanes[lane];
+        let Some(handle) = state.in_flight.take() else {
             return Ok(());
         };
         let outcome = handle.await?;
-        route.sinks = outcome.sinks;
-        outcome.result?;
-        let mut offsets = outcome.next_offsets;
-        tracing::debug!(?offsets, assigned = ?self.assigned, "batch durable in every sink");
+        state.sink = Some(outcome.sink);
+        if let Err(e) = outcome.result {
+            if e.fenced {
+                // Another instance owns these partitions now: it writes them.
+                tracing::warn!(sink = %state.name, error = %e, "batch dropped: partitions lost");
+                return Ok(());
+            }
+            return Err(e.into());
+        }
         // Partitions revoked while the batch was written belong to another member now.
+        let mut offsets = outcome.next_offsets;
         offsets.0.iter_mut().for_each(|(topic, parts)| {
             parts.retain(|p, _| self.assigned.contains(&(topic.clone(), *p)))
         });
-        self.commit(&offsets)?;
-        self.health.record_flush(
-            &route.route.name,
-            outcome.rows as u64,
-            outcome.rejected as u64,
-        );
+        state.durable.merge(&offsets);
+        self.health
+            .record_flush(&route.route.name, &state.name, outcome.rows as u64);
         tracing::info!(
             route = %route.route.name,
+            sink = %state.name,
             rows = outcome.rows,
-            rejected = outcome.rejected,
             elapsed_ms = outcome.started.elapsed().as_millis() as u64,
             "flushed"
         );
-        Ok(())
+        let committable = route.committable(&offsets);
+        self.commit(&committable)
     }
 
     async fn dispose_rejected(
@@ -295,7 +333,10 @@ impl Pipeline<'_> {
                     tracing::warn!(route = %route.route.name, topic = %r.topic, partition = r.partition,
                         offset = r.offset, error = %r.error, dead_letter = %topic, "bad record");
                 }
-                dl.send(topic, &route.route.name, rejected).await
+                dl.send(topic, &route.route.name, rejected).await?;
+                self.health
+                    .record_rejected(&route.route.name, rejected.len() as u64);
+                Ok(())
             }
             _ => anyhow::bail!(
                 "route `{}`: record {}/{}@{} cannot be decoded ({}); set `dead_letter.topic` to divert bad records",
@@ -308,29 +349,25 @@ impl Pipeline<'_> {
         }
     }
 
-    fn offset_list(&self, offsets: &OffsetMap) -> anyhow::Result<TopicPartitionList> {
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition, next) in offsets.iter() {
-            tpl.add_partition_offset(topic, partition, Offset::Offset(next))?;
-        }
-        Ok(tpl)
-    }
-
     fn commit(&mut self, offsets: &OffsetMap) -> anyhow::Result<()> {
         if offsets.is_empty() {
             return Ok(());
         }
-        self.committed.merge(offsets);
         // Never move a partition's group offset backwards: commit the furthest position
         // known for every partition in this batch.
-        let mut furthest = OffsetMap::default();
-        for (topic, partition, _) in offsets.iter() {
-            if let Some(next) = self.committed.get(topic, partition) {
-                furthest.advance(topic, partition, next);
+        let furthest = {
+            let mut committed = self.committed.lock().expect("offsets poisoned");
+            committed.merge(offsets);
+            let mut furthest = OffsetMap::default();
+            for (topic, partition, _) in offsets.iter() {
+                if let Some(next) = committed.get(topic, partition) {
+                    furthest.advance(topic, partition, next);
+                }
             }
-        }
+            furthest
+        };
         tracing::debug!(offsets = ?furthest, "committing offsets");
-        let tpl = self.offset_list(&furthest)?;
+        let tpl = offset_list(&furthest)?;
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             // A commit can fail while a rebalance is under way; the data is durable in
             // the sinks and the next commit (or the new owner) moves the offset on.
@@ -338,6 +375,14 @@ impl Pipeline<'_> {
         }
         Ok(())
     }
+}
+
+fn offset_list(offsets: &OffsetMap) -> anyhow::Result<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, next) in offsets.iter() {
+        tpl.add_partition_offset(topic, partition, Offset::Offset(next))?;
+    }
+    Ok(tpl)
 }
 
 /// Retries retryable failures with exponential backoff (capped at 30 s); the service
@@ -372,6 +417,7 @@ async fn write_with_retry(
                             sink: sink.name().to_string(),
                             message: format!("shutting down while retrying ({e}); the batch is not committed and will be replayed"),
                             retryable: false,
+                            fenced: false,
                         });
                     }
                 }

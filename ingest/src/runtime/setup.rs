@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ingest_sinks::Sink;
+use ingest_sinks::Fence;
 use ingest_sinks::clickhouse::ClickHouseSink;
 use ingest_sinks::iceberg::{IcebergSink, open_catalog};
 
@@ -10,7 +10,12 @@ use crate::config::Loaded;
 use crate::route::RouteState;
 
 /// Builds the run-time state of every route, creating tables where configured.
-pub async fn open_routes(loaded: &Loaded) -> anyhow::Result<Vec<RouteState>> {
+/// ClickHouse writes check ownership with `fence` (Iceberg commits are a
+/// compare-and-swap on the table's own positions and need none).
+pub async fn open_routes(
+    loaded: &Loaded,
+    fence: Arc<dyn Fence>,
+) -> anyhow::Result<Vec<RouteState>> {
     let catalog = match &loaded.config.iceberg {
         Some(iceberg) => Some(
             open_catalog(&iceberg.catalog)
@@ -22,13 +27,14 @@ pub async fn open_routes(loaded: &Loaded) -> anyhow::Result<Vec<RouteState>> {
     let group = &loaded.config.kafka.group_id;
     let mut states = Vec::with_capacity(loaded.routes.len());
     for route in &loaded.routes {
-        let mut state = RouteState::new(route.clone(), Vec::new())?;
+        let mut state = RouteState::new(route.clone())?;
         let schema = state.output_schema();
-        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         if let (Some(table), Some(conn)) = (&route.config.clickhouse, &loaded.config.clickhouse) {
-            sinks.push(Box::new(
-                ClickHouseSink::open(conn, table, schema.clone()).await?,
-            ));
+            let sink =
+                ClickHouseSink::open(conn, table, schema.clone(), route.clickhouse_coordinates())
+                    .await?
+                    .with_fence(Arc::clone(&fence));
+            state.add_sink(Box::new(sink), &table.batch);
         }
         if let (Some(table), Some(iceberg), Some(catalog)) =
             (&route.config.iceberg, &loaded.config.iceberg, &catalog)
@@ -41,9 +47,8 @@ pub async fn open_routes(loaded: &Loaded) -> anyhow::Result<Vec<RouteState>> {
                 group,
             )
             .await?;
-            sinks.push(Box::new(sink));
+            state.add_sink(Box::new(sink), &table.batch);
         }
-        state.sinks = sinks;
         states.push(state);
     }
     Ok(states)

@@ -6,17 +6,22 @@
 
 pub mod ddl;
 pub mod native;
+pub mod progress;
 pub mod types;
 
 use std::collections::BTreeMap;
 
-use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::{OffsetMap, Sink, SinkBatch, SinkError};
+use crate::{BatchOverride, OffsetMap, RowPosition, Sink, SinkBatch, SinkError};
 use native::{NativeColumn, encode_block};
+pub use progress::Coordinates;
+use progress::{Ledger, LedgerEntry, Progress};
 use types::{ChType, ServerCaps, quote_ident};
 
 /// How to reach the server (the `clickhouse:` section of the service config).
@@ -75,6 +80,9 @@ pub struct ClickHouseTable {
     /// Table engine of a created table.
     #[serde(default = "default_engine")]
     pub engine: String,
+    /// This sink's batching, overriding the route's `batch` key by key.
+    #[serde(default)]
+    pub batch: BatchOverride,
 }
 
 fn default_engine() -> String {
@@ -125,19 +133,32 @@ pub async fn server_caps(
     Ok((version, caps))
 }
 
-/// What would be sent to a server of `version` without one: the CREATE TABLE statement
-/// and the Native payload of `batches` (a dry run, and a check against other versions).
+/// What would be sent to a server of `version` without one: the CREATE statements and
+/// the Native payload of `batches` (a dry run, and a check against other versions).
+/// With `coordinates`, the table gets its Kafka coordinate columns (filled here with
+/// partition 0 and the row number as offset) and the position ledger.
 pub fn offline_payload(
     database: &str,
     table: &ClickHouseTable,
     schema: &SchemaRef,
     version: &str,
     batches: &[RecordBatch],
+    coordinates: Option<&Coordinates>,
 ) -> Result<(String, Vec<u8>), String> {
     let caps = ServerCaps::from_version(version);
-    let ddl = ddl::create_table(database, table, schema, caps)?;
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for field in schema.fields() {
+    let full = match coordinates {
+        Some(c) => with_coordinate_fields(schema, c),
+        None => schema.clone(),
+    };
+    let mut ddl = ddl::create_table(database, table, &full, caps)?;
+    if let Some(c) = coordinates {
+        for statement in Ledger::new(database, &table.table).create_statements(c) {
+            ddl.push_str(";\n");
+            ddl.push_str(&statement);
+        }
+    }
+    let mut columns = Vec::with_capacity(full.fields().len());
+    for field in full.fields() {
         let type_name = types::ddl_type(field, caps)?;
         let ty = ChType::parse(&type_name)?;
         columns.push(NativeColumn {
@@ -148,8 +169,23 @@ pub fn offline_payload(
         });
     }
     let mut body = Vec::new();
+    let mut row = 0i64;
     for batch in batches {
-        encode_block(batch, &columns, &mut body).map_err(|e| e.to_string())?;
+        let batch = match coordinates {
+            Some(_) if full.fields().len() > batch.num_columns() => {
+                let positions: Vec<RowPosition> = (row..row + batch.num_rows() as i64)
+                    .map(|offset| RowPosition {
+                        topic: "dry-run",
+                        partition: 0,
+                        offset,
+                    })
+                    .collect();
+                append_coordinates(batch, &positions, &full, coordinates.expect("some"))?
+            }
+            _ => batch.clone(),
+        };
+        row += batch.num_rows() as i64;
+        encode_block(&batch, &columns, &mut body).map_err(|e| e.to_string())?;
     }
     Ok((ddl, body))
 }
@@ -158,67 +194,132 @@ pub fn offline_payload(
 const INSERT_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 const INSERT_END_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Writes batches into one ClickHouse table.
+/// Writes batches into one ClickHouse table, exactly once per Kafka record.
 pub struct ClickHouseSink {
     name: String,
     client: clickhouse::Client,
     insert_sql: String,
     columns: Vec<NativeColumn>,
     settings: BTreeMap<String, String>,
+    caps: ServerCaps,
+    coordinates: Coordinates,
+    /// The encoded schema: the route's fields plus the coordinate columns it lacks.
+    schema: SchemaRef,
+    ledger: Ledger,
+    fence: Option<Arc<dyn crate::Fence>>,
 }
 
 impl ClickHouseSink {
-    /// Connects, creates the table if configured, and checks that every schema field
-    /// can be written into the table's columns.
+    /// Connects, creates the table (with its coordinate columns and position ledger) if
+    /// configured, and checks that every schema field can be written into the table.
     pub async fn open(
         conn: &ClickHouseConnection,
         table: &ClickHouseTable,
         schema: SchemaRef,
+        coordinates: Coordinates,
     ) -> Result<Self, SinkError> {
         let name = format!("clickhouse {}.{}", conn.database, table.table);
         let fail = |message: String, retryable: bool| SinkError {
             sink: name.clone(),
             message,
             retryable,
+            fenced: false,
         };
         let client = client(conn);
         let (version, caps) = server_caps(&client)
             .await
             .map_err(|e| fail(format!("cannot reach {}: {e}", conn.url), true))?;
         tracing::info!(sink = %name, %version, "connected to ClickHouse");
-
-        if conn.create_tables {
-            for sql in [
-                ddl::create_database(&conn.database),
-                ddl::create_table(&conn.database, table, &schema, caps)
-                    .map_err(|e| fail(e, false))?,
-            ] {
+        let schema = with_coordinate_fields(&schema, &coordinates);
+        let ledger = Ledger::new(&conn.database, &table.table);
+        let run = |sql: String| {
+            let client = client.clone();
+            let fail = &fail;
+            async move {
                 client
                     .query_raw(&sql)
                     .execute()
                     .await
-                    .map_err(|e| fail(format!("`{sql}` failed: {e}"), is_retryable(&e)))?;
+                    .map_err(|e| fail(format!("`{sql}` failed: {e}"), is_retryable(&e)))
             }
-        }
+        };
 
-        let columns = table_columns(&client, &conn.database, &table.table)
-            .await
-            .map_err(|e| {
-                fail(
-                    format!("cannot read the table's columns: {e}"),
-                    is_retryable(&e),
-                )
-            })?;
+        if conn.create_tables {
+            run(ddl::create_database(&conn.database)).await?;
+            run(ddl::create_table(&conn.database, table, &schema, caps)
+                .map_err(|e| fail(e, false))?)
+            .await?;
+        }
+        let read_columns = || async {
+            table_columns(&client, &conn.database, &table.table)
+                .await
+                .map_err(|e| {
+                    fail(
+                        format!("cannot read the table's columns: {e}"),
+                        is_retryable(&e),
+                    )
+                })
+        };
+        let mut columns = read_columns().await?;
         if columns.is_empty() {
             return Err(fail(
                 "table does not exist (set clickhouse.create_tables: true or create it)".into(),
                 false,
             ));
         }
+        // A table made before positions were kept gets the coordinate columns (old rows
+        // read offset -1: they count for no partition).
+        let missing: Vec<String> = coordinates
+            .columns()
+            .iter()
+            .filter(|(column, _)| !columns.iter().any(|c| c.name == *column))
+            .map(|(column, ty)| {
+                let default = if *ty == "String" { "''" } else { "-1" };
+                format!("ADD COLUMN {} {ty} DEFAULT {default}", quote_ident(column))
+            })
+            .collect();
+        let ledger_sql = ledger.create_statements(&coordinates);
+        if !missing.is_empty() || conn.create_tables {
+            let alter = (!missing.is_empty()).then(|| {
+                format!(
+                    "ALTER TABLE {}.{} {}",
+                    quote_ident(&conn.database),
+                    quote_ident(&table.table),
+                    missing.join(", ")
+                )
+            });
+            if !conn.create_tables {
+                let statements: Vec<&str> = alter
+                    .iter()
+                    .map(String::as_str)
+                    .chain(ledger_sql.iter().map(String::as_str))
+                    .collect();
+                return Err(fail(
+                    format!(
+                        "the table lacks the Kafka coordinate columns that make writes exactly-once; run: {}",
+                        statements.join("; ")
+                    ),
+                    false,
+                ));
+            }
+            if let Some(alter) = alter {
+                run(alter).await?;
+                columns = read_columns().await?;
+            }
+        }
+        if conn.create_tables {
+            for sql in ledger_sql {
+                run(sql).await?;
+            }
+        }
         let columns = match_columns(&schema, columns).map_err(|e| fail(e, false))?;
         // Encoding an empty batch runs every cast check once, before any data arrives.
-        encode_block(&RecordBatch::new_empty(schema), &columns, &mut Vec::new())
-            .map_err(|e| fail(e.to_string(), false))?;
+        encode_block(
+            &RecordBatch::new_empty(schema.clone()),
+            &columns,
+            &mut Vec::new(),
+        )
+        .map_err(|e| fail(e.to_string(), false))?;
 
         let column_list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
         let insert_sql = format!(
@@ -227,29 +328,124 @@ impl ClickHouseSink {
             quote_ident(&table.table),
             column_list.join(", ")
         );
-        Ok(Self {
+        let sink = Self {
             name,
             client,
             insert_sql,
             columns,
             settings: conn.settings.clone(),
-        })
+            caps,
+            coordinates,
+            schema,
+            ledger,
+            fence: None,
+        };
+        // The ledger must answer before any write relies on it.
+        sink.progress(&OffsetMap::default()).await?;
+        Ok(sink)
     }
 
-    /// The Native payload for a batch: one block per record batch piece.
-    pub fn encode(&self, batches: &[RecordBatch]) -> Result<Vec<u8>, SinkError> {
-        let mut body = Vec::with_capacity(batches.iter().map(|b| b.get_array_memory_size()).sum());
-        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-            encode_block(batch, &self.columns, &mut body).map_err(|e| SinkError {
-                sink: self.name.clone(),
-                message: e.to_string(),
-                retryable: false,
-            })?;
+    /// Checks ownership of the partitions right before each insert (see [`crate::Fence`]).
+    pub fn with_fence(mut self, fence: Arc<dyn crate::Fence>) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// The Native payload for a batch: one block per record batch piece, with the
+    /// coordinate columns filled from the row positions.
+    pub fn encode(&self, batch: &SinkBatch) -> Result<Vec<u8>, SinkError> {
+        let mut body = Vec::with_capacity(batch.memory_size());
+        for (i, piece) in batch.batches.iter().enumerate() {
+            if piece.num_rows() == 0 {
+                continue;
+            }
+            let positions = batch.positions.get(i).map(Vec::as_slice).unwrap_or(&[]);
+            let piece = self.with_coordinates(piece, positions)?;
+            encode_block(&piece, &self.columns, &mut body)
+                .map_err(|e| self.error(e.to_string(), false))?;
         }
         Ok(body)
     }
 
-    async fn insert(&self, body: Bytes) -> Result<(), clickhouse::error::Error> {
+    /// Adds the coordinate columns the decoded rows do not carry themselves.
+    fn with_coordinates(
+        &self,
+        piece: &RecordBatch,
+        positions: &[RowPosition],
+    ) -> Result<RecordBatch, SinkError> {
+        if piece.schema().fields().len() == self.schema.fields().len() {
+            return Ok(piece.clone());
+        }
+        append_coordinates(piece, positions, &self.schema, &self.coordinates)
+            .map_err(|e| self.error(e, false))
+    }
+
+    /// What the table holds already for the partitions in `from` (all partitions the
+    /// ledger knows when empty): the ledger, then the coordinates in parts newer than
+    /// each partition's last ledger entry.
+    async fn progress(&self, from: &OffsetMap) -> Result<Progress, SinkError> {
+        let query = |sql: String| async move {
+            query_json(&self.client, &sql)
+                .await
+                .map_err(|e| self.error(format!("reading positions: {e}"), is_retryable(&e)))
+        };
+        let topics: Vec<&str> = from.0.keys().map(String::as_str).collect();
+        let entries: Vec<LedgerEntry> = query(self.ledger.ledger_query(&topics))
+            .await?
+            .iter()
+            .filter_map(LedgerEntry::from_json)
+            .collect();
+        let mut progress = Progress::default();
+        if from.is_empty() {
+            for e in &entries {
+                progress.next.advance(&e.topic, e.partition, e.next);
+            }
+            return Ok(progress);
+        }
+        // From each partition's ledger position (0 without one) and entry time.
+        let mut tail_from = OffsetMap::default();
+        let mut since = u32::MAX;
+        for (topic, partition, _) in from.iter() {
+            let entry = entries
+                .iter()
+                .find(|e| e.topic == topic && e.partition == partition);
+            let (next, at) = entry.map_or((0, 0), |e| (e.next, e.at));
+            if entry.is_some() {
+                progress.next.advance(topic, partition, next);
+            }
+            tail_from.advance(topic, partition, next);
+            // One second early: part times and `now()` are whole seconds.
+            since = since.min(at.saturating_sub(1));
+        }
+        let parts: Vec<String> = query(self.ledger.recent_parts_query(since))
+            .await?
+            .iter()
+            .filter_map(|row| row["name"].as_str().map(str::to_string))
+            .collect();
+        if parts.is_empty() {
+            return Ok(progress);
+        }
+        for row in query(
+            self.ledger
+                .tail_query(&self.coordinates, &parts, &tail_from),
+        )
+        .await?
+        {
+            if let Some(e) = LedgerEntry::from_json(&serde_json::json!({
+                "topic": row["topic"], "partition": row["partition"],
+                "next": row["offset"], "at": 0,
+            })) {
+                progress.beyond.insert((e.topic, e.partition, e.next));
+            }
+        }
+        Ok(progress)
+    }
+
+    async fn insert(
+        &self,
+        body: Bytes,
+        token: Option<String>,
+    ) -> Result<(), clickhouse::error::Error> {
         // Without timeouts a server that accepts the connection but never answers (one
         // that is shutting down, say) would hang the write forever.
         let mut insert = self
@@ -259,9 +455,85 @@ impl ClickHouseSink {
         for (k, v) in &self.settings {
             insert = insert.with_setting(k, v);
         }
+        if let Some(token) = token {
+            insert = insert.with_setting("insert_deduplication_token", token);
+        }
         insert.send(body).await?;
         insert.end().await
     }
+
+    fn error(&self, message: String, retryable: bool) -> SinkError {
+        SinkError {
+            sink: self.name.clone(),
+            message,
+            retryable,
+            fenced: false,
+        }
+    }
+}
+
+/// `piece` with the coordinate columns of `schema` it lacks, filled from `positions`.
+fn append_coordinates(
+    piece: &RecordBatch,
+    positions: &[RowPosition],
+    schema: &SchemaRef,
+    coordinates: &Coordinates,
+) -> Result<RecordBatch, String> {
+    if positions.len() != piece.num_rows() {
+        return Err("rows without Kafka positions cannot be written exactly once".into());
+    }
+    let mut columns: Vec<ArrayRef> = piece.columns().to_vec();
+    for field in &schema.fields()[piece.num_columns()..] {
+        let name = field.name();
+        let column: ArrayRef = if *name == coordinates.topic {
+            Arc::new(StringArray::from_iter_values(
+                positions.iter().map(|p| p.topic),
+            ))
+        } else if *name == coordinates.partition {
+            Arc::new(Int32Array::from_iter_values(
+                positions.iter().map(|p| p.partition),
+            ))
+        } else {
+            Arc::new(Int64Array::from_iter_values(
+                positions.iter().map(|p| p.offset),
+            ))
+        };
+        columns.push(column);
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+}
+
+/// The route's schema plus the coordinate columns it does not already carry.
+fn with_coordinate_fields(schema: &SchemaRef, coordinates: &Coordinates) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (name, data_type) in [
+        (&coordinates.topic, DataType::Utf8),
+        (&coordinates.partition, DataType::Int32),
+        (&coordinates.offset, DataType::Int64),
+    ] {
+        if schema.field_with_name(name).is_err() {
+            fields.push(Field::new(name, data_type, false));
+        }
+    }
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// A deterministic name for the rows of a batch (their partitions and offset ranges):
+/// a server that knows `insert_deduplication_token` drops a second insert of them.
+fn dedup_token(batch: &SinkBatch) -> String {
+    let mut ranges: BTreeMap<(&str, i32), (i64, i64)> = BTreeMap::new();
+    for p in batch.positions.iter().flatten() {
+        let range = ranges
+            .entry((p.topic, p.partition))
+            .or_insert((p.offset, p.offset));
+        range.0 = range.0.min(p.offset);
+        range.1 = range.1.max(p.offset);
+    }
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|((t, p), (lo, hi))| format!("{t}/{p}/{lo}-{hi}"))
+        .collect();
+    format!("ingest:{}:{}", parts.join(","), batch.num_rows())
 }
 
 #[async_trait::async_trait]
@@ -270,22 +542,44 @@ impl Sink for ClickHouseSink {
         &self.name
     }
 
+    /// Reads what the table holds for the batch's partitions, drops those rows, checks
+    /// this instance still owns the partitions, then inserts the rest.
     async fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let body = self.encode(&batch.batches)?;
-        self.insert(Bytes::from(body)).await.map_err(|e| SinkError {
-            sink: self.name.clone(),
-            retryable: is_retryable(&e),
-            message: format!("insert failed: {e}"),
-        })
+        let progress = self.progress(&batch.next_offsets).await?;
+        let todo = batch.retain(|p| !progress.holds(p));
+        if todo.num_rows() < batch.num_rows() {
+            tracing::info!(sink = %self.name, skipped = batch.num_rows() - todo.num_rows(),
+                "rows already in the table (a replay) are not written again");
+        }
+        if todo.num_rows() == 0 {
+            return Ok(());
+        }
+        let body = self.encode(&todo)?;
+        if let Some(fence) = &self.fence {
+            fence
+                .check(&todo.next_offsets)
+                .await
+                .map_err(|e| SinkError {
+                    fenced: e.lost,
+                    ..self.error(format!("not writing: {}", e.message), !e.lost)
+                })?;
+        }
+        let token = self.caps.dedup_token().then(|| dedup_token(&todo));
+        self.insert(Bytes::from(body), token)
+            .await
+            .map_err(|e| SinkError {
+                sink: self.name.clone(),
+                retryable: is_retryable(&e),
+                fenced: false,
+                message: format!("insert failed: {e}"),
+            })
     }
 
-    async fn durable_offsets(&self) -> Result<OffsetMap, SinkError> {
-        // Recovering positions from ClickHouse itself is the exactly-once work (issue 3);
-        // until then the Kafka group offset, committed after every sink wrote, is used.
-        Ok(OffsetMap::default())
+    async fn durable_offsets(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {
+        Ok(self.progress(partitions).await?.durable())
     }
 }
 

@@ -33,6 +33,10 @@ impl ServerCaps {
     pub fn bool_type(&self) -> bool {
         self.version >= (21, 12)
     }
+    /// `insert_deduplication_token` arrived in 22.2.
+    pub fn dedup_token(&self) -> bool {
+        self.version >= (22, 2)
+    }
     /// Named tuple elements (`Tuple(a Int64)`) are accepted in DDL since 21.1.
     pub fn named_tuples(&self) -> bool {
         self.version >= (21, 1)

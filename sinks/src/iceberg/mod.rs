@@ -50,6 +50,9 @@ pub struct IcebergTable {
     /// zstd level of the Parquet pages (1 fastest, 22 smallest).
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
+    /// This sink's batching (commit cadence), overriding the route's `batch` key by key.
+    #[serde(default)]
+    pub batch: crate::BatchOverride,
 }
 
 fn default_target_file_size() -> bytesize::ByteSize {
@@ -98,6 +101,7 @@ impl IcebergSink {
             sink: name.clone(),
             message,
             retryable,
+            fenced: false,
         };
         let table = ensure_table(&*catalog, namespace, config, &schema)
             .await
@@ -258,6 +262,7 @@ impl IcebergSink {
                     iceberg::ErrorKind::Unexpected | iceberg::ErrorKind::CatalogCommitConflicts
                 ),
             message: format!("{context}: {e}"),
+            fenced: false,
         }
     }
 }
@@ -300,6 +305,7 @@ impl Sink for IcebergSink {
                     sink: self.name.clone(),
                     message,
                     retryable: false,
+                    fenced: false,
                 })?;
             let files = self
                 .write_files(pieces)
@@ -316,7 +322,7 @@ impl Sink for IcebergSink {
         }
     }
 
-    async fn durable_offsets(&self) -> Result<OffsetMap, SinkError> {
+    async fn durable_offsets(&self, _partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {
         let table = self
             .catalog
             .load_table(self.table.identifier())

@@ -1,0 +1,87 @@
+//! Ownership checks against the consumer group, asked for by sinks right before a write.
+
+use std::sync::{Arc, Mutex};
+
+use ingest_sinks::{Fence, Fenced, OffsetMap};
+use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::Consumer;
+
+/// Proves ownership twice: the partitions are in librdkafka's current assignment, and
+/// the group coordinator accepts a synchronous commit of the offsets already committed
+/// (a commit carries the member id and generation, so a member the group has moved on
+/// from is refused with `UNKNOWN_MEMBER_ID` or `ILLEGAL_GENERATION`).
+pub struct GroupFence {
+    consumer: Arc<Consumer>,
+    /// What this instance committed last, per partition (the probe commits it again,
+    /// so the group offset does not move).
+    committed: Arc<Mutex<OffsetMap>>,
+}
+
+impl GroupFence {
+    pub fn new(consumer: Arc<Consumer>, committed: Arc<Mutex<OffsetMap>>) -> Self {
+        Self {
+            consumer,
+            committed,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Fence for GroupFence {
+    async fn check(&self, partitions: &OffsetMap) -> Result<(), Fenced> {
+        let consumer = Arc::clone(&self.consumer);
+        let committed = self.committed.lock().expect("offsets poisoned").clone();
+        let partitions = partitions.clone();
+        tokio::task::spawn_blocking(move || probe(&consumer, &partitions, &committed))
+            .await
+            .map_err(|e| Fenced {
+                message: format!("ownership check failed: {e}"),
+                lost: false,
+            })?
+    }
+}
+
+fn probe(consumer: &Consumer, partitions: &OffsetMap, committed: &OffsetMap) -> Result<(), Fenced> {
+    let assignment = consumer.assignment().map_err(|e| Fenced {
+        message: format!("cannot read the assignment: {e}"),
+        lost: false,
+    })?;
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, _) in partitions.iter() {
+        if assignment.find_partition(topic, partition).is_none() {
+            return Err(Fenced {
+                message: format!(
+                    "partition {topic}/{partition} is no longer assigned to this instance"
+                ),
+                lost: true,
+            });
+        }
+        if let Some(next) = committed.get(topic, partition) {
+            tpl.add_partition_offset(topic, partition, Offset::Offset(next))
+                .expect("valid offset");
+        }
+    }
+    if tpl.count() == 0 {
+        return Ok(());
+    }
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => Ok(()),
+        Err(KafkaError::ConsumerCommit(
+            code @ (RDKafkaErrorCode::UnknownMemberId
+            | RDKafkaErrorCode::IllegalGeneration
+            | RDKafkaErrorCode::FencedInstanceId),
+        )) => Err(Fenced {
+            message: format!(
+                "the consumer group refused this member ({code:?}): another instance owns the partitions"
+            ),
+            lost: true,
+        }),
+        Err(e) => Err(Fenced {
+            message: format!("cannot confirm partition ownership with the group coordinator: {e}"),
+            lost: false,
+        }),
+    }
+}

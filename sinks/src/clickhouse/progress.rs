@@ -1,0 +1,273 @@
+//! Where a ClickHouse table stands in Kafka, read from ClickHouse itself.
+//!
+//! Every row carries its Kafka coordinates (topic, partition, offset columns). A
+//! materialized view folds each inserted block into a tiny `AggregatingMergeTree`
+//! ledger: per partition, the offset after the highest row and the server time of the
+//! insert. The view runs after the block's parts are written, so the ledger never
+//! claims rows the table lacks; it can lag by the blocks of an insert cut short by a
+//! server crash, and a table partitioned by a row value may hold any subset of those
+//! rows. Those rows can only sit in parts written or merged since the partition's last
+//! ledger entry, so recovery reads the ledger plus the coordinates in those recent parts:
+//! bounded by recent activity, never a scan of the whole table, no Keeper, no external
+//! store and no dedup window.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::{OffsetMap, RowPosition};
+
+use super::escape_literal;
+use super::types::quote_ident;
+
+/// Names of the columns holding each row's Kafka coordinates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordinates {
+    pub topic: String,
+    pub partition: String,
+    pub offset: String,
+}
+
+impl Default for Coordinates {
+    fn default() -> Self {
+        Self {
+            topic: "_topic".into(),
+            partition: "_partition".into(),
+            offset: "_offset".into(),
+        }
+    }
+}
+
+impl Coordinates {
+    /// Column name and ClickHouse type of each coordinate, for DDL.
+    pub fn columns(&self) -> [(&str, &'static str); 3] {
+        [
+            (&self.topic, "String"),
+            (&self.partition, "Int32"),
+            (&self.offset, "Int64"),
+        ]
+    }
+}
+
+/// The ledger table and the view feeding it, named after the data table.
+pub struct Ledger {
+    database: String,
+    table: String,
+    ledger: String,
+    view: String,
+}
+
+impl Ledger {
+    pub fn new(database: &str, table: &str) -> Self {
+        Self {
+            database: database.into(),
+            table: table.into(),
+            ledger: format!("{table}__ingest_positions"),
+            view: format!("{table}__ingest_positions_mv"),
+        }
+    }
+
+    fn qualified(&self, name: &str) -> String {
+        format!("{}.{}", quote_ident(&self.database), quote_ident(name))
+    }
+
+    /// Statements creating the ledger and its view (idempotent).
+    pub fn create_statements(&self, coords: &Coordinates) -> [String; 2] {
+        [
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (topic String, partition Int32, \
+                 next AggregateFunction(max, Int64), at AggregateFunction(max, DateTime)) \
+                 ENGINE = AggregatingMergeTree() ORDER BY (topic, partition)",
+                self.qualified(&self.ledger)
+            ),
+            format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {} TO {} AS SELECT {} AS topic, \
+                 {} AS partition, maxState({} + 1) AS next, maxState(now()) AS at \
+                 FROM {} GROUP BY topic, partition",
+                self.qualified(&self.view),
+                self.qualified(&self.ledger),
+                quote_ident(&coords.topic),
+                quote_ident(&coords.partition),
+                quote_ident(&coords.offset),
+                self.qualified(&self.table)
+            ),
+        ]
+    }
+
+    /// Per partition of `topics` (of every topic when empty): the ledger's next offset
+    /// and the time of its entry.
+    pub fn ledger_query(&self, topics: &[&str]) -> String {
+        let filter = if topics.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE topic IN ({})", literal_list(topics))
+        };
+        format!(
+            "SELECT topic, partition, maxMerge(next) AS next, toUInt32(maxMerge(at)) AS at \
+             FROM {}{filter} GROUP BY topic, partition",
+            self.qualified(&self.ledger),
+        )
+    }
+
+    /// Active parts of the data table written or merged at or after `since` (unix s).
+    pub fn recent_parts_query(&self, since: u32) -> String {
+        format!(
+            "SELECT name FROM system.parts WHERE database = '{}' AND table = '{}' AND active \
+             AND modification_time >= toDateTime({since})",
+            escape_literal(&self.database),
+            escape_literal(&self.table)
+        )
+    }
+
+    /// Coordinates past the ledger's position, looked up in the given parts only.
+    pub fn tail_query(&self, coords: &Coordinates, parts: &[String], from: &OffsetMap) -> String {
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let conditions: Vec<String> = from
+            .iter()
+            .map(|(topic, partition, next)| {
+                format!(
+                    "({} = '{}' AND {} = {partition} AND {} >= {next})",
+                    quote_ident(&coords.topic),
+                    escape_literal(topic),
+                    quote_ident(&coords.partition),
+                    quote_ident(&coords.offset),
+                )
+            })
+            .collect();
+        format!(
+            "SELECT {} AS topic, {} AS partition, {} AS offset FROM {} \
+             WHERE _part IN ({}) AND ({})",
+            quote_ident(&coords.topic),
+            quote_ident(&coords.partition),
+            quote_ident(&coords.offset),
+            self.qualified(&self.table),
+            literal_list(&parts),
+            conditions.join(" OR ")
+        )
+    }
+}
+
+fn literal_list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|t| format!("'{}'", escape_literal(t)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the table holds for some partitions: every offset below `next`, plus the
+/// offsets in `beyond` (rows of an insert the ledger has not seen).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub next: OffsetMap,
+    pub beyond: HashSet<(String, i32, i64)>,
+}
+
+impl Progress {
+    /// Whether the table already holds the row at `position`.
+    pub fn holds(&self, position: &RowPosition) -> bool {
+        self.next
+            .get(position.topic, position.partition)
+            .is_some_and(|n| position.offset < n)
+            || (!self.beyond.is_empty()
+                && self.beyond.contains(&(
+                    position.topic.to_string(),
+                    position.partition,
+                    position.offset,
+                )))
+    }
+
+    /// The positions a reader may resume from: the ledger's, moved past the rows found
+    /// beyond it while they form an unbroken run.
+    pub fn durable(&self) -> OffsetMap {
+        let mut out = self.next.clone();
+        let mut beyond: BTreeMap<(&str, i32), Vec<i64>> = BTreeMap::new();
+        for (topic, partition, offset) in &self.beyond {
+            beyond
+                .entry((topic.as_str(), *partition))
+                .or_default()
+                .push(*offset);
+        }
+        for ((topic, partition), mut offsets) in beyond {
+            offsets.sort_unstable();
+            let mut next = out.get(topic, partition).unwrap_or(0);
+            for offset in offsets {
+                if offset == next {
+                    next += 1;
+                }
+            }
+            out.advance(topic, partition, next);
+        }
+        out
+    }
+}
+
+/// One ledger row as the server returns it.
+pub struct LedgerEntry {
+    pub topic: String,
+    pub partition: i32,
+    pub next: i64,
+    pub at: u32,
+}
+
+impl LedgerEntry {
+    pub fn from_json(row: &serde_json::Value) -> Option<Self> {
+        // 64-bit integers come back quoted in JSON formats.
+        let int = |v: &serde_json::Value| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        };
+        Some(Self {
+            topic: row["topic"].as_str()?.to_string(),
+            partition: int(&row["partition"])? as i32,
+            next: int(&row["next"])?,
+            at: int(&row["at"])? as u32,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(offset: i64) -> RowPosition {
+        RowPosition {
+            topic: "t",
+            partition: 0,
+            offset,
+        }
+    }
+
+    #[test]
+    fn rows_below_the_ledger_or_found_beyond_it_are_held() {
+        let mut progress = Progress::default();
+        progress.next.advance("t", 0, 10);
+        progress
+            .beyond
+            .extend([("t".into(), 0, 12), ("t".into(), 0, 10)]);
+        assert!(progress.holds(&pos(9)));
+        assert!(progress.holds(&pos(10)));
+        assert!(!progress.holds(&pos(11)));
+        assert!(progress.holds(&pos(12)));
+        assert!(!progress.holds(&pos(13)));
+        // 10 follows the ledger, 11 is missing: resume at 11.
+        assert_eq!(progress.durable().get("t", 0), Some(11));
+    }
+
+    #[test]
+    fn tail_query_names_parts_and_partitions() {
+        let ledger = Ledger::new("db", "events");
+        let mut from = OffsetMap::default();
+        from.advance("orders", 3, 100);
+        let sql = ledger.tail_query(&Coordinates::default(), &["all_5_5_0".into()], &from);
+        assert!(sql.contains("_part IN ('all_5_5_0')"), "{sql}");
+        assert!(
+            sql.contains("`_topic` = 'orders' AND `_partition` = 3 AND `_offset` >= 100"),
+            "{sql}"
+        );
+        let [table, view] = ledger.create_statements(&Coordinates::default());
+        assert!(table.contains("`events__ingest_positions`"), "{table}");
+        assert!(
+            view.contains("TO `db`.`events__ingest_positions`"),
+            "{view}"
+        );
+    }
+}

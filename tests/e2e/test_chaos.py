@@ -1,0 +1,320 @@
+"""Fault injection end to end: whatever crashes, every sink ends with exactly the
+produced events -- 0 missing, 0 duplicated -- and the positions it keeps (ClickHouse
+ledger, Iceberg snapshot summary) end at the topic's end offsets.
+
+    make test    # quick sizes (the file runs in a few minutes)
+    make chaos   # CHAOS=full: >= 50 kill -9 over >= 200k events, 30 s ClickHouse outage, ...
+
+Every size can be set on its own with CHAOS_<NAME> (see `size(...)` calls below);
+CHAOS_SEED replays the random kill moments of a crash loop; CHAOS_RESTART_DELAY is the
+wait between a SIGKILL and the replacement (default 7 s, past the 6 s session: see
+chaos.RESTART_DELAY). Events are produced by a background thread while faults happen;
+each test has its own topic, ClickHouse database, Iceberg catalog and consumer group.
+Results (kills, elapsed time, what a frozen instance logged) are printed to the
+terminal even when pytest captures output.
+"""
+import random
+import time
+
+from chaos import (EVENTS, KAFKA_PROPERTIES, RESTART_DELAY, BackgroundProducer, Notes, RestCatalogProcess, alive,
+                   assigned, clickhouse_count, clickhouse_service, drain, freeze, grep_logs, kill9, log_report,
+                   size, snapshot_total, stop_together, thaw, verify_sinks, wait_assignment, wait_ready_status,
+                   wait_until_)
+from conftest import create_topic, free_port, iceberg_count, load_iceberg_table, unique
+
+DRAIN_TIMEOUT = size("drain_timeout", 180, 900)
+
+
+def events_route(topic, batch, clickhouse_batch=None, iceberg_batch=None, clickhouse=True, iceberg=True):
+    route = {"topics": [topic], "schema": str(EVENTS), "batch": batch}
+    if clickhouse:
+        route["clickhouse"] = {"table": "events", "order_by": ["event_id"],
+                               **({"batch": clickhouse_batch} if clickhouse_batch else {})}
+    if iceberg:
+        route["iceberg"] = {"table": "events", **({"batch": iceberg_batch} if iceberg_batch else {})}
+    return route
+
+
+def start(setup, route, **config):
+    return setup.start(setup.config([route], kafka_properties=KAFKA_PROPERTIES, **config))
+
+
+def sql_iceberg(setup):
+    return lambda: load_iceberg_table(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.events")
+
+
+def counts_of(setup, iceberg=None):
+    iceberg = iceberg or sql_iceberg(setup)
+    return lambda: {"clickhouse": clickhouse_count(setup.database), "iceberg": snapshot_total(iceberg())}
+
+
+def finish(setup, note, producer, survivors, topic, partitions, iceberg=None, extra=""):
+    """Produces the rest, waits for both sinks, stops the survivors with SIGTERM (exit 0
+    expected) and compares each sink with the produced set."""
+    expected = producer.finish()
+    note(f"produced {len(expected)} events in {producer.finished_at - producer.started_at:.0f}s")
+    shortfall = drain("drain", counts_of(setup, iceberg), len(expected), DRAIN_TIMEOUT)
+    # A late duplicate would show up after the counts are reached: give it a moment.
+    time.sleep(2)
+    codes = {inst.log_path.name: inst.stop() for inst in survivors}
+    summary = verify_sinks(topic=topic, partitions=partitions, expected=expected, producer=producer,
+                           group=setup.group, database=setup.database,
+                           iceberg_table=iceberg or sql_iceberg(setup), processes=setup.processes,
+                           extra=f"{shortfall}\n{extra}")
+    assert not shortfall, shortfall + "\n" + log_report(setup.processes)
+    assert all(code == 0 for code in codes.values()), \
+        f"a clean stop must exit 0: {codes}\n{log_report(setup.processes)}"
+    note(summary.replace("\n", "; "))
+
+
+def test_crash_loop_kill_9_while_producing(setup, capsys):
+    note = Notes(capsys, "crash-loop")
+    partitions = 4
+    total = size("crash_events", 20_000, 200_000)
+    kills = size("crash_kills", 5, 50)
+    max_uptime = size("crash_max_uptime", 4.0, 6.0, float)
+    seed = size("seed", time.time_ns() % 1_000_000, time.time_ns() % 1_000_000)
+    rng = random.Random(seed)
+    topic = create_topic(unique("chaos_crash"), partitions)
+    # Each sink at its own cadence: ClickHouse every 300 ms, Iceberg every 2 s, so kills
+    # land between, during and after writes of either sink.
+    route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
+                         clickhouse_batch={"max_age": "300ms"},
+                         iceberg_batch={"max_rows": 20000, "max_age": "2s"})
+    cycle = RESTART_DELAY + 2 + max_uptime / 2
+    producer = BackgroundProducer(topic, total, rate=total / (kills * cycle))
+    logs = lambda: log_report(setup.processes)  # noqa: E731
+    note(f"seed {seed}: {kills} kills over {total} events, {partitions} partitions, "
+         f"producing at {producer.rate:.0f}/s, restart after {RESTART_DELAY}s")
+    started = time.time()
+    producer.start()
+    history = []
+    for k in range(kills):
+        inst = start(setup, route)
+        # One kill in five hits start-up: recovery reads, joining the group.
+        early = rng.random() < 0.2
+        if early:
+            time.sleep(rng.uniform(0.0, 1.5))
+        else:
+            inst.wait_ready(60)
+            wait_assignment([inst], partitions, f"restart {k}: the only instance owns every partition",
+                            timeout=45, logs=logs)
+            time.sleep(rng.uniform(0.2, max_uptime))
+        assert alive(inst), f"restart {k}: the service exited by itself with {inst.proc.returncode}\n{logs()}"
+        kill9(inst)
+        history.append((k, "start-up" if early else "running", clickhouse_count(setup.database),
+                        iceberg_count(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.events"),
+                        producer.produced))
+        time.sleep(RESTART_DELAY)
+    chaos_secs = time.time() - started
+    note("kills (n, moment, clickhouse rows, iceberg rows, produced): " +
+         " ".join(f"{h[0]}:{h[1][0]}:{h[2]}/{h[3]}/{h[4]}" for h in history))
+    if producer.produced >= total:
+        note(f"warning: production ended before the last kill ({producer.produced} produced)")
+
+    last = start(setup, route)
+    last.wait_ready(60)
+    wait_assignment([last], partitions, "the final instance owns every partition", timeout=45, logs=logs)
+    finish(setup, note, producer, [last], topic, partitions)
+    note(f"{kills} kill -9 in {chaos_secs:.0f}s of chaos, {time.time() - started:.0f}s in all, "
+         f"{total} events: exact in ClickHouse and Iceberg")
+
+
+def test_rebalance_one_three_one_while_producing(setup, capsys):
+    note = Notes(capsys, "rebalance")
+    partitions = 6
+    total = size("rebalance_events", 20_000, 200_000)
+    cycles = size("rebalance_cycles", 1, 3)
+    hold = size("rebalance_hold", 4.0, 10.0, float)
+    topic = create_topic(unique("chaos_rebalance"), partitions)
+    route = events_route(topic, {"max_rows": 4000, "max_age": "500ms"},
+                         iceberg_batch={"max_age": "1500ms"})
+    producer = BackgroundProducer(topic, total, rate=total / (cycles * (2 * hold + 20) + 5))
+    logs = lambda: log_report(setup.processes)  # noqa: E731
+    counts = counts_of(setup)
+    started = time.time()
+    producer.start()
+    a = start(setup, route)
+    a.wait_ready(60)
+    wait_assignment([a], partitions, "one instance owns every partition", logs=logs)
+    for c in range(cycles):
+        b, d = start(setup, route), start(setup, route)
+        b.wait_ready(60)
+        d.wait_ready(60)
+        spread = wait_assignment([a, b, d], partitions, f"cycle {c}: three instances share the partitions",
+                                 timeout=60, logs=logs)
+        before = counts()
+        time.sleep(hold)
+        wait_until_(f"cycle {c}: both sinks progress while three instances run",
+                    lambda: (lambda now: (all((now[k] or 0) > (before[k] or 0) for k in now), (before, now)))(counts()),
+                    timeout=30)
+        # Scale in: SIGTERM both at once, as a Deployment scaled from 3 to 1 does.
+        codes = stop_together([b, d])
+        assert codes == [0, 0], f"cycle {c}: scale-in stops must exit 0, got {codes}\n{logs()}"
+        wait_assignment([a], partitions, f"cycle {c}: the remaining instance owns every partition again",
+                        timeout=60, logs=logs)
+        note(f"cycle {c}: 1 -> 3 (spread {spread}) -> 1 at {counts()}")
+        time.sleep(hold / 2)
+    finish(setup, note, producer, [a], topic, partitions)
+    note(f"{cycles} cycle(s) of 1 -> 3 -> 1 in {time.time() - started:.0f}s over {total} events: exact")
+
+
+def test_frozen_instance_is_fenced_after_it_wakes(setup, capsys):
+    note = Notes(capsys, "zombie")
+    partitions = 4
+    total = size("zombie_events", 20_000, 200_000)
+    episodes = size("zombie_episodes", 1, 3)
+    frozen_for = size("zombie_freeze", 10.0, 10.0, float)
+    topic = create_topic(unique("chaos_zombie"), partitions)
+    # Iceberg batches stay open for 2 s: the frozen instance is likely to hold rows (and
+    # a write in flight) when it wakes up.
+    route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
+                         clickhouse_batch={"max_age": "300ms"}, iceberg_batch={"max_age": "2s"})
+    producer = BackgroundProducer(topic, total, rate=total / (episodes * (frozen_for + 25) + 5))
+    logs = lambda: log_report(setup.processes)  # noqa: E731
+    producer.start()
+    pair = [start(setup, route), start(setup, route)]
+    for inst in pair:
+        inst.wait_ready(60)
+    wait_assignment(pair, partitions, "two instances share the partitions", timeout=60, logs=logs)
+    seen = []
+    for e in range(episodes):
+        zombie, other = pair[e % 2], pair[1 - e % 2]
+        time.sleep(2.5)
+        held = assigned(zombie)
+        freeze(zombie)
+        frozen_at = time.time()
+        try:
+            wait_assignment([other], partitions, f"episode {e}: the other instance takes over the frozen "
+                            f"one's partitions", timeout=frozen_for + 30, logs=logs)
+            took_over = time.time() - frozen_at
+            time.sleep(max(0.0, frozen_for - took_over))
+        finally:
+            thaw(zombie)
+        note(f"episode {e}: {zombie.log_path.name} (owned {held}) frozen {time.time() - frozen_at:.1f}s; "
+             f"{other.log_path.name} owned all {partitions} after {took_over:.1f}s")
+        mark = len(zombie.logs())
+
+        # Awake, the zombie must find out it lost the partitions and either rejoin or leave cleanly.
+        def settled():
+            if not alive(zombie):
+                return True, f"exited with {zombie.proc.returncode}"
+            counts = [assigned(zombie), assigned(other)]
+            return (None not in counts and sum(counts) == partitions and min(counts) > 0), counts
+        state = wait_until_(f"episode {e}: the woken instance rejoins (or exits)", settled, timeout=60)
+        woke = zombie.logs()[mark:] if alive(zombie) else zombie.logs()
+        lines = [line for line in woke.splitlines()
+                 if any(w in line.lower() for w in ("fenc", "lost", "refused", "no longer", "revok", "error", "warn"))]
+        seen.append((e, state, lines))
+        note(f"episode {e}: after waking: {state}; log lines: " + (" | ".join(lines[-8:]) or "(none)"))
+        if not alive(zombie):
+            code = zombie.proc.returncode
+            explained = [line for line in zombie.logs().splitlines() if "ERROR" in line or "error" in line]
+            assert code == 0 or explained, \
+                f"the woken instance exited with {code} without saying why in its log\n{logs()}"
+            note(f"episode {e}: the woken instance exited with {code}: {explained[-3:]}")
+            # Keep two instances for the next episode (and for the end).
+            time.sleep(RESTART_DELAY)
+            pair[e % 2] = zombie = start(setup, route)
+            zombie.wait_ready(60)
+            wait_assignment(pair, partitions, f"episode {e}: a replacement joins", timeout=60, logs=logs)
+    fenced = grep_logs(setup.processes, r"partitions lost|fenc|no longer assigned|refused this member")
+    note(f"fencing lines in all logs ({len(fenced)}): " + " | ".join(fenced[-6:]))
+    finish(setup, note, producer, [p for p in pair if alive(p)], topic, partitions)
+    note("exit codes: " + ", ".join(f"{p.log_path.name}: {p.proc.returncode}" for p in setup.processes))
+
+
+def test_clickhouse_outage_iceberg_keeps_its_pace(setup, capsys):
+    note = Notes(capsys, "clickhouse-outage")
+    partitions = 4
+    total = size("ch_outage_events", 20_000, 100_000)
+    outage = size("ch_outage_secs", 10.0, 30.0, float)
+    topic = create_topic(unique("chaos_chdown"), partitions)
+    # ClickHouse's backlog may grow to twice its max_rows before reading waits for it: keep
+    # that above what the outage accumulates, so Iceberg has something to keep writing.
+    route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
+                         clickhouse_batch={"max_rows": 60000, "max_age": "300ms"},
+                         iceberg_batch={"max_age": "1s"})
+    producer = BackgroundProducer(topic, total, rate=total / (outage + 30))
+    logs = lambda: log_report(setup.processes)  # noqa: E731
+    counts = counts_of(setup)
+    producer.start()
+    inst = start(setup, route)
+    inst.wait_ready(60)
+    wait_assignment([inst], partitions, "the instance owns every partition", logs=logs)
+    wait_until_("rows in both sinks before the outage",
+                lambda: (lambda n: ((n["clickhouse"] or 0) > 0 and n["iceberg"] > 0, n))(counts()), timeout=60)
+    statuses = []
+    try:
+        note(clickhouse_service("stop"))
+        down_at = time.time()
+        wait_ready_status(inst, 503, 30, "/ready 503 while ClickHouse is down")
+        unready_after = time.time() - down_at
+        iceberg_at_503 = counts()["iceberg"]
+        while time.time() - down_at < outage:
+            status, _ = inst.get("/ready")
+            statuses.append(status)
+            time.sleep(0.5)
+        iceberg_at_end = counts()["iceberg"]
+    finally:
+        note(clickhouse_service("start"))
+    back_at = time.time()
+    note(f"ClickHouse down {back_at - down_at:.1f}s; /ready 503 after {unready_after:.1f}s; "
+         f"/ready while down: {sorted(set(statuses))}; Iceberg {iceberg_at_503} -> {iceberg_at_end} rows meanwhile")
+    assert set(statuses) == {503}, f"/ready must stay 503 while ClickHouse is down: {statuses}\n{logs()}"
+    assert iceberg_at_end > iceberg_at_503, \
+        f"Iceberg did not grow while ClickHouse was down ({iceberg_at_503} -> {iceberg_at_end})\n{logs()}"
+    wait_ready_status(inst, 200, 90, "/ready 200 once ClickHouse is back")
+    note(f"/ready 200 again {time.time() - back_at:.1f}s after ClickHouse was back")
+    finish(setup, note, producer, [inst], topic, partitions)
+
+
+def test_catalog_outage_clickhouse_keeps_its_pace(setup, capsys, tmp_path):
+    note = Notes(capsys, "catalog-outage")
+    partitions = 4
+    total = size("catalog_outage_events", 20_000, 100_000)
+    outage = size("catalog_outage_secs", 10.0, 15.0, float)
+    catalog = RestCatalogProcess(tmp_path, free_port())
+    catalog.start()
+    try:
+        setup.warehouse = catalog.warehouse
+        topic = create_topic(unique("chaos_catdown"), partitions)
+        route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
+                             clickhouse_batch={"max_age": "300ms"},
+                             iceberg_batch={"max_rows": 60000, "max_age": "1s"})
+        iceberg = lambda: catalog.table(f"{setup.namespace}.events")  # noqa: E731
+        counts = counts_of(setup, iceberg)
+        logs = lambda: log_report(setup.processes) + "\n----- REST catalog -----\n" + catalog.tail()  # noqa: E731
+        producer = BackgroundProducer(topic, total, rate=total / (outage + 30))
+        producer.start()
+        inst = start(setup, route, catalog={"type": "rest", "uri": catalog.uri})
+        inst.wait_ready(60)
+        wait_assignment([inst], partitions, "the instance owns every partition", logs=logs)
+        wait_until_("rows in both sinks before the outage",
+                    lambda: (lambda n: ((n["clickhouse"] or 0) > 0 and n["iceberg"] > 0, n))(counts()), timeout=60)
+        statuses = []
+        catalog.stop()
+        down_at = time.time()
+        try:
+            wait_ready_status(inst, 503, 30, "/ready 503 while the catalog is down")
+            unready_after = time.time() - down_at
+            ch_at_503 = counts()["clickhouse"]
+            while time.time() - down_at < outage:
+                status, _ = inst.get("/ready")
+                statuses.append(status)
+                time.sleep(0.5)
+            ch_at_end = counts()["clickhouse"]
+        finally:
+            catalog.start()
+        back_at = time.time()
+        note(f"catalog down {back_at - down_at:.1f}s; /ready 503 after {unready_after:.1f}s; "
+             f"/ready while down: {sorted(set(statuses))}; ClickHouse {ch_at_503} -> {ch_at_end} rows meanwhile")
+        assert set(statuses) == {503}, f"/ready must stay 503 while the catalog is down: {statuses}\n{logs()}"
+        assert ch_at_end > ch_at_503, \
+            f"ClickHouse did not grow while the catalog was down ({ch_at_503} -> {ch_at_end})\n{logs()}"
+        wait_ready_status(inst, 200, 90, "/ready 200 once the catalog is back")
+        note(f"/ready 200 again {time.time() - back_at:.1f}s after the catalog was back")
+        finish(setup, note, producer, [inst], topic, partitions, iceberg=iceberg,
+               extra="----- REST catalog -----\n" + catalog.tail())
+    finally:
+        catalog.stop()
