@@ -13,7 +13,7 @@ use ingest::config::{Loaded, load_str};
 use ingest::health::Health;
 use ingest_sinks::clickhouse::{ClickHouseConnection, client, query_json};
 use rdkafka::ClientConfig;
-use rdkafka::mocking::MockCluster;
+use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tokio::sync::watch;
@@ -187,8 +187,19 @@ fn start(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_lands_once_in_each_sink_despite_broker_faults() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
     let cluster = MockCluster::new(3).unwrap();
     cluster.create_topic("events", PARTITIONS, 3).unwrap();
+    // Broker 2 leads two partitions and coordinates the group: taking it down later
+    // stops fetches, heartbeats and commits at once.
+    cluster.partition_leader("events", 0, Some(2)).unwrap();
+    cluster.partition_leader("events", 1, Some(2)).unwrap();
+    cluster
+        .coordinator(MockCoordinator::Group("faults".into()), 2)
+        .unwrap();
     let bootstrap = cluster.bootstrap_servers();
     let dir = std::env::temp_dir().join(format!("ingest-faults-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -223,8 +234,8 @@ async fn every_event_lands_once_in_each_sink_despite_broker_faults() {
     let (stop, stopped) = watch::channel(false);
     let service = start(loaded.clone(), stopped);
 
-    // Mid-run: heartbeats fail, then one broker goes down for two seconds while the
-    // second half is produced.
+    // Mid-run: heartbeats fail while the second half is produced, then one broker goes
+    // down for two seconds.
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.request_errors(
         RDKafkaApiKey::Heartbeat,
@@ -233,8 +244,8 @@ async fn every_event_lands_once_in_each_sink_despite_broker_faults() {
             RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
         ],
     );
-    cluster.broker_down(2).unwrap();
     produce(&bootstrap, EVENTS / 2, EVENTS).await;
+    cluster.broker_down(2).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.broker_up(2).unwrap();
 

@@ -38,7 +38,9 @@ pub async fn run(
         Arc::clone(&consumer),
         Arc::clone(&committed),
     ));
-    let mut routes = open_routes(&loaded, fence).await?;
+    let Some(mut routes) = open_with_retry(&loaded, fence, shutdown.clone()).await? else {
+        return Ok(());
+    };
     let dead_letters = if routes.iter().any(|r| r.route.dead_letter_topic.is_some()) {
         Some(DeadLetters::new(&loaded.config.kafka)?)
     } else {
@@ -142,6 +144,30 @@ pub async fn run(
     consumer.unsubscribe();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the sinks, waiting out sinks that are unreachable for now (a ClickHouse or
+/// catalog restarting) with backoff; `None` when asked to stop meanwhile.
+async fn open_with_retry(
+    loaded: &Loaded,
+    fence: Arc<dyn Fence>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Option<Vec<RouteState>>> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match open_routes(loaded, Arc::clone(&fence)).await {
+            Ok(routes) => return Ok(Some(routes)),
+            Err(e) if e.downcast_ref::<SinkError>().is_some_and(|e| e.retryable) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "a sink is unreachable at start-up");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return Ok(None),
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 struct Pipeline<'a> {
