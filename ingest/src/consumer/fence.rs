@@ -1,6 +1,7 @@
 //! Ownership checks against the consumer group, asked for by sinks right before a write.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ingest_sinks::{Fence, Fenced, OffsetMap};
 use rdkafka::consumer::{CommitMode, Consumer as _};
@@ -9,10 +10,13 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::Consumer;
 
-/// Proves ownership twice: the partitions are in librdkafka's current assignment, and
-/// the group coordinator accepts a synchronous commit of the offsets already committed
-/// (a commit carries the member id and generation, so a member the group has moved on
-/// from is refused with `UNKNOWN_MEMBER_ID` or `ILLEGAL_GENERATION`).
+/// Proves ownership three ways: librdkafka has not declared the assignment lost (it
+/// does so as soon as it sees its session expired, e.g. right after a SIGSTOP ends),
+/// the partitions are in its current assignment, and the group coordinator accepts a
+/// synchronous commit of the offsets already committed (a commit carries the member id
+/// and generation, so Kafka refuses a member the group has moved on from with
+/// `UNKNOWN_MEMBER_ID` or `ILLEGAL_GENERATION`; Tansu 0.6 does not check them, so there
+/// the first two checks are what fences).
 pub struct GroupFence {
     consumer: Arc<Consumer>,
     /// What this instance committed last, per partition (the probe commits it again,
@@ -35,16 +39,31 @@ impl Fence for GroupFence {
         let consumer = Arc::clone(&self.consumer);
         let committed = self.committed.lock().expect("offsets poisoned").clone();
         let partitions = partitions.clone();
-        tokio::task::spawn_blocking(move || probe(&consumer, &partitions, &committed))
-            .await
-            .map_err(|e| Fenced {
+        let probe = tokio::task::spawn_blocking(move || probe(&consumer, &partitions, &committed));
+        // A synchronous commit has no timeout of its own (it waits for the coordinator).
+        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(Fenced {
                 message: format!("ownership check failed: {e}"),
                 lost: false,
-            })?
+            }),
+            Err(_) => Err(Fenced {
+                message: "the group coordinator did not confirm ownership in time".into(),
+                lost: false,
+            }),
+        }
     }
 }
 
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn probe(consumer: &Consumer, partitions: &OffsetMap, committed: &OffsetMap) -> Result<(), Fenced> {
+    if consumer.assignment_lost() {
+        return Err(Fenced {
+            message: "the group session expired: the assignment is lost".into(),
+            lost: true,
+        });
+    }
     let assignment = consumer.assignment().map_err(|e| Fenced {
         message: format!("cannot read the assignment: {e}"),
         lost: false,
