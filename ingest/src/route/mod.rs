@@ -187,3 +187,6 @@ impl RouteState {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,132 @@
+//! Lanes of a route: each sink batches on its own limits, and only what every sink
+//! made durable is committable.
+
+use std::time::Instant;
+
+use ingest_sinks::{OffsetMap, Sink, SinkBatch, SinkError};
+
+use super::*;
+use crate::config::load_str;
+
+/// A sink that accepts everything; these tests look at batching, not at writing.
+struct Accepting(&'static str);
+
+#[async_trait::async_trait]
+impl Sink for Accepting {
+    fn name(&self) -> &str {
+        self.0
+    }
+    async fn write(&mut self, _: &SinkBatch) -> Result<(), SinkError> {
+        Ok(())
+    }
+    async fn durable_offsets(&self, _: &OffsetMap) -> Result<OffsetMap, SinkError> {
+        Ok(OffsetMap::default())
+    }
+}
+
+/// A route with a fast lane (10 rows) and a slow one (100 rows).
+fn route() -> RouteState {
+    let dir = std::env::temp_dir().join(format!("ingest-route-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("s.yaml"), "fields:\n  - {name: id, type: int64}\n").unwrap();
+    let text = r#"
+kafka: { brokers: "x:9092", group_id: g }
+clickhouse: { url: "http://x:8123" }
+iceberg:
+  catalog: { type: sql, uri: "sqlite:///tmp/c.db", warehouse: "file:///tmp/w" }
+  namespace: n
+routes:
+  - topics: [t]
+    schema: s.yaml
+    batch: { max_rows: 100, max_age: 1h }
+    clickhouse: { table: a, batch: { max_rows: 10 } }
+    iceberg: { table: b }
+"#;
+    let loaded = load_str(text, &dir.join("c.yaml"), &|_| None).unwrap();
+    let route = loaded.routes[0].clone();
+    let mut state = RouteState::new(route.clone()).unwrap();
+    state.add_sink(
+        Box::new(Accepting("fast")),
+        &route.config.clickhouse.as_ref().unwrap().batch,
+    );
+    state.add_sink(
+        Box::new(Accepting("slow")),
+        &route.config.iceberg.as_ref().unwrap().batch,
+    );
+    state
+}
+
+fn push(route: &mut RouteState, partition: i32, offsets: std::ops::Range<i64>) {
+    for offset in offsets {
+        let payload = format!(r#"{{"id": {offset}}}"#);
+        route.push(&Message {
+            topic: "t",
+            partition,
+            offset,
+            timestamp: None,
+            key: None,
+            payload: Some(payload.as_bytes()),
+        });
+    }
+}
+
+#[test]
+fn each_lane_fills_on_its_own_limits() {
+    let mut route = route();
+    push(&mut route, 0, 0..9);
+    assert!(!route.full());
+    push(&mut route, 0, 9..10);
+    assert!(route.full(), "the fast lane holds 10 rows");
+    let now = Instant::now();
+    assert!(route.lane_due(0, now) && !route.lane_due(1, now));
+    let chunk = route.take_chunk();
+    route.distribute(&chunk);
+    let fast = route.lanes[0].take();
+    assert_eq!(fast.num_rows(), 10);
+    assert_eq!(fast.next_offsets.get("t", 0), Some(10));
+    // The slow lane keeps its rows until its own limit.
+    assert!(route.lanes[1].has_open() && !route.full());
+    push(&mut route, 0, 10..100);
+    assert!(route.lanes[1].full_with(90, 0));
+}
+
+#[test]
+fn only_what_every_lane_made_durable_is_committable() {
+    let mut route = route();
+    let mut asked = OffsetMap::default();
+    asked.advance("t", 0, 50);
+    asked.advance("t", 1, 50);
+    route.lanes[0].durable.advance("t", 0, 50);
+    route.lanes[0].durable.advance("t", 1, 50);
+    route.lanes[1].durable.advance("t", 0, 20);
+    let committable = route.committable(&asked);
+    assert_eq!(
+        committable.get("t", 0),
+        Some(20),
+        "the minimum over the lanes"
+    );
+    assert_eq!(
+        committable.get("t", 1),
+        None,
+        "the slow lane wrote nothing there yet"
+    );
+}
+
+#[test]
+fn revoking_drops_rows_and_progress_of_the_partition() {
+    let mut route = route();
+    push(&mut route, 0, 0..5);
+    push(&mut route, 1, 0..5);
+    let chunk = route.take_chunk();
+    route.distribute(&chunk);
+    route.lanes[1].durable.advance("t", 1, 3);
+    push(&mut route, 1, 5..8);
+    route.revoke(&[("t".to_string(), 1)]);
+    let chunk = route.take_chunk();
+    assert_eq!(chunk.rows.num_rows(), 0);
+    assert_eq!(chunk.rows.next_offsets.get("t", 1), None);
+    let slow = route.lanes[1].take();
+    assert_eq!(slow.num_rows(), 5);
+    assert!(slow.positions.iter().flatten().all(|p| p.partition == 0));
+    assert_eq!(route.lanes[1].durable.get("t", 1), None);
+}
