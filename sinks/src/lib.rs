@@ -138,9 +138,21 @@ pub trait Sink: Send + Sync {
     /// Makes the batch durable; on success its `next_offsets` are durable too.
     async fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError>;
 
+    /// A reader of the positions this sink has made durable, usable while the sink
+    /// itself is busy writing (e.g. to resume newly assigned partitions).
+    fn positions(&self) -> std::sync::Arc<dyn Positions>;
+
     /// The positions this sink has made durable for the partitions in `partitions`
     /// (every partition it knows when empty), read from its own storage.
-    async fn durable_offsets(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError>;
+    async fn durable_offsets(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {
+        self.positions().read(partitions).await
+    }
+}
+
+/// Reads a sink's durable positions from its own storage.
+#[async_trait::async_trait]
+pub trait Positions: Send + Sync {
+    async fn read(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError>;
 }
 
 /// Proof of ownership asked for right before a sink makes rows durable: an instance

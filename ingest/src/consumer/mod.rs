@@ -1,14 +1,19 @@
 //! The Kafka consumer: a group member with manual offsets and cooperative rebalancing.
 
 mod fence;
+mod resume;
 
 pub use fence::GroupFence;
+pub use resume::Resume;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer as _, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer,
+};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -26,9 +31,16 @@ pub struct IngestContext {
     events: Mutex<Vec<RebalanceEvent>>,
     /// Set with each event, so the per-message check is one atomic load.
     pending: AtomicBool,
+    /// Start offsets of assigned partitions from the sinks' positions, once set.
+    resume: OnceLock<Resume>,
 }
 
 impl IngestContext {
+    /// From now on, assigned partitions start at their sinks' positions.
+    pub fn set_resume(&self, resume: Resume) {
+        let _ = self.resume.set(resume);
+    }
+
     pub fn take_events(&self) -> Vec<RebalanceEvent> {
         if !self.pending.swap(false, Ordering::Acquire) {
             return Vec::new();
@@ -47,6 +59,40 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 impl ClientContext for IngestContext {}
 
 impl ConsumerContext for IngestContext {
+    /// librdkafka's default handling, with the start offsets of assigned partitions
+    /// taken from the sinks first.
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        if assign && let Some(resume) = self.resume.get() {
+            resume.set_start_offsets(tpl);
+        }
+        let event = if assign {
+            Rebalance::Assign(tpl)
+        } else if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+            Rebalance::Revoke(tpl)
+        } else {
+            Rebalance::Error(rdkafka::error::KafkaError::Rebalance(err.into()))
+        };
+        self.pre_rebalance(base, &event);
+        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        // As librdkafka's default: anything but an assignment (a revoke, an error)
+        // gives the partitions up.
+        let result = match (assign, cooperative) {
+            (true, true) => base.incremental_assign(tpl),
+            (true, false) => base.assign(tpl),
+            (false, true) => base.incremental_unassign(tpl),
+            (false, false) => base.unassign(),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "applying the rebalance failed");
+        }
+    }
+
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let event = match rebalance {
             Rebalance::Assign(tpl) => RebalanceEvent::Assigned(partitions(tpl)),

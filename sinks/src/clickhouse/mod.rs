@@ -21,7 +21,7 @@ use serde::Deserialize;
 use crate::{BatchOverride, OffsetMap, RowPosition, Sink, SinkBatch, SinkError};
 use native::{NativeColumn, encode_block};
 pub use progress::Coordinates;
-use progress::{Ledger, LedgerEntry, Progress};
+use progress::{Ledger, TablePositions};
 use types::{ChType, ServerCaps, quote_ident};
 
 /// How to reach the server (the `clickhouse:` section of the service config).
@@ -202,10 +202,9 @@ pub struct ClickHouseSink {
     columns: Vec<NativeColumn>,
     settings: BTreeMap<String, String>,
     caps: ServerCaps,
-    coordinates: Coordinates,
     /// The encoded schema: the route's fields plus the coordinate columns it lacks.
     schema: SchemaRef,
-    ledger: Ledger,
+    positions: Arc<TablePositions>,
     fence: Option<Arc<dyn crate::Fence>>,
 }
 
@@ -328,6 +327,12 @@ impl ClickHouseSink {
             quote_ident(&table.table),
             column_list.join(", ")
         );
+        let positions = Arc::new(TablePositions {
+            sink: name.clone(),
+            client: client.clone(),
+            ledger,
+            coordinates,
+        });
         let sink = Self {
             name,
             client,
@@ -335,13 +340,12 @@ impl ClickHouseSink {
             columns,
             settings: conn.settings.clone(),
             caps,
-            coordinates,
             schema,
-            ledger,
+            positions,
             fence: None,
         };
         // The ledger must answer before any write relies on it.
-        sink.progress(&OffsetMap::default()).await?;
+        sink.positions.progress(&OffsetMap::default()).await?;
         Ok(sink)
     }
 
@@ -376,69 +380,8 @@ impl ClickHouseSink {
         if piece.schema().fields().len() == self.schema.fields().len() {
             return Ok(piece.clone());
         }
-        append_coordinates(piece, positions, &self.schema, &self.coordinates)
+        append_coordinates(piece, positions, &self.schema, &self.positions.coordinates)
             .map_err(|e| self.error(e, false))
-    }
-
-    /// What the table holds already for the partitions in `from` (all partitions the
-    /// ledger knows when empty): the ledger, then the coordinates in parts newer than
-    /// each partition's last ledger entry.
-    async fn progress(&self, from: &OffsetMap) -> Result<Progress, SinkError> {
-        let query = |sql: String| async move {
-            query_json(&self.client, &sql)
-                .await
-                .map_err(|e| self.error(format!("reading positions: {e}"), is_retryable(&e)))
-        };
-        let topics: Vec<&str> = from.0.keys().map(String::as_str).collect();
-        let entries: Vec<LedgerEntry> = query(self.ledger.ledger_query(&topics))
-            .await?
-            .iter()
-            .filter_map(LedgerEntry::from_json)
-            .collect();
-        let mut progress = Progress::default();
-        if from.is_empty() {
-            for e in &entries {
-                progress.next.advance(&e.topic, e.partition, e.next);
-            }
-            return Ok(progress);
-        }
-        // From each partition's ledger position (0 without one) and entry time.
-        let mut tail_from = OffsetMap::default();
-        let mut since = u32::MAX;
-        for (topic, partition, _) in from.iter() {
-            let entry = entries
-                .iter()
-                .find(|e| e.topic == topic && e.partition == partition);
-            let (next, at) = entry.map_or((0, 0), |e| (e.next, e.at));
-            if entry.is_some() {
-                progress.next.advance(topic, partition, next);
-            }
-            tail_from.advance(topic, partition, next);
-            // One second early: part times and `now()` are whole seconds.
-            since = since.min(at.saturating_sub(1));
-        }
-        let parts: Vec<String> = query(self.ledger.recent_parts_query(since))
-            .await?
-            .iter()
-            .filter_map(|row| row["name"].as_str().map(str::to_string))
-            .collect();
-        if parts.is_empty() {
-            return Ok(progress);
-        }
-        for row in query(
-            self.ledger
-                .tail_query(&self.coordinates, &parts, &tail_from),
-        )
-        .await?
-        {
-            if let Some(e) = LedgerEntry::from_json(&serde_json::json!({
-                "topic": row["topic"], "partition": row["partition"],
-                "next": row["offset"], "at": 0,
-            })) {
-                progress.beyond.insert((e.topic, e.partition, e.next));
-            }
-        }
-        Ok(progress)
     }
 
     async fn insert(
@@ -548,7 +491,7 @@ impl Sink for ClickHouseSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let progress = self.progress(&batch.next_offsets).await?;
+        let progress = self.positions.progress(&batch.next_offsets).await?;
         let todo = batch.retain(|p| !progress.holds(p));
         if todo.num_rows() < batch.num_rows() {
             tracing::info!(sink = %self.name, skipped = batch.num_rows() - todo.num_rows(),
@@ -578,8 +521,8 @@ impl Sink for ClickHouseSink {
             })
     }
 
-    async fn durable_offsets(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {
-        Ok(self.progress(partitions).await?.durable())
+    fn positions(&self) -> Arc<dyn crate::Positions> {
+        self.positions.clone()
     }
 }
 

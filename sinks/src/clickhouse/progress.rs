@@ -13,10 +13,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::{OffsetMap, RowPosition};
+use crate::{OffsetMap, RowPosition, SinkError};
 
-use super::escape_literal;
 use super::types::quote_ident;
+use super::{escape_literal, is_retryable, query_json};
 
 /// Names of the columns holding each row's Kafka coordinates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +151,88 @@ fn literal_list(items: &[&str]) -> String {
         .map(|t| format!("'{}'", escape_literal(t)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Reads a table's positions; shared by its sink and by the resume on assignment.
+pub struct TablePositions {
+    /// The sink's name, for errors.
+    pub sink: String,
+    pub client: clickhouse::Client,
+    pub ledger: Ledger,
+    pub coordinates: Coordinates,
+}
+
+impl TablePositions {
+    /// What the table holds already for the partitions in `from` (all partitions the
+    /// ledger knows when empty): the ledger, then the coordinates in parts newer than
+    /// each partition's last ledger entry.
+    pub async fn progress(&self, from: &OffsetMap) -> Result<Progress, SinkError> {
+        let query = |sql: String| async move {
+            query_json(&self.client, &sql).await.map_err(|e| SinkError {
+                sink: self.sink.clone(),
+                message: format!("reading positions: {e}"),
+                retryable: is_retryable(&e),
+                fenced: false,
+            })
+        };
+        let topics: Vec<&str> = from.0.keys().map(String::as_str).collect();
+        let entries: Vec<LedgerEntry> = query(self.ledger.ledger_query(&topics))
+            .await?
+            .iter()
+            .filter_map(LedgerEntry::from_json)
+            .collect();
+        let mut progress = Progress::default();
+        if from.is_empty() {
+            for e in &entries {
+                progress.next.advance(&e.topic, e.partition, e.next);
+            }
+            return Ok(progress);
+        }
+        // From each partition's ledger position (0 without one) and entry time.
+        let mut tail_from = OffsetMap::default();
+        let mut since = u32::MAX;
+        for (topic, partition, _) in from.iter() {
+            let entry = entries
+                .iter()
+                .find(|e| e.topic == topic && e.partition == partition);
+            let (next, at) = entry.map_or((0, 0), |e| (e.next, e.at));
+            if entry.is_some() {
+                progress.next.advance(topic, partition, next);
+            }
+            tail_from.advance(topic, partition, next);
+            // One second early: part times and `now()` are whole seconds.
+            since = since.min(at.saturating_sub(1));
+        }
+        let parts: Vec<String> = query(self.ledger.recent_parts_query(since))
+            .await?
+            .iter()
+            .filter_map(|row| row["name"].as_str().map(str::to_string))
+            .collect();
+        if parts.is_empty() {
+            return Ok(progress);
+        }
+        for row in query(
+            self.ledger
+                .tail_query(&self.coordinates, &parts, &tail_from),
+        )
+        .await?
+        {
+            if let Some(e) = LedgerEntry::from_json(&serde_json::json!({
+                "topic": row["topic"], "partition": row["partition"],
+                "next": row["offset"], "at": 0,
+            })) {
+                progress.beyond.insert((e.topic, e.partition, e.next));
+            }
+        }
+        Ok(progress)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Positions for TablePositions {
+    async fn read(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {
+        Ok(self.progress(partitions).await?.durable())
+    }
 }
 
 /// What the table holds for some partitions: every offset below `next`, plus the

@@ -322,13 +322,38 @@ impl Sink for IcebergSink {
         }
     }
 
-    async fn durable_offsets(&self, _partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {
+    fn positions(&self) -> Arc<dyn crate::Positions> {
+        Arc::new(TablePositions {
+            sink: self.name.clone(),
+            catalog: Arc::clone(&self.catalog),
+            ident: self.table.identifier().clone(),
+            key: self.offsets_key.clone(),
+        })
+    }
+}
+
+/// Reads the positions recorded in a table's snapshots (the current table, each time).
+struct TablePositions {
+    sink: String,
+    catalog: Arc<dyn Catalog>,
+    ident: TableIdent,
+    key: String,
+}
+
+#[async_trait::async_trait]
+impl crate::Positions for TablePositions {
+    async fn read(&self, _partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {
         let table = self
             .catalog
-            .load_table(self.table.identifier())
+            .load_table(&self.ident)
             .await
-            .map_err(|e| self.error("loading the table", e))?;
-        Ok(recorded_offsets(&table, &self.offsets_key))
+            .map_err(|e| SinkError {
+                sink: self.sink.clone(),
+                message: format!("loading the table: {e}"),
+                retryable: true,
+                fenced: false,
+            })?;
+        Ok(recorded_offsets(&table, &self.key))
     }
 }
 

@@ -1,0 +1,107 @@
+//! Where newly assigned partitions start: at the minimum of the positions their sinks
+//! have made durable, read from the sinks' own storage.
+//!
+//! The group offset is committed as that minimum, so normally the two agree; they differ
+//! when the group offset is behind (a crash between a sink write and the Kafka commit:
+//! less to re-read) or gone (offsets expired, reset by hand: nothing is skipped or
+//! re-read past what the sinks hold). A partition some sink has no position for keeps
+//! the group offset.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest_sinks::{OffsetMap, Positions};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Bounds how long an assignment may wait for the sinks to answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which route a topic belongs to.
+pub type RouteOf = Box<dyn Fn(&str) -> Option<usize> + Send + Sync>;
+
+pub struct Resume {
+    /// Per route, a reader of each sink's positions.
+    readers: Vec<Vec<Arc<dyn Positions>>>,
+    route_of: RouteOf,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Resume {
+    pub fn new(
+        readers: Vec<Vec<Arc<dyn Positions>>>,
+        route_of: RouteOf,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            readers,
+            route_of,
+            runtime,
+        }
+    }
+
+    /// Sets the start offset of every partition in `assigned` whose sinks all know a
+    /// position. Runs inside librdkafka's rebalance callback, which must finish before
+    /// fetching starts: it blocks on the sinks' answers (bounded by a timeout).
+    pub fn set_start_offsets(&self, assigned: &mut TopicPartitionList) {
+        let mut by_route: HashMap<usize, OffsetMap> = HashMap::new();
+        for element in assigned.elements() {
+            if let Some(route) = (self.route_of)(element.topic()) {
+                by_route
+                    .entry(route)
+                    .or_default()
+                    .advance(element.topic(), element.partition(), 0);
+            }
+        }
+        let lookups = by_route.into_iter().map(|(route, partitions)| {
+            let readers = self.readers[route].clone();
+            async move {
+                let reads = readers.iter().map(|r| r.read(&partitions));
+                let results = futures::future::join_all(reads).await;
+                (partitions, results)
+            }
+        });
+        let work = async move {
+            tokio::time::timeout(READ_TIMEOUT, futures::future::join_all(lookups)).await
+        };
+        let answers = if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(|| self.runtime.block_on(work))
+        } else {
+            self.runtime.block_on(work)
+        };
+        let Ok(answers) = answers else {
+            tracing::warn!(
+                "sinks did not report their positions in time: starting at the group offsets"
+            );
+            return;
+        };
+        let mut starts = Vec::new();
+        for (partitions, results) in answers {
+            let Ok(known) = results.into_iter().collect::<Result<Vec<OffsetMap>, _>>() else {
+                tracing::warn!(
+                    "a sink could not report its positions: starting at the group offsets"
+                );
+                continue;
+            };
+            for (topic, partition, _) in partitions.iter() {
+                let min = known
+                    .iter()
+                    .map(|k| k.get(topic, partition))
+                    .collect::<Option<Vec<i64>>>()
+                    .and_then(|v| v.into_iter().min());
+                if let Some(start) = min {
+                    starts.push((topic.to_string(), partition, start));
+                }
+            }
+        }
+        for (topic, partition, start) in &starts {
+            if let Err(e) = assigned.set_partition_offset(topic, *partition, Offset::Offset(*start))
+            {
+                tracing::warn!(topic, partition, error = %e, "cannot set the start offset");
+            }
+        }
+        if !starts.is_empty() {
+            tracing::info!(?starts, "resuming at the minimum of the sinks' positions");
+        }
+    }
+}
