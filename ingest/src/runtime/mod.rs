@@ -15,7 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::config::{Loaded, OnError};
-use crate::consumer::{self, Consumer, GroupFence, RebalanceEvent};
+use crate::consumer::{self, Consumer, GroupFence, RebalanceEvent, Resume};
 use crate::dead_letter::DeadLetters;
 use crate::decode::{Message, Rejected};
 use crate::health::Health;
@@ -41,6 +41,24 @@ pub async fn run(
     let Some(mut routes) = open_with_retry(&loaded, fence, shutdown.clone()).await? else {
         return Ok(());
     };
+    let readers = routes
+        .iter()
+        .map(|r| {
+            r.lanes
+                .iter()
+                .filter_map(|lane| lane.sink.as_ref().map(|s| s.positions()))
+                .collect()
+        })
+        .collect();
+    let route_of = {
+        let loaded = loaded.clone();
+        Box::new(move |topic: &str| loaded.route_for(topic))
+    };
+    consumer.context().set_resume(Resume::new(
+        readers,
+        route_of,
+        tokio::runtime::Handle::current(),
+    ));
     let dead_letters = if routes.iter().any(|r| r.route.dead_letter_topic.is_some()) {
         Some(DeadLetters::new(&loaded.config.kafka)?)
     } else {
@@ -103,9 +121,10 @@ pub async fn run(
                     }
                 }
             }
-            // Age limits and finished writes are looked at every tick, not per message.
+            // Age limits and finished writes are looked at every tick (the clock is read
+            // every 32 messages, not per message: a steady trickle must not delay them).
             since_tick += 1;
-            if quiet || since_tick >= 1024 {
+            if quiet || since_tick >= 32 {
                 since_tick = 0;
                 let now = Instant::now();
                 if quiet || now.duration_since(last_tick) >= TICK {
