@@ -136,4 +136,5 @@ def test_rest_catalog(setup, rest_catalog):
     print("\n".join(log))
     service = [c for c in log if " -> " in c and "ua: e2e-test" not in c]
     assert service[0].startswith("GET /v1/config"), service
-    assert sum(c.startswith(f"POST {path} -> 200") for c in service) >= COUNT // 5000, service
+    # A lane whose write is under way keeps collecting (up to twice max_rows of 5000).
+    assert sum(c.startswith(f"POST {path} -> 200") for c in service) >= COUNT // (2 * 5000), service
