@@ -35,7 +35,7 @@ deploy-check:
 	deploy/check.sh
 
 ## Fault injection at full size: kill -9 loops, rebalances, a frozen instance, sink outages.
-chaos:
+chaos: stack build
 	. $(STACK)/env.sh && CHAOS=full $(PY) -m pytest -q tests/e2e/test_chaos.py
 
 clean-stack:
