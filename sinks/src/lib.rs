@@ -31,6 +31,8 @@ pub struct SinkBatch {
     pub positions: Vec<Vec<RowPosition>>,
     /// Per topic and partition, the offset after the last record in this batch.
     pub next_offsets: OffsetMap,
+    /// The ownership epoch the batch was started in (see [`Fence`]).
+    pub fence_epoch: u64,
 }
 
 impl SinkBatch {
@@ -58,6 +60,7 @@ impl SinkBatch {
         }
         let mut out = SinkBatch {
             next_offsets: self.next_offsets.clone(),
+            fence_epoch: self.fence_epoch,
             ..SinkBatch::default()
         };
         for (batch, positions) in self.batches.iter().zip(&self.positions) {
@@ -159,8 +162,11 @@ pub trait Positions: Send + Sync {
 /// that lost its partitions (paused past its session, cut off) must not write them.
 #[async_trait::async_trait]
 pub trait Fence: Send + Sync {
-    /// Fails when this instance may no longer own every partition in `partitions`.
-    async fn check(&self, partitions: &OffsetMap) -> Result<(), Fenced>;
+    /// Confirms ownership of `partitions` for a batch started in ownership `epoch`.
+    /// Returns the partitions this instance gave up since then (their rows must not be
+    /// written); fails when ownership of the rest cannot be confirmed.
+    async fn check(&self, partitions: &OffsetMap, epoch: u64)
+    -> Result<Vec<(String, i32)>, Fenced>;
 }
 
 /// Why a fence check failed.

@@ -46,6 +46,7 @@ fn batch(offsets: impl Iterator<Item = i64>) -> SinkBatch {
                 .collect(),
         ],
         next_offsets,
+        fence_epoch: 0,
     }
 }
 

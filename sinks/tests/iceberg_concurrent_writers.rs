@@ -33,6 +33,7 @@ fn batch(schema: &Arc<Schema>, partition: i32, round: i64) -> SinkBatch {
         batches: vec![RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).unwrap()],
         positions: vec![positions],
         next_offsets,
+        fence_epoch: 0,
     }
 }
 

@@ -35,14 +35,35 @@ impl GroupFence {
 
 #[async_trait::async_trait]
 impl Fence for GroupFence {
-    async fn check(&self, partitions: &OffsetMap) -> Result<(), Fenced> {
+    async fn check(
+        &self,
+        partitions: &OffsetMap,
+        epoch: u64,
+    ) -> Result<Vec<(String, i32)>, Fenced> {
+        // Partitions revoked since the batch started are gone even if assigned again.
+        let mut gone = self
+            .consumer
+            .context()
+            .ownership
+            .revoked_since(epoch, partitions);
+        let mut rest = partitions.clone();
+        rest.0.iter_mut().for_each(|(t, parts)| {
+            parts.retain(|p, _| !gone.iter().any(|(gt, gp)| gt == t && gp == p))
+        });
+        rest.0.retain(|_, parts| !parts.is_empty());
+        if rest.is_empty() {
+            return Ok(gone);
+        }
         let consumer = Arc::clone(&self.consumer);
         let committed = self.committed.lock().expect("offsets poisoned").clone();
-        let partitions = partitions.clone();
+        let partitions = rest;
         let probe = tokio::task::spawn_blocking(move || probe(&consumer, &partitions, &committed));
         // A synchronous commit has no timeout of its own (it waits for the coordinator).
         match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => result.map(|unassigned| {
+                gone.extend(unassigned);
+                gone
+            }),
             Ok(Err(e)) => Err(Fenced {
                 message: format!("ownership check failed: {e}"),
                 lost: false,
@@ -57,7 +78,12 @@ impl Fence for GroupFence {
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn probe(consumer: &Consumer, partitions: &OffsetMap, committed: &OffsetMap) -> Result<(), Fenced> {
+/// The partitions no longer in the assignment; fails if the rest cannot be confirmed.
+fn probe(
+    consumer: &Consumer,
+    partitions: &OffsetMap,
+    committed: &OffsetMap,
+) -> Result<Vec<(String, i32)>, Fenced> {
     if consumer.assignment_lost() {
         return Err(Fenced {
             message: "the group session expired: the assignment is lost".into(),
@@ -69,14 +95,11 @@ fn probe(consumer: &Consumer, partitions: &OffsetMap, committed: &OffsetMap) -> 
         lost: false,
     })?;
     let mut tpl = TopicPartitionList::new();
+    let mut unassigned = Vec::new();
     for (topic, partition, _) in partitions.iter() {
         if assignment.find_partition(topic, partition).is_none() {
-            return Err(Fenced {
-                message: format!(
-                    "partition {topic}/{partition} is no longer assigned to this instance"
-                ),
-                lost: true,
-            });
+            unassigned.push((topic.to_string(), partition));
+            continue;
         }
         if let Some(next) = committed.get(topic, partition) {
             tpl.add_partition_offset(topic, partition, Offset::Offset(next))
@@ -84,10 +107,10 @@ fn probe(consumer: &Consumer, partitions: &OffsetMap, committed: &OffsetMap) -> 
         }
     }
     if tpl.count() == 0 {
-        return Ok(());
+        return Ok(unassigned);
     }
     match consumer.commit(&tpl, CommitMode::Sync) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(unassigned),
         Err(KafkaError::ConsumerCommit(
             code @ (RDKafkaErrorCode::UnknownMemberId
             | RDKafkaErrorCode::IllegalGeneration

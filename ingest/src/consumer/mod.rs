@@ -1,13 +1,16 @@
 //! The Kafka consumer: a group member with manual offsets and cooperative rebalancing.
 
 mod fence;
+mod ownership;
 mod resume;
 
 pub use fence::GroupFence;
+pub use ownership::Ownership;
 pub use resume::Resume;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
@@ -33,7 +36,13 @@ pub struct IngestContext {
     pending: AtomicBool,
     /// Start offsets of assigned partitions from the sinks' positions, once set.
     resume: OnceLock<Resume>,
+    /// Revocations and writes under way, for fencing.
+    pub ownership: Ownership,
 }
+
+/// How long a revocation waits for sink writes under way on its partitions (below
+/// librdkafka's default `max.poll.interval.ms` of 300 s).
+const REVOKE_WAIT: Duration = Duration::from_secs(60);
 
 impl IngestContext {
     /// From now on, assigned partitions start at their sinks' positions.
@@ -70,6 +79,16 @@ impl ConsumerContext for IngestContext {
         let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
         if assign && let Some(resume) = self.resume.get() {
             resume.set_start_offsets(tpl);
+        }
+        if !assign {
+            // From now on fences refuse these partitions; then let writes already past
+            // their fence finish before the partitions can go to another member.
+            let revoked = partitions(tpl);
+            self.ownership.revoke(&revoked);
+            let done = blocking(|| self.ownership.wait_for_writes(&revoked, REVOKE_WAIT));
+            if !done {
+                tracing::warn!(partitions = ?revoked, "giving partitions up while a sink write on them is still under way");
+            }
         }
         let event = if assign {
             Rebalance::Assign(tpl)
@@ -112,6 +131,19 @@ impl ConsumerContext for IngestContext {
 }
 
 pub type Consumer = StreamConsumer<IngestContext>;
+
+/// Runs blocking work from the rebalance callback, which librdkafka calls on the thread
+/// polling the consumer: on a multi-threaded runtime worker the worker's other tasks
+/// move elsewhere meanwhile.
+pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
 
 /// librdkafka settings: ours first, then the user's `kafka.properties` on top.
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {

@@ -64,11 +64,7 @@ impl Resume {
         let work = async move {
             tokio::time::timeout(READ_TIMEOUT, futures::future::join_all(lookups)).await
         };
-        let answers = if tokio::runtime::Handle::try_current().is_ok() {
-            tokio::task::block_in_place(|| self.runtime.block_on(work))
-        } else {
-            self.runtime.block_on(work)
-        };
+        let answers = super::blocking(|| self.runtime.block_on(work));
         let Ok(answers) = answers else {
             tracing::warn!(
                 "sinks did not report their positions in time: starting at the group offsets"

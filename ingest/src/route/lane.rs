@@ -31,6 +31,8 @@ pub struct LaneOutcome {
     pub sink: Box<dyn Sink>,
     pub result: Result<(), SinkError>,
     pub next_offsets: OffsetMap,
+    /// The ownership epoch the batch was started in.
+    pub fence_epoch: u64,
     pub rows: usize,
     pub started: Instant,
 }

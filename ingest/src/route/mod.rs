@@ -114,6 +114,7 @@ impl RouteState {
                 batches,
                 positions,
                 next_offsets: std::mem::take(&mut self.next_offsets),
+                fence_epoch: 0,
             },
             rejected: std::mem::take(&mut self.rejected),
             messages: self.messages,

@@ -191,7 +191,7 @@ async fn open_with_retry(
 
 struct Pipeline<'a> {
     loaded: &'a Loaded,
-    consumer: &'a Consumer,
+    consumer: &'a Arc<Consumer>,
     dead_letters: Option<&'a DeadLetters>,
     route_of: HashMap<String, Option<usize>>,
     last_route: Option<(String, Option<usize>)>,
@@ -307,17 +307,23 @@ impl Pipeline<'_> {
     fn start_lane(&self, route: &mut RouteState, lane: usize) {
         let state = &mut route.lanes[lane];
         let mut sink = state.sink.take().expect("the lane's sink is home");
-        let batch = state.take();
+        let mut batch = state.take();
+        batch.fence_epoch = self.consumer.context().ownership.epoch();
         let health = self.health.clone();
         let shutdown = self.shutdown.clone();
+        let consumer = Arc::clone(self.consumer);
         let started = Instant::now();
         state.in_flight = Some(tokio::spawn(async move {
             let rows = batch.num_rows();
+            // A revocation of these partitions waits for this write to end.
+            let writing = consumer.context().ownership.writing(&batch.next_offsets);
             let result = write_with_retry(sink.as_mut(), &batch, &health, shutdown).await;
+            drop(writing);
             LaneOutcome {
                 sink,
                 result,
                 next_offsets: batch.next_offsets,
+                fence_epoch: batch.fence_epoch,
                 rows,
                 started,
             }
@@ -341,10 +347,20 @@ impl Pipeline<'_> {
             }
             return Err(e.into());
         }
-        // Partitions revoked while the batch was written belong to another member now.
+        // Partitions revoked since the batch started belong to another member, or were
+        // given back and are read again from the sinks' positions: their offsets do not
+        // count, even if the sink wrote some of their rows.
         let mut offsets = outcome.next_offsets;
+        let revoked = self
+            .consumer
+            .context()
+            .ownership
+            .revoked_since(outcome.fence_epoch, &offsets);
         offsets.0.iter_mut().for_each(|(topic, parts)| {
-            parts.retain(|p, _| self.assigned.contains(&(topic.clone(), *p)))
+            parts.retain(|p, _| {
+                self.assigned.contains(&(topic.clone(), *p))
+                    && !revoked.iter().any(|(t, r)| t == topic && r == p)
+            })
         });
         state.durable.merge(&offsets);
         self.health

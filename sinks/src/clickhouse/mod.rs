@@ -500,16 +500,26 @@ impl Sink for ClickHouseSink {
         if todo.num_rows() == 0 {
             return Ok(());
         }
-        let body = self.encode(&todo)?;
+        let mut todo = todo;
         if let Some(fence) = &self.fence {
-            fence
-                .check(&todo.next_offsets)
+            let gone = fence
+                .check(&todo.next_offsets, batch.fence_epoch)
                 .await
                 .map_err(|e| SinkError {
                     fenced: e.lost,
                     ..self.error(format!("not writing: {}", e.message), !e.lost)
                 })?;
+            if !gone.is_empty() {
+                tracing::warn!(sink = %self.name, partitions = ?gone,
+                    "not writing rows of partitions given up since the batch started");
+                todo =
+                    todo.retain(|p| !gone.iter().any(|(t, n)| t == p.topic && *n == p.partition));
+                if todo.num_rows() == 0 {
+                    return Ok(());
+                }
+            }
         }
+        let body = self.encode(&todo)?;
         let token = self.caps.dedup_token().then(|| dedup_token(&todo));
         self.insert(Bytes::from(body), token)
             .await

@@ -1,0 +1,160 @@
+//! What this member owned when: revocations in order (an epoch per revocation) and the
+//! sink writes under way per partition.
+//!
+//! A batch remembers the epoch it was started in. Rows of a partition revoked since
+//! then must not be written, and their offsets must not count as durable, even if the
+//! partition came back (sticky assignment): the new owner, or this member after the
+//! re-assignment, reads them again from the sinks' positions. And a revocation waits
+//! for writes under way on its partitions, so the next owner never reads a sink's
+//! position while this member is still adding to it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use ingest_sinks::OffsetMap;
+
+/// Revocations remembered; a batch older than all of them counts as revoked.
+const KEPT: usize = 10_000;
+
+#[derive(Default)]
+pub struct Ownership {
+    revocations: Mutex<Revocations>,
+    writing: Mutex<HashMap<(String, i32), usize>>,
+    write_done: Condvar,
+}
+
+#[derive(Default)]
+struct Revocations {
+    epoch: u64,
+    log: VecDeque<(u64, Vec<(String, i32)>)>,
+}
+
+impl Ownership {
+    /// The current epoch: a batch started now is valid while none of its partitions
+    /// is revoked after it.
+    pub fn epoch(&self) -> u64 {
+        self.revocations.lock().expect("ownership poisoned").epoch
+    }
+
+    /// Records a revocation (called from the rebalance callback, before the partitions
+    /// are given up).
+    pub fn revoke(&self, partitions: &[(String, i32)]) {
+        let mut r = self.revocations.lock().expect("ownership poisoned");
+        r.epoch += 1;
+        let epoch = r.epoch;
+        r.log.push_back((epoch, partitions.to_vec()));
+        if r.log.len() > KEPT {
+            r.log.pop_front();
+        }
+    }
+
+    /// The partitions of `partitions` revoked after `epoch`.
+    pub fn revoked_since(&self, epoch: u64, partitions: &OffsetMap) -> Vec<(String, i32)> {
+        let r = self.revocations.lock().expect("ownership poisoned");
+        let forgotten = r.log.front().is_some_and(|(first, _)| *first > epoch + 1);
+        partitions
+            .iter()
+            .filter(|(topic, partition, _)| {
+                forgotten
+                    || r.log.iter().any(|(e, revoked)| {
+                        *e > epoch && revoked.iter().any(|(t, p)| t == topic && p == partition)
+                    })
+            })
+            .map(|(topic, partition, _)| (topic.to_string(), partition))
+            .collect()
+    }
+
+    /// Marks a write of these partitions as under way until the guard is dropped.
+    pub fn writing(&self, partitions: &OffsetMap) -> WriteGuard<'_> {
+        let keys: Vec<(String, i32)> = partitions
+            .iter()
+            .map(|(t, p, _)| (t.to_string(), p))
+            .collect();
+        let mut writing = self.writing.lock().expect("ownership poisoned");
+        for key in &keys {
+            *writing.entry(key.clone()).or_default() += 1;
+        }
+        WriteGuard { owner: self, keys }
+    }
+
+    /// Waits until no write of these partitions is under way; false on timeout.
+    pub fn wait_for_writes(&self, partitions: &[(String, i32)], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut writing = self.writing.lock().expect("ownership poisoned");
+        loop {
+            if !partitions
+                .iter()
+                .any(|k| writing.get(k).is_some_and(|n| *n > 0))
+            {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            writing = self
+                .write_done
+                .wait_timeout(writing, left)
+                .expect("ownership poisoned")
+                .0;
+        }
+    }
+}
+
+/// A write under way; dropping it (the write finished, failed or panicked) ends it.
+pub struct WriteGuard<'a> {
+    owner: &'a Ownership,
+    keys: Vec<(String, i32)>,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        let mut writing = self.owner.writing.lock().expect("ownership poisoned");
+        for key in &self.keys {
+            if let Some(n) = writing.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    writing.remove(key);
+                }
+            }
+        }
+        self.owner.write_done.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(parts: &[i32]) -> OffsetMap {
+        let mut m = OffsetMap::default();
+        for p in parts {
+            m.advance("t", *p, 1);
+        }
+        m
+    }
+
+    #[test]
+    fn a_batch_loses_only_partitions_revoked_after_it_started() {
+        let o = Ownership::default();
+        o.revoke(&[("t".into(), 0)]);
+        let started = o.epoch();
+        assert!(o.revoked_since(started, &map(&[0, 1])).is_empty());
+        o.revoke(&[("t".into(), 1)]);
+        assert_eq!(
+            o.revoked_since(started, &map(&[0, 1])),
+            vec![("t".to_string(), 1)]
+        );
+    }
+
+    #[test]
+    fn a_revocation_waits_for_writes_of_its_partitions() {
+        let o = Ownership::default();
+        let guard = o.writing(&map(&[2]));
+        assert!(o.wait_for_writes(&[("t".into(), 3)], Duration::ZERO));
+        assert!(!o.wait_for_writes(&[("t".into(), 2)], Duration::from_millis(10)));
+        drop(guard);
+        assert!(o.wait_for_writes(&[("t".into(), 2)], Duration::ZERO));
+    }
+}
