@@ -206,6 +206,9 @@ pub struct ClickHouseSink {
     schema: SchemaRef,
     positions: Arc<TablePositions>,
     fence: Option<Arc<dyn crate::Fence>>,
+    /// The query id of an insert whose outcome is unknown (timed out, connection cut):
+    /// the server may still be running it, so positions are read only once it is gone.
+    uncertain: Option<String>,
 }
 
 impl ClickHouseSink {
@@ -343,6 +346,7 @@ impl ClickHouseSink {
             schema,
             positions,
             fence: None,
+            uncertain: None,
         };
         // The ledger must answer before any write relies on it.
         sink.positions.progress(&OffsetMap::default()).await?;
@@ -384,10 +388,38 @@ impl ClickHouseSink {
             .map_err(|e| self.error(e, false))
     }
 
+    /// Waits until the server no longer runs the insert with this query id.
+    async fn wait_for_query(&self, query_id: &str) -> Result<(), SinkError> {
+        let sql = format!(
+            "SELECT count() AS n FROM system.processes WHERE query_id = '{}'",
+            escape_literal(query_id)
+        );
+        for _ in 0..600 {
+            let rows = query_json(&self.client, &sql).await.map_err(|e| {
+                self.error(
+                    format!("checking an interrupted insert: {e}"),
+                    is_retryable(&e),
+                )
+            })?;
+            let running = rows
+                .first()
+                .and_then(|r| r["n"].as_u64().or_else(|| r["n"].as_str()?.parse().ok()));
+            if running == Some(0) {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        Err(self.error(
+            format!("the interrupted insert {query_id} is still running after 5 minutes"),
+            true,
+        ))
+    }
+
     async fn insert(
         &self,
         body: Bytes,
         token: Option<String>,
+        query_id: &str,
     ) -> Result<(), clickhouse::error::Error> {
         // Without timeouts a server that accepts the connection but never answers (one
         // that is shutting down, say) would hang the write forever.
@@ -401,6 +433,7 @@ impl ClickHouseSink {
         if let Some(token) = token {
             insert = insert.with_setting("insert_deduplication_token", token);
         }
+        insert = insert.with_setting("query_id", query_id);
         insert.send(body).await?;
         insert.end().await
     }
@@ -491,6 +524,12 @@ impl Sink for ClickHouseSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        // A previous attempt may still be committing on the server: reading positions
+        // before it ends would miss its rows and write them again.
+        if let Some(query_id) = self.uncertain.clone() {
+            self.wait_for_query(&query_id).await?;
+            self.uncertain = None;
+        }
         let progress = self.positions.progress(&batch.next_offsets).await?;
         let todo = batch.retain(|p| !progress.holds(p));
         if todo.num_rows() < batch.num_rows() {
@@ -521,13 +560,23 @@ impl Sink for ClickHouseSink {
         }
         let body = self.encode(&todo)?;
         let token = self.caps.dedup_token().then(|| dedup_token(&todo));
-        self.insert(Bytes::from(body), token)
+        let query_id = uuid::Uuid::new_v4().to_string();
+        self.insert(Bytes::from(body), token, &query_id)
             .await
-            .map_err(|e| SinkError {
-                sink: self.name.clone(),
-                retryable: is_retryable(&e),
-                fenced: false,
-                message: format!("insert failed: {e}"),
+            .map_err(|e| {
+                // Sent, but no answer: the server may be inserting it still.
+                if matches!(
+                    e,
+                    clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+                ) {
+                    self.uncertain = Some(query_id.clone());
+                }
+                SinkError {
+                    sink: self.name.clone(),
+                    retryable: is_retryable(&e),
+                    message: format!("insert failed: {e}"),
+                    fenced: false,
+                }
             })
     }
 
