@@ -335,6 +335,7 @@ impl ClickHouseSink {
             client: client.clone(),
             ledger,
             coordinates,
+            scanned: Default::default(),
         });
         let sink = Self {
             name,

@@ -107,11 +107,12 @@ impl Ledger {
         )
     }
 
-    /// Active parts of the data table written or merged at or after `since` (unix s).
+    /// Active parts of the data table written or merged at or after `since` (unix s),
+    /// with the server's clock.
     pub fn recent_parts_query(&self, since: u32) -> String {
         format!(
-            "SELECT name FROM system.parts WHERE database = '{}' AND table = '{}' AND active \
-             AND modification_time >= toDateTime({since})",
+            "SELECT name, toUInt32(now()) AS now FROM system.parts WHERE database = '{}' \
+             AND table = '{}' AND active AND modification_time >= toDateTime({since})",
             escape_literal(&self.database),
             escape_literal(&self.table)
         )
@@ -160,6 +161,9 @@ pub struct TablePositions {
     pub client: clickhouse::Client,
     pub ledger: Ledger,
     pub coordinates: Coordinates,
+    /// Partitions without a ledger entry, and the server time their parts were last
+    /// all looked at (so an unwritten partition costs one full look per process).
+    pub scanned: std::sync::Mutex<std::collections::HashMap<(String, i32), u32>>,
 }
 
 impl TablePositions {
@@ -191,11 +195,20 @@ impl TablePositions {
         // From each partition's ledger position (0 without one) and entry time.
         let mut tail_from = OffsetMap::default();
         let mut since = u32::MAX;
+        let mut unseen = Vec::new();
+        let scanned = self.scanned.lock().expect("scans poisoned").clone();
         for (topic, partition, _) in from.iter() {
             let entry = entries
                 .iter()
                 .find(|e| e.topic == topic && e.partition == partition);
-            let (next, at) = entry.map_or((0, 0), |e| (e.next, e.at));
+            // A partition without a ledger entry: every part, the first time; after
+            // that, parts since that look (an interrupted first insert comes later).
+            let key = (topic.to_string(), partition);
+            let unseen_at = scanned.get(&key).copied().unwrap_or(0);
+            if entry.is_none() {
+                unseen.push(key);
+            }
+            let (next, at) = entry.map_or((0, unseen_at), |e| (e.next, e.at));
             if entry.is_some() {
                 progress.next.advance(topic, partition, next);
             }
@@ -203,20 +216,28 @@ impl TablePositions {
             // One second early: part times and `now()` are whole seconds.
             since = since.min(at.saturating_sub(1));
         }
-        let parts: Vec<String> = query(self.ledger.recent_parts_query(since))
-            .await?
+        let listed = query(self.ledger.recent_parts_query(since)).await?;
+        let server_now = listed.first().and_then(|r| r["now"].as_u64());
+        let parts: Vec<String> = listed
             .iter()
             .filter_map(|row| row["name"].as_str().map(str::to_string))
             .collect();
-        if parts.is_empty() {
-            return Ok(progress);
+        let tail = if parts.is_empty() {
+            Vec::new()
+        } else {
+            query(
+                self.ledger
+                    .tail_query(&self.coordinates, &parts, &tail_from),
+            )
+            .await?
+        };
+        if let Some(now) = server_now {
+            let mut scanned = self.scanned.lock().expect("scans poisoned");
+            for key in unseen {
+                scanned.insert(key, now as u32);
+            }
         }
-        for row in query(
-            self.ledger
-                .tail_query(&self.coordinates, &parts, &tail_from),
-        )
-        .await?
-        {
+        for row in tail {
             if let Some(e) = LedgerEntry::from_json(&serde_json::json!({
                 "topic": row["topic"], "partition": row["partition"],
                 "next": row["offset"], "at": 0,
