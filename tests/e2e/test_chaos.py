@@ -285,6 +285,21 @@ def test_frozen_instance_is_fenced_after_it_wakes(setup, capsys):
     note("exit codes: " + ", ".join(f"{p.log_path.name}: {p.proc.returncode}" for p in setup.processes))
 
 
+def ride_out_outage(inst, outage, counts, other):
+    """While a sink is down (just stopped): waits for /ready 503, samples /ready until
+    `outage` seconds have passed, and reads the `other` sink's count at both ends.
+    Returns (down_at, seconds until 503, /ready statuses, (other before, other after))."""
+    down_at = time.time()
+    wait_ready_status(inst, 503, 30, "/ready 503 while a sink is down")
+    unready_after = time.time() - down_at
+    before = counts()[other]
+    statuses = []
+    while time.time() - down_at < outage:
+        statuses.append(inst.get("/ready")[0])
+        time.sleep(0.5)
+    return down_at, unready_after, statuses, (before, counts()[other])
+
+
 def test_clickhouse_outage_iceberg_keeps_its_pace(setup, capsys):
     note = Notes(capsys, "clickhouse-outage")
     partitions = 4
@@ -304,26 +319,16 @@ def test_clickhouse_outage_iceberg_keeps_its_pace(setup, capsys):
     inst.wait_ready(60)
     wait_assignment([inst], partitions, "the instance owns every partition", logs=logs)
     wait_until_("rows in both sinks before the outage", grown(counts, {"clickhouse": 0, "iceberg": 0}), timeout=60)
-    statuses = []
+    note(clickhouse_service("stop"))
     try:
-        note(clickhouse_service("stop"))
-        down_at = time.time()
-        wait_ready_status(inst, 503, 30, "/ready 503 while ClickHouse is down")
-        unready_after = time.time() - down_at
-        iceberg_at_503 = counts()["iceberg"]
-        while time.time() - down_at < outage:
-            status, _ = inst.get("/ready")
-            statuses.append(status)
-            time.sleep(0.5)
-        iceberg_at_end = counts()["iceberg"]
+        down_at, unready_after, statuses, grew = ride_out_outage(inst, outage, counts, "iceberg")
     finally:
         note(clickhouse_service("start"))
     back_at = time.time()
     note(f"ClickHouse down {back_at - down_at:.1f}s; /ready 503 after {unready_after:.1f}s; "
-         f"/ready while down: {sorted(set(statuses))}; Iceberg {iceberg_at_503} -> {iceberg_at_end} rows meanwhile")
+         f"/ready while down: {sorted(set(statuses))}; Iceberg {grew[0]} -> {grew[1]} rows meanwhile")
     assert set(statuses) == {503}, f"/ready must stay 503 while ClickHouse is down: {statuses}\n{logs()}"
-    assert iceberg_at_end > iceberg_at_503, \
-        f"Iceberg did not grow while ClickHouse was down ({iceberg_at_503} -> {iceberg_at_end})\n{logs()}"
+    assert grew[1] > grew[0], f"Iceberg did not grow while ClickHouse was down ({grew})\n{logs()}"
     wait_ready_status(inst, 200, 90, "/ready 200 once ClickHouse is back")
     note(f"/ready 200 again {time.time() - back_at:.1f}s after ClickHouse was back")
     finish(setup, note, producer, [inst], topic, partitions)
@@ -352,26 +357,16 @@ def test_catalog_outage_clickhouse_keeps_its_pace(setup, capsys, tmp_path):
         wait_assignment([inst], partitions, "the instance owns every partition", logs=logs)
         wait_until_("rows in both sinks before the outage", grown(counts, {"clickhouse": 0, "iceberg": 0}),
                     timeout=60)
-        statuses = []
         catalog.stop()
-        down_at = time.time()
         try:
-            wait_ready_status(inst, 503, 30, "/ready 503 while the catalog is down")
-            unready_after = time.time() - down_at
-            ch_at_503 = counts()["clickhouse"]
-            while time.time() - down_at < outage:
-                status, _ = inst.get("/ready")
-                statuses.append(status)
-                time.sleep(0.5)
-            ch_at_end = counts()["clickhouse"]
+            down_at, unready_after, statuses, grew = ride_out_outage(inst, outage, counts, "clickhouse")
         finally:
             catalog.start()
         back_at = time.time()
         note(f"catalog down {back_at - down_at:.1f}s; /ready 503 after {unready_after:.1f}s; "
-             f"/ready while down: {sorted(set(statuses))}; ClickHouse {ch_at_503} -> {ch_at_end} rows meanwhile")
+             f"/ready while down: {sorted(set(statuses))}; ClickHouse {grew[0]} -> {grew[1]} rows meanwhile")
         assert set(statuses) == {503}, f"/ready must stay 503 while the catalog is down: {statuses}\n{logs()}"
-        assert ch_at_end > ch_at_503, \
-            f"ClickHouse did not grow while the catalog was down ({ch_at_503} -> {ch_at_end})\n{logs()}"
+        assert grew[1] > grew[0], f"ClickHouse did not grow while the catalog was down ({grew})\n{logs()}"
         wait_ready_status(inst, 200, 90, "/ready 200 once the catalog is back")
         note(f"/ready 200 again {time.time() - back_at:.1f}s after the catalog was back")
         finish(setup, note, producer, [inst], topic, partitions, iceberg=iceberg,
