@@ -132,14 +132,23 @@ pub struct SinkError {
     pub fenced: bool,
 }
 
+/// What a successful write did not make durable.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Partitions whose rows the sink did not write because another instance owns them
+    /// (it writes them): their offsets are not durable in this sink.
+    pub not_owned: Vec<(String, i32)>,
+}
+
 /// A destination table fed by the pipeline.
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync {
     /// `clickhouse db.table` or `iceberg ns.table`, for logs and errors.
     fn name(&self) -> &str;
 
-    /// Makes the batch durable; on success its `next_offsets` are durable too.
-    async fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError>;
+    /// Makes the batch durable; on success its `next_offsets` are durable too, but for
+    /// the partitions the outcome names as left to another instance.
+    async fn write(&mut self, batch: &SinkBatch) -> Result<Written, SinkError>;
 
     /// A reader of the positions this sink has made durable, usable while the sink
     /// itself is busy writing (e.g. to resume newly assigned partitions).
@@ -167,6 +176,12 @@ pub trait Fence: Send + Sync {
     /// written); fails when ownership of the rest cannot be confirmed.
     async fn check(&self, partitions: &OffsetMap, epoch: u64)
     -> Result<Vec<(String, i32)>, Fenced>;
+
+    /// Counts the consumer's rebalances: a sink that lost a partition to another
+    /// writer leaves it alone until this moves.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// Why a fence check failed.

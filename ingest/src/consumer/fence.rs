@@ -74,6 +74,10 @@ impl Fence for GroupFence {
             }),
         }
     }
+
+    fn generation(&self) -> u64 {
+        self.consumer.context().ownership.rebalances()
+    }
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -77,6 +77,7 @@ impl ConsumerContext for IngestContext {
         tpl: &mut TopicPartitionList,
     ) {
         let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        self.ownership.rebalanced();
         if assign && let Some(resume) = self.resume.get() {
             resume.set_start_offsets(tpl);
         }

@@ -9,6 +9,7 @@
 //! position while this member is still adding to it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ const KEPT: usize = 10_000;
 #[derive(Default)]
 pub struct Ownership {
     revocations: Mutex<Revocations>,
+    /// Rebalance callbacks seen (assignments and revocations).
+    rebalances: AtomicU64,
     writing: Mutex<HashMap<(String, i32), usize>>,
     write_done: Condvar,
 }
@@ -35,6 +38,16 @@ impl Ownership {
     /// is revoked after it.
     pub fn epoch(&self) -> u64 {
         self.revocations.lock().expect("ownership poisoned").epoch
+    }
+
+    /// Counts a rebalance callback (called for assignments and revocations alike).
+    pub fn rebalanced(&self) {
+        self.rebalances.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many rebalance callbacks this member has seen.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Acquire)
     }
 
     /// Records a revocation (called from the rebalance callback, before the partitions

@@ -29,7 +29,7 @@ pub struct Lane {
 /// What a finished write hands back.
 pub struct LaneOutcome {
     pub sink: Box<dyn Sink>,
-    pub result: Result<(), SinkError>,
+    pub result: Result<ingest_sinks::Written, SinkError>,
     pub next_offsets: OffsetMap,
     /// The ownership epoch the batch was started in.
     pub fence_epoch: u64,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use ingest_sinks::{Fence, OffsetMap, Sink, SinkBatch, SinkError};
+use ingest_sinks::{Fence, OffsetMap, Sink, SinkBatch, SinkError, Written};
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -339,14 +339,15 @@ impl Pipeline<'_> {
         };
         let outcome = handle.await?;
         state.sink = Some(outcome.sink);
-        if let Err(e) = outcome.result {
-            if e.fenced {
+        let written = match outcome.result {
+            Ok(written) => written,
+            Err(e) if e.fenced => {
                 // Another instance owns these partitions now: it writes them.
                 tracing::warn!(sink = %state.name, error = %e, "batch dropped: partitions lost");
                 return Ok(());
             }
-            return Err(e.into());
-        }
+            Err(e) => return Err(e.into()),
+        };
         // Partitions revoked since the batch started belong to another member, or were
         // given back and are read again from the sinks' positions: their offsets do not
         // count, even if the sink wrote some of their rows.
@@ -358,8 +359,10 @@ impl Pipeline<'_> {
             .revoked_since(outcome.fence_epoch, &offsets);
         offsets.0.iter_mut().for_each(|(topic, parts)| {
             parts.retain(|p, _| {
+                let gone = |(t, r): &(String, i32)| t == topic && r == p;
                 self.assigned.contains(&(topic.clone(), *p))
-                    && !revoked.iter().any(|(t, r)| t == topic && r == p)
+                    && !revoked.iter().any(gone)
+                    && !written.not_owned.iter().any(gone)
             })
         });
         state.durable.merge(&offsets);
@@ -453,17 +456,17 @@ async fn write_with_retry(
     batch: &SinkBatch,
     health: &Health,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), SinkError> {
+) -> Result<Written, SinkError> {
     let mut delay = Duration::from_millis(200);
     let mut failures = 0u32;
     loop {
         match sink.write(batch).await {
-            Ok(()) => {
+            Ok(written) => {
                 if failures > 0 {
                     tracing::info!(sink = sink.name(), failures, "sink recovered");
                     health.set_sink_failing(sink.name(), false);
                 }
-                return Ok(());
+                return Ok(written);
             }
             Err(e) if e.retryable => {
                 failures += 1;

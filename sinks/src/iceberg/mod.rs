@@ -29,7 +29,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Deserialize;
 
-use crate::{OffsetMap, Sink, SinkBatch, SinkError};
+use crate::{OffsetMap, Sink, SinkBatch, SinkError, Written};
 pub use catalog::{CatalogConfig, CatalogKind, open_catalog};
 use pinned::{PinnedCatalog, is_conflict};
 
@@ -276,9 +276,9 @@ impl Sink for IcebergSink {
     /// Each attempt starts from the table as it is now: rows whose positions the table
     /// already records (written before a crash, or by another instance) are skipped,
     /// the rest is written and committed as a compare-and-swap. A lost race starts over.
-    async fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
+    async fn write(&mut self, batch: &SinkBatch) -> Result<Written, SinkError> {
         if batch.num_rows() == 0 {
-            return Ok(());
+            return Ok(Written::default());
         }
         let mut attempt = 0;
         loop {
@@ -294,7 +294,7 @@ impl Sink for IcebergSink {
                     "rows already in the table (a replay) are not written again");
             }
             if todo.num_rows() == 0 {
-                return Ok(());
+                return Ok(Written::default());
             }
             let pieces = todo
                 .batches
@@ -312,7 +312,7 @@ impl Sink for IcebergSink {
                 .await
                 .map_err(|e| self.error("writing data files", e))?;
             match self.commit_once(files, &batch.next_offsets).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Written::default()),
                 Err(e) if is_conflict(&e) && attempt < MAX_COMMIT_ATTEMPTS => {
                     attempt += 1;
                     tracing::info!(sink = %self.name, attempt, "commit raced another writer; starting over on the new snapshot");
