@@ -5,6 +5,7 @@
 //! and RowBinary would transpose every batch into rows.
 
 pub mod ddl;
+pub mod gate;
 pub mod native;
 pub mod progress;
 pub mod types;
@@ -18,7 +19,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::{BatchOverride, OffsetMap, RowPosition, Sink, SinkBatch, SinkError};
+use crate::{BatchOverride, OffsetMap, RowPosition, Sink, SinkBatch, SinkError, Written};
+use gate::{Gates, Partition};
 use native::{NativeColumn, encode_block};
 pub use progress::Coordinates;
 use progress::{Ledger, TablePositions};
@@ -198,7 +200,9 @@ const INSERT_END_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 pub struct ClickHouseSink {
     name: String,
     client: clickhouse::Client,
-    insert_sql: String,
+    database: String,
+    /// `(a, b, ...)`: the columns every insert names.
+    column_list: String,
     columns: Vec<NativeColumn>,
     settings: BTreeMap<String, String>,
     caps: ServerCaps,
@@ -206,6 +210,9 @@ pub struct ClickHouseSink {
     schema: SchemaRef,
     positions: Arc<TablePositions>,
     fence: Option<Arc<dyn crate::Fence>>,
+    /// Inserts go through this writer's gate, which the server serializes against
+    /// other writers of the same partitions (see [`gate`]).
+    gates: Gates,
     /// The query id of an insert whose outcome is unknown (timed out, connection cut):
     /// the server may still be running it, so positions are read only once it is gone.
     uncertain: Option<String>,
@@ -280,7 +287,16 @@ impl ClickHouseSink {
                 format!("ADD COLUMN {} {ty} DEFAULT {default}", quote_ident(column))
             })
             .collect();
-        let ledger_sql = ledger.create_statements(&coordinates);
+        let gates = Gates::new(
+            &name,
+            client.clone(),
+            &conn.database,
+            &table.table,
+            coordinates.clone(),
+            caps,
+        );
+        let mut ledger_sql = ledger.create_statements(&coordinates).to_vec();
+        ledger_sql.push(gates.create_statement());
         if !missing.is_empty() || conn.create_tables {
             let alter = (!missing.is_empty()).then(|| {
                 format!(
@@ -324,12 +340,7 @@ impl ClickHouseSink {
         .map_err(|e| fail(e.to_string(), false))?;
 
         let column_list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
-        let insert_sql = format!(
-            "INSERT INTO {}.{} ({}) FORMAT Native",
-            quote_ident(&conn.database),
-            quote_ident(&table.table),
-            column_list.join(", ")
-        );
+        let column_list = format!("({})", column_list.join(", "));
         let positions = Arc::new(TablePositions {
             sink: name.clone(),
             client: client.clone(),
@@ -340,13 +351,15 @@ impl ClickHouseSink {
         let sink = Self {
             name,
             client,
-            insert_sql,
+            database: conn.database.clone(),
+            column_list,
             columns,
             settings: conn.settings.clone(),
             caps,
             schema,
             positions,
             fence: None,
+            gates,
             uncertain: None,
         };
         // The ledger must answer before any write relies on it.
@@ -418,15 +431,22 @@ impl ClickHouseSink {
 
     async fn insert(
         &self,
+        gate: &str,
         body: Bytes,
         token: Option<String>,
         query_id: &str,
     ) -> Result<(), clickhouse::error::Error> {
+        let sql = format!(
+            "INSERT INTO {}.{} {} FORMAT Native",
+            quote_ident(&self.database),
+            quote_ident(gate),
+            self.column_list
+        );
         // Without timeouts a server that accepts the connection but never answers (one
         // that is shutting down, say) would hang the write forever.
         let mut insert = self
             .client
-            .insert_formatted_with(self.insert_sql.clone())
+            .insert_formatted_with(sql)
             .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
         for (k, v) in &self.settings {
             insert = insert.with_setting(k, v);
@@ -519,11 +539,12 @@ impl Sink for ClickHouseSink {
         &self.name
     }
 
-    /// Reads what the table holds for the batch's partitions, drops those rows, checks
-    /// this instance still owns the partitions, then inserts the rest.
-    async fn write(&mut self, batch: &SinkBatch) -> Result<(), SinkError> {
+    /// Checks this instance still owns the batch's partitions, passes its gate, reads
+    /// what the table holds for them, drops those rows and inserts the rest.
+    async fn write(&mut self, batch: &SinkBatch) -> Result<Written, SinkError> {
+        let mut written = Written::default();
         if batch.num_rows() == 0 {
-            return Ok(());
+            return Ok(written);
         }
         // A previous attempt may still be committing on the server: reading positions
         // before it ends would miss its rows and write them again.
@@ -531,17 +552,10 @@ impl Sink for ClickHouseSink {
             self.wait_for_query(&query_id).await?;
             self.uncertain = None;
         }
-        let progress = self.positions.progress(&batch.next_offsets).await?;
-        let todo = batch.retain(|p| !progress.holds(p));
-        if todo.num_rows() < batch.num_rows() {
-            tracing::info!(sink = %self.name, skipped = batch.num_rows() - todo.num_rows(),
-                "rows already in the table (a replay) are not written again");
-        }
-        if todo.num_rows() == 0 {
-            return Ok(());
-        }
-        let mut todo = todo;
+        let mut todo = batch.clone();
+        let mut generation = 0;
         if let Some(fence) = &self.fence {
+            generation = fence.generation();
             let gone = fence
                 .check(&todo.next_offsets, batch.fence_epoch)
                 .await
@@ -552,38 +566,76 @@ impl Sink for ClickHouseSink {
             if !gone.is_empty() {
                 tracing::warn!(sink = %self.name, partitions = ?gone,
                     "not writing rows of partitions given up since the batch started");
-                todo =
-                    todo.retain(|p| !gone.iter().any(|(t, n)| t == p.topic && *n == p.partition));
-                if todo.num_rows() == 0 {
-                    return Ok(());
+                todo = without(&todo, &gone);
+                written.not_owned.extend(gone);
+            }
+        }
+        // Another writer closing our gate means it took some of these partitions; the
+        // next admission finds out which.
+        for _ in 0..3 {
+            if todo.num_rows() == 0 {
+                return Ok(written);
+            }
+            let partitions: Vec<Partition> = todo
+                .next_offsets
+                .iter()
+                .map(|(t, p, _)| (t.to_string(), p))
+                .collect();
+            let admission = self.gates.admit(&partitions, generation).await?;
+            if !admission.refused.is_empty() {
+                todo = without(&todo, &admission.refused);
+                written.not_owned.extend(admission.refused);
+                continue;
+            }
+            let progress = self.positions.progress(&todo.next_offsets).await?;
+            let fresh = todo.retain(|p| !progress.holds(p));
+            if fresh.num_rows() < todo.num_rows() {
+                tracing::info!(sink = %self.name, skipped = todo.num_rows() - fresh.num_rows(),
+                    "rows already in the table (a replay) are not written again");
+            }
+            if fresh.num_rows() == 0 {
+                return Ok(written);
+            }
+            let body = self.encode(&fresh)?;
+            let token = self.caps.dedup_token().then(|| dedup_token(&fresh));
+            let query_id = uuid::Uuid::new_v4().to_string();
+            match self
+                .insert(&admission.table, Bytes::from(body), token, &query_id)
+                .await
+            {
+                Ok(()) => return Ok(written),
+                Err(e) if self.gates.closed_by(&e) => {
+                    tracing::warn!(sink = %self.name,
+                        "another instance closed this writer's insert gate: checking which partitions it took");
+                }
+                Err(e) => {
+                    // Sent, but no answer: the server may be inserting it still.
+                    if matches!(
+                        e,
+                        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+                    ) {
+                        self.uncertain = Some(query_id.clone());
+                    }
+                    return Err(self.error(format!("insert failed: {e}"), is_retryable(&e)));
                 }
             }
         }
-        let body = self.encode(&todo)?;
-        let token = self.caps.dedup_token().then(|| dedup_token(&todo));
-        let query_id = uuid::Uuid::new_v4().to_string();
-        self.insert(Bytes::from(body), token, &query_id)
-            .await
-            .map_err(|e| {
-                // Sent, but no answer: the server may be inserting it still.
-                if matches!(
-                    e,
-                    clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
-                ) {
-                    self.uncertain = Some(query_id.clone());
-                }
-                SinkError {
-                    sink: self.name.clone(),
-                    retryable: is_retryable(&e),
-                    message: format!("insert failed: {e}"),
-                    fenced: false,
-                }
-            })
+        Err(self.error(
+            "other instances keep taking this writer's partitions".into(),
+            true,
+        ))
     }
 
     fn positions(&self) -> Arc<dyn crate::Positions> {
         self.positions.clone()
     }
+}
+
+/// The batch without the rows of `partitions`.
+fn without(batch: &SinkBatch, partitions: &[Partition]) -> SinkBatch {
+    let mut rest = batch.clone();
+    rest.drop_partitions(|t, n| partitions.iter().any(|(pt, pn)| pt == t && *pn == n));
+    rest
 }
 
 /// A column as `system.columns` describes it.

@@ -78,18 +78,24 @@ impl Ledger {
                  ENGINE = AggregatingMergeTree() ORDER BY (topic, partition)",
                 self.qualified(&self.ledger)
             ),
-            format!(
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS {} TO {} AS SELECT {} AS topic, \
-                 {} AS partition, maxState({} + 1) AS next, maxState(now()) AS at \
-                 FROM {} GROUP BY topic, partition",
-                self.qualified(&self.view),
-                self.qualified(&self.ledger),
-                quote_ident(&coords.topic),
-                quote_ident(&coords.partition),
-                quote_ident(&coords.offset),
-                self.qualified(&self.table)
-            ),
+            self.view_statement(coords, &self.view, &self.table),
         ]
+    }
+
+    /// The view folding the blocks inserted into `source` (the table itself, or an
+    /// insert gate in front of it) into the ledger.
+    pub fn view_statement(&self, coords: &Coordinates, view: &str, source: &str) -> String {
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {} TO {} AS SELECT {} AS topic, \
+             {} AS partition, maxState({} + 1) AS next, maxState(now()) AS at \
+             FROM {} GROUP BY topic, partition",
+            self.qualified(view),
+            self.qualified(&self.ledger),
+            quote_ident(&coords.topic),
+            quote_ident(&coords.partition),
+            quote_ident(&coords.offset),
+            self.qualified(source)
+        )
     }
 
     /// Per partition of `topics` (of every topic when empty): the ledger's next offset

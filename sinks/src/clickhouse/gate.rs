@@ -1,0 +1,427 @@
+//! Insert gates: one writer per Kafka partition, decided by the ClickHouse server.
+//!
+//! ClickHouse has no conditional insert, so checking ownership before an insert leaves
+//! a window: a member paused after its check (or a broker that hands one partition to
+//! two members) can land rows another member already wrote. Gates close it with two
+//! things the server does serialize:
+//!
+//! - A writer never inserts into the table itself but into its own *gate*: a `Null`
+//!   table with the table's columns and two materialized views, one passing the rows on
+//!   to the table, one feeding the position ledger.
+//! - `DROP TABLE` of a gate waits for the inserts running through it, and every later
+//!   insert into it fails with "table doesn't exist" (measured on 18.16; current servers
+//!   need `SYNC` for the wait).
+//!
+//! A writer that starts writing partitions registers its gate in a registry table under
+//! an order `(k, token)` (`k` one past the highest seen), creates it, then reads the
+//! registry for the gates registered for the same partitions: a higher one means another
+//! writer took them later (this writer gives them up and says so); every lower one is
+//! dropped. Only then does it read the table's positions and insert. Registration comes
+//! before the read, so of two writers of a partition at least one sees the other: the
+//! higher drops the lower (waiting out its inserts under way) before reading positions,
+//! or the lower backs off before writing. Either way, once a writer has read positions,
+//! no other writer's insert into those partitions can land, whatever the broker says.
+//!
+//! A partition lost this way stays refused until the consumer group moves (a new
+//! rebalance on this member), so two members both told they own it do not take it from
+//! each other on every batch.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::SinkError;
+
+use super::types::{ServerCaps, quote_ident};
+use super::{escape_literal, is_retryable, query_json, server_error_code};
+use crate::clickhouse::progress::{Coordinates, Ledger};
+
+/// A Kafka partition: (topic, partition).
+pub type Partition = (String, i32);
+
+/// The gate this writer inserts through.
+#[derive(Debug, Clone)]
+struct Gate {
+    k: u64,
+    token: String,
+    admitted: BTreeSet<Partition>,
+    /// The consumer generation it was opened in.
+    generation: u64,
+}
+
+/// What a write may do: the table to insert into and the partitions it must not write.
+#[derive(Debug)]
+pub struct Admission {
+    /// The gate table's name (in the sink's database).
+    pub table: String,
+    /// Partitions another writer took after this one: their rows are not written.
+    pub refused: Vec<Partition>,
+}
+
+/// The gates of one table and this writer's own.
+pub struct Gates {
+    sink: String,
+    client: clickhouse::Client,
+    database: String,
+    table: String,
+    coordinates: Coordinates,
+    drop_sync: bool,
+    current: Option<Gate>,
+    /// This writer's gate that another writer dropped, until the next admission looks
+    /// at who took which partitions.
+    closed: Option<Gate>,
+    /// Partitions taken by a later gate, with the consumer generation they were lost in.
+    lost: BTreeMap<Partition, u64>,
+}
+
+impl Gates {
+    pub fn new(
+        sink: &str,
+        client: clickhouse::Client,
+        database: &str,
+        table: &str,
+        coordinates: Coordinates,
+        caps: ServerCaps,
+    ) -> Self {
+        Self {
+            sink: sink.into(),
+            client,
+            database: database.into(),
+            table: table.into(),
+            coordinates,
+            // Atomic databases (default since 20.10) drop tables in the background
+            // unless told SYNC, which waits for the queries using them.
+            drop_sync: caps.version >= (20, 10),
+            current: None,
+            closed: None,
+            lost: BTreeMap::new(),
+        }
+    }
+
+    fn registry(&self) -> String {
+        format!("{}__ingest_gates", self.table)
+    }
+
+    fn gate_name(&self, token: &str) -> String {
+        format!("{}__gate_{token}", self.table)
+    }
+
+    fn qualified(&self, name: &str) -> String {
+        format!("{}.{}", quote_ident(&self.database), quote_ident(name))
+    }
+
+    /// The registry table (idempotent).
+    pub fn create_statement(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (k UInt64, token String, topic String, partition Int32, \
+             at DateTime DEFAULT now()) ENGINE = MergeTree() ORDER BY (topic, partition, k)",
+            self.qualified(&self.registry())
+        )
+    }
+
+    /// Admits a write of `partitions`: reuses this writer's gate when it already admits
+    /// them, else registers a new one (taking the partitions from older gates).
+    /// `generation` counts the consumer's rebalances: a partition lost to another writer
+    /// is refused until it moves.
+    pub async fn admit(
+        &mut self,
+        partitions: &[Partition],
+        generation: u64,
+    ) -> Result<Admission, SinkError> {
+        self.lost.retain(|_, lost_in| *lost_in == generation);
+        if let Some(closed) = self.closed.take() {
+            self.taken_from(&closed, generation).await?;
+        }
+        let refused: Vec<Partition> = partitions
+            .iter()
+            .filter(|p| self.lost.contains_key(*p))
+            .cloned()
+            .collect();
+        let wanted: BTreeSet<Partition> = partitions
+            .iter()
+            .filter(|p| !self.lost.contains_key(*p))
+            .cloned()
+            .collect();
+        let covered = self
+            .current
+            .as_ref()
+            .is_some_and(|g| wanted.is_subset(&g.admitted));
+        if !covered && !wanted.is_empty() {
+            let mut all = wanted.clone();
+            if let Some(g) = &self.current {
+                all.extend(
+                    g.admitted
+                        .iter()
+                        .filter(|p| !self.lost.contains_key(*p))
+                        .cloned(),
+                );
+            }
+            self.acquire(all, generation).await?;
+        }
+        let refused = refused
+            .into_iter()
+            .chain(
+                partitions
+                    .iter()
+                    .filter(|p| self.lost.contains_key(*p) && wanted.contains(*p))
+                    .cloned(),
+            )
+            .collect();
+        let table = match &self.current {
+            Some(g) => self.gate_name(&g.token),
+            None => String::new(),
+        };
+        Ok(Admission { table, refused })
+    }
+
+    /// True when `error` says this writer's gate is gone: another writer took (some of)
+    /// its partitions. The gate is forgotten; the next admission finds out which.
+    pub fn closed_by(&mut self, error: &clickhouse::error::Error) -> bool {
+        let clickhouse::error::Error::BadResponse(text) = error else {
+            return false;
+        };
+        let Some(gate) = &self.current else {
+            return false;
+        };
+        // UNKNOWN_TABLE naming our gate.
+        if server_error_code(text) == Some(60) && text.contains(&self.gate_name(&gate.token)) {
+            self.closed = self.current.take();
+            return true;
+        }
+        false
+    }
+
+    /// After `closed` was dropped by another writer: the partitions registered after it
+    /// are lost, unless the consumer group moved since it was opened (this member was
+    /// given them again: it takes them back).
+    async fn taken_from(&mut self, closed: &Gate, generation: u64) -> Result<(), SinkError> {
+        if generation != closed.generation {
+            return Ok(());
+        }
+        let mine = (closed.k, closed.token.clone());
+        let taken: BTreeSet<Partition> = self
+            .registered(&closed.admitted, &closed.token)
+            .await?
+            .into_iter()
+            .filter(|(order, _)| *order > mine)
+            .map(|(_, p)| p)
+            .collect();
+        if !taken.is_empty() {
+            tracing::warn!(sink = %self.sink, partitions = ?taken,
+                "another instance took these partitions: leaving them to it until the group rebalances");
+        }
+        for p in taken {
+            self.lost.insert(p, generation);
+        }
+        Ok(())
+    }
+
+    /// Registers and creates a gate for `wanted`, gives up the partitions a later gate
+    /// holds, drops the earlier gates of the rest.
+    async fn acquire(
+        &mut self,
+        mut wanted: BTreeSet<Partition>,
+        generation: u64,
+    ) -> Result<(), SinkError> {
+        let previous = self.current.take();
+        loop {
+            let k = self.highest_k().await? + 1;
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            self.register(k, &token, &wanted).await?;
+            self.create_gate(&token).await?;
+            let mine = (k, token.clone());
+            let mut later = BTreeSet::new();
+            let mut earlier = BTreeSet::new();
+            for (order, partition) in self.registered(&wanted, &token).await? {
+                if order > mine {
+                    later.insert(partition);
+                } else {
+                    earlier.insert(order.1);
+                }
+            }
+            if !later.is_empty() {
+                tracing::warn!(sink = %self.sink, partitions = ?later,
+                    "another instance started writing these partitions later: leaving them to it");
+                self.drop_gate(&token).await?;
+                for p in &later {
+                    self.lost.insert(p.clone(), generation);
+                    wanted.remove(p);
+                }
+                if wanted.is_empty() {
+                    return Ok(());
+                }
+                continue;
+            }
+            if let Some(previous) = &previous {
+                earlier.insert(previous.token.clone());
+            }
+            // Gates long gone stay registered; a gate registered but not created yet
+            // sees this registration once created, and backs off.
+            let existing = self.existing_gates().await?;
+            earlier.retain(|t| existing.contains(t));
+            for other in &earlier {
+                // Waits for the inserts running through it.
+                self.drop_gate(other).await?;
+            }
+            tracing::info!(sink = %self.sink, gate = %self.gate_name(&token), k,
+                partitions = wanted.len(), dropped = earlier.len(), "insert gate opened");
+            self.current = Some(Gate {
+                k,
+                generation,
+                token,
+                admitted: wanted,
+            });
+            return Ok(());
+        }
+    }
+
+    /// Tokens of the gates (or their leftover views) on the server now.
+    async fn existing_gates(&self) -> Result<BTreeSet<String>, SinkError> {
+        let prefix = self.gate_name("");
+        let rows = self
+            .query(&format!(
+                "SELECT name FROM system.tables WHERE database = '{}' AND startsWith(name, '{}')",
+                escape_literal(&self.database),
+                escape_literal(&prefix)
+            ))
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let rest = r["name"].as_str()?.strip_prefix(&prefix)?;
+                Some(rest.split('_').next()?.to_string())
+            })
+            .collect())
+    }
+
+    async fn highest_k(&self) -> Result<u64, SinkError> {
+        let rows = self
+            .query(&format!(
+                "SELECT max(k) AS k FROM {}",
+                self.qualified(&self.registry())
+            ))
+            .await?;
+        Ok(rows.first().map_or(0, |r| number(&r["k"])))
+    }
+
+    async fn register(
+        &self,
+        k: u64,
+        token: &str,
+        partitions: &BTreeSet<Partition>,
+    ) -> Result<(), SinkError> {
+        let values: Vec<String> = partitions
+            .iter()
+            .map(|(t, p)| format!("({k}, '{token}', '{}', {p})", escape_literal(t)))
+            .collect();
+        self.run(format!(
+            "INSERT INTO {} (k, token, topic, partition) VALUES {}",
+            self.qualified(&self.registry()),
+            values.join(", ")
+        ))
+        .await
+    }
+
+    /// Other gates registered for any of `partitions`: ((k, token), partition).
+    async fn registered(
+        &self,
+        partitions: &BTreeSet<Partition>,
+        token: &str,
+    ) -> Result<Vec<((u64, String), Partition)>, SinkError> {
+        let list: Vec<String> = partitions
+            .iter()
+            .map(|(t, p)| format!("('{}', {p})", escape_literal(t)))
+            .collect();
+        let rows = self
+            .query(&format!(
+                "SELECT k, token, topic, partition FROM {} WHERE (topic, partition) IN ({}) \
+                 AND token != '{token}'",
+                self.qualified(&self.registry()),
+                list.join(", ")
+            ))
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    (
+                        number(&r["k"]),
+                        r["token"].as_str().unwrap_or("").to_string(),
+                    ),
+                    (
+                        r["topic"].as_str().unwrap_or("").to_string(),
+                        number(&r["partition"]) as i32,
+                    ),
+                )
+            })
+            .collect())
+    }
+
+    async fn create_gate(&self, token: &str) -> Result<(), SinkError> {
+        let gate = self.gate_name(token);
+        self.run(format!(
+            "CREATE TABLE {} AS {} ENGINE = Null",
+            self.qualified(&gate),
+            self.qualified(&self.table)
+        ))
+        .await?;
+        self.run(format!(
+            "CREATE MATERIALIZED VIEW {} TO {} AS SELECT * FROM {}",
+            self.qualified(&format!("{gate}_rows")),
+            self.qualified(&self.table),
+            self.qualified(&gate)
+        ))
+        .await?;
+        // Views of a view's target do not fire on old servers: the gate feeds the ledger.
+        let ledger = Ledger::new(&self.database, &self.table);
+        self.run(ledger.view_statement(&self.coordinates, &format!("{gate}_ledger"), &gate))
+            .await
+    }
+
+    /// Drops a gate: the table first (waiting for its inserts), then its views.
+    async fn drop_gate(&self, token: &str) -> Result<(), SinkError> {
+        let gate = self.gate_name(token);
+        let sync = if self.drop_sync { " SYNC" } else { "" };
+        for name in [
+            gate.clone(),
+            format!("{gate}_rows"),
+            format!("{gate}_ledger"),
+        ] {
+            self.run(format!(
+                "DROP TABLE IF EXISTS {}{sync}",
+                self.qualified(&name)
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn run(&self, sql: String) -> Result<(), SinkError> {
+        self.client
+            .query(&sql)
+            .execute()
+            .await
+            .map_err(|e| self.error(format!("`{sql}` failed: {e}"), is_retryable(&e)))
+    }
+
+    async fn query(&self, sql: &str) -> Result<Vec<serde_json::Value>, SinkError> {
+        query_json(&self.client, sql)
+            .await
+            .map_err(|e| self.error(format!("`{sql}` failed: {e}"), is_retryable(&e)))
+    }
+
+    fn error(&self, message: String, retryable: bool) -> SinkError {
+        SinkError {
+            sink: self.sink.clone(),
+            message,
+            retryable,
+            fenced: false,
+        }
+    }
+}
+
+/// A number from JSON output (64-bit integers come quoted).
+fn number(value: &serde_json::Value) -> u64 {
+    value
+        .as_u64()
+        .or_else(|| value.as_str()?.parse().ok())
+        .unwrap_or(0)
+}
