@@ -183,7 +183,7 @@ def test_frozen_instance_is_fenced_after_it_wakes(setup, capsys):
     note = Notes(capsys, "zombie")
     partitions = 4
     total = size("zombie_events", 15_000, 200_000)
-    episodes = size("zombie_episodes", 1, 3)
+    episodes = size("zombie_episodes", 1, 5)
     frozen_for = size("zombie_freeze", 10.0, 10.0, float)
     nudge = size("zombie_nudge", 1, 1)
     topic = create_topic(unique("chaos_zombie"), partitions)
