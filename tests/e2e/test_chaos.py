@@ -182,7 +182,7 @@ def test_frozen_instance_is_fenced_after_it_wakes(setup, capsys):
     one wakes up (SIGCONT) and must not write what it no longer owns."""
     note = Notes(capsys, "zombie")
     partitions = 4
-    total = size("zombie_events", 15_000, 200_000)
+    total = size("zombie_events", 15_000, 100_000)
     episodes = size("zombie_episodes", 1, 5)
     frozen_for = size("zombie_freeze", 10.0, 10.0, float)
     nudge = size("zombie_nudge", 1, 1)
@@ -359,5 +359,34 @@ def test_catalog_outage_clickhouse_keeps_its_pace(setup, capsys, tmp_path):
         note(f"/ready 200 again {time.time() - back_at:.1f}s after the catalog was back")
         finish(setup, note, producer, [inst], topic, partitions, iceberg=iceberg,
                extra="----- REST catalog -----\n" + catalog.tail())
+    finally:
+        catalog.stop()
+
+
+def test_catalog_commit_reply_lost_after_the_commit(setup, capsys, tmp_path):
+    """The REST catalog applies a commit and then answers 500 (every 3rd commit): the
+    commit's outcome is unknown to the service. Its retry must find the commit already in
+    the table (by the positions it recorded) and not add the files again. The fixture
+    injects the fault; catalog, tables and files are real."""
+    note = Notes(capsys, "commit-reply-lost")
+    partitions = 4
+    total = size("lost_reply_events", 20_000, 100_000)
+    catalog = RestCatalogProcess(tmp_path, free_port(), ["--lose-commit-reply-every", "3"])
+    catalog.start()
+    try:
+        setup.warehouse = catalog.warehouse
+        topic = create_topic(unique("chaos_lostreply"), partitions)
+        route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
+                             clickhouse_batch={"max_age": "300ms"}, iceberg_batch={"max_age": "500ms"})
+        iceberg = lambda: catalog.table(f"{setup.namespace}.events")  # noqa: E731
+        producer = BackgroundProducer(topic, total, rate=total / 20)
+        producer.start()
+        inst = start(setup, route, catalog={"type": "rest", "uri": catalog.uri})
+        inst.wait_ready(60)
+        finish(setup, note, producer, [inst], topic, partitions, iceberg=iceberg,
+               extra="----- REST catalog -----\n" + catalog.tail())
+        lost = catalog.log_path.read_text().count("INJECTED:")
+        note(f"{lost} commit replies lost after the commit was applied")
+        assert lost >= 2, f"the fault was injected {lost} times\n{catalog.tail()}"
     finally:
         catalog.stop()

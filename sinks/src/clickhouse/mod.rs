@@ -297,7 +297,31 @@ impl ClickHouseSink {
         );
         let mut ledger_sql = ledger.create_statements(&coordinates).to_vec();
         ledger_sql.push(gates.create_statement());
-        if !missing.is_empty() || conn.create_tables {
+        // Without create_tables the ledger, its view and the gate registry must exist.
+        let companions_missing = !conn.create_tables && {
+            let names = [
+                format!("{}__ingest_positions", table.table),
+                format!("{}__ingest_positions_mv", table.table),
+                format!("{}__ingest_gates", table.table),
+            ];
+            let sql = format!(
+                "SELECT count() AS n FROM system.tables WHERE database = '{}' AND name IN ('{}')",
+                escape_literal(&conn.database),
+                names
+                    .iter()
+                    .map(|n| escape_literal(n))
+                    .collect::<Vec<_>>()
+                    .join("', '")
+            );
+            let rows = query_json(&client, &sql)
+                .await
+                .map_err(|e| fail(format!("cannot read system.tables: {e}"), is_retryable(&e)))?;
+            let found = rows
+                .first()
+                .and_then(|r| r["n"].as_u64().or_else(|| r["n"].as_str()?.parse().ok()));
+            found != Some(names.len() as u64)
+        };
+        if !missing.is_empty() || companions_missing || conn.create_tables {
             let alter = (!missing.is_empty()).then(|| {
                 format!(
                     "ALTER TABLE {}.{} {}",
@@ -314,7 +338,7 @@ impl ClickHouseSink {
                     .collect();
                 return Err(fail(
                     format!(
-                        "the table lacks the Kafka coordinate columns that make writes exactly-once; run: {}",
+                        "the table lacks the Kafka coordinate columns, position ledger or gate registry that make writes exactly-once; run: {}",
                         statements.join("; ")
                     ),
                     false,
