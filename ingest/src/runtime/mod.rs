@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use ingest_sinks::{Fence, OffsetMap, Sink, SinkBatch, SinkError, Written};
+use ingest_sinks::{Fence, OffsetMap, Positions, Sink, SinkBatch, SinkError, Written};
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -41,7 +41,7 @@ pub async fn run(
     let Some(mut routes) = open_with_retry(&loaded, fence, shutdown.clone()).await? else {
         return Ok(());
     };
-    let readers = routes
+    let readers: Vec<Vec<Arc<dyn Positions>>> = routes
         .iter()
         .map(|r| {
             r.lanes
@@ -49,6 +49,11 @@ pub async fn run(
                 .filter_map(|lane| lane.sink.as_ref().map(|s| s.positions()))
                 .collect()
         })
+        .collect();
+    let positions = routes
+        .iter()
+        .zip(&readers)
+        .map(|(r, readers)| (r.route.name.clone(), readers.clone()))
         .collect();
     let route_of = {
         let loaded = loaded.clone();
@@ -71,6 +76,7 @@ pub async fn run(
     health.set_ready(true);
 
     let mut pipeline = Pipeline {
+        positions,
         loaded: &loaded,
         consumer: &consumer,
         dead_letters: dead_letters.as_ref(),
@@ -203,6 +209,8 @@ struct Pipeline<'a> {
     assigned: HashSet<(String, i32)>,
     /// Turns true on SIGTERM/SIGINT; write retries give up on it.
     shutdown: watch::Receiver<bool>,
+    /// Per route name, its sinks' position readers.
+    positions: HashMap<String, Vec<Arc<dyn Positions>>>,
 }
 
 impl Pipeline<'_> {
@@ -375,8 +383,63 @@ impl Pipeline<'_> {
             elapsed_ms = outcome.started.elapsed().as_millis() as u64,
             "flushed"
         );
+        if !written.not_owned.is_empty() {
+            self.rewind(route, &written.not_owned).await;
+        }
         let committable = route.committable(&offsets);
         self.commit(&committable)
+    }
+
+    /// A sink left these partitions to another writer (its ClickHouse insert gate lost
+    /// them) while this member still reads them: the rows read since are dropped from
+    /// every lane and the partitions are read again from the minimum of the sinks'
+    /// positions. Whenever this member writes them again, it continues exactly where
+    /// each sink stands (never past rows nobody wrote).
+    async fn rewind(&mut self, route: &mut RouteState, partitions: &[(String, i32)]) {
+        let owned: Vec<(String, i32)> = partitions
+            .iter()
+            .filter(|p| self.assigned.contains(*p))
+            .cloned()
+            .collect();
+        if owned.is_empty() {
+            return;
+        }
+        // Writes already started on them no longer count for them.
+        self.consumer.context().ownership.revoke(&owned);
+        route.revoke(&owned);
+        let mut wanted = OffsetMap::default();
+        for (topic, partition) in &owned {
+            wanted.advance(topic, *partition, 0);
+        }
+        let readers = self
+            .positions
+            .get(&route.route.name)
+            .cloned()
+            .unwrap_or_default();
+        let known = futures::future::join_all(readers.iter().map(|r| r.read(&wanted))).await;
+        for (topic, partition) in &owned {
+            let start = known
+                .iter()
+                .map(|k| k.as_ref().ok().and_then(|k| k.get(topic, *partition)))
+                .collect::<Option<Vec<i64>>>()
+                .and_then(|v| v.into_iter().min());
+            // A sink that cannot say: the committed group offset, never ahead of it.
+            let offset = start.map_or(Offset::Stored, Offset::Offset);
+            match self
+                .consumer
+                .seek(topic, *partition, offset, Duration::from_secs(10))
+            {
+                Ok(()) => tracing::info!(
+                    topic,
+                    partition,
+                    ?offset,
+                    "another instance writes this partition: reading it again from the sinks' positions"
+                ),
+                Err(e) => {
+                    tracing::warn!(topic, partition, error = %e, "cannot re-read a partition")
+                }
+            }
+        }
     }
 
     async fn dispose_rejected(
