@@ -182,7 +182,7 @@ def test_frozen_instance_is_fenced_after_it_wakes(setup, capsys):
     one wakes up (SIGCONT) and must not write what it no longer owns."""
     note = Notes(capsys, "zombie")
     partitions = 4
-    total = size("zombie_events", 15_000, 100_000)
+    total = size("zombie_events", 15_000, 50_000)
     episodes = size("zombie_episodes", 1, 5)
     frozen_for = size("zombie_freeze", 10.0, 10.0, float)
     nudge = size("zombie_nudge", 1, 1)

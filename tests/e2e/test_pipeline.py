@@ -48,7 +48,12 @@ def test_two_topics_to_their_sinks_with_exact_counts(setup):
     partitions = clickhouse(f"SELECT uniqExact(_partition) AS p FROM {setup.database}.events")[0]["p"]
     assert int(partitions) == 4
     tables = [r["name"] for r in clickhouse(f"SELECT name FROM system.tables WHERE database = '{setup.database}'")]
-    assert sorted(tables) == ["events", "events__ingest_positions", "events__ingest_positions_mv"]
+    # Plus the running writer's insert gate: a Null table and its two views (one writer ran).
+    gates = sorted(t for t in tables if "__gate_" in t)
+    assert len(gates) == 3, gates
+    assert sorted(set(tables) - set(gates)) == ["events", "events__ingest_gates", "events__ingest_positions",
+                                               "events__ingest_positions_mv"]
+    assert [g.removeprefix(gates[0]) for g in gates] == ["", "_ledger", "_rows"], gates
     # The position ledger agrees with the rows: per partition, one past the highest offset.
     ledger = {int(r["partition"]): int(r["next"]) for r in clickhouse(
         f"SELECT partition, maxMerge(next) AS next FROM {setup.database}.events__ingest_positions GROUP BY partition")}
