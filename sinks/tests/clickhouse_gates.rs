@@ -7,54 +7,18 @@
 //! then, not on demand) and a member paused right after its check. That is the fault
 //! being injected; the server, the table and the gates are real.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arrow_array::{Int64Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema};
+use common::{batch, connection, counts, number, schema, sql, url};
 use ingest_sinks::clickhouse::{
-    ClickHouseConnection, ClickHouseSink, ClickHouseTable, Coordinates, client, query_json,
+    ClickHouseConnection, ClickHouseSink, ClickHouseTable, Coordinates,
 };
-use ingest_sinks::{Fence, Fenced, OffsetMap, RowPosition, Sink, SinkBatch, Written};
+use ingest_sinks::{Fence, Fenced, OffsetMap, Sink, Written};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn url() -> String {
-    std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
-
-fn connection(database: &str) -> ClickHouseConnection {
-    serde_json::from_value(serde_json::json!({ "url": url(), "database": database })).unwrap()
-}
-
-fn schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))
-}
-
-/// Rows of partition 0 at the given offsets; the id is the offset.
-fn batch(offsets: std::ops::Range<i64>) -> SinkBatch {
-    let offsets: Vec<i64> = offsets.collect();
-    let mut next_offsets = OffsetMap::default();
-    next_offsets.advance("events", 0, offsets.iter().max().unwrap() + 1);
-    SinkBatch {
-        batches: vec![
-            RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(offsets.clone()))])
-                .unwrap(),
-        ],
-        positions: vec![
-            offsets
-                .iter()
-                .map(|&offset| RowPosition {
-                    topic: "events",
-                    partition: 0,
-                    offset,
-                })
-                .collect(),
-        ],
-        next_offsets,
-        fence_epoch: 0,
-    }
-}
 
 /// Confirms every ownership check; its generation is moved by the test.
 #[derive(Default)]
@@ -72,16 +36,6 @@ impl Fence for YesFence {
     }
 }
 
-async fn sql(conn: &ClickHouseConnection, text: &str) -> Vec<serde_json::Value> {
-    let c = client(conn);
-    if text.starts_with("SELECT") {
-        query_json(&c, text).await.unwrap()
-    } else {
-        c.query(text).execute().await.unwrap();
-        Vec::new()
-    }
-}
-
 async fn open(conn: &ClickHouseConnection, fence: Arc<YesFence>) -> ClickHouseSink {
     let table: ClickHouseTable =
         serde_json::from_value(serde_json::json!({"table": "events", "order_by": ["id"]})).unwrap();
@@ -89,24 +43,6 @@ async fn open(conn: &ClickHouseConnection, fence: Arc<YesFence>) -> ClickHouseSi
         .await
         .unwrap()
         .with_fence(fence)
-}
-
-fn number(v: &serde_json::Value) -> u64 {
-    v.as_str()
-        .map_or_else(|| v.as_u64().unwrap(), |s| s.parse().unwrap())
-}
-
-/// (rows, distinct offsets) of partition 0.
-async fn counts(conn: &ClickHouseConnection) -> (u64, u64) {
-    let row = &sql(
-        conn,
-        &format!(
-            "SELECT count() AS n, uniqExact(_offset) AS u FROM {}.events",
-            conn.database
-        ),
-    )
-    .await[0];
-    (number(&row["n"]), number(&row["u"]))
 }
 
 fn not_owned() -> Written {

@@ -7,58 +7,13 @@
 //!   replay fills exactly the gaps around them.
 //! - Recovery reads the ledger and recent parts only, not the whole table.
 
-use std::sync::Arc;
+mod common;
 
-use arrow_array::{Int64Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema};
+use common::{batch, connection, counts, schema, sql};
 use ingest_sinks::clickhouse::{
-    ClickHouseConnection, ClickHouseSink, ClickHouseTable, Coordinates, client, query_json,
+    ClickHouseConnection, ClickHouseSink, ClickHouseTable, Coordinates,
 };
-use ingest_sinks::{OffsetMap, RowPosition, Sink, SinkBatch};
-
-fn connection(database: &str) -> ClickHouseConnection {
-    let url = std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
-    serde_json::from_value(serde_json::json!({ "url": url, "database": database })).unwrap()
-}
-
-fn schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))
-}
-
-/// Rows of partition 0 at the given offsets; the id is the offset.
-fn batch(offsets: impl Iterator<Item = i64>) -> SinkBatch {
-    let offsets: Vec<i64> = offsets.collect();
-    let mut next_offsets = OffsetMap::default();
-    next_offsets.advance("events", 0, offsets.iter().max().unwrap() + 1);
-    SinkBatch {
-        batches: vec![
-            RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(offsets.clone()))])
-                .unwrap(),
-        ],
-        positions: vec![
-            offsets
-                .iter()
-                .map(|&offset| RowPosition {
-                    topic: "events",
-                    partition: 0,
-                    offset,
-                })
-                .collect(),
-        ],
-        next_offsets,
-        fence_epoch: 0,
-    }
-}
-
-async fn sql(conn: &ClickHouseConnection, text: &str) -> Vec<serde_json::Value> {
-    let c = client(conn);
-    if text.starts_with("SELECT") {
-        query_json(&c, text).await.unwrap()
-    } else {
-        c.query(text).execute().await.unwrap();
-        Vec::new()
-    }
-}
+use ingest_sinks::{OffsetMap, Sink};
 
 async fn open(conn: &ClickHouseConnection, partition_by: Option<&str>) -> ClickHouseSink {
     let mut table: ClickHouseTable =
@@ -67,23 +22,6 @@ async fn open(conn: &ClickHouseConnection, partition_by: Option<&str>) -> ClickH
     ClickHouseSink::open(conn, &table, schema(), Coordinates::default())
         .await
         .unwrap()
-}
-
-/// (rows, distinct offsets) of partition 0.
-async fn counts(conn: &ClickHouseConnection) -> (u64, u64) {
-    let row = &sql(
-        conn,
-        &format!(
-            "SELECT count() AS n, uniqExact(_offset) AS u FROM {}.events",
-            conn.database
-        ),
-    )
-    .await[0];
-    let n = |v: &serde_json::Value| {
-        v.as_str()
-            .map_or_else(|| v.as_u64().unwrap(), |s| s.parse().unwrap())
-    };
-    (n(&row["n"]), n(&row["u"]))
 }
 
 #[tokio::test]
