@@ -9,7 +9,7 @@ Then latency: events produced at 25/50/90 % of (d)'s rate, event-to-visible-in-C
 p50/p99 for several max_age settings, and a plot of p99 against throughput.
 
 CPU and peak RSS of each pipeline come from the kernel's rusage of the child process
-(wait4); server-side CPU (ClickHouse, Tansu) from /proc deltas over the run.
+(wait4); server-side CPU (ClickHouse, Kafka) from /proc deltas over the run.
 """
 import argparse
 import json
@@ -72,12 +72,12 @@ class Servers:
     """CPU spent by the broker and ClickHouse during a measured run."""
 
     def __enter__(self):
-        self.start = {"clickhouse": proc_cpu("clickhouse-server"), "tansu": proc_cpu("tansu broker")}
+        self.start = {"clickhouse": proc_cpu("clickhouse-server"), "kafka": proc_cpu("kafka.Kafka")}
         return self
 
     def __exit__(self, *exc):
         self.cpu = {k: round(proc_cpu(p) - self.start[k], 2)
-                    for k, p in (("clickhouse", "clickhouse-server"), ("tansu", "tansu broker"))}
+                    for k, p in (("clickhouse", "clickhouse-server"), ("kafka", "kafka.Kafka"))}
 
 
 def run_child(args, stop_when=None, timeout=900, env=None):
@@ -151,7 +151,7 @@ def ingest_config(work, topic, sinks, database, batch=None, order_by=("event_typ
     if "iceberg" in sinks:
         route["iceberg"] = {"table": "events", "partition_by": ["day(ts)"]}
     config = {"kafka": {"brokers": KAFKA, "group_id": f"bench-{uuid.uuid4().hex[:8]}",
-                        "properties": {"fetch.wait.max.ms": "10"}},
+                        "properties": {}},
               # ClickHouse runs on this machine: compressing request bodies only burns CPU.
               "clickhouse": {"url": CLICKHOUSE, "database": database, "compression": "none"},
               "iceberg": {"catalog": {"type": "sql", "uri": f"sqlite://{work}/catalog.db",
@@ -190,8 +190,7 @@ def run_ingest(variant, sinks, topic, events, payload_bytes, work_root):
 
 def run_drain(topic, events):
     with Servers() as servers:
-        out, _, usage = run_child([str(DRAIN), "--brokers", KAFKA, "--topic", topic, "--count", str(events),
-                                   "-X", "fetch.wait.max.ms=10"])
+        out, _, usage = run_child([str(DRAIN), "--brokers", KAFKA, "--topic", topic, "--count", str(events)])
     drained = json.loads(out.strip().splitlines()[-1])
     return measured("bare rdkafka drain", "a", events, drained["bytes"], drained["seconds"], usage, servers), drained["bytes"]
 
@@ -393,7 +392,7 @@ def write_summary(result, md_path, png_path):
             notes.append(f"{r['events']:,} events")
         lines.append(f"| ({v}) {r['name']} | {r['events_per_s']:,.0f} | {r['mb_per_s']} | {r['ratio_to_a']} | "
                      f"{r['cpu_s_per_million']} | {r['peak_rss_mib']} | {r['server_cpu_seconds'].get('clickhouse')} / "
-                     f"{r['server_cpu_seconds'].get('tansu')} | {'; '.join(notes)} |")
+                     f"{r['server_cpu_seconds'].get('kafka')} | {'; '.join(notes)} |")
     if result["latency"]:
         lines += ["", "## Latency: event produced → visible in ClickHouse", "",
                   "| max_age | target rate (share of (d)) | achieved rate | p50 s | p99 s |", "|---|---:|---:|---:|---:|"]

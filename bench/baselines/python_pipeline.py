@@ -228,7 +228,6 @@ def main():
         "group.id": a.group or f"bench-f-{uuid.uuid4().hex[:8]}",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
-        "fetch.wait.max.ms": 10,  # Tansu holds every fetch this long (deploy/local/env.sh)
     }
     for kv in a.props:
         k, v = kv.split("=", 1)

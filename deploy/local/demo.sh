@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: installs what is missing, starts Tansu and ClickHouse, builds the
+# `make demo`: installs what is missing, starts the local stack (Apache Kafka, ClickHouse, ...), builds the
 # service, produces sample events to two topics, runs the pipeline until both sinks
 # hold them, stops it with SIGTERM, and prints one aggregate from each sink.
 set -euo pipefail

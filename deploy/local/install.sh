@@ -1,53 +1,26 @@
 #!/usr/bin/env bash
-# Installs the local service stack (Tansu broker, ClickHouse 18.16, JDBC jars,
-# Python venv with the independent readers' libraries, Spark jar fix).
+# Installs the local service stack: the Python venv with the independent readers'
+# libraries, the Spark jar fix, then every service of services/*.sh (PostgreSQL,
+# NATS, Apache Kafka, ClickHouse 18.16, SeaweedFS, the Schema Registry).
 # Idempotent: every step checks what is already there and skips it, so a warm
-# machine re-runs this in a second or two. Safe to run from make/CI as root.
+# machine re-runs this in a few seconds. Safe to run from make/CI as root. Each
+# step prints how long it took (a fresh machine's times are in docs/testing.md).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STACK_DIR=$HERE
 . "$HERE/env.sh"
-
-export DEBIAN_FRONTEND=noninteractive
+. "$HERE/lib.sh"
+for f in "$HERE"/services/*.sh; do . "$f"; done
 mkdir -p "$STACK_HOME" "$STACK_JARS" "$STACK_LIB"
 
 # One install at a time (make demo and make test may race on a fresh machine).
 exec 9>"$STACK_HOME/.install.lock"
 flock 9
 
-step_t0=0
-step() { step_t0=$(date +%s); printf '[install] %s ... ' "$1"; }
-done_() { echo "$1 ($(( $(date +%s) - step_t0 ))s)"; }
-
 # ------------------------------------------------------------------ apt ---
-APT_PKGS=(clickhouse-server clickhouse-client
-          libxerial-sqlite-jdbc-java libpostgresql-jdbc-java libjarjar-java)
+# JDBC drivers and jarjar for the Spark reader; openssl for the stack's CA.
 step "apt packages"
-missing=()
-for p in "${APT_PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -eq 0 ]; then
-  done_ "present"
-else
-  # Keep the Debian package from starting its own clickhouse-server (its
-  # postinst runs invoke-rc.d ... start): we run our own process and config.
-  # policy-rc.d exit 101 = "action forbidden"; only add it if none exists.
-  own_policy=
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d
-    own_policy=1
-  fi
-  cleanup_policy() { [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d; }
-  trap cleanup_policy EXIT
-  apt_install() { apt-get install -y -q --no-install-recommends "${missing[@]}" >"$STACK_HOME/apt.log" 2>&1; }
-  # A fresh machine may have no (or stale) package lists: update once, retry.
-  if ! apt_install; then
-    apt-get update -q >>"$STACK_HOME/apt.log" 2>&1
-    apt_install || { tail -20 "$STACK_HOME/apt.log" >&2; exit 1; }
-  fi
-  cleanup_policy; trap - EXIT
-  done_ "installed ${missing[*]}"
-fi
+r=$(apt_ensure libxerial-sqlite-jdbc-java libpostgresql-jdbc-java libjarjar-java openssl curl); done_ "$r"
 
 # ---------------------------------------------------------- python venv ---
 REQ="$HERE/requirements.txt"
@@ -118,9 +91,9 @@ PYEOF
 fi
 
 # ------------------------------------------------------------ librdkafka ---
-# Debian's librdkafka 2.0.2 (linked by clickhouse-server's Kafka engine and kcat)
-# is rejected by Tansu ("Read underflow"); the wheel's newer ABI-compatible copy,
-# first on LD_LIBRARY_PATH, fixes that.
+# Debian's librdkafka 2.0.2 is linked by clickhouse-server's Kafka engine (the
+# benchmark's baseline); the wheel's newer ABI-compatible copy, first on
+# LD_LIBRARY_PATH, gives it a client as current as the one the service uses.
 step "librdkafka"
 src=$(newest "$SITE/confluent_kafka.libs/librdkafka-*.so.1")
 if cmp -s "$src" "$STACK_LIB/librdkafka.so.1"; then
@@ -130,42 +103,7 @@ else
   done_ "copied $(basename "$src")"
 fi
 
-# ---------------------------------------------------------------- Tansu ---
-# Build with a storage engine: default features have none (broker exits with
-# FeatureNotEnabled). ~12 min on 2 cores, so only when missing, and last so the
-# quick steps are done first on a fresh machine.
-TANSU_FEATURES=${TANSU_FEATURES:-dynostore,postgres}
-# Pinned: the flags used by up.sh are those of 0.6.0.
-TANSU_VERSION=${TANSU_VERSION:-0.6.0}
-step "tansu"
-tansu_present() { command -v tansu >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; }
-# A tansu that cargo installed without a storage feature is useless: rebuild it.
-tansu_featureless() {
-  python3 - "${CARGO_HOME:-$HOME/.cargo}/.crates2.json" <<'PYEOF'
-import json, sys
-try:
-    installs = json.load(open(sys.argv[1]))["installs"]
-except Exception:
-    sys.exit(1)
-sys.exit(0 if any(k.startswith("tansu ") and "dynostore" not in v.get("features", []) for k, v in installs.items()) else 1)
-PYEOF
-}
-if tansu_present && ! tansu_featureless; then
-  done_ "present ($(tansu_bin=$(command -v tansu || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"); "$tansu_bin" --version 2>/dev/null))"
-else
-  # Another `cargo install tansu` (e.g. a previous run in the background) would
-  # race us for the same target dir and output: wait for it instead.
-  if pgrep -f '^[^ ]*cargo install tansu' >/dev/null; then
-    printf 'waiting for the running cargo install tansu... '
-    while pgrep -f '^[^ ]*cargo install tansu' >/dev/null; do sleep 10; done
-  fi
-  if tansu_present; then
-    done_ "built by the other cargo install"
-  else
-    echo
-    cargo install tansu --locked --force --features "$TANSU_FEATURES" ${TANSU_VERSION:+--version "$TANSU_VERSION"}
-    done_ "installed"
-  fi
-fi
+# ------------------------------------------------------------- services ---
+for svc in "${STACK_SERVICES[@]}"; do "install_$svc"; done
 
-echo "[install] ok: STACK_HOME=$STACK_HOME tansu=$(command -v tansu || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu")"
+echo "[install] ok: STACK_HOME=$STACK_HOME"

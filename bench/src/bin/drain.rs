@@ -16,7 +16,7 @@ struct Args {
     topic: String,
     #[arg(long)]
     count: u64,
-    /// librdkafka consumer setting, repeatable: -X key=value (e.g. fetch.wait.max.ms=10).
+    /// librdkafka consumer setting, repeatable: -X key=value (e.g. fetch.min.bytes=1).
     #[arg(short = 'X')]
     property: Vec<String>,
 }
