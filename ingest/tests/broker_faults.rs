@@ -249,24 +249,7 @@ async fn every_event_lands_once_in_each_sink_despite_broker_faults() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.broker_up(2).unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let ch = clickhouse_ids(&database).await.len() as u64;
-        let ice = iceberg_ids(&loaded).await.len() as u64;
-        if ch >= EVENTS && ice >= EVENTS {
-            break;
-        }
-        assert!(
-            !service.is_finished(),
-            "the service stopped early: {:?}",
-            service.join()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "timed out: {ch} rows in ClickHouse, {ice} in Iceberg of {EVENTS}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for_every_event(&service, &database, &loaded).await;
     stop.send(true).unwrap();
     service
         .join()
@@ -281,14 +264,87 @@ async fn every_event_lands_once_in_each_sink_despite_broker_faults() {
     stop.send(true).unwrap();
     again.join().unwrap().unwrap();
 
-    let ch = compare("clickhouse", &clickhouse_ids(&database).await);
-    let ice = compare("iceberg", &iceberg_ids(&loaded).await);
+    verify_and_clean_up(&database, &loaded, &dir).await;
+}
+
+/// Kafka answers a commit made while the group rebalances with ILLEGAL_GENERATION or
+/// REBALANCE_IN_PROGRESS (seen on Kafka 4.4 whenever a member joins a cooperative
+/// group). The member still owns its partitions: the rows must be written, not dropped
+/// as if another member owned them (that left a gap: the consumer read on past them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_refused_during_a_rebalance_loses_nothing() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", PARTITIONS, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = std::env::temp_dir().join(format!("ingest-faults-gen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("faults_gen_{}", std::process::id());
+    let loaded = config(&bootstrap, &dir, &database);
+
+    produce(&bootstrap, 0, EVENTS / 2).await;
+    let (stop, stopped) = watch::channel(false);
+    let service = start(loaded.clone(), stopped);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    use RDKafkaRespErr::*;
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[
+            RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
+            RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
+            RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
+            RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
+            RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
+            RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
+        ],
+    );
+    produce(&bootstrap, EVENTS / 2, EVENTS).await;
+    wait_for_every_event(&service, &database, &loaded).await;
+    stop.send(true).unwrap();
+    service
+        .join()
+        .unwrap()
+        .expect("the service ends without error");
+    verify_and_clean_up(&database, &loaded, &dir).await;
+}
+
+/// Waits until both sinks hold at least EVENTS rows (fails if the service stops or
+/// two minutes pass: rows that never come are the loss this file looks for).
+async fn wait_for_every_event(
+    service: &std::thread::JoinHandle<anyhow::Result<()>>,
+    database: &str,
+    loaded: &Loaded,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ch = clickhouse_ids(database).await.len() as u64;
+        let ice = iceberg_ids(loaded).await.len() as u64;
+        if ch >= EVENTS && ice >= EVENTS {
+            return;
+        }
+        assert!(!service.is_finished(), "the service stopped early");
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {ch} rows in ClickHouse, {ice} in Iceberg of {EVENTS}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Each sink holds every event once; drops the test's database and files either way.
+async fn verify_and_clean_up(database: &str, loaded: &Loaded, dir: &Path) {
+    let ch = compare("clickhouse", &clickhouse_ids(database).await);
+    let ice = compare("iceberg", &iceberg_ids(loaded).await);
     let conn: ClickHouseConnection =
         serde_json::from_value(serde_json::json!({ "url": clickhouse_url() })).unwrap();
     let _ = client(&conn)
         .query(&format!("DROP DATABASE IF EXISTS {database}"))
         .execute()
         .await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
     ch.and(ice).unwrap();
 }

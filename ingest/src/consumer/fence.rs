@@ -13,10 +13,13 @@ use super::Consumer;
 /// Proves ownership three ways: librdkafka has not declared the assignment lost (it
 /// does so as soon as it sees its session expired, e.g. right after a SIGSTOP ends),
 /// the partitions are in its current assignment, and the group coordinator accepts a
-/// synchronous commit of the offsets already committed (a commit carries the member id
-/// and generation, so Kafka refuses a member the group has moved on from with
-/// `UNKNOWN_MEMBER_ID` or `ILLEGAL_GENERATION`; Tansu 0.6 does not check them, so there
-/// the first two checks are what fences).
+/// synchronous commit of the offsets already committed (a commit carries the member id,
+/// so Kafka refuses a member the group has removed with `UNKNOWN_MEMBER_ID`). A commit
+/// refused with `ILLEGAL_GENERATION` or `REBALANCE_IN_PROGRESS` only says a rebalance
+/// is under way: the member is still in the group, and partitions that move are revoked
+/// here (and seen by the first checks) before any other member gets them, so ownership
+/// is "not confirmed yet" and the write is retried, never dropped as lost (measured on
+/// Kafka 4.4: dropping it left a gap in partitions the member kept).
 pub struct GroupFence {
     consumer: Arc<Consumer>,
     /// What this instance committed last, per partition (the probe commits it again,
@@ -116,9 +119,15 @@ fn probe(
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) => Ok(unassigned),
         Err(KafkaError::ConsumerCommit(
-            code @ (RDKafkaErrorCode::UnknownMemberId
-            | RDKafkaErrorCode::IllegalGeneration
-            | RDKafkaErrorCode::FencedInstanceId),
+            code @ (RDKafkaErrorCode::IllegalGeneration | RDKafkaErrorCode::RebalanceInProgress),
+        )) => Err(Fenced {
+            message: format!(
+                "the consumer group is rebalancing ({code:?}): ownership not confirmed yet"
+            ),
+            lost: false,
+        }),
+        Err(KafkaError::ConsumerCommit(
+            code @ (RDKafkaErrorCode::UnknownMemberId | RDKafkaErrorCode::FencedInstanceId),
         )) => Err(Fenced {
             message: format!(
                 "the consumer group refused this member ({code:?}): another instance owns the partitions"

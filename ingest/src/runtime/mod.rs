@@ -350,8 +350,17 @@ impl Pipeline<'_> {
         let written = match outcome.result {
             Ok(written) => written,
             Err(e) if e.fenced => {
-                // Another instance owns these partitions now: it writes them.
+                // Another instance owns these partitions now: it writes them. Should
+                // this member still be reading some of them (the group kept them here
+                // after all), it reads them again from the sinks' positions: a dropped
+                // batch must never leave a gap behind the consumer's position.
                 tracing::warn!(sink = %state.name, error = %e, "batch dropped: partitions lost");
+                let partitions: Vec<(String, i32)> = outcome
+                    .next_offsets
+                    .iter()
+                    .map(|(topic, partition, _)| (topic.to_string(), partition))
+                    .collect();
+                self.rewind(route, &partitions).await;
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
@@ -391,10 +400,10 @@ impl Pipeline<'_> {
     }
 
     /// A sink left these partitions to another writer (its ClickHouse insert gate lost
-    /// them) while this member still reads them: the rows read since are dropped from
-    /// every lane and the partitions are read again from the minimum of the sinks'
-    /// positions. Whenever this member writes them again, it continues exactly where
-    /// each sink stands (never past rows nobody wrote).
+    /// them), or dropped a batch of them as fenced, while this member still reads them:
+    /// the rows read since are dropped from every lane and the partitions are read again
+    /// from the minimum of the sinks' positions. Whenever this member writes them again,
+    /// it continues exactly where each sink stands (never past rows nobody wrote).
     async fn rewind(&mut self, route: &mut RouteState, partitions: &[(String, i32)]) {
         let owned: Vec<(String, i32)> = partitions
             .iter()
@@ -433,7 +442,7 @@ impl Pipeline<'_> {
                     topic,
                     partition,
                     ?offset,
-                    "another instance writes this partition: reading it again from the sinks' positions"
+                    "a sink did not write this partition's latest rows: reading it again from the sinks' positions"
                 ),
                 Err(e) => {
                     tracing::warn!(topic, partition, error = %e, "cannot re-read a partition")
