@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod decode;
 pub mod health;
+pub mod logging;
 pub mod produce;
 pub mod route;
 pub mod runtime;

@@ -8,6 +8,7 @@ use ingest::config::{self, Loaded};
 use ingest::decode::{JsonDecoder, Message};
 use ingest::health::{self, Health};
 use ingest::produce::{ProduceOptions, produce};
+use ingest_sinks::secret::ExposeSecret;
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -120,7 +121,7 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    ingest::logging::init(cli.log_json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -128,7 +129,8 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            let message = one_line(&format!("{e:#}"));
+            eprintln!("error: {}", ingest_sinks::secret::scrub(&message));
             std::process::ExitCode::FAILURE
         }
     }
@@ -138,28 +140,24 @@ fn one_line(text: &str) -> String {
     text.lines().map(str::trim).collect::<Vec<_>>().join(" ")
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+/// Loads a config and has its secrets masked in every log line and error from now on.
+fn load_config(path: &std::path::Path) -> anyhow::Result<Loaded> {
+    let loaded = config::load(path)?;
+    for secret in &loaded.secrets {
+        ingest_sinks::secret::register(secret.expose_secret());
     }
+    Ok(loaded)
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config } => run(config::load(&config)?).await,
+        Command::Run { config } => run(load_config(&config)?).await,
         Command::Validate {
             config,
             connect,
             timeout,
         } => {
-            let loaded = config::load(&config)?;
+            let loaded = load_config(&config)?;
             for route in &loaded.routes {
                 let sinks: Vec<String> = [
                     route
@@ -191,6 +189,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Produce(args) => {
             let options = args.into_options()?;
+            for (key, value) in &options.properties {
+                if ingest_sinks::secret::is_sensitive_key(key) {
+                    ingest_sinks::secret::register(value);
+                }
+            }
             let (count, topic) = (options.count, options.topic.clone());
             let elapsed = tokio::task::spawn_blocking(move || produce(&options)).await??;
             println!(
@@ -209,7 +212,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             payload_out,
             no_positions,
         } => {
-            let loaded = config::load(&config)?;
+            let loaded = load_config(&config)?;
             clickhouse_payload(
                 &loaded,
                 route,

@@ -6,6 +6,7 @@
 pub mod clickhouse;
 pub mod iceberg;
 mod offsets;
+pub mod secret;
 
 pub use offsets::OffsetMap;
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use arrow_schema::SchemaRef;
 use ingest_sinks::clickhouse::{ClickHouseConnection, ClickHouseTable};
 use ingest_sinks::iceberg::{CatalogConfig, IcebergTable};
+use ingest_sinks::secret::{self, SecretString};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -31,7 +32,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` shows sensitive properties (`sasl.password`, `ssl.key.password`, ...) as `***`.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     pub brokers: String,
@@ -39,6 +41,16 @@ pub struct KafkaConfig {
     /// librdkafka settings passed through as is (security.protocol, sasl.*, fetch.*).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &secret::redact_uri(&self.brokers))
+            .field("group_id", &self.group_id)
+            .field("properties", &secret::redacted_map(&self.properties))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +227,10 @@ pub struct Loaded {
     pub config: Config,
     pub routes: Vec<Route>,
     pub path: PathBuf,
+    /// Every secret the config holds (values of sensitive keys, URI passwords, values
+    /// read from `${file:...}`, S3 keys from the environment), for
+    /// [`secret::register`] to mask them in logs and errors.
+    pub secrets: Vec<SecretString>,
 }
 
 /// A one-line configuration error.
@@ -244,25 +260,72 @@ pub fn load_str(
     path: &Path,
     env_lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigError> {
+    let base = path.parent().unwrap_or(Path::new("."));
     let mut value: serde_yaml::Value =
         serde_yaml::from_str(text).map_err(|e| error(path, format!("invalid YAML: {e}")))?;
-    env::interpolate(&mut value, "", env_lookup).map_err(|e| error(path, e))?;
-    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut sources = env::Sources {
+        env: env_lookup,
+        base,
+        from_files: Vec::new(),
+    };
+    env::interpolate(&mut value, "", &mut sources).map_err(|e| error(path, e))?;
+    let mut secrets = sources.from_files;
+    collect_secrets(&value, None, &mut secrets);
+    if value.get("iceberg").is_some() {
+        // Read by the catalog when the config leaves them out.
+        secrets.extend(
+            ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+                .into_iter()
+                .filter_map(env_lookup),
+        );
+    }
+    secrets.retain(|s| !s.is_empty());
+    secrets.sort();
+    secrets.dedup();
+    // A secret in the wrong place may be quoted by an error ("unknown variant `...`").
+    let fail = |message: String| error(path, secret::mask(&message, &secrets).into_owned());
+    let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
         let at = e.path().to_string();
         let inner = e.into_inner().to_string();
         if at == "." {
-            error(path, inner)
+            fail(inner)
         } else {
-            error(path, format!("at `{at}`: {inner}"))
+            fail(format!("at `{at}`: {inner}"))
         }
     })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let routes = validate(&config, base).map_err(|e| error(path, e))?;
+    if let Some(tls) = config.clickhouse.as_mut().and_then(|c| c.tls.as_mut())
+        && let Some(ca_file) = tls.ca_file.as_mut()
+    {
+        *ca_file = base.join(&*ca_file);
+    }
+    let routes = validate(&config, base).map_err(fail)?;
     Ok(Loaded {
         config,
         routes,
         path: path.to_path_buf(),
+        secrets: secrets.into_iter().map(SecretString::from).collect(),
     })
+}
+
+/// Strings under sensitive keys, and passwords inside URIs anywhere.
+fn collect_secrets(value: &serde_yaml::Value, key: Option<&str>, out: &mut Vec<String>) {
+    use serde_yaml::Value;
+    match value {
+        Value::String(text) => {
+            if key.is_some_and(secret::is_sensitive_key) {
+                out.push(text.clone());
+            }
+            out.extend(secret::uri_secrets(text));
+        }
+        Value::Sequence(items) => items.iter().for_each(|v| collect_secrets(v, key, out)),
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                collect_secrets(v, k.as_str(), out);
+            }
+        }
+        Value::Tagged(tagged) => collect_secrets(&tagged.value, key, out),
+        _ => {}
+    }
 }
 
 fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
@@ -284,6 +347,9 @@ fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
                 "at `kafka.properties.{key}`: must stay false (ingest commits offsets after the sinks wrote)"
             ));
         }
+    }
+    if let Some(ch) = &config.clickhouse {
+        check_clickhouse_tls(ch)?;
     }
     if let Some(ch) = &config.clickhouse
         && ch.settings.get("async_insert").is_some_and(|v| v == "1")
@@ -430,6 +496,24 @@ fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
         });
     }
     Ok(routes)
+}
+
+/// `clickhouse.tls` goes with an `https://` URL, and its CA file must load.
+fn check_clickhouse_tls(ch: &ClickHouseConnection) -> Result<(), String> {
+    use ingest_sinks::clickhouse::connect;
+    let Some(tls) = &ch.tls else {
+        return Ok(());
+    };
+    if !connect::is_https(&ch.url) {
+        return Err(format!(
+            "at `clickhouse.tls`: TLS needs an https:// URL, not `{}`",
+            ch.display_url()
+        ));
+    }
+    if let Some(ca_file) = &tls.ca_file {
+        connect::load_ca_file(ca_file).map_err(|e| format!("at `clickhouse.tls.ca_file`: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The metadata columns a route asked for: (column name, which coordinate).

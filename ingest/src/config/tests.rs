@@ -1,4 +1,5 @@
 use super::*;
+use ingest_sinks::secret::ExposeSecret;
 
 fn dir() -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -49,7 +50,16 @@ fn loads_a_full_config() {
 "#,
     ))
     .unwrap();
-    assert_eq!(loaded.config.clickhouse.as_ref().unwrap().password, "pw");
+    assert_eq!(
+        loaded
+            .config
+            .clickhouse
+            .as_ref()
+            .unwrap()
+            .password
+            .expose_secret(),
+        "pw"
+    );
     assert_eq!(
         loaded.routes[0].config.batch.max_age,
         Duration::from_millis(500)
@@ -126,4 +136,197 @@ fn settings_that_would_commit_early_are_refused() {
     ) + "  - topics: [e]\n    schema: events.yaml\n    iceberg: { table: e }\n";
     let err = load_text(&text).unwrap_err().to_string();
     assert!(err.contains("kafka.properties.enable.auto.commit"), "{err}");
+}
+
+/// Every secret a config can hold, each in the place a user would put it.
+const SECRET_CONFIG: &str = r#"
+kafka:
+  brokers: "127.0.0.1:9094"
+  group_id: analytics
+  properties:
+    security.protocol: SASL_SSL
+    sasl.mechanism: SCRAM-SHA-512
+    sasl.username: ingest
+    sasl.password: "sasl-Secret-1"
+    ssl.key.password: "sslkey-Secret-2"
+    ssl.keystore.password: "keystore-Secret-3"
+    sasl.oauthbearer.client.secret: "oauth-Secret-4"
+clickhouse: { url: "https://ch:churl-Secret-5@127.0.0.1:8443", password: "chpass-Secret-6" }
+iceberg:
+  catalog:
+    type: sql
+    uri: "postgres://ingest:catalog-Secret-7@127.0.0.1:5432/db?sslpassword=sslpw-Secret-8"
+    warehouse: "s3://bucket/w"
+    properties:
+      s3.access-key-id: AKIDEXAMPLE
+      s3.secret-access-key: "s3key-Secret-9"
+      s3.session-token: "s3token-Secret-10"
+      token: "rest-Secret-11"
+      credential: "client:cred-Secret-12"
+      client.secret: "client-Secret-13"
+  namespace: analytics
+routes:
+  - topics: [e]
+    schema: events.yaml
+    clickhouse: { table: e }
+    iceberg: { table: e }
+"#;
+
+#[test]
+fn debug_output_never_shows_secrets() {
+    let loaded = load_text(SECRET_CONFIG).unwrap();
+    let shown = format!("{loaded:?}\n{loaded:#?}");
+    for n in 1..=13 {
+        assert!(
+            !shown.contains(&format!("-Secret-{n}")),
+            "secret {n} shown by Debug: {shown}"
+        );
+    }
+    // What is not secret stays readable.
+    assert!(
+        shown.contains("postgres://ingest:***@127.0.0.1:5432/db"),
+        "{shown}"
+    );
+    assert!(shown.contains("AKIDEXAMPLE") && shown.contains("SCRAM-SHA-512"));
+    assert_eq!(
+        loaded.config.kafka.properties["sasl.password"],
+        "sasl-Secret-1"
+    );
+}
+
+/// A self-signed CA certificate (no key kept): enough to be loaded as a trust root.
+const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBiTCCAS+gAwIBAgIUAQnFg6bwnKQI0mwKwKj4e3bnBn0wCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOaW5nZXN0LXRlc3QtY2EwIBcNMjYxMTI3MDcwMzU5WhgPMjEy
+NjExMDMwNzAzNTlaMBkxFzAVBgNVBAMMDmluZ2VzdC10ZXN0LWNhMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAEGEiSOw1aFqxHtCg9w6bSZ4j40dKajAOJEkHTDys0
+KjANTT0TppZueUKj0y3Vj03Ouy+Q6FGYucORRuMDqoLdQKNTMFEwHQYDVR0OBBYE
+FAJemLJdxdvg+neagsvfHI7z+lgMMB8GA1UdIwQYMBaAFAJemLJdxdvg+neagsvf
+HI7z+lgMMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIgaqXZ9Eqp
+/FWSKRtW87oEYH9aVGhZCBkBym/C8jdBUogCIQDQrY468WScWYb5pwNma07XY4rg
+spite265/wJo/xXOZQ==
+-----END CERTIFICATE-----
+";
+
+fn clickhouse_config(section: &str) -> String {
+    BASE.replace(
+        "clickhouse: { url: \"http://127.0.0.1:8123\", database: analytics, password: \"${CH_PASSWORD}\" }",
+        section,
+    ) + "  - topics: [e]\n    schema: events.yaml\n    clickhouse: { table: e }\n"
+}
+
+/// Loads `text` from a fresh directory holding `files` (name, contents).
+fn load_with_files(text: &str, files: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+    let dir = dir();
+    for (name, contents) in files {
+        std::fs::write(dir.join(name), contents).unwrap();
+    }
+    load_str(text, &dir.join("config.yaml"), &|_| None)
+}
+
+#[test]
+fn clickhouse_tls_ca_file_is_resolved_and_checked() {
+    let loaded = load_with_files(
+        &clickhouse_config(
+            "clickhouse: { url: \"https://localhost:8443\", tls: { ca_file: ca.pem } }",
+        ),
+        &[("ca.pem", TEST_CA)],
+    )
+    .unwrap();
+    let conn = loaded.config.clickhouse.as_ref().unwrap();
+    let ca_file = conn.tls.as_ref().unwrap().ca_file.as_ref().unwrap();
+    assert!(
+        ca_file.is_absolute() && ca_file.ends_with("ca.pem"),
+        "{ca_file:?}"
+    );
+    assert!(ingest_sinks::clickhouse::try_client(conn).is_ok());
+
+    // https without a tls section trusts the system's roots.
+    let loaded = load_with_files(
+        &clickhouse_config("clickhouse: { url: \"https://localhost:8443\" }"),
+        &[],
+    )
+    .unwrap();
+    assert!(loaded.config.clickhouse.unwrap().tls.is_none());
+
+    let cases = [
+        (
+            "clickhouse: { url: \"https://h:8443\", tls: { ca_file: missing.pem } }",
+            vec!["clickhouse.tls.ca_file", "missing.pem", "cannot read"],
+        ),
+        (
+            "clickhouse: { url: \"https://h:8443\", tls: { ca_file: events.yaml } }",
+            vec!["clickhouse.tls.ca_file", "no PEM certificate"],
+        ),
+        (
+            "clickhouse: { url: \"http://u:tls-Secret@h:8123\", tls: { ca_file: ca.pem } }",
+            vec!["clickhouse.tls", "https://", "http://u:***@h:8123"],
+        ),
+        (
+            "clickhouse: { url: \"https://h:8443\", tls: { ca_fil: ca.pem } }",
+            vec!["clickhouse.tls", "ca_fil"],
+        ),
+    ];
+    for (section, expected) in cases {
+        let err = load_with_files(&clickhouse_config(section), &[("ca.pem", TEST_CA)])
+            .unwrap_err()
+            .to_string();
+        for fragment in expected {
+            assert!(err.contains(fragment), "`{fragment}` not in: {err}");
+        }
+        assert!(!err.contains("tls-Secret"), "{err}");
+    }
+}
+
+#[test]
+fn secrets_come_from_files() {
+    let loaded = load_with_files(
+        &(BASE.replace("${CH_PASSWORD}", "${file:ch.password}")
+            + "  - topics: [e]\n    schema: events.yaml\n    clickhouse: { table: e }\n"),
+        &[("ch.password", "file-Secret-1\n")],
+    )
+    .unwrap();
+    let conn = loaded.config.clickhouse.as_ref().unwrap();
+    assert_eq!(conn.password.expose_secret(), "file-Secret-1");
+    let registered: Vec<&str> = loaded.secrets.iter().map(|s| s.expose_secret()).collect();
+    assert!(registered.contains(&"file-Secret-1"), "{registered:?}");
+
+    // A missing file names the key and the path.
+    let err = load_with_files(
+        &(BASE.replace("${CH_PASSWORD}", "${file:/nonexistent/ch.password}")
+            + "  - topics: [e]\n    schema: events.yaml\n    clickhouse: { table: e }\n"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("clickhouse.password") && err.contains("/nonexistent/ch.password"),
+        "{err}"
+    );
+
+    // A secret put where a value is refused is not quoted by the error.
+    let err = load_with_files(
+        &(BASE.replace(
+            "password: \"${CH_PASSWORD}\"",
+            "compression: \"${file:wrong}\"",
+        ) + "  - topics: [e]\n    schema: events.yaml\n    clickhouse: { table: e }\n"),
+        &[("wrong", "file-Secret-2")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("clickhouse.compression"), "{err}");
+    assert!(!err.contains("file-Secret-2"), "{err}");
+}
+
+#[test]
+fn every_secret_is_collected_for_masking() {
+    let loaded = load_text(SECRET_CONFIG).unwrap();
+    let secrets: Vec<&str> = loaded.secrets.iter().map(|s| s.expose_secret()).collect();
+    for n in 1..=13 {
+        assert!(
+            secrets.iter().any(|s| s.contains(&format!("-Secret-{n}"))),
+            "secret {n} not collected: {secrets:?}"
+        );
+    }
+    assert!(!secrets.contains(&"ingest") && !secrets.contains(&"AKIDEXAMPLE"));
 }

@@ -168,5 +168,82 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
 }
 
 pub fn create(kafka: &KafkaConfig) -> rdkafka::error::KafkaResult<Consumer> {
-    client_config(kafka).create_with_context(IngestContext::default())
+    client_config(kafka)
+        .create_with_context(IngestContext::default())
+        .map_err(redact_config_error)
+}
+
+/// Whether the brokers refused our credentials (SASL): retrying with the same ones
+/// cannot succeed, so the service stops with this error instead of waiting.
+pub fn is_authentication_failure(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+    )
+}
+
+/// The context of `validate --connect`'s probe: keeps librdkafka's first failure
+/// that says why the brokers are unreachable (a refused login, an unknown CA), since
+/// the metadata request itself only fails with "broker transport failure".
+#[derive(Default)]
+pub struct ProbeContext {
+    first_failure: Mutex<Option<String>>,
+}
+
+impl ProbeContext {
+    pub fn first_failure(&self) -> Option<String> {
+        self.first_failure.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+impl ClientContext for ProbeContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as Level;
+        match level {
+            Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}");
+                if fac == "FAIL"
+                    && let Ok(mut first) = self.first_failure.lock()
+                    && first.is_none()
+                {
+                    // "[thrd:sasl_ssl://host:9094/bootstrap]: sasl_ssl://host:9094/...: why"
+                    let message = match message.strip_prefix("[thrd:") {
+                        Some(rest) => rest.split_once("]: ").map_or(message, |(_, m)| m),
+                        None => message,
+                    };
+                    *first = Some(message.to_string());
+                }
+            }
+            Level::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            Level::Notice | Level::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            Level::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        }
+    }
+}
+
+impl ConsumerContext for ProbeContext {}
+
+/// librdkafka's refusal of a setting prints the key and its value. The value is
+/// masked when it may be a secret: under a sensitive key (`sasl.password`, ...), or
+/// under one librdkafka does not know (perhaps a misspelt `sasl.password`).
+pub fn redact_config_error(error: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    use ingest_sinks::secret::{MASK, is_sensitive_key};
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaConfRes;
+    match error {
+        KafkaError::ClientConfig(code, description, key, value)
+            if is_sensitive_key(&key) || code == RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN =>
+        {
+            let description = if value.is_empty() {
+                description
+            } else {
+                description.replace(&value, MASK)
+            };
+            KafkaError::ClientConfig(code, description, key, MASK.into())
+        }
+        other => other,
+    }
 }

@@ -29,7 +29,9 @@ impl DeadLetters {
             }
         }
         Ok(Self {
-            producer: config.create()?,
+            producer: config
+                .create()
+                .map_err(crate::consumer::redact_config_error)?,
         })
     }
 

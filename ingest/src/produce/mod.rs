@@ -68,8 +68,9 @@ pub fn produce(options: &ProduceOptions) -> anyhow::Result<Duration> {
     for (k, v) in &options.properties {
         config.set(k, v);
     }
-    let producer: ThreadedProducer<CountingContext> =
-        config.create_with_context(CountingContext(deliveries.clone()))?;
+    let producer: ThreadedProducer<CountingContext> = config
+        .create_with_context(CountingContext(deliveries.clone()))
+        .map_err(crate::consumer::redact_config_error)?;
     let mut generator = EventGenerator::new(
         options.schema.clone(),
         options.id_field.clone(),

@@ -4,6 +4,7 @@
 //! accepted from 18.16 to current releases, where ArrowStream would exclude old servers
 //! and RowBinary would transpose every batch into rows.
 
+pub mod connect;
 pub mod ddl;
 pub mod gate;
 pub mod native;
@@ -19,7 +20,9 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::secret::{ExposeSecret, SecretString, redact_uri};
 use crate::{BatchOverride, OffsetMap, RowPosition, Sink, SinkBatch, SinkError, Written};
+pub use connect::ClickHouseTls;
 use gate::{Gates, Partition};
 use native::{NativeColumn, encode_block};
 pub use progress::Coordinates;
@@ -27,17 +30,21 @@ use progress::{Ledger, TablePositions};
 use types::{ChType, ServerCaps, quote_ident};
 
 /// How to reach the server (the `clickhouse:` section of the service config).
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` shows neither the password nor one inside the URL.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClickHouseConnection {
-    /// HTTP endpoint, e.g. `http://127.0.0.1:8123`.
+    /// HTTP(S) endpoint, e.g. `http://127.0.0.1:8123` or `https://ch:8443`.
     pub url: String,
     #[serde(default = "default_database")]
     pub database: String,
     #[serde(default = "default_user")]
     pub user: String,
     #[serde(default)]
-    pub password: String,
+    pub password: SecretString,
+    /// Trust for `https://` URLs (default: the system's CA certificates).
+    #[serde(default)]
+    pub tls: Option<ClickHouseTls>,
     /// Create the database and missing tables from the route schema.
     #[serde(default = "yes")]
     pub create_tables: bool,
@@ -48,6 +55,28 @@ pub struct ClickHouseConnection {
     /// CPU on both ends when ClickHouse is local.
     #[serde(default)]
     pub compression: BodyCompression,
+}
+
+impl std::fmt::Debug for ClickHouseConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseConnection")
+            .field("url", &redact_uri(&self.url))
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("tls", &self.tls)
+            .field("create_tables", &self.create_tables)
+            .field("settings", &crate::secret::redacted_map(&self.settings))
+            .field("compression", &self.compression)
+            .finish()
+    }
+}
+
+impl ClickHouseConnection {
+    /// The URL for messages: without a password it may hold.
+    pub fn display_url(&self) -> String {
+        redact_uri(&self.url)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -91,17 +120,30 @@ fn default_engine() -> String {
     "MergeTree".into()
 }
 
-/// Opens an HTTP client for the connection settings.
+/// Opens an HTTP(S) client for the connection settings. Panics when the TLS trust
+/// cannot be loaded (config validation checks `tls.ca_file` first): services use
+/// [`try_client`].
 pub fn client(conn: &ClickHouseConnection) -> clickhouse::Client {
-    clickhouse::Client::default()
+    try_client(conn).unwrap_or_else(|e| panic!("clickhouse `{}`: {e}", conn.display_url()))
+}
+
+/// Opens an HTTP(S) client for the connection settings: `https://` URLs (or a `tls`
+/// section) get a TLS connector trusting `tls.ca_file` or the system's roots.
+pub fn try_client(conn: &ClickHouseConnection) -> Result<clickhouse::Client, String> {
+    let base = if connect::is_https(&conn.url) || conn.tls.is_some() {
+        connect::https_client(conn.tls.as_ref())?
+    } else {
+        clickhouse::Client::default()
+    };
+    Ok(base
         .with_url(&conn.url)
         .with_user(&conn.user)
-        .with_password(&conn.password)
+        .with_password(conn.password.expose_secret())
         .with_validation(false)
         .with_compression(match conn.compression {
             BodyCompression::Lz4 => clickhouse::Compression::Lz4,
             BodyCompression::None => clickhouse::Compression::None,
-        })
+        }))
 }
 
 /// Runs a query and returns its rows as JSON objects (works on every server version).
@@ -234,10 +276,18 @@ impl ClickHouseSink {
             retryable,
             fenced: false,
         };
-        let client = client(conn);
-        let (version, caps) = server_caps(&client)
-            .await
-            .map_err(|e| fail(format!("cannot reach {}: {e}", conn.url), true))?;
+        let client = try_client(conn)
+            .map_err(|e| fail(format!("clickhouse `{}`: {e}", conn.display_url()), false))?;
+        let (version, caps) = server_caps(&client).await.map_err(|e| {
+            // Unreachable is worth waiting out; refused credentials or certificate are not.
+            let retryable = is_retryable(&e) && !connect::is_certificate_error(&e);
+            let message = format!(
+                "cannot reach {}: {}",
+                conn.display_url(),
+                connect::describe(&e)
+            );
+            fail(message, retryable)
+        })?;
         tracing::info!(sink = %name, %version, "connected to ClickHouse");
         let schema = with_coordinate_fields(&schema, &coordinates);
         let ledger = Ledger::new(&conn.database, &table.table);

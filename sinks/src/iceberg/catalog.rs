@@ -9,13 +9,18 @@ use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 use serde::Deserialize;
 
-/// The `iceberg.catalog` section of the service config.
-#[derive(Debug, Clone, Deserialize)]
+use crate::secret::{redact_uri, redacted_map};
+
+/// The `iceberg.catalog` section of the service config. `Debug` shows the URI without
+/// its password and sensitive properties (`token`, `credential`, `s3.secret-access-key`,
+/// ...) as `***`.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
     #[serde(rename = "type")]
     pub kind: CatalogKind,
-    /// SQL: `sqlite:///path/catalog.db` or `postgres://user@host/db`; REST: the base URL.
+    /// SQL: `sqlite:///path/catalog.db` or `postgres://user:pw@host/db`; REST: the base
+    /// URL. Name it in messages with [`CatalogConfig::display_uri`].
     pub uri: String,
     /// Where table data goes: `file:///path` or `s3://bucket/prefix`.
     pub warehouse: String,
@@ -26,6 +31,25 @@ pub struct CatalogConfig {
     /// `s3.path-style-access`, `token`, ...).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for CatalogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogConfig")
+            .field("kind", &self.kind)
+            .field("uri", &self.display_uri())
+            .field("warehouse", &redact_uri(&self.warehouse))
+            .field("name", &self.name)
+            .field("properties", &redacted_map(&self.properties))
+            .finish()
+    }
+}
+
+impl CatalogConfig {
+    /// The URI for messages: its password (user info or `?password=`) masked.
+    pub fn display_uri(&self) -> String {
+        redact_uri(&self.uri)
+    }
 }
 
 fn default_catalog_name() -> String {
