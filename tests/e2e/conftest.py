@@ -1,8 +1,14 @@
 """Shared fixtures for the end-to-end suites.
 
-Everything here talks to real services started by `deploy/local/up.sh`: the Tansu
+Everything here talks to real services started by `deploy/local/up.sh`: the Apache Kafka
 broker, the ClickHouse server and a SQLite Iceberg catalog on the local filesystem.
 Results are checked with independent readers (ClickHouse SQL, pyiceberg, Spark).
+
+Tests marked `@every_clickhouse` run once per ClickHouse version: "18.16", the server at
+$CLICKHOUSE_URL, and "26.9", the current engine (chDB) behind the HTTP stand-in
+tests/fixtures/clickhouse_chdb_http.py, started once per session (read its list of what
+it does not emulate). E2E_CLICKHOUSE=26.9 (or 18.16) runs one of them only; the test id
+names the version (`test_x[26.9]`). Other tests use 18.16.
 """
 import json
 import os
@@ -27,6 +33,24 @@ from readers_common import id_checksum  # noqa: E402
 BIN = Path(os.environ.get("INGEST_BIN", ROOT / "target" / "release" / "ingest"))
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 CLICKHOUSE = os.environ.get("CLICKHOUSE_URL", "http://127.0.0.1:8123")
+CLICKHOUSE_VERSIONS = [v for v in os.environ.get("E2E_CLICKHOUSE", "18.16,26.9").split(",") if v]
+CHDB_HTTP = ROOT / "tests" / "fixtures" / "clickhouse_chdb_http.py"
+
+every_clickhouse = pytest.mark.every_clickhouse
+
+
+class ClickHouseServer:
+    """A ClickHouse HTTP endpoint and the server version behind it."""
+
+    def __init__(self, version, url):
+        self.version, self.url = version, url
+
+    def __repr__(self):
+        return f"ClickHouse {self.version} at {self.url}"
+
+
+# Where `clickhouse()` sends queries: the running test's server (set by `setup`).
+current_clickhouse = {"server": ClickHouseServer("18.16", CLICKHOUSE)}
 
 
 def unique(prefix):
@@ -42,7 +66,7 @@ def free_port():
 def clickhouse(sql, parse_float=float):
     """Runs a query; returns rows as dicts (JSONEachRow) or [] for statements."""
     data = (sql + (" FORMAT JSONEachRow" if sql.lstrip().upper().startswith("SELECT") else "")).encode()
-    req = urllib.request.Request(CLICKHOUSE + "/", data=data)
+    req = urllib.request.Request(current_clickhouse["server"].url + "/", data=data)
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return [json.loads(line, parse_float=parse_float)
@@ -195,8 +219,9 @@ class Ingest:
 class Setup:
     """A private namespace for one test: topics, ClickHouse database, Iceberg catalog."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, clickhouse_server):
         self.tmp = tmp_path
+        self.clickhouse = clickhouse_server
         self.database = unique("e2e")
         self.namespace = self.database
         self.catalog_uri = f"sqlite://{tmp_path}/catalog.db"
@@ -205,16 +230,17 @@ class Setup:
         self.processes = []
 
     def config(self, routes, dead_letter=None, clickhouse=True, iceberg=True, kafka_properties=None,
-               catalog=None):
+               catalog=None, clickhouse_settings=None):
         """Writes a service config; `catalog` entries replace or extend the default SQLite one."""
         config = {
             "kafka": {"brokers": KAFKA, "group_id": self.group,
-                      "properties": {"fetch.wait.max.ms": "10", **(kafka_properties or {})}},
+                      "properties": {**(kafka_properties or {})}},
             "server": {"listen": f"127.0.0.1:{free_port()}"},
             "routes": routes,
         }
         if clickhouse:
-            config["clickhouse"] = {"url": CLICKHOUSE, "database": self.database}
+            config["clickhouse"] = {"url": self.clickhouse.url, "database": self.database,
+                                    "settings": clickhouse_settings or {}}
         if iceberg:
             config["iceberg"] = {
                 "catalog": {"type": "sql", "uri": self.catalog_uri, "warehouse": self.warehouse,
@@ -248,11 +274,58 @@ class Setup:
             pass
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "every_clickhouse: run once per ClickHouse version in E2E_CLICKHOUSE")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("every_clickhouse"):
+        metafunc.parametrize("clickhouse_server", CLICKHOUSE_VERSIONS, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(request, tmp_path_factory):
+    """The ClickHouse a test writes to: 18.16 unless parametrized (see the module doc)."""
+    version = getattr(request, "param", "18.16")
+    if version == "18.16":
+        yield ClickHouseServer(version, CLICKHOUSE)
+        return
+    assert version == "26.9", f"E2E_CLICKHOUSE names {version!r}: known are 18.16 and 26.9"
+    home = tmp_path_factory.mktemp("clickhouse-chdb")
+    port = free_port()
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, str(CHDB_HTTP), "--port", str(port), "--path", str(home / "data")],
+                            stdout=log, stderr=subprocess.STDOUT)
+    server = ClickHouseServer(version, f"http://127.0.0.1:{port}")
+
+    def ping():
+        assert proc.poll() is None, f"{CHDB_HTTP.name} exited:\n{(home / 'server.log').read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(server.url + "/ping", timeout=2) as resp:
+                return resp.status == 200, resp.status
+        except OSError as e:
+            return False, str(e)
+
+    wait_until(f"{CHDB_HTTP.name} on port {port}", ping, timeout=60)
+    yield server
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
 @pytest.fixture
-def setup(tmp_path):
-    s = Setup(tmp_path)
-    yield s
-    s.cleanup()
+def setup(tmp_path, clickhouse_server):
+    previous = current_clickhouse["server"]
+    current_clickhouse["server"] = clickhouse_server
+    s = Setup(tmp_path, clickhouse_server)
+    try:
+        yield s
+        s.cleanup()
+    finally:
+        current_clickhouse["server"] = previous
 
 
 @pytest.fixture(scope="session", autouse=True)

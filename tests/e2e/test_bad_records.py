@@ -5,8 +5,8 @@ import time
 
 from confluent_kafka import Consumer
 
-from conftest import (KAFKA, clickhouse, create_topic, iceberg_count, produce_records, unique,
-                      wait_until)
+from conftest import (KAFKA, clickhouse, create_topic, every_clickhouse, iceberg_count, produce_records,
+                      unique, wait_until)
 
 SCHEMA = """
 fields:
@@ -36,7 +36,7 @@ def interleaved():
 
 def read_topic(topic, expected, timeout=60):
     consumer = Consumer({"bootstrap.servers": KAFKA, "group.id": unique("reader"),
-                         "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
+                         "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     out, deadline = [], time.time() + timeout
     while len(out) < expected and time.time() < deadline:
@@ -47,6 +47,7 @@ def read_topic(topic, expected, timeout=60):
     return out
 
 
+@every_clickhouse
 def test_bad_records_go_to_the_dead_letter_topic(setup):
     topic = create_topic(unique("mixed"), 2)
     dlq = create_topic(unique("dlq"), 1)

@@ -1,14 +1,16 @@
 """The vertical slice end to end: two topics routed differently, read back by
 ClickHouse, pyiceberg and Spark, with exact counts and id checksums."""
+import datetime as dt
 import os
 
-from conftest import (ROOT, checksum_of, clickhouse, create_topic, iceberg_count,
-                      ingest_produce, read_iceberg, unique, wait_until)
+from conftest import (ROOT, checksum_of, clickhouse, create_topic, every_clickhouse, iceberg_count,
+                      ingest_produce, produce_records, read_iceberg, unique, wait_until)
 
 EVENTS = int(os.environ.get("E2E_EVENTS", "100000"))
 LOGS = int(os.environ.get("E2E_LOGS", "30000"))
 
 
+@every_clickhouse
 def test_two_topics_to_their_sinks_with_exact_counts(setup):
     events_topic = create_topic(unique("events"), 4)
     logs_topic = create_topic(unique("logs"), 3)
@@ -48,12 +50,15 @@ def test_two_topics_to_their_sinks_with_exact_counts(setup):
     partitions = clickhouse(f"SELECT uniqExact(_partition) AS p FROM {setup.database}.events")[0]["p"]
     assert int(partitions) == 4
     tables = [r["name"] for r in clickhouse(f"SELECT name FROM system.tables WHERE database = '{setup.database}'")]
-    # Plus the running writer's insert gate: a Null table and its two views (one writer ran).
+    # Plus the running writer's insert gate: a Null table and its view to the table (one
+    # writer ran). On 18.16 the table's views do not fire for rows a view writes into it,
+    # so the gate has a second view feeding the ledger; on 26.9 the table's own ledger
+    # view does that, after the table's part is written.
     gates = sorted(t for t in tables if "__gate_" in t)
-    assert len(gates) == 3, gates
+    views = ["", "_ledger", "_rows"] if setup.clickhouse.version == "18.16" else ["", "_rows"]
+    assert [g.removeprefix(gates[0]) for g in gates] == views, gates
     assert sorted(set(tables) - set(gates)) == ["events", "events__ingest_gates", "events__ingest_positions",
                                                "events__ingest_positions_mv"]
-    assert [g.removeprefix(gates[0]) for g in gates] == ["", "_ledger", "_rows"], gates
     # The position ledger agrees with the rows: per partition, one past the highest offset.
     ledger = {int(r["partition"]): int(r["next"]) for r in clickhouse(
         f"SELECT partition, maxMerge(next) AS next FROM {setup.database}.events__ingest_positions GROUP BY partition")}
@@ -69,6 +74,7 @@ def test_two_topics_to_their_sinks_with_exact_counts(setup):
         assert (logs["count"], logs["id_checksum"]) == (LOGS, expected_logs), reader
 
 
+@every_clickhouse
 def test_sigterm_flushes_open_batches_and_commits(setup):
     """Batches far from their limits are written on SIGTERM, and the group offset moves
     past them: a second run finds nothing new to write."""
@@ -96,3 +102,34 @@ def test_sigterm_flushes_open_batches_and_commits(setup):
     assert again.stop() == 0, again.logs()
     assert int(clickhouse(f"SELECT count() AS c FROM {setup.database}.events")[0]["c"]) == count
     assert iceberg_count(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.events") == count
+
+
+@every_clickhouse
+def test_a_batch_over_more_partitions_than_the_server_allows(setup):
+    """ClickHouse refuses an insert block spanning more table partitions than
+    `max_partitions_per_insert_block` (100 since 19.5; 18.16 has no limit). Sending the
+    same rows again cannot help, so the service stops and names the setting; with the
+    setting raised in `clickhouse.settings` the rows are written."""
+    topic = create_topic(unique("days"), 1)
+    schema = setup.schema("days.yaml", "fields:\n  - {name: id, type: int64}\n  - {name: day, type: date}\n")
+    days = 150
+    produce_records(topic, [(str(i), {"id": i, "day": str(dt.date(2020, 1, 1) + dt.timedelta(days=i))})
+                            for i in range(days)])
+    route = {"topics": [topic], "schema": str(schema),
+             "clickhouse": {"table": "t", "order_by": ["id"], "partition_by": "day"},
+             "batch": {"max_rows": 1000, "max_age": "500ms"}}
+    settings = {}
+    if setup.clickhouse.version != "18.16":
+        refused = setup.start(setup.config([route], iceberg=False))
+        assert refused.proc.wait(120) != 0, refused.logs()
+        assert "max_partitions_per_insert_block" in refused.logs(), refused.logs()
+        assert int(clickhouse(f"SELECT count() AS c FROM {setup.database}.t")[0]["c"]) == 0
+        settings = {"max_partitions_per_insert_block": str(days)}
+    ingest = setup.start(setup.config([route], iceberg=False, clickhouse_settings=settings))
+    ingest.wait_ready()
+    wait_until("every day written", lambda: (
+        int(clickhouse(f"SELECT count() AS c FROM {setup.database}.t")[0]["c"]) == days, None))
+    assert ingest.stop() == 0, ingest.logs()
+    parts = clickhouse(f"SELECT uniqExact(partition) AS p FROM system.parts WHERE database = '{setup.database}' "
+                       "AND table = 't' AND active")
+    assert int(parts[0]["p"]) == days

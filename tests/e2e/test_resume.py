@@ -5,7 +5,7 @@ import time
 
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import (KAFKA, ROOT, checksum_of, clickhouse, create_topic, iceberg_count,
+from conftest import (KAFKA, ROOT, checksum_of, clickhouse, create_topic, every_clickhouse, iceberg_count,
                       ingest_produce, load_iceberg_table, unique, wait_until)
 
 EVENTS = ROOT / "schemas/examples/events.yaml"
@@ -19,6 +19,7 @@ def reset_group_offsets(group, topic, partitions):
     c.close()
 
 
+@every_clickhouse
 def test_resume_at_the_sinks_positions_when_group_offsets_are_gone(setup):
     topic = create_topic(unique("events"), 3)
     ingest_produce(topic, EVENTS, 3000, "event_id")

@@ -833,6 +833,14 @@ pub fn is_retryable(error: &clickhouse::error::Error) -> bool {
     use clickhouse::error::Error;
     match error {
         Error::Network(_) | Error::TimedOut => true,
+        // TOO_MANY_PARTS also names an insert touching more table partitions than
+        // `max_partitions_per_insert_block` allows (100 by default since 19.5; 18.16 has
+        // no limit): sending the same rows again cannot succeed.
+        Error::BadResponse(text)
+            if text.contains("Too many partitions for single INSERT block") =>
+        {
+            false
+        }
         Error::BadResponse(text) => match server_error_code(text) {
             // TIMEOUT_EXCEEDED, TOO_MANY_SIMULTANEOUS_QUERIES, SOCKET_TIMEOUT, NETWORK_ERROR,
             // MEMORY_LIMIT_EXCEEDED, TABLE_IS_READ_ONLY, TOO_MANY_PARTS, ALL_CONNECTION_TRIES_FAILED,
@@ -866,6 +874,10 @@ mod tests {
         )));
         assert!(is_retryable(&bad(
             "Code: 252. DB::Exception: Too many parts"
+        )));
+        assert!(!is_retryable(&bad(
+            "Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100). \
+             The limit is controlled by 'max_partitions_per_insert_block' setting. (TOO_MANY_PARTS)"
         )));
         assert!(is_retryable(&bad("502 Bad Gateway")));
         assert_eq!(
