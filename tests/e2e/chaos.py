@@ -12,17 +12,9 @@ missing/duplicated ids with their partition/offset, the ClickHouse rows (`_part`
 Iceberg data files holding duplicates, what the broker answers a fetch at a missing
 offset, partitions two instances owned at once (from their rebalance log lines).
 
-Known Tansu 0.6.0 behaviour these tests run into (broker, not service):
-  * Fetch from offset N returns only the record batches whose base offset is >= N, so a
-    consumer resuming mid-batch loses the rest of that batch (and a fetch answered at the
-    log end was seen to repeat the last records once per record skipped); ListOffsets
-    reports the last batch's base offset + 1. Hence one message per producer batch
-    (PRODUCER_BATCH) and end offsets taken from the producer, not from the broker.
-  * OffsetCommit ignores member id and generation (coordinator/group/administrator.rs
-    `commit_offset`): a commit never tells a stale member it was fenced.
-  * After a member's session expires the group was seen to keep it: survivors got their
-    old share or nothing, without a later rebalance; and live members were seen owning
-    the same partition at once.
+The broker is Apache Kafka (deploy/local/services/kafka.sh). Events are produced as
+users produce them: an idempotent producer with linger and batching, many records per
+batch, so consumers resume in the middle of batches.
 """
 import collections
 import datetime
@@ -51,17 +43,9 @@ MODE = "full" if os.environ.get("CHAOS", "").strip().lower() == "full" else "qui
 KAFKA_PROPERTIES = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000",
                     **json.loads(os.environ.get("CHAOS_KAFKA_PROPERTIES", "{}"))}
 SESSION_TIMEOUT = 6.0
-# Tansu 0.6.0 answers a Fetch from offset N with the record batches whose *base* offset is
-# >= N: a consumer resuming in the middle of a producer batch (a committed offset after a
-# rebalance, a sink's position after a crash) never sees the rest of that batch, and
-# ListOffsets reports the last batch's base offset + 1 as the end. Kafka returns the
-# batch holding N. One message per batch keeps every offset a batch start, so the tests
-# measure the service, not that broker bug (CHAOS_PRODUCER_BATCH=10000 shows it).
-PRODUCER_BATCH = int(os.environ.get("CHAOS_PRODUCER_BATCH", "1"))
-# Against Tansu, a member joining while a SIGKILLed member's session is still alive was
-# seen to get an empty assignment and no later rebalance: start replacements after the
-# dead session expired (override with CHAOS_RESTART_DELAY once that is fixed).
-RESTART_DELAY = float(os.environ.get("CHAOS_RESTART_DELAY", "7"))
+# Pause between a SIGKILL and the replacement. 0: the replacement joins while the dead
+# member's session still lives, and Kafka hands it the partitions once that expires.
+RESTART_DELAY = float(os.environ.get("CHAOS_RESTART_DELAY", "0"))
 
 
 def size(name, quick, full, kind=int):
@@ -130,8 +114,8 @@ class BackgroundProducer(threading.Thread):
     def run(self):
         from confluent_kafka import Producer
         try:
-            producer = Producer({"bootstrap.servers": KAFKA, "linger.ms": 5, "acks": "all",
-                                 "batch.num.messages": PRODUCER_BATCH})
+            producer = Producer({"bootstrap.servers": KAFKA, "enable.idempotence": True,
+                                 "acks": "all", "linger.ms": 20})
             self.started_at = time.time()
             i = self.start_id
             end = self.start_id + self.count
@@ -157,8 +141,8 @@ class BackgroundProducer(threading.Thread):
                 i += n
                 self.produced = i - self.start_id
                 producer.poll(0)
-            # One record per batch is slow on Tansu (about 1-2k/s): wait while acks keep
-            # coming, fail only when they stop.
+            # Wait while acks keep coming (the broker may be busy with the faults), fail
+            # only when they stop.
             left, stalled_since = len(producer), time.time()
             while left:
                 now_left = producer.flush(10)
@@ -200,7 +184,7 @@ def read_topic(topic, ends, timeout=300):
     broker from offset 0 (the ground truth the sinks are compared with)."""
     from confluent_kafka import Consumer, TopicPartition
     consumer = Consumer({"bootstrap.servers": KAFKA, "group.id": f"chaos-readback-{os.getpid()}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+                         "enable.auto.commit": False})
     got = {}
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
@@ -223,7 +207,7 @@ def fetch_first(topic, partition, offset):
     (None if nothing comes within 3 s): a broker skipping offsets shows up here."""
     from confluent_kafka import Consumer, TopicPartition
     consumer = Consumer({"bootstrap.servers": KAFKA, "group.id": f"chaos-probe-{os.getpid()}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+                         "enable.auto.commit": False})
     try:
         consumer.assign([TopicPartition(topic, partition, offset)])
         m = consumer.poll(3)
@@ -366,7 +350,8 @@ class RestCatalogProcess:
     def start(self, timeout=30):
         import socket
         self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([sys.executable, str(REST_FIXTURE), "--port", str(self.port),
+        # -u: its log is read while it runs (the commit count, the tail on failure).
+        self.proc = subprocess.Popen([sys.executable, "-u", str(REST_FIXTURE), "--port", str(self.port),
                                       "--catalog-db", str(self.db), "--warehouse", self.warehouse,
                                       "--catalog-name", REST_CATALOG_NAME, *self.extra_args],
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -713,7 +698,8 @@ def broker_overlaps(processes, frozen):
     lie inside a window where one of them was frozen (`frozen`: log name -> [(from, to)]
     ISO times, `to` extended by the time its client needs to notice) are the zombie case
     the service must fence; the rest is the broker handing one partition to two live
-    members, which Kafka's group protocol rules out (Tansu 0.6 was seen doing it).
+    members, which Kafka's group protocol rules out (Tansu 0.6, the broker used before
+    Apache Kafka, was seen doing it).
     Returns {partition: [description]}."""
     spans = ownership(processes)
     found = collections.defaultdict(list)
