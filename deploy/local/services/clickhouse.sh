@@ -38,7 +38,10 @@ up_clickhouse() {
     chmod 755 "$STACK_STATE" "$STACK_TLS"; chmod 644 "$STACK_TLS/server.pem"
     run_as=(setpriv --reuid=clickhouse --regid=clickhouse --init-groups)
   fi
-  (cd "$CH_DIR/data" && start_service clickhouse clickhouse-server ready_clickhouse \
+  # LD_LIBRARY_PATH: install.sh's newer librdkafka for the Kafka table engine (the
+  # benchmark's baseline) instead of Debian's 2.0.2.
+  (cd "$CH_DIR/data" && export LD_LIBRARY_PATH="$STACK_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" &&
+   start_service clickhouse clickhouse-server ready_clickhouse \
      "$CLICKHOUSE_URL, $CLICKHOUSE_HTTPS_URL, tcp $CLICKHOUSE_TCP_PORT" -- \
      "${run_as[@]}" /usr/sbin/clickhouse-server --config-file="$CH_DIR/etc/config.xml")
 }
