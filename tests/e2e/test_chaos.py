@@ -22,7 +22,7 @@ from chaos import (EVENTS, KAFKA_PROPERTIES, RESTART_DELAY, SESSION_TIMEOUT, Bac
                    full_log, grep_logs, iso_now, kill9, log_report, overlaps, size, snapshot_total, stop_together, thaw,
                    verify_sinks, wait_assignment, wait_ready_status, wait_until_)
 import lake
-from conftest import clickhouse, create_topic, free_port, iceberg_count, load_iceberg_table, unique
+from conftest import create_topic, free_port, iceberg_count, load_iceberg_table, unique
 
 DRAIN_TIMEOUT = size("drain_timeout", 180, 900)
 
@@ -273,77 +273,68 @@ def ride_out_outage(inst, outage, counts, other):
     return down_at, unready_after, statuses, (before, counts()[other])
 
 
-def test_clickhouse_outage_iceberg_keeps_its_pace(setup, capsys):
-    note = Notes(capsys, "clickhouse-outage")
+def ride_out_sink_outage(setup, note, *, name, other, stop, start_again, topic, route, total, outage,
+                         catalog=None, iceberg=None, tail=lambda: ""):
+    """One instance consumes while events are produced; `stop()` takes a sink's server
+    (`name`) away for `outage` seconds, then `start_again()`. Meanwhile /ready must be 503
+    and the `other` sink must keep growing; afterwards /ready 200 and both sinks exact."""
     partitions = 4
-    total = size("ch_outage_events", 20_000, 100_000)
-    outage = size("ch_outage_secs", 10.0, 30.0, float)
-    topic = create_topic(unique("chaos_chdown"), partitions)
+    producer = BackgroundProducer(topic, total, rate=total / (outage + 30))
+    logs = lambda: log_report(setup.processes) + tail()  # noqa: E731
+    counts = counts_of(setup, iceberg)
+    producer.start()
+    inst = start(setup, route, **({"catalog": catalog} if catalog else {}))
+    inst.wait_ready(60)
+    wait_assignment([inst], partitions, "the instance owns every partition", logs=logs)
+    wait_until_("rows in both sinks before the outage", grown(counts, {"clickhouse": 0, "iceberg": 0}), timeout=60)
+    note(stop())
+    try:
+        down_at, unready_after, statuses, grew = ride_out_outage(inst, outage, counts, other)
+    finally:
+        note(start_again())
+    back_at = time.time()
+    note(f"{name} down {back_at - down_at:.1f}s; /ready 503 after {unready_after:.1f}s; "
+         f"/ready while down: {sorted(set(statuses))}; {other} {grew[0]} -> {grew[1]} rows meanwhile")
+    assert set(statuses) == {503}, f"/ready must stay 503 while the {name} is down: {statuses}\n{logs()}"
+    assert grew[1] > grew[0], f"{other} did not grow while the {name} was down ({grew})\n{logs()}"
+    wait_ready_status(inst, 200, 90, f"/ready 200 once the {name} is back")
+    note(f"/ready 200 again {time.time() - back_at:.1f}s after the {name} was back")
+    finish(setup, note, producer, [inst], topic, partitions, iceberg=iceberg, extra=tail())
+
+
+def test_clickhouse_outage_iceberg_keeps_its_pace(setup, capsys):
+    topic = create_topic(unique("chaos_chdown"), 4)
     # ClickHouse's backlog may grow to twice its max_rows before reading waits for it: keep
     # that above what the outage accumulates, so Iceberg has something to keep writing.
     route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
                          clickhouse_batch={"max_rows": 60000, "max_age": "300ms"},
                          iceberg_batch={"max_age": "1s"})
-    producer = BackgroundProducer(topic, total, rate=total / (outage + 30))
-    logs = lambda: log_report(setup.processes)  # noqa: E731
-    counts = counts_of(setup)
-    producer.start()
-    inst = start(setup, route)
-    inst.wait_ready(60)
-    wait_assignment([inst], partitions, "the instance owns every partition", logs=logs)
-    wait_until_("rows in both sinks before the outage", grown(counts, {"clickhouse": 0, "iceberg": 0}), timeout=60)
-    note(clickhouse_service("stop"))
-    try:
-        down_at, unready_after, statuses, grew = ride_out_outage(inst, outage, counts, "iceberg")
-    finally:
-        note(clickhouse_service("start"))
-    back_at = time.time()
-    note(f"ClickHouse down {back_at - down_at:.1f}s; /ready 503 after {unready_after:.1f}s; "
-         f"/ready while down: {sorted(set(statuses))}; Iceberg {grew[0]} -> {grew[1]} rows meanwhile")
-    assert set(statuses) == {503}, f"/ready must stay 503 while ClickHouse is down: {statuses}\n{logs()}"
-    assert grew[1] > grew[0], f"Iceberg did not grow while ClickHouse was down ({grew})\n{logs()}"
-    wait_ready_status(inst, 200, 90, "/ready 200 once ClickHouse is back")
-    note(f"/ready 200 again {time.time() - back_at:.1f}s after ClickHouse was back")
-    finish(setup, note, producer, [inst], topic, partitions)
+    ride_out_sink_outage(setup, Notes(capsys, "clickhouse-outage"), name="ClickHouse server", other="iceberg",
+                         stop=lambda: clickhouse_service("stop"), start_again=lambda: clickhouse_service("start"),
+                         topic=topic, route=route, total=size("ch_outage_events", 20_000, 100_000),
+                         outage=size("ch_outage_secs", 10.0, 30.0, float))
+
+
+# Iceberg's backlog may grow to twice its max_rows while its store is away.
+ICEBERG_OUTAGE_ROUTE = dict(batch={"max_rows": 5000, "max_age": "1s"}, clickhouse_batch={"max_age": "300ms"},
+                            iceberg_batch={"max_rows": 60000, "max_age": "1s"})
 
 
 def test_catalog_outage_clickhouse_keeps_its_pace(setup, capsys, tmp_path):
-    note = Notes(capsys, "catalog-outage")
-    partitions = 4
-    total = size("catalog_outage_events", 20_000, 100_000)
-    outage = size("catalog_outage_secs", 10.0, 30.0, float)
+    """The REST catalog alone goes away (the fixture process, its files kept)."""
     catalog = RestCatalogProcess(tmp_path, free_port())
     catalog.start()
     try:
         setup.warehouse = catalog.warehouse
-        topic = create_topic(unique("chaos_catdown"), partitions)
-        route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
-                             clickhouse_batch={"max_age": "300ms"},
-                             iceberg_batch={"max_rows": 60000, "max_age": "1s"})
-        iceberg = lambda: catalog.table(f"{setup.namespace}.events")  # noqa: E731
-        counts = counts_of(setup, iceberg)
-        logs = lambda: log_report(setup.processes) + "\n----- REST catalog -----\n" + catalog.tail()  # noqa: E731
-        producer = BackgroundProducer(topic, total, rate=total / (outage + 30))
-        producer.start()
-        inst = start(setup, route, catalog={"type": "rest", "uri": catalog.uri})
-        inst.wait_ready(60)
-        wait_assignment([inst], partitions, "the instance owns every partition", logs=logs)
-        wait_until_("rows in both sinks before the outage", grown(counts, {"clickhouse": 0, "iceberg": 0}),
-                    timeout=60)
-        catalog.stop()
-        try:
-            down_at, unready_after, statuses, grew = ride_out_outage(inst, outage, counts, "clickhouse")
-        finally:
-            catalog.start()
-        back_at = time.time()
-        note(f"catalog down {back_at - down_at:.1f}s; /ready 503 after {unready_after:.1f}s; "
-             f"/ready while down: {sorted(set(statuses))}; ClickHouse {grew[0]} -> {grew[1]} rows meanwhile")
-        assert set(statuses) == {503}, f"/ready must stay 503 while the catalog is down: {statuses}\n{logs()}"
-        assert grew[1] > grew[0], f"ClickHouse did not grow while the catalog was down ({grew})\n{logs()}"
-        wait_ready_status(inst, 200, 90, "/ready 200 once the catalog is back")
-        note(f"/ready 200 again {time.time() - back_at:.1f}s after the catalog was back")
-        finish(setup, note, producer, [inst], topic, partitions, iceberg=iceberg,
-               extra="----- REST catalog -----\n" + catalog.tail())
+        topic = create_topic(unique("chaos_catdown"), 4)
+        ride_out_sink_outage(setup, Notes(capsys, "catalog-outage"), name="catalog", other="clickhouse", stop=lambda: catalog.stop() or "catalog stopped",
+                             start_again=lambda: catalog.start() or "catalog started",
+                             topic=topic, route=events_route(topic, **ICEBERG_OUTAGE_ROUTE),
+                             total=size("catalog_outage_events", 20_000, 100_000),
+                             outage=size("catalog_outage_secs", 10.0, 30.0, float),
+                             catalog={"type": "rest", "uri": catalog.uri},
+                             iceberg=lambda: catalog.table(f"{setup.namespace}.events"),
+                             tail=lambda: "\n----- REST catalog -----\n" + catalog.tail())
     finally:
         catalog.stop()
 
@@ -352,36 +343,14 @@ def test_object_store_outage_clickhouse_keeps_its_pace(setup, capsys):
     """SeaweedFS (the S3 store and the Iceberg REST catalog on it) stopped mid-run and
     started again on the same data: Iceberg writes fail meanwhile, /ready is 503,
     ClickHouse keeps writing, and afterwards both sinks hold every event once."""
-    note = Notes(capsys, "object-store-outage")
-    partitions = 4
-    total = size("store_outage_events", 20_000, 100_000)
-    outage = size("store_outage_secs", 10.0, 30.0, float)
-    topic = create_topic(unique("chaos_s3down"), partitions)
-    route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
-                         clickhouse_batch={"max_age": "300ms"},
-                         iceberg_batch={"max_rows": 60000, "max_age": "1s"})
-    iceberg = lambda: lake.load_table(f"{setup.namespace}.events")  # noqa: E731
-    counts = counts_of(setup, iceberg)
-    logs = lambda: log_report(setup.processes)  # noqa: E731
-    producer = BackgroundProducer(topic, total, rate=total / (outage + 30))
-    producer.start()
-    inst = start(setup, route, catalog=lake.rest_catalog_config())
-    inst.wait_ready(60)
-    wait_assignment([inst], partitions, "the instance owns every partition", logs=logs)
-    wait_until_("rows in both sinks before the outage", grown(counts, {"clickhouse": 0, "iceberg": 0}), timeout=60)
-    note(lake.seaweedfs_service("stop"))
-    try:
-        down_at, unready_after, statuses, grew = ride_out_outage(inst, outage, counts, "clickhouse")
-    finally:
-        note(lake.seaweedfs_service("start"))
-    back_at = time.time()
-    note(f"object store down {back_at - down_at:.1f}s; /ready 503 after {unready_after:.1f}s; "
-         f"/ready while down: {sorted(set(statuses))}; ClickHouse {grew[0]} -> {grew[1]} rows meanwhile")
-    assert set(statuses) == {503}, f"/ready must stay 503 while the object store is down: {statuses}\n{logs()}"
-    assert grew[1] > grew[0], f"ClickHouse did not grow while the object store was down ({grew})\n{logs()}"
-    wait_ready_status(inst, 200, 90, "/ready 200 once the object store is back")
-    note(f"/ready 200 again {time.time() - back_at:.1f}s after the object store was back")
-    finish(setup, note, producer, [inst], topic, partitions, iceberg=iceberg)
+    topic = create_topic(unique("chaos_s3down"), 4)
+    ride_out_sink_outage(setup, Notes(capsys, "object-store-outage"), name="object store", other="clickhouse", stop=lambda: lake.seaweedfs_service("stop"),
+                         start_again=lambda: lake.seaweedfs_service("start"),
+                         topic=topic, route=events_route(topic, **ICEBERG_OUTAGE_ROUTE),
+                         total=size("store_outage_events", 20_000, 100_000),
+                         outage=size("store_outage_secs", 10.0, 30.0, float),
+                         catalog=lake.rest_catalog_config(),
+                         iceberg=lambda: lake.load_table(f"{setup.namespace}.events"))
 
 
 def test_catalog_commit_reply_lost_after_the_commit(setup, capsys, tmp_path):

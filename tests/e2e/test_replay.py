@@ -5,7 +5,6 @@ acknowledged to Kafka; the service is then killed with SIGKILL and restarted aft
 ClickHouse is back. The replay must land in ClickHouse once and must not be written to
 Iceberg a second time (Iceberg skips rows whose positions its snapshots already record).
 """
-import os
 import subprocess
 import time
 
