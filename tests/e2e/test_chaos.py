@@ -385,3 +385,53 @@ def test_catalog_commit_reply_lost_after_the_commit(setup, capsys, tmp_path):
         assert lost >= 2, f"the fault was injected {lost} times\n{catalog.tail()}"
     finally:
         catalog.stop()
+
+
+def test_catalog_tokens_expire_while_producing(setup, capsys, tmp_path):
+    """The REST catalog's OAuth2 tokens expire every few seconds (the fixture's
+    --token-ttl; SeaweedFS's last an hour, Polaris's and others' expire too) and every
+    call with an expired one is answered 401 NotAuthorizedException; every 7th commit
+    finds its token expired (refused, not applied). The service, given client
+    credentials (`credential`), must fetch a new token and go on: no write stuck
+    retrying, /ready 200 at the end, both sinks exact."""
+    note = Notes(capsys, "token-expiry")
+    partitions = 4
+    total = size("token_events", 20_000, 100_000)
+    ttl = size("token_ttl", 4, 4)
+    producing = size("token_secs", 24.0, 60.0, float)
+    credential = "ingest-test:token-fixture-secret"
+    catalog = RestCatalogProcess(tmp_path, free_port(),
+                                 ["--token-ttl", str(ttl), "--client-credential", credential,
+                                  "--expire-tokens-before-commit-every", "7"])
+    catalog.start()
+    try:
+        setup.warehouse = catalog.warehouse
+        topic = create_topic(unique("chaos_token"), partitions)
+        route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
+                             clickhouse_batch={"max_age": "300ms"}, iceberg_batch={"max_age": "1s"})
+        iceberg = lambda: catalog.table(f"{setup.namespace}.events")  # noqa: E731
+        counts = counts_of(setup, iceberg)
+        log = lambda: catalog.log_path.read_text()  # noqa: E731
+        logs = lambda: log_report(setup.processes) + "\n----- REST catalog -----\n" + catalog.tail()  # noqa: E731
+        inst = start(setup, route, catalog={"type": "rest", "uri": catalog.uri,
+                                            "properties": {"credential": credential}})
+        inst.wait_ready(60)
+        producer = BackgroundProducer(topic, total, rate=total / producing)
+        producer.start()
+        producer.join(producing + 120)
+        # Writes every second over tokens living `ttl` seconds: many expire on the way.
+        shortfall = drain("after the last token expiry", counts, total, 60)
+        text = log()
+        issued, refused = text.count(" issued, valid "), text.count("  REFUSED: ")
+        at_commit = text.count("INJECTED: every token expired before table commit")
+        note(f"{issued} tokens issued, {refused} calls refused with an expired token ({at_commit} of them "
+             f"commits); counts {counts()}")
+        assert not shortfall, f"{shortfall}\n{logs()}"
+        assert refused > at_commit >= 1 and issued >= 3, \
+            f"tokens did not expire while producing ({issued} issued, {refused} refused, {at_commit} at a commit)" \
+            f"\n{logs()}"
+        wait_ready_status(inst, 200, 30, "/ready 200 with fresh tokens")
+        finish(setup, note, producer, [inst], topic, partitions, iceberg=iceberg,
+               extra="----- REST catalog -----\n" + catalog.tail())
+    finally:
+        catalog.stop()

@@ -9,6 +9,7 @@ use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 use serde::Deserialize;
 
+use super::rest_auth::{RenewingRestCatalog, RestAuth};
 use crate::secret::{redact_uri, redacted_map};
 
 /// The `iceberg.catalog` section of the service config. `Debug` shows the URI without
@@ -138,11 +139,16 @@ pub async fn open_catalog(config: &CatalogConfig) -> iceberg::Result<Arc<dyn Cat
             Arc::new(catalog)
         }
         CatalogKind::Rest => {
+            let auth = RestAuth::of(&props);
             let catalog = RestCatalogBuilder::default()
                 .with_storage_factory(storage)
                 .load(&config.name, props)
                 .await?;
-            Arc::new(catalog)
+            Arc::new(RenewingRestCatalog::new(
+                catalog,
+                auth,
+                config.display_uri(),
+            ))
         }
     })
 }

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 mod pinned;
+mod rest_auth;
 pub mod schema;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use serde::Deserialize;
 use crate::{OffsetMap, Sink, SinkBatch, SinkError, Written};
 pub use catalog::{CatalogConfig, CatalogKind, open_catalog};
 use pinned::{PinnedCatalog, is_conflict};
+pub use rest_auth::is_permanent_refusal;
 
 /// One route's table (the `iceberg:` block of a route).
 #[derive(Debug, Clone, Deserialize)]
@@ -350,7 +352,7 @@ impl crate::Positions for TablePositions {
             .map_err(|e| SinkError {
                 sink: self.sink.clone(),
                 message: format!("loading the table: {e}"),
-                retryable: true,
+                retryable: !is_permanent_refusal(&e),
                 fenced: false,
             })?;
         Ok(recorded_offsets(&table, &self.key))
@@ -376,7 +378,8 @@ async fn ensure_table(
     config: &IcebergTable,
     schema: &SchemaRef,
 ) -> Result<Table, (String, bool)> {
-    let io = |what: &str, e: iceberg::Error| (format!("{what}: {e}"), true);
+    // Catalog calls are retried, unless the catalog refused the credentials for good.
+    let io = |what: &str, e: iceberg::Error| (format!("{what}: {e}"), !is_permanent_refusal(&e));
     let namespace_ident =
         NamespaceIdent::from_strs(namespace.split('.')).map_err(|e| (e.to_string(), false))?;
     if !catalog
