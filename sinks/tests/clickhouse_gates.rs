@@ -3,7 +3,7 @@
 //! local stack (`CLICKHOUSE_URL`, default http://127.0.0.1:8123).
 //!
 //! The ownership fence here is a stand-in that always confirms ownership: it plays a
-//! broker that tells two members they both own a partition (Tansu 0.6 does so now and
+//! broker that tells two members they both own a partition (Tansu 0.6 did so now and
 //! then, not on demand) and a member paused right after its check. That is the fault
 //! being injected; the server, the table and the gates are real.
 
