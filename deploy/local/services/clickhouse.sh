@@ -15,7 +15,9 @@ ready_clickhouse() {
   [ "$(curl -s --max-time 2 "$CLICKHOUSE_URL/ping" 2>/dev/null)" = "Ok." ] && ch_query 'SELECT version()' >/dev/null 2>&1
 }
 
-up_clickhouse() {
+# Renders the config and hands the data directory to the server's user: only while
+# the server is not running (it rewrites its parts meanwhile).
+prepare_clickhouse() {
   ensure_tls
   mkdir -p "$CH_DIR"/{etc,data,tmp,user_files,format_schemas,log}
   local pw sha
@@ -30,14 +32,18 @@ up_clickhouse() {
   done
   # The server reads its key as the `clickhouse` user: a copy it owns.
   install -m 600 "$STACK_TLS/server.key" "$CH_DIR/etc/server.key"
-  # The server refuses to run as root with foreign-owned data; run it as the
-  # Debian package's `clickhouse` user (no sudo here: setpriv).
-  local run_as=()
   if [ "$(id -u)" = 0 ]; then
     chown -R clickhouse:clickhouse "$CH_DIR"
     chmod 755 "$STACK_STATE" "$STACK_TLS"; chmod 644 "$STACK_TLS/server.pem"
-    run_as=(setpriv --reuid=clickhouse --regid=clickhouse --init-groups)
   fi
+}
+
+up_clickhouse() {
+  ready_clickhouse || prepare_clickhouse
+  # The server refuses to run as root with foreign-owned data; run it as the
+  # Debian package's `clickhouse` user (no sudo here: setpriv).
+  local run_as=()
+  [ "$(id -u)" != 0 ] || run_as=(setpriv --reuid=clickhouse --regid=clickhouse --init-groups)
   # LD_LIBRARY_PATH: install.sh's newer librdkafka for the Kafka table engine (the
   # benchmark's baseline) instead of Debian's 2.0.2.
   (cd "$CH_DIR/data" && export LD_LIBRARY_PATH="$STACK_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" &&
