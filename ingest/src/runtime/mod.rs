@@ -366,7 +366,7 @@ impl Pipeline<'_> {
                     .iter()
                     .map(|(topic, partition, _)| (topic.to_string(), partition))
                     .collect();
-                self.rewind(route, &partitions).await;
+                self.rewind(route, &partitions).await?;
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
@@ -399,7 +399,7 @@ impl Pipeline<'_> {
             "flushed"
         );
         if !written.not_owned.is_empty() {
-            self.rewind(route, &written.not_owned).await;
+            self.rewind(route, &written.not_owned).await?;
         }
         let committable = route.committable(&offsets);
         self.commit(&committable)
@@ -410,14 +410,18 @@ impl Pipeline<'_> {
     /// the rows read since are dropped from every lane and the partitions are read again
     /// from the minimum of the sinks' positions. Whenever this member writes them again,
     /// it continues exactly where each sink stands (never past rows nobody wrote).
-    async fn rewind(&mut self, route: &mut RouteState, partitions: &[(String, i32)]) {
+    async fn rewind(
+        &mut self,
+        route: &mut RouteState,
+        partitions: &[(String, i32)],
+    ) -> anyhow::Result<()> {
         let owned: Vec<(String, i32)> = partitions
             .iter()
             .filter(|p| self.assigned.contains(*p))
             .cloned()
             .collect();
         if owned.is_empty() {
-            return;
+            return Ok(());
         }
         // Writes already started on them no longer count for them.
         self.consumer.context().ownership.revoke(&owned);
@@ -431,30 +435,64 @@ impl Pipeline<'_> {
             .get(&route.route.name)
             .cloned()
             .unwrap_or_default();
-        let known = futures::future::join_all(readers.iter().map(|r| r.read(&wanted))).await;
+        let known = futures::future::join_all(readers.iter().map(|r| r.read(&wanted)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<OffsetMap>, _>>()
+            .map_err(|e| rewind_failed(&owned, &e))?;
         for (topic, partition) in &owned {
             let start = known
                 .iter()
-                .map(|k| k.as_ref().ok().and_then(|k| k.get(topic, *partition)))
+                .map(|k| k.get(topic, *partition))
                 .collect::<Option<Vec<i64>>>()
                 .and_then(|v| v.into_iter().min());
-            // A sink that cannot say: the committed group offset, never ahead of it.
-            let offset = start.map_or(Offset::Stored, Offset::Offset);
-            match self
-                .consumer
+            let offset = match start {
+                Some(start) => Offset::Offset(start),
+                None => self.group_start(topic, *partition)?,
+            };
+            self.consumer
                 .seek(topic, *partition, offset, Duration::from_secs(10))
-            {
-                Ok(()) => tracing::info!(
-                    topic,
-                    partition,
-                    ?offset,
-                    "a sink did not write this partition's latest rows: reading it again from the sinks' positions"
-                ),
-                Err(e) => {
-                    tracing::warn!(topic, partition, error = %e, "cannot re-read a partition")
-                }
-            }
+                .map_err(|e| rewind_failed(&owned, &e))?;
+            tracing::info!(
+                topic,
+                partition,
+                ?offset,
+                "a sink did not write this partition's latest rows: reading it again from the sinks' positions"
+            );
         }
+        Ok(())
+    }
+
+    /// Where a partition some sink has no position for starts again: where a new
+    /// assignment would start it, at the group's committed offset, or where there is
+    /// none, at the beginning (`auto.offset.reset=earliest`, our default).
+    fn group_start(&self, topic: &str, partition: i32) -> anyhow::Result<Offset> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(|e| rewind_failed(&[(topic.to_string(), partition)], &e))?;
+        match committed
+            .find_partition(topic, partition)
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(offset)) => Ok(Offset::Offset(offset)),
+            _ if self.resets_to_earliest() => Ok(Offset::Beginning),
+            _ => Err(anyhow::anyhow!(
+                "cannot re-read {topic}/{partition}: no sink position, no group offset, and \
+                 auto.offset.reset is not earliest; stopping so a restart starts it afresh"
+            )),
+        }
+    }
+
+    fn resets_to_earliest(&self) -> bool {
+        self.loaded
+            .config
+            .kafka
+            .properties
+            .get("auto.offset.reset")
+            .is_none_or(|v| matches!(v.as_str(), "earliest" | "smallest" | "beginning"))
     }
 
     async fn dispose_rejected(
@@ -525,6 +563,16 @@ fn offset_list(offsets: &OffsetMap) -> anyhow::Result<TopicPartitionList> {
         tpl.add_partition_offset(topic, partition, Offset::Offset(next))?;
     }
     Ok(tpl)
+}
+
+/// A rewind that cannot set where the partitions are read from would leave the rows it
+/// dropped behind the consumer: stop instead, and the restart starts them from the
+/// sinks' positions.
+fn rewind_failed(partitions: &[(String, i32)], error: &dyn std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot re-read partitions {partitions:?} from the sinks' positions: {error}; \
+         stopping so that a restart reads them from there"
+    )
 }
 
 /// Retries retryable failures with exponential backoff (capped at 30 s); the service

@@ -17,11 +17,11 @@ pub async fn open_routes(
     fence: Arc<dyn Fence>,
 ) -> anyhow::Result<Vec<RouteState>> {
     let catalog = match &loaded.config.iceberg {
-        Some(iceberg) => Some(open_catalog(&iceberg.catalog).await.map_err(|e| {
-            // Whatever the catalog client quotes (a URL) loses its password too.
-            let message = format!("iceberg catalog `{}`: {e}", iceberg.catalog.display_uri());
-            anyhow::anyhow!("{}", ingest_sinks::secret::redact_uris(&message))
-        })?),
+        Some(iceberg) => Some(
+            open_catalog(&iceberg.catalog)
+                .await
+                .map_err(|e| super::catalog_error(&iceberg.catalog.display_uri(), &e))?,
+        ),
         None => None,
     };
     let group = &loaded.config.kafka.group_id;
