@@ -92,17 +92,22 @@ fn for_each_uri(text: &str, mut secret: impl FnMut((usize, usize))) {
         let end = text[begin..]
             .find(|c: char| c.is_whitespace() || matches!(c, '`' | '"' | '\'' | '<' | '>'))
             .map_or(text.len(), |i| begin + i);
-        let authority_end = text[begin..end]
-            .find(['/', '?', '#'])
-            .map_or(end, |i| begin + i);
-        if let Some(at) = text[begin..authority_end].rfind('@') {
-            let userinfo = &text[begin..begin + at];
+        // A password may hold `/`, `?` or `#` unescaped (`postgres://u:p#ss@db/cat`): the
+        // user info ends at the last `@`. Masking too much beats showing a password (an
+        // `@` in a path or query behind a port masks from the port on).
+        let at = text[begin..end].rfind('@').map(|i| begin + i);
+        if let Some(at) = at {
+            let userinfo = &text[begin..at];
             if let Some(colon) = userinfo.find(':')
                 && colon + 1 < userinfo.len()
             {
-                secret((begin + colon + 1, begin + at));
+                secret((begin + colon + 1, at));
             }
         }
+        let host = at.map_or(begin, |at| at + 1);
+        let authority_end = text[host..end]
+            .find(['/', '?', '#'])
+            .map_or(end, |i| host + i);
         if let Some(q) = text[authority_end..end].find('?') {
             let query_start = authority_end + q + 1;
             let query_end = text[query_start..end]
@@ -253,6 +258,19 @@ mod tests {
             ),
             ("https://u:p@w@ch:8443/?x=1", "https://u:***@ch:8443/?x=1"),
             ("http://127.0.0.1:8123", "http://127.0.0.1:8123"),
+            // Unescaped `#`, `/`, `?` in a password.
+            (
+                "postgres://ingest:p#ss@db/cat",
+                "postgres://ingest:***@db/cat",
+            ),
+            (
+                "postgres://ingest:p/ss@db/cat",
+                "postgres://ingest:***@db/cat",
+            ),
+            (
+                "postgres://ingest:p?ss@db/cat?sslmode=require",
+                "postgres://ingest:***@db/cat?sslmode=require",
+            ),
         ];
         for (uri, expected) in cases {
             assert_eq!(redact_uri(uri), expected, "{uri}");
