@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use iceberg::table::Table;
 use iceberg::{
@@ -57,22 +58,43 @@ pub fn is_permanent_refusal(error: &Error) -> bool {
     error.kind() == ErrorKind::PreconditionFailed && error.message().starts_with(REFUSED_FOR_GOOD)
 }
 
+/// Why a token refused right after it was fetched is not renewed again.
+const FRESH_TOKEN_REFUSED: &str = "refused a token fetched just now for the configured \
+    `credential`: the credentials are wrong or lack a permission";
+
 /// The REST catalog with its OAuth2 token renewed. iceberg-catalog-rest 0.10 exchanges
 /// `credential` for a token once and sends it for the life of the process, but catalogs
 /// expire tokens (SeaweedFS after an hour, Polaris and others too) and refuse every call
 /// from then on. A call refused as unauthenticated makes this fetch a new token and make
-/// the call once more; with a static `token` the refusal is a permanent error.
+/// the call once more; with a static `token` the refusal is a permanent error, and so
+/// is a token refused right after it was fetched (the credentials lack a permission:
+/// fetching more tokens would not help).
 #[derive(Debug)]
 pub(super) struct RenewingRestCatalog {
     inner: RestCatalog,
     auth: RestAuth,
     /// The catalog URI for messages (password masked).
     uri: String,
+    /// A new token was fetched and no call has succeeded with it yet.
+    unproven: AtomicBool,
 }
 
 impl RenewingRestCatalog {
     pub(super) fn new(inner: RestCatalog, auth: RestAuth, uri: String) -> Self {
-        Self { inner, auth, uri }
+        Self {
+            inner,
+            auth,
+            uri,
+            unproven: AtomicBool::new(false),
+        }
+    }
+
+    /// Notes a call that went through: the current token works.
+    fn proven<T>(&self, result: iceberg::Result<T>) -> iceberg::Result<T> {
+        if result.is_ok() {
+            self.unproven.store(false, Ordering::Relaxed);
+        }
+        result
     }
 
     /// `call`, made again once with a new token when the catalog refuses the first one.
@@ -85,11 +107,19 @@ impl RenewingRestCatalog {
             Err(error) => match refused_status(&error) {
                 Some(status) => {
                     self.renew(status, error).await?;
-                    call().await
+                    match call().await {
+                        Err(error) => match refused_status(&error) {
+                            Some(status) => {
+                                Err(self.refused_for_good(status, FRESH_TOKEN_REFUSED, error))
+                            }
+                            None => Err(error),
+                        },
+                        done => self.proven(done),
+                    }
                 }
                 None => Err(error),
             },
-            done => done,
+            done => self.proven(done),
         }
     }
 
@@ -98,6 +128,9 @@ impl RenewingRestCatalog {
     async fn renew(&self, status: u16, refused: Error) -> iceberg::Result<()> {
         let uri = &self.uri;
         let why = match self.auth {
+            RestAuth::Credential if self.unproven.swap(true, Ordering::Relaxed) => {
+                FRESH_TOKEN_REFUSED
+            }
             RestAuth::Credential => {
                 tracing::info!(
                     catalog = %uri,
@@ -122,11 +155,16 @@ impl RenewingRestCatalog {
                  or `token`"
             }
         };
-        Err(Error::new(
+        Err(self.refused_for_good(status, why, refused))
+    }
+
+    /// A refusal no retry can change (see [`is_permanent_refusal`]).
+    fn refused_for_good(&self, status: u16, why: &str, refused: Error) -> Error {
+        Error::new(
             ErrorKind::PreconditionFailed,
-            format!("{REFUSED_FOR_GOOD}{uri}` {why} (HTTP {status})"),
+            format!("{REFUSED_FOR_GOOD}{}` {why} (HTTP {status})", self.uri),
         )
-        .with_source(refused))
+        .with_source(refused)
     }
 }
 
@@ -164,7 +202,7 @@ impl Catalog for RenewingRestCatalog {
                 }
                 None => Err(error),
             },
-            done => done,
+            done => self.proven(done),
         }
     }
 
@@ -274,6 +312,8 @@ mod tests {
         /// The token requests are accepted with (the last one issued, until expired).
         live: Mutex<Option<String>>,
         issued: Mutex<u32>,
+        /// Refuses every catalog call, whatever the token (missing permissions).
+        forbidden: Mutex<bool>,
         /// `METHOD path -> status` of every request.
         seen: Mutex<Vec<String>>,
     }
@@ -299,6 +339,10 @@ mod tests {
                     r#"{{"access_token":"{token}","token_type":"bearer","expires_in":3600}}"#
                 );
                 (200, body)
+            } else if *self.forbidden.lock().unwrap() {
+                let body =
+                    r#"{"error":{"message":"not allowed","type":"ForbiddenException","code":403}}"#;
+                (403, body.to_string())
             } else if bearer.is_none() || bearer != *self.live.lock().unwrap() {
                 let body = r#"{"error":{"message":"Bearer token is invalid or expired","type":"NotAuthorizedException","code":401}}"#;
                 (401, body.to_string())
@@ -407,6 +451,25 @@ mod tests {
                 "HEAD /v1/namespaces/ns -> 204",
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_fresh_token_refused_is_a_permanent_error_not_a_renewal_loop() {
+        let fake = Arc::new(FakeCatalog::default());
+        let uri = fake.serve("").await;
+        let catalog = open_catalog(&rest_config(uri, &[("credential", "id:secret")]))
+            .await
+            .unwrap();
+        let ns = NamespaceIdent::new("ns".into());
+        assert!(catalog.namespace_exists(&ns).await.unwrap());
+        *fake.forbidden.lock().unwrap() = true;
+        for _ in 0..3 {
+            let error = catalog.namespace_exists(&ns).await.unwrap_err();
+            assert!(is_permanent_refusal(&error), "{error}");
+            assert!(error.to_string().contains("lack a permission"), "{error}");
+        }
+        // One renewal after the first refusal, none after.
+        assert_eq!(*fake.issued.lock().unwrap(), 2);
     }
 
     #[tokio::test]
