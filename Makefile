@@ -29,7 +29,7 @@ unit:
 	cargo test $(CARGO_FLAGS) --workspace
 
 e2e:
-	. $(STACK)/env.sh && $(PY) -m pytest -q tests/e2e $(PYTEST_ARGS)
+	. $(STACK)/env.sh && $(PY) -m pytest -q --timeout=900 tests/e2e $(PYTEST_ARGS)
 
 deploy-check:
 	deploy/check.sh
