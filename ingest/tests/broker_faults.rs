@@ -201,11 +201,7 @@ async fn every_event_lands_once_in_each_sink_despite_broker_faults() {
         .coordinator(MockCoordinator::Group("faults".into()), 2)
         .unwrap();
     let bootstrap = cluster.bootstrap_servers();
-    let dir = std::env::temp_dir().join(format!("ingest-faults-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let database = format!("faults_{}", std::process::id());
-    let loaded = config(&bootstrap, &dir, &database);
+    let (dir, database, loaded) = prepare("faults", &bootstrap);
 
     produce(&bootstrap, 0, EVENTS / 2).await;
     // Faults from the start: the group join and the first fetches fail a few times.
@@ -280,11 +276,7 @@ async fn a_commit_refused_during_a_rebalance_loses_nothing() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("events", PARTITIONS, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
-    let dir = std::env::temp_dir().join(format!("ingest-faults-gen-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let database = format!("faults_gen_{}", std::process::id());
-    let loaded = config(&bootstrap, &dir, &database);
+    let (dir, database, loaded) = prepare("faults_gen", &bootstrap);
 
     produce(&bootstrap, 0, EVENTS / 2).await;
     let (stop, stopped) = watch::channel(false);
@@ -310,6 +302,17 @@ async fn a_commit_refused_during_a_rebalance_loses_nothing() {
         .unwrap()
         .expect("the service ends without error");
     verify_and_clean_up(&database, &loaded, &dir).await;
+}
+
+/// A fresh directory and ClickHouse database for one test (`name` and the process id),
+/// and the service config over them.
+fn prepare(name: &str, bootstrap: &str) -> (std::path::PathBuf, String, Loaded) {
+    let dir = std::env::temp_dir().join(format!("ingest-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("{name}_{}", std::process::id());
+    let loaded = config(bootstrap, &dir, &database);
+    (dir, database, loaded)
 }
 
 /// Waits until both sinks hold at least EVENTS rows (fails if the service stops or
