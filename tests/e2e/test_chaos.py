@@ -13,6 +13,7 @@ each test has its own topic, ClickHouse database, Iceberg catalog and consumer g
 Results (kills, elapsed time, what a frozen instance logged) are printed to the
 terminal even when pytest captures output.
 """
+import contextlib
 import datetime
 import random
 import time
@@ -320,12 +321,22 @@ ICEBERG_OUTAGE_ROUTE = dict(batch={"max_rows": 5000, "max_age": "1s"}, clickhous
                             iceberg_batch={"max_rows": 60000, "max_age": "1s"})
 
 
-def test_catalog_outage_clickhouse_keeps_its_pace(setup, capsys, tmp_path):
-    """The REST catalog alone goes away (the fixture process, its files kept)."""
-    catalog = RestCatalogProcess(tmp_path, free_port())
+@contextlib.contextmanager
+def fixture_catalog(setup, tmp_path, *fault_args):
+    """The REST catalog fixture (faults chosen by `fault_args`) as the test's Iceberg
+    catalog, stopped when the test ends."""
+    catalog = RestCatalogProcess(tmp_path, free_port(), list(fault_args))
     catalog.start()
     try:
         setup.warehouse = catalog.warehouse
+        yield catalog
+    finally:
+        catalog.stop()
+
+
+def test_catalog_outage_clickhouse_keeps_its_pace(setup, capsys, tmp_path):
+    """The REST catalog alone goes away (the fixture process, its files kept)."""
+    with fixture_catalog(setup, tmp_path) as catalog:
         topic = create_topic(unique("chaos_catdown"), 4)
         ride_out_sink_outage(setup, Notes(capsys, "catalog-outage"), name="catalog", other="clickhouse", stop=lambda: catalog.stop() or "catalog stopped",
                              start_again=lambda: catalog.start() or "catalog started",
@@ -335,8 +346,6 @@ def test_catalog_outage_clickhouse_keeps_its_pace(setup, capsys, tmp_path):
                              catalog={"type": "rest", "uri": catalog.uri},
                              iceberg=lambda: catalog.table(f"{setup.namespace}.events"),
                              tail=lambda: "\n----- REST catalog -----\n" + catalog.tail())
-    finally:
-        catalog.stop()
 
 
 def test_object_store_outage_clickhouse_keeps_its_pace(setup, capsys):
@@ -361,10 +370,7 @@ def test_catalog_commit_reply_lost_after_the_commit(setup, capsys, tmp_path):
     note = Notes(capsys, "commit-reply-lost")
     partitions = 4
     total = size("lost_reply_events", 20_000, 100_000)
-    catalog = RestCatalogProcess(tmp_path, free_port(), ["--lose-commit-reply-every", "3"])
-    catalog.start()
-    try:
-        setup.warehouse = catalog.warehouse
+    with fixture_catalog(setup, tmp_path, "--lose-commit-reply-every", "3") as catalog:
         topic = create_topic(unique("chaos_lostreply"), partitions)
         route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
                              clickhouse_batch={"max_age": "300ms"}, iceberg_batch={"max_age": "500ms"})
@@ -383,8 +389,6 @@ def test_catalog_commit_reply_lost_after_the_commit(setup, capsys, tmp_path):
         lost = injected()
         note(f"{lost} commit replies lost after the commit was applied")
         assert lost >= 2, f"the fault was injected {lost} times\n{catalog.tail()}"
-    finally:
-        catalog.stop()
 
 
 def test_catalog_tokens_expire_while_producing(setup, capsys, tmp_path):
@@ -400,12 +404,8 @@ def test_catalog_tokens_expire_while_producing(setup, capsys, tmp_path):
     ttl = size("token_ttl", 4, 4)
     producing = size("token_secs", 24.0, 60.0, float)
     credential = "ingest-test:token-fixture-secret"
-    catalog = RestCatalogProcess(tmp_path, free_port(),
-                                 ["--token-ttl", str(ttl), "--client-credential", credential,
-                                  "--expire-tokens-before-commit-every", "7"])
-    catalog.start()
-    try:
-        setup.warehouse = catalog.warehouse
+    with fixture_catalog(setup, tmp_path, "--token-ttl", str(ttl), "--client-credential", credential,
+                         "--expire-tokens-before-commit-every", "7") as catalog:
         topic = create_topic(unique("chaos_token"), partitions)
         route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
                              clickhouse_batch={"max_age": "300ms"}, iceberg_batch={"max_age": "1s"})
@@ -433,5 +433,3 @@ def test_catalog_tokens_expire_while_producing(setup, capsys, tmp_path):
         wait_ready_status(inst, 200, 30, "/ready 200 with fresh tokens")
         finish(setup, note, producer, [inst], topic, partitions, iceberg=iceberg,
                extra="----- REST catalog -----\n" + catalog.tail())
-    finally:
-        catalog.stop()

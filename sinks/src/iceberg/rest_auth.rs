@@ -425,8 +425,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_expired_token_is_renewed_and_the_call_made_again() {
+    /// A fake catalog, the service's client of it with `credential`, and a namespace
+    /// the first call has found (so the first token is in use).
+    async fn catalog_with_credential() -> (Arc<FakeCatalog>, Arc<dyn Catalog>, NamespaceIdent) {
         let fake = Arc::new(FakeCatalog::default());
         let uri = fake.serve("").await;
         let catalog = open_catalog(&rest_config(uri, &[("credential", "id:secret")]))
@@ -434,6 +435,12 @@ mod tests {
             .unwrap();
         let ns = NamespaceIdent::new("ns".into());
         assert!(catalog.namespace_exists(&ns).await.unwrap());
+        (fake, catalog, ns)
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_renewed_and_the_call_made_again() {
+        let (fake, catalog, ns) = catalog_with_credential().await;
         // The token expires: the next call is refused once, then made with a new token.
         *fake.live.lock().unwrap() = None;
         assert!(catalog.namespace_exists(&ns).await.unwrap());
@@ -455,13 +462,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fresh_token_refused_is_a_permanent_error_not_a_renewal_loop() {
-        let fake = Arc::new(FakeCatalog::default());
-        let uri = fake.serve("").await;
-        let catalog = open_catalog(&rest_config(uri, &[("credential", "id:secret")]))
-            .await
-            .unwrap();
-        let ns = NamespaceIdent::new("ns".into());
-        assert!(catalog.namespace_exists(&ns).await.unwrap());
+        let (fake, catalog, ns) = catalog_with_credential().await;
         *fake.forbidden.lock().unwrap() = true;
         for _ in 0..3 {
             let error = catalog.namespace_exists(&ns).await.unwrap_err();
