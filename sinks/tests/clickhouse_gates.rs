@@ -171,3 +171,67 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// Issue 10, hole 10: every move of a partition registers a gate. The registry and the
+/// gates on the server stay at about one per partition however often it moves, and a
+/// crashed writer's gate goes once another writer takes any of its partitions.
+#[tokio::test]
+async fn the_registry_and_the_gates_do_not_grow_as_partitions_move() {
+    let conn = connection(&format!("gates_moves_{}", std::process::id()));
+    let db = conn.database.clone();
+    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
+    let (fence_a, fence_b) = (Arc::new(YesFence::default()), Arc::new(YesFence::default()));
+    let mut a = open(&conn, fence_a.clone()).await;
+    let mut b = open(&conn, fence_b.clone()).await;
+    for round in 0..10u64 {
+        // Each rebalance hands the partition to the other writer.
+        let (writer, fence) = if round % 2 == 0 {
+            (&mut a, &fence_a)
+        } else {
+            (&mut b, &fence_b)
+        };
+        fence.generation.store(round, Ordering::SeqCst);
+        let from = round as i64 * 10;
+        assert_eq!(
+            writer.write(&batch(from..from + 10)).await.unwrap(),
+            Written::default()
+        );
+    }
+    // A writer that crashed holding its gate: a third one takes the partition.
+    drop(a);
+    drop(b);
+    let mut c = open(&conn, Arc::new(YesFence::default())).await;
+    c.write(&batch(100..110)).await.unwrap();
+    assert_eq!(counts(&conn).await, (110, 110));
+
+    // The registry's deletes are mutations, done in the background.
+    let started = Instant::now();
+    let registered = loop {
+        let rows = sql(
+            &conn,
+            &format!("SELECT count() AS n FROM {db}.events__ingest_gates"),
+        )
+        .await;
+        let n = number(&rows[0]["n"]);
+        if n <= 1 || started.elapsed() > Duration::from_secs(30) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(registered, 1, "registrations of gone gates are removed");
+    let gates = sql(
+        &conn,
+        &format!(
+            "SELECT count() AS n FROM system.tables WHERE database = '{db}' \
+             AND startsWith(name, 'events__gate_') AND engine = 'Null'"
+        ),
+    )
+    .await;
+    // The gate's table for rows and its table for ledger entries.
+    assert_eq!(
+        number(&gates[0]["n"]),
+        2,
+        "only the last writer's gate is left"
+    );
+    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
+}

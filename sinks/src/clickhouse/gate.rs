@@ -7,10 +7,8 @@
 //!
 //! - A writer never inserts into the table itself but into its own *gate*: a `Null`
 //!   table with the table's columns and a materialized view passing the rows on to the
-//!   table. On servers where that insert fires the table's own views (19.16 and later),
-//!   the table's ledger view feeds the position ledger, after the table's part is
-//!   written. On older ones (18.16) it does not, and the gate has a second view feeding
-//!   the ledger.
+//!   table. Its ledger entries go through a second `Null` table of the gate (`_pos`),
+//!   whose view feeds the position ledger (see [`super::progress`]).
 //! - `DROP TABLE` of a gate waits for the inserts running through it, and every later
 //!   insert into it fails with "table doesn't exist" (measured on 18.16; current servers
 //!   need `SYNC` for the wait).
@@ -35,7 +33,7 @@ use crate::SinkError;
 
 use super::types::{ServerCaps, quote_ident};
 use super::{escape_literal, is_retryable, query_json, server_error_code};
-use crate::clickhouse::progress::{Coordinates, Ledger};
+use crate::clickhouse::progress::Ledger;
 
 /// A Kafka partition: (topic, partition).
 pub type Partition = (String, i32);
@@ -55,6 +53,8 @@ struct Gate {
 pub struct Admission {
     /// The gate table's name (in the sink's database).
     pub table: String,
+    /// The gate's table for ledger entries.
+    pub entries: String,
     /// Partitions another writer took after this one: their rows are not written.
     pub refused: Vec<Partition>,
 }
@@ -65,10 +65,7 @@ pub struct Gates {
     client: clickhouse::Client,
     database: String,
     table: String,
-    coordinates: Coordinates,
     drop_sync: bool,
-    /// The gate needs its own view feeding the ledger (the table's does not fire).
-    ledger_view: bool,
     current: Option<Gate>,
     /// This writer's gate that another writer dropped, until the next admission looks
     /// at who took which partitions.
@@ -83,7 +80,6 @@ impl Gates {
         client: clickhouse::Client,
         database: &str,
         table: &str,
-        coordinates: Coordinates,
         caps: ServerCaps,
     ) -> Self {
         Self {
@@ -91,17 +87,9 @@ impl Gates {
             client,
             database: database.into(),
             table: table.into(),
-            coordinates,
             // Atomic databases (default since 20.10) drop tables in the background
             // unless told SYNC, which waits for the queries using them.
             drop_sync: caps.version >= (20, 10),
-            // Where the table's ledger view fires, a gate view feeding the ledger too
-            // is redundant and harmful: the gate's `_ledger` view runs before its
-            // `_rows` view, so an insert into the table that fails (too many parts, a
-            // server going down) leaves the ledger claiming rows the table lacks, and
-            // the retry skips them (measured on 26.9; on 18.16 too, where the gate's
-            // view is the only feed: see docs/exactly-once.md, known limits).
-            ledger_view: !caps.cascading_views(),
             current: None,
             closed: None,
             lost: BTreeMap::new(),
@@ -181,7 +169,12 @@ impl Gates {
             Some(g) => self.gate_name(&g.token),
             None => String::new(),
         };
-        Ok(Admission { table, refused })
+        let entries = format!("{table}_pos");
+        Ok(Admission {
+            table,
+            entries,
+            refused,
+        })
     }
 
     /// True when `error` says this writer's gate is gone: another writer took (some of)
@@ -265,14 +258,14 @@ impl Gates {
             if let Some(previous) = &previous {
                 earlier.insert(previous.token.clone());
             }
-            // Gates long gone stay registered; a gate registered but not created yet
-            // sees this registration once created, and backs off.
+            // A gate registered but not created yet sees this registration once created,
+            // and backs off.
             let existing = self.existing_gates().await?;
-            earlier.retain(|t| existing.contains(t));
-            for other in &earlier {
+            for other in earlier.iter().filter(|t| existing.contains(*t)) {
                 // Waits for the inserts running through it.
                 self.drop_gate(other).await?;
             }
+            self.forget(&earlier).await?;
             tracing::info!(sink = %self.sink, gate = %self.gate_name(&token), k,
                 partitions = wanted.len(), dropped = earlier.len(), "insert gate opened");
             self.current = Some(Gate {
@@ -283,6 +276,25 @@ impl Gates {
             });
             return Ok(());
         }
+    }
+
+    /// Removes the registrations of gates that are gone, so the registry holds about one
+    /// gate per partition however often partitions move. Never this writer's own: a
+    /// later writer must see it.
+    async fn forget(&self, tokens: &BTreeSet<String>) -> Result<(), SinkError> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = tokens
+            .iter()
+            .map(|t| format!("'{}'", escape_literal(t)))
+            .collect();
+        self.run(format!(
+            "ALTER TABLE {} DELETE WHERE token IN ({})",
+            self.qualified(&self.registry()),
+            list.join(", ")
+        ))
+        .await
     }
 
     /// Tokens of the gates (or their leftover views) on the server now.
@@ -382,23 +394,23 @@ impl Gates {
             self.qualified(&gate)
         ))
         .await?;
-        // Views of a view's target do not fire on old servers: the gate feeds the ledger.
-        if !self.ledger_view {
-            return Ok(());
-        }
         let ledger = Ledger::new(&self.database, &self.table);
-        self.run(ledger.view_statement(&self.coordinates, &format!("{gate}_ledger"), &gate))
-            .await
+        for sql in ledger.entry_gate_statements(&format!("{gate}_pos")) {
+            self.run(sql).await?;
+        }
+        Ok(())
     }
 
-    /// Drops a gate: the table first (waiting for its inserts), then its views (the
-    /// `_ledger` one may not exist).
+    /// Drops a gate: its tables first (waiting for their inserts), then their views
+    /// (gates of earlier releases lack `_pos`).
     async fn drop_gate(&self, token: &str) -> Result<(), SinkError> {
         let gate = self.gate_name(token);
         let sync = if self.drop_sync { " SYNC" } else { "" };
         for name in [
             gate.clone(),
+            format!("{gate}_pos"),
             format!("{gate}_rows"),
+            format!("{gate}_pos_ledger"),
             format!("{gate}_ledger"),
         ] {
             self.run(format!(

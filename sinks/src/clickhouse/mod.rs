@@ -26,7 +26,7 @@ pub use connect::ClickHouseTls;
 use gate::{Gates, Partition};
 use native::{NativeColumn, encode_block};
 pub use progress::Coordinates;
-use progress::{Ledger, TablePositions};
+use progress::{Entry, Ledger, TablePositions};
 use types::{ChType, ServerCaps, quote_ident};
 
 /// How to reach the server (the `clickhouse:` section of the service config).
@@ -195,11 +195,10 @@ pub fn offline_payload(
         None => schema.clone(),
     };
     let mut ddl = ddl::create_table(database, table, &full, caps)?;
-    if let Some(c) = coordinates {
-        for statement in Ledger::new(database, &table.table).create_statements(c) {
-            ddl.push_str(";\n");
-            ddl.push_str(&statement);
-        }
+    if coordinates.is_some() {
+        let [ledger, _] = Ledger::new(database, &table.table).create_statements();
+        ddl.push_str(";\n");
+        ddl.push_str(&ledger);
     }
     let mut columns = Vec::with_capacity(full.fields().len());
     for field in full.fields() {
@@ -337,21 +336,13 @@ impl ClickHouseSink {
                 format!("ADD COLUMN {} {ty} DEFAULT {default}", quote_ident(column))
             })
             .collect();
-        let gates = Gates::new(
-            &name,
-            client.clone(),
-            &conn.database,
-            &table.table,
-            coordinates.clone(),
-            caps,
-        );
-        let mut ledger_sql = ledger.create_statements(&coordinates).to_vec();
-        ledger_sql.push(gates.create_statement());
-        // Without create_tables the ledger, its view and the gate registry must exist.
+        let gates = Gates::new(&name, client.clone(), &conn.database, &table.table, caps);
+        let [create_ledger, drop_old_view] = ledger.create_statements();
+        let ledger_sql = vec![create_ledger, gates.create_statement()];
+        // Without create_tables the ledger and the gate registry must exist.
         let companions_missing = !conn.create_tables && {
             let names = [
-                format!("{}__ingest_positions", table.table),
-                format!("{}__ingest_positions_mv", table.table),
+                ledger.name().to_string(),
                 format!("{}__ingest_gates", table.table),
             ];
             let sql = format!(
@@ -404,6 +395,7 @@ impl ClickHouseSink {
                 run(sql).await?;
             }
         }
+        run(drop_old_view).await?;
         let columns = match_columns(&schema, columns).map_err(|e| fail(e, false))?;
         // Encoding an empty batch runs every cast check once, before any data arrives.
         encode_block(
@@ -531,6 +523,15 @@ impl ClickHouseSink {
         insert = insert.with_setting("query_id", query_id);
         insert.send(body).await?;
         insert.end().await
+    }
+
+    /// Records ledger entries through the gate's entry table.
+    async fn record(&self, gate: &str, entries: &[Entry]) -> Result<(), clickhouse::error::Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let sql = self.positions.ledger.entry_statement(gate, entries);
+        self.client.query(&sql).execute().await
     }
 
     fn error(&self, message: String, retryable: bool) -> SinkError {
@@ -667,32 +668,43 @@ impl Sink for ClickHouseSink {
                 tracing::info!(sink = %self.name, skipped = todo.num_rows() - fresh.num_rows(),
                     "rows already in the table (a replay) are not written again");
             }
-            if fresh.num_rows() == 0 {
-                return Ok(written);
-            }
-            let body = self.encode(&fresh)?;
-            let token = self.caps.dedup_token().then(|| dedup_token(&fresh));
-            let query_id = uuid::Uuid::new_v4().to_string();
-            match self
-                .insert(&admission.table, Bytes::from(body), token, &query_id)
-                .await
-            {
-                Ok(()) => return Ok(written),
-                Err(e) if self.gates.closed_by(&e) => {
+            let inserted = if fresh.num_rows() == 0 {
+                Ok(())
+            } else {
+                let body = self.encode(&fresh)?;
+                let token = self.caps.dedup_token().then(|| dedup_token(&fresh));
+                let query_id = uuid::Uuid::new_v4().to_string();
+                let inserted = self
+                    .insert(&admission.table, Bytes::from(body), token, &query_id)
+                    .await;
+                // Sent, but no answer: the server may be inserting it still.
+                if let Err(
+                    clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut,
+                ) = &inserted
+                {
+                    self.uncertain = Some(query_id);
+                }
+                inserted
+            };
+            if let Err(e) = inserted {
+                if self.gates.closed_by(&e) {
                     tracing::warn!(sink = %self.name,
                         "another instance closed this writer's insert gate: checking which partitions it took");
+                    continue;
                 }
-                Err(e) => {
-                    // Sent, but no answer: the server may be inserting it still.
-                    if matches!(
-                        e,
-                        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
-                    ) {
-                        self.uncertain = Some(query_id.clone());
-                    }
-                    return Err(self.error(format!("insert failed: {e}"), is_retryable(&e)));
-                }
+                return Err(self.error(format!("insert failed: {e}"), is_retryable(&e)));
             }
+            // Only now that the server acknowledged every row may the ledger say so.
+            let entries = progress.entries_after(&todo.next_offsets);
+            return match self.record(&admission.entries, &entries).await {
+                Ok(()) => Ok(written),
+                // The rows are in; whoever took the gate finds them past the ledger.
+                Err(e) if self.gates.closed_by(&e) => Ok(written),
+                Err(e) => Err(self.error(
+                    format!("recording positions after the insert failed (the retry finds its rows): {e}"),
+                    is_retryable(&e),
+                )),
+            };
         }
         Err(self.error(
             "other instances keep taking this writer's partitions".into(),

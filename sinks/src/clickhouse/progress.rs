@@ -1,17 +1,19 @@
 //! Where a ClickHouse table stands in Kafka, read from ClickHouse itself.
 //!
-//! Every row carries its Kafka coordinates (topic, partition, offset columns). A
-//! materialized view folds each inserted block into a tiny `AggregatingMergeTree`
-//! ledger: per partition, the offset after the highest row and the server time of the
-//! insert. The view runs after the block's parts are written, so the ledger never
-//! claims rows the table lacks; it can lag by the blocks of an insert cut short by a
-//! server crash, and a table partitioned by a row value may hold any subset of those
-//! rows. Those rows can only sit in parts written or merged since the partition's last
-//! ledger entry, so recovery reads the ledger plus the coordinates in those recent parts:
-//! bounded by recent activity, never a scan of the whole table, no Keeper, no external
-//! store and no dedup window.
+//! Every row carries its Kafka coordinates (topic, partition, offset columns). After an
+//! insert has succeeded, the writer records per partition the offset after the rows the
+//! table now holds, with a time, in a tiny `AggregatingMergeTree` ledger (through its
+//! insert gate, so a writer that lost the partition cannot record anything). The entry
+//! is written only once the server acknowledged the rows, so the ledger never claims a
+//! row the table lacks, whatever the server does with materialized views, in which
+//! order, or which error it checks first. It lags the table when the writer stops
+//! between its insert and the entry, or when an insert fails after some of its parts
+//! were committed (a server crash, too many parts, a memory limit). Those rows can only
+//! sit in parts written or merged since the entry's time, so recovery reads the ledger
+//! plus the coordinates in those recent parts: bounded by recent activity, never a scan
+//! of the whole table, no Keeper, no external store and no dedup window.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::{OffsetMap, RowPosition, SinkError};
 
@@ -47,12 +49,11 @@ impl Coordinates {
     }
 }
 
-/// The ledger table and the view feeding it, named after the data table.
+/// The ledger table, named after the data table.
 pub struct Ledger {
     database: String,
     table: String,
     ledger: String,
-    view: String,
 }
 
 impl Ledger {
@@ -61,7 +62,6 @@ impl Ledger {
             database: database.into(),
             table: table.into(),
             ledger: format!("{table}__ingest_positions"),
-            view: format!("{table}__ingest_positions_mv"),
         }
     }
 
@@ -69,8 +69,15 @@ impl Ledger {
         format!("{}.{}", quote_ident(&self.database), quote_ident(name))
     }
 
-    /// Statements creating the ledger and its view (idempotent).
-    pub fn create_statements(&self, coords: &Coordinates) -> [String; 2] {
+    /// The ledger's name (in the data table's database).
+    pub fn name(&self) -> &str {
+        &self.ledger
+    }
+
+    /// Statements creating the ledger (idempotent), and dropping the view that fed it
+    /// from the table's own inserts in earlier releases: a view may run before the rows
+    /// it describes are committed (or without them), so entries come from the writer alone.
+    pub fn create_statements(&self) -> [String; 2] {
         [
             format!(
                 "CREATE TABLE IF NOT EXISTS {} (topic String, partition Int32, \
@@ -78,23 +85,54 @@ impl Ledger {
                  ENGINE = AggregatingMergeTree() ORDER BY (topic, partition)",
                 self.qualified(&self.ledger)
             ),
-            self.view_statement(coords, &self.view, &self.table),
+            format!(
+                "DROP TABLE IF EXISTS {}",
+                self.qualified(&format!("{}__ingest_positions_mv", self.table))
+            ),
         ]
     }
 
-    /// The view folding the blocks inserted into `source` (the table itself, or an
-    /// insert gate in front of it) into the ledger.
-    pub fn view_statement(&self, coords: &Coordinates, view: &str, source: &str) -> String {
+    /// The `Null` table a writer records entries into, and the view folding them into
+    /// the ledger: dropping the table (with the writer's insert gate) refuses every later
+    /// entry of that writer.
+    pub fn entry_gate_statements(&self, gate: &str) -> [String; 2] {
+        [
+            format!(
+                "CREATE TABLE {} (topic String, partition Int32, next Int64, at DateTime) \
+                 ENGINE = Null",
+                self.qualified(gate)
+            ),
+            format!(
+                "CREATE MATERIALIZED VIEW {} TO {} AS SELECT topic, partition, \
+                 maxState(next) AS next, maxState(at) AS at FROM {} GROUP BY topic, partition",
+                self.qualified(&format!("{gate}_ledger")),
+                self.qualified(&self.ledger),
+                self.qualified(gate)
+            ),
+        ]
+    }
+
+    /// Records `entries` through the entry gate `gate`.
+    pub fn entry_statement(&self, gate: &str, entries: &[Entry]) -> String {
+        let values: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                let at = match e.at {
+                    Some(at) => format!("toDateTime({at})"),
+                    None => "now()".into(),
+                };
+                format!(
+                    "('{}', {}, {}, {at})",
+                    escape_literal(&e.topic),
+                    e.partition,
+                    e.next
+                )
+            })
+            .collect();
         format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {} TO {} AS SELECT {} AS topic, \
-             {} AS partition, maxState({} + 1) AS next, maxState(now()) AS at \
-             FROM {} GROUP BY topic, partition",
-            self.qualified(view),
-            self.qualified(&self.ledger),
-            quote_ident(&coords.topic),
-            quote_ident(&coords.partition),
-            quote_ident(&coords.offset),
-            self.qualified(source)
+            "INSERT INTO {} (topic, partition, next, at) VALUES {}",
+            self.qualified(gate),
+            values.join(", ")
         )
     }
 
@@ -211,12 +249,13 @@ impl TablePositions {
             // that, parts since that look (an interrupted first insert comes later).
             let key = (topic.to_string(), partition);
             let unseen_at = scanned.get(&key).copied().unwrap_or(0);
-            if entry.is_none() {
-                unseen.push(key);
-            }
             let (next, at) = entry.map_or((0, unseen_at), |e| (e.next, e.at));
             if entry.is_some() {
                 progress.next.advance(topic, partition, next);
+            }
+            progress.since.insert(key.clone(), at);
+            if entry.is_none() {
+                unseen.push(key);
             }
             tail_from.advance(topic, partition, next);
             // One second early: part times and `now()` are whole seconds.
@@ -237,18 +276,27 @@ impl TablePositions {
             )
             .await?
         };
-        if let Some(now) = server_now {
-            let mut scanned = self.scanned.lock().expect("scans poisoned");
-            for key in unseen {
-                scanned.insert(key, now as u32);
-            }
-        }
         for row in tail {
             if let Some(e) = LedgerEntry::from_json(&serde_json::json!({
                 "topic": row["topic"], "partition": row["partition"],
                 "next": row["offset"], "at": 0,
             })) {
                 progress.beyond.insert((e.topic, e.partition, e.next));
+            }
+        }
+        // A partition without an entry whose look found nothing need not look at older
+        // parts again. One whose look found rows must, until an entry covers them: a
+        // write failing now would otherwise forget them and write them twice.
+        if let Some(now) = server_now {
+            let mut scanned = self.scanned.lock().expect("scans poisoned");
+            for key in unseen {
+                let found = progress
+                    .beyond
+                    .iter()
+                    .any(|(t, p, _)| *t == key.0 && *p == key.1);
+                if !found {
+                    scanned.insert(key, now as u32);
+                }
             }
         }
         Ok(progress)
@@ -268,6 +316,19 @@ impl crate::Positions for TablePositions {
 pub struct Progress {
     pub next: OffsetMap,
     pub beyond: HashSet<(String, i32, i64)>,
+    /// Per partition, the time since which parts were read for `beyond` (unix s).
+    pub since: HashMap<(String, i32), u32>,
+}
+
+/// A ledger entry to record: the table holds every row of the partition below `next`;
+/// rows past it can only be in parts written or merged since `at` (the server's
+/// `now()` when `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub topic: String,
+    pub partition: i32,
+    pub next: i64,
+    pub at: Option<u32>,
 }
 
 impl Progress {
@@ -282,6 +343,39 @@ impl Progress {
                     position.partition,
                     position.offset,
                 )))
+    }
+
+    /// The entries to record once the table holds every row of a batch reaching
+    /// `written` (per partition, the offset after its last record), for the partitions
+    /// where they say more than the ledger does. An entry never moves `at` past rows
+    /// found beyond its `next`: they stay where recovery looks until an entry covers
+    /// them.
+    pub fn entries_after(&self, written: &OffsetMap) -> Vec<Entry> {
+        let durable = self.durable();
+        let mut entries = Vec::new();
+        for (topic, partition, end) in written.iter() {
+            let next = end.max(durable.get(topic, partition).unwrap_or(0));
+            if self.next.get(topic, partition) >= Some(next) {
+                continue;
+            }
+            let left_beyond = self
+                .beyond
+                .iter()
+                .any(|(t, p, o)| t == topic && *p == partition && *o >= next);
+            let at = left_beyond.then(|| {
+                self.since
+                    .get(&(topic.to_string(), partition))
+                    .copied()
+                    .unwrap_or(0)
+            });
+            entries.push(Entry {
+                topic: topic.to_string(),
+                partition,
+                next,
+                at,
+            });
+        }
+        entries
     }
 
     /// The positions a reader may resume from: the ledger's, moved past the rows found
@@ -372,11 +466,45 @@ mod tests {
             sql.contains("`_topic` = 'orders' AND `_partition` = 3 AND `_offset` >= 100"),
             "{sql}"
         );
-        let [table, view] = ledger.create_statements(&Coordinates::default());
+        let [table, _] = ledger.create_statements();
         assert!(table.contains("`events__ingest_positions`"), "{table}");
+        let [_, view] = ledger.entry_gate_statements("g_pos");
         assert!(
             view.contains("TO `db`.`events__ingest_positions`"),
             "{view}"
         );
+    }
+
+    fn written(next: i64) -> OffsetMap {
+        let mut map = OffsetMap::default();
+        map.advance("t", 0, next);
+        map
+    }
+
+    #[test]
+    fn an_entry_covers_the_batch_and_the_unbroken_run_found_beyond_the_ledger() {
+        let mut progress = Progress::default();
+        progress.next.advance("t", 0, 10);
+        progress.since.insert(("t".into(), 0), 500);
+        progress.beyond.extend((10..20).map(|o| ("t".into(), 0, o)));
+        // A replay of 10..15 after a crash: the table holds 10..20 already.
+        let entries = progress.entries_after(&written(15));
+        assert_eq!(entries.len(), 1);
+        assert_eq!((entries[0].next, entries[0].at), (20, None));
+    }
+
+    #[test]
+    fn an_entry_keeps_its_time_while_rows_past_it_are_found() {
+        // Issue 10, hole 1: rows 30..40 of an interrupted insert sit past a gap. An
+        // entry for a shorter retry (10..15) must not move `at` past their parts, or
+        // the next look misses them and they are written twice.
+        let mut progress = Progress::default();
+        progress.next.advance("t", 0, 10);
+        progress.since.insert(("t".into(), 0), 500);
+        progress.beyond.extend((30..40).map(|o| ("t".into(), 0, o)));
+        let entries = progress.entries_after(&written(15));
+        assert_eq!((entries[0].next, entries[0].at), (15, Some(500)));
+        // Nothing new to say: no entry.
+        assert!(progress.entries_after(&written(8)).is_empty());
     }
 }

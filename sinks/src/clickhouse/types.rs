@@ -41,12 +41,6 @@ impl ServerCaps {
     pub fn named_tuples(&self) -> bool {
         self.version >= (21, 1)
     }
-    /// The materialized views of a view's `TO` table fire for the rows the view writes
-    /// into it, after that table's part is written (not on 18.16; 19.16 does, its views
-    /// insert through `InterpreterInsertQuery`; checked on 26.9).
-    pub fn cascading_views(&self) -> bool {
-        self.version >= (19, 16)
-    }
 }
 
 /// A ClickHouse type as far as our encoder needs to understand it.
@@ -391,7 +385,6 @@ mod tests {
         );
         assert_eq!(ddl_type(&ts, new).unwrap(), "DateTime64(3, 'UTC')");
         assert_eq!(ddl_type(&ts, old).unwrap(), "Int64");
-        assert!(new.cascading_views() && !old.cascading_views());
         let item = Arc::new(Field::new("element", DataType::Utf8, true));
         let tags = Field::new("tags", DataType::List(item), true);
         assert_eq!(ddl_type(&tags, new).unwrap(), "Array(Nullable(String))");
