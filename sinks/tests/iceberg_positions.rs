@@ -280,3 +280,23 @@ async fn a_concurrent_property_writer_loses_nothing() {
     let summary = table.metadata().current_snapshot().unwrap().summary();
     assert_eq!(summary.additional_properties["total-records"], "1000");
 }
+
+/// A group whose name goes on with `/` (`group/x`) has keys starting with ours; they are
+/// neither read as ours nor checked as ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_groups_properties_are_not_ours() {
+    let f = Fixture::new("groups").await;
+    let mut sink = f.sink().await.unwrap();
+    sink.write(&batch(&f.schema, 0, 0)).await.unwrap();
+    let theirs = offsets_key("group/x");
+    f.set_property(&property_key(&theirs, "events"), r#"{"0": 999999}"#)
+        .await;
+    f.set_property(&format!("{theirs}/"), "not ours at all")
+        .await;
+    let table = f.load().await;
+    assert_eq!(position(&table), Some(ROWS));
+    assert_eq!(
+        recorded_offsets(&table, &theirs).unwrap().get("events", 0),
+        Some(999999)
+    );
+}
