@@ -170,3 +170,26 @@ def test_an_unreadable_position_stops_the_service(setup, catalog, where):
     assert (len(ids), checksum_of(ids)) == (total, checksum_of(range(total))), \
         f"{len(ids)} rows after the repair; the service read {consumed} records"
     assert consumed == MORE, f"read {consumed} records after the repair; only the {MORE} new ones were due"
+
+
+def test_rest_catalog_applies_property_changes_key_by_key(setup):
+    """The positions' properties ride in the sink's commit, built on the table it loaded.
+    Another tool setting a property meanwhile does not move the branch, so the catalog
+    must accept the sink's commit (its snapshot requirement still holds) and apply its
+    property changes to the current metadata, keeping the other tool's key. Checked on
+    the real REST catalog; the SQLite one in sinks/tests/iceberg_positions.rs."""
+    import pyarrow as pa
+    from pyiceberg.table.update import AssertRefSnapshotId, SetPropertiesUpdate
+
+    rest = lake.rest_catalog()
+    rest.create_namespace(setup.namespace)
+    ident = f"{setup.namespace}.t"
+    rest.create_table(ident, schema=pa.schema([("id", pa.int64())])).append(pa.table({"id": [1, 2]}))
+    ours = rest.load_table(ident)
+    with rest.load_table(ident).transaction() as tx:
+        tx.set_properties({"owner.note": "theirs"})
+    rest.commit_table(ours, requirements=(AssertRefSnapshotId(ref="main", snapshot_id=ours.current_snapshot().snapshot_id),),
+                      updates=(SetPropertiesUpdate(updates={"ingest.kafka-offsets.g/t": '{"0":2}'}),))
+    properties = rest.load_table(ident).properties
+    assert properties.get("owner.note") == "theirs" and properties.get("ingest.kafka-offsets.g/t") == '{"0":2}', \
+        properties
