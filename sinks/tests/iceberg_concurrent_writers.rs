@@ -119,7 +119,7 @@ async fn concurrent_writers_keep_every_file_and_every_position() {
         2 * COMMITS * ROWS,
         "every appended file is in the table once"
     );
-    let positions = recorded_offsets(&loaded, &offsets_key("group"));
+    let positions = recorded_offsets(&loaded, &offsets_key("group")).unwrap();
     assert_eq!(positions.get("events", 0), Some(COMMITS * ROWS));
     assert_eq!(positions.get("events", 1), Some(COMMITS * ROWS));
     assert_eq!(
@@ -145,7 +145,9 @@ async fn a_replayed_batch_is_not_written_twice() {
     let (loaded, rows) = read_back(&config).await;
     assert_eq!(rows, 2 * ROWS);
     assert_eq!(
-        recorded_offsets(&loaded, &offsets_key("group")).get("events", 0),
+        recorded_offsets(&loaded, &offsets_key("group"))
+            .unwrap()
+            .get("events", 0),
         Some(2 * ROWS)
     );
 }

@@ -1,8 +1,10 @@
 //! Iceberg sink: Arrow batches written as zstd Parquet files and committed with a fast
-//! append whose snapshot summary carries the Kafka positions the files cover.
+//! append that records the Kafka positions the files cover in the same catalog commit
+//! (table properties and snapshot summary, see `positions`).
 
 pub mod catalog;
 mod pinned;
+pub mod positions;
 mod rest_auth;
 pub mod schema;
 
@@ -33,6 +35,7 @@ use serde::Deserialize;
 use crate::{OffsetMap, Sink, SinkBatch, SinkError, Written};
 pub use catalog::{CatalogConfig, CatalogKind, open_catalog};
 use pinned::{PinnedCatalog, is_conflict};
+pub use positions::{offsets_key, recorded_offsets};
 pub use rest_auth::is_permanent_refusal;
 
 /// One route's table (the `iceberg:` block of a route).
@@ -70,11 +73,6 @@ fn default_zstd_level() -> i32 {
 /// Lost compare-and-swap races tolerated in a row before the write fails (and is retried
 /// by the service with backoff).
 const MAX_COMMIT_ATTEMPTS: u32 = 20;
-
-/// The snapshot summary key under which a consumer group's positions are stored.
-pub fn offsets_key(group: &str) -> String {
-    format!("ingest.kafka-offsets.{group}")
-}
 
 /// Writes batches into one Iceberg table.
 pub struct IcebergSink {
@@ -123,6 +121,8 @@ impl IcebergSink {
                 .map_err(|e| fail(e.to_string(), false))?,
             )
         };
+        // An unreadable position stops here, before anything is read from Kafka.
+        recorded_offsets(&table, &offsets_key(group)).map_err(|e| fail(e, false))?;
         let level = ZstdLevel::try_new(config.zstd_level)
             .map_err(|e| fail(format!("zstd_level: {e}"), false))?;
         let writer_properties = WriterProperties::builder()
@@ -229,25 +229,43 @@ impl IcebergSink {
         }
     }
 
-    /// Appends the files with the merged positions as a compare-and-swap on the table
-    /// this sink last loaded; a lost race comes back as a conflict error.
+    /// The positions the table this sink last loaded records; unreadable ones are a
+    /// permanent error (never "no positions": that would write everything again).
+    fn recorded(&self) -> Result<OffsetMap, SinkError> {
+        recorded_offsets(&self.table, &self.offsets_key).map_err(|message| SinkError {
+            sink: self.name.clone(),
+            message,
+            retryable: false,
+            fenced: false,
+        })
+    }
+
+    /// Appends the files and records `positions` (the table's merged with the batch's)
+    /// in one catalog commit: the snapshot summary and the table properties (which
+    /// survive compaction and snapshot expiry). The commit is a compare-and-swap on the
+    /// table this sink last loaded; a lost race comes back as a conflict error.
     async fn commit_once(
         &mut self,
         files: Vec<DataFile>,
-        offsets: &OffsetMap,
+        positions: &OffsetMap,
     ) -> iceberg::Result<()> {
-        let mut positions = recorded_offsets(&self.table, &self.offsets_key);
-        positions.merge(offsets);
         let summary = HashMap::from([(
             self.offsets_key.clone(),
-            serde_json::to_string(&positions).expect("offsets serialize"),
+            serde_json::to_string(positions).expect("offsets serialize"),
         )]);
+        let properties = positions::property_updates(&self.table, &self.offsets_key, positions);
         let tx = Transaction::new(&self.table);
         let tx = tx
             .fast_append()
             .with_check_duplicate(false)
             .add_data_files(files)
             .set_snapshot_properties(summary)
+            .apply(tx)?;
+        let tx = properties
+            .into_iter()
+            .fold(tx.update_table_properties(), |update, (name, value)| {
+                update.set(name, value)
+            })
             .apply(tx)?;
         let pinned = PinnedCatalog::new(&*self.catalog, self.table.clone());
         self.table = tx.commit(&pinned).await?;
@@ -289,7 +307,7 @@ impl Sink for IcebergSink {
                 .load_table(self.table.identifier())
                 .await
                 .map_err(|e| self.error("loading the table", e))?;
-            let durable = recorded_offsets(&self.table, &self.offsets_key);
+            let durable = self.recorded()?;
             let todo = batch.skip_durable(&durable);
             if todo.num_rows() < batch.num_rows() {
                 tracing::info!(sink = %self.name, skipped = batch.num_rows() - todo.num_rows(),
@@ -313,7 +331,9 @@ impl Sink for IcebergSink {
                 .write_files(pieces)
                 .await
                 .map_err(|e| self.error("writing data files", e))?;
-            match self.commit_once(files, &batch.next_offsets).await {
+            let mut positions = durable;
+            positions.merge(&batch.next_offsets);
+            match self.commit_once(files, &positions).await {
                 Ok(()) => return Ok(Written::default()),
                 Err(e) if is_conflict(&e) && attempt < MAX_COMMIT_ATTEMPTS => {
                     attempt += 1;
@@ -355,21 +375,13 @@ impl crate::Positions for TablePositions {
                 retryable: !is_permanent_refusal(&e),
                 fenced: false,
             })?;
-        Ok(recorded_offsets(&table, &self.key))
+        recorded_offsets(&table, &self.key).map_err(|message| SinkError {
+            sink: self.sink.clone(),
+            message,
+            retryable: false,
+            fenced: false,
+        })
     }
-}
-
-/// The positions in the newest snapshot that carries `key`, walking back from the
-/// current one (maintenance snapshots written by other engines do not carry it).
-pub fn recorded_offsets(table: &Table, key: &str) -> OffsetMap {
-    let metadata = table.metadata_ref();
-    let Some(current) = metadata.current_snapshot() else {
-        return OffsetMap::default();
-    };
-    iceberg::util::snapshot::ancestors_of(&metadata, current.snapshot_id())
-        .find_map(|s| s.summary().additional_properties.get(key).cloned())
-        .and_then(|json| serde_json::from_str(&json).ok())
-        .unwrap_or_default()
 }
 
 async fn ensure_table(

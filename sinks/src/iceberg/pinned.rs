@@ -2,12 +2,17 @@
 //!
 //! iceberg-rust's `Transaction::commit` reloads the table, silently re-applies its
 //! actions onto whatever another writer committed meanwhile, and retries conflicts. Our
-//! snapshot summary carries Kafka positions computed from the table we started from, so
+//! commit records Kafka positions computed from the table we started from, so
 //! a silent rebase could record stale positions. `PinnedCatalog` answers `load_table`
 //! for the committed table with exactly the table the transaction was built on, so no
 //! rebase happens and the catalog's requirement check (the branch must still point at
 //! our base snapshot) decides; a conflict comes back as a non-retryable error and the
 //! sink reloads, recomputes the positions and builds the commit again.
+//!
+//! The positions' table properties ride in the same commit. A commit that only changes
+//! properties (another tool's) does not move the branch, so it does not refuse ours; the
+//! catalog applies each commit's property changes key by key on the current metadata,
+//! so neither loses the other's keys.
 
 use std::collections::HashMap;
 
