@@ -6,6 +6,7 @@
 
 pub mod connect;
 pub mod ddl;
+pub mod engine;
 pub mod gate;
 pub mod native;
 pub mod progress;
@@ -326,6 +327,9 @@ impl ClickHouseSink {
                 false,
             ));
         }
+        engine::check_table(&client, &conn.database, &table.table)
+            .await
+            .map_err(|(message, retryable)| fail(message, retryable))?;
         // A table made before positions were kept gets the coordinate columns (old rows
         // read offset -1: they count for no partition).
         let missing: Vec<String> = coordinates
