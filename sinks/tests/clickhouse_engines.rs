@@ -8,6 +8,7 @@
 //! runs end to end on engines the server can create: a `Buffer` and a `Merge` table in
 //! front of a MergeTree table, which, like a distributed table, pass rows on elsewhere.
 
+#[allow(dead_code)] // each test binary uses a part of the shared helpers
 mod common;
 
 use common::{connection, schema, sql};
