@@ -399,6 +399,7 @@ fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
             (None, false) => None,
         };
         for topic in &route.topics {
+            topics::check_topic_name(topic).map_err(|e| format!("{}: {e}", at("topics")))?;
             if !explicit_topics.insert(topic.clone()) {
                 return Err(format!(
                     "{}: topic `{topic}` is already routed by another route",

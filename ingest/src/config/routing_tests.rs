@@ -89,6 +89,9 @@ fn patterns_whose_meaning_differs_between_dialects_are_refused() {
         "logs.*?",         // lazy repetition
         "logs\\\\b",       // word boundary
         "logs events",     // not a topic name character
+        "",                // matches nothing
+        "logs|",           // empty alternative: undefined in POSIX
+        "(|logs)",
     ] {
         let text = format!(
             "{HEAD}  - topic_pattern: \"{pattern}\"\n    schema: events.yaml\n    iceberg: {{ table: logs }}\n"
@@ -109,6 +112,20 @@ fn patterns_whose_meaning_differs_between_dialects_are_refused() {
             "{HEAD}  - topic_pattern: \"{pattern}\"\n    schema: events.yaml\n    iceberg: {{ table: logs }}\n"
         );
         load_with(&text, &[]).unwrap_or_else(|e| panic!("{pattern}: {e}"));
+    }
+}
+
+#[test]
+fn listed_topics_must_be_topic_names() {
+    for topic in ["^events", "events$", "my events", ""] {
+        let text = format!(
+            "{HEAD}  - topics: [\"{topic}\"]\n    schema: events.yaml\n    iceberg: {{ table: e }}\n"
+        );
+        let err = load_with(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("routes[0].topics") && err.contains("not a Kafka topic name"),
+            "{topic}: {err}"
+        );
     }
 }
 

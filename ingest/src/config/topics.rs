@@ -46,6 +46,9 @@ pub fn check_portable(pattern: &str) -> Result<(), String> {
              regex) and the route's matcher: {PORTABLE}"
         )
     };
+    if pattern.is_empty() {
+        return Err(refuse("an empty pattern".into()));
+    }
     let mut i = 0;
     let mut after_repetition = false;
     while i < chars.len() {
@@ -56,6 +59,15 @@ pub fn check_portable(pattern: &str) -> Result<(), String> {
             '|' | '(' | ')' | '^' | '$' => {
                 if c == '(' && chars.get(i + 1) == Some(&'?') {
                     return Err(refuse("`(?` (groups with flags or options)".into()));
+                }
+                let before = i.checked_sub(1).map(|b| chars[b]);
+                let after = chars.get(i + 1).copied();
+                let empty_alternative = (c == '|'
+                    && (matches!(before, None | Some('(' | '|'))
+                        || matches!(after, None | Some(')'))))
+                    || (c == '(' && after == Some(')'));
+                if empty_alternative {
+                    return Err(refuse("an empty alternative or group".into()));
                 }
             }
             '*' | '+' | '?' | '{' => {
@@ -119,6 +131,17 @@ fn check_bracket(chars: &[char], open: usize) -> Result<usize, String> {
         i += 1;
     }
     Err("a bracket list without its `]`".into())
+}
+
+/// Refuses a listed topic name Kafka would not accept (librdkafka would also take one
+/// starting with `^` for a pattern).
+pub fn check_topic_name(topic: &str) -> Result<(), String> {
+    if topic.is_empty() || topic.len() > 249 || !topic.chars().all(is_topic_char) {
+        return Err(format!(
+            "`{topic}` is not a Kafka topic name (1 to 249 ASCII letters, digits, `.`, `_`, `-`)"
+        ));
+    }
+    Ok(())
 }
 
 /// Kafka topic names are made of ASCII letters, digits, `.`, `_` and `-` (`-` is a
