@@ -3,7 +3,9 @@
 //! Every problem is reported as one line naming the file and the key path, e.g.
 //! `config.yaml: at routes[0].batch: unknown field `max_rowz``.
 
+mod coordinate_columns;
 mod env;
+mod topics;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -41,6 +43,16 @@ pub struct KafkaConfig {
     /// librdkafka settings passed through as is (security.protocol, sasl.*, fetch.*).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// How often the topic list is refreshed: a new topic matching a route's
+    /// `topic_pattern` (or a listed topic created late) is read within this time.
+    /// Each refresh is one metadata request per instance (all topics when a pattern is
+    /// subscribed), so clusters with very many topics may want it longer.
+    #[serde(default = "default_topic_discovery_interval", with = "humantime_serde")]
+    pub topic_discovery_interval: Duration,
+}
+
+fn default_topic_discovery_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -49,6 +61,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("brokers", &secret::redact_uri(&self.brokers))
             .field("group_id", &self.group_id)
             .field("properties", &secret::redacted_map(&self.properties))
+            .field("topic_discovery_interval", &self.topic_discovery_interval)
             .finish()
     }
 }
@@ -348,6 +361,7 @@ fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
             ));
         }
     }
+    check_topic_discovery(&config.kafka)?;
     if let Some(ch) = &config.clickhouse {
         check_clickhouse_tls(ch)?;
     }
@@ -379,16 +393,13 @@ fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
                     at("topics")
                 ));
             }
-            (Some(p), true) => Some(Regex::new(&format!("^(?:{p})$")).map_err(|e| {
-                format!(
-                    "{}: bad regular expression: {}",
-                    at("topic_pattern"),
-                    one_line(&e.to_string())
-                )
-            })?),
+            (Some(p), true) => {
+                Some(topics::matcher(p).map_err(|e| format!("{}: {e}", at("topic_pattern")))?)
+            }
             (None, false) => None,
         };
         for topic in &route.topics {
+            topics::check_topic_name(topic).map_err(|e| format!("{}: {e}", at("topics")))?;
             if !explicit_topics.insert(topic.clone()) {
                 return Err(format!(
                     "{}: topic `{topic}` is already routed by another route",
@@ -408,6 +419,10 @@ fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
                     "{}: the route writes to ClickHouse but there is no top-level `clickhouse` section",
                     at("clickhouse")
                 ));
+            }
+            if config.clickhouse.as_ref().is_some_and(|c| c.create_tables) {
+                ingest_sinks::clickhouse::engine::check_engine(&table.table, &table.engine)
+                    .map_err(|e| format!("{}: {e}", at("clickhouse.engine")))?;
             }
             if !clickhouse_tables.insert(table.table.clone()) {
                 return Err(format!(
@@ -453,6 +468,16 @@ fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
         let schema_path = base.join(&route.schema);
         let schema = ingest_schemas::load_schema(&schema_path)
             .map_err(|e| format!("{}: {e}", at("schema")))?;
+        let name = route.name.clone().unwrap_or_else(|| {
+            route
+                .topics
+                .first()
+                .cloned()
+                .or_else(|| route.topic_pattern.clone())
+                .unwrap_or_default()
+        });
+        coordinate_columns::check(route, &name, &schema)
+            .map_err(|(key, e)| format!("{}: {e}", at(key)))?;
         let metadata = metadata_fields(&route.metadata);
         for (column, _) in &metadata {
             if schema.field_with_name(column).is_ok() {
@@ -478,14 +503,6 @@ fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
             (None, Some(_)) => OnError::DeadLetter,
             (None, None) => OnError::Fail,
         };
-        let name = route.name.clone().unwrap_or_else(|| {
-            route
-                .topics
-                .first()
-                .cloned()
-                .or_else(|| route.topic_pattern.clone())
-                .unwrap_or_default()
-        });
         routes.push(Route {
             name,
             config: route.clone(),
@@ -495,7 +512,29 @@ fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
             dead_letter_topic,
         });
     }
+    topics::check_dead_letter_topics(
+        config.dead_letter.as_ref().map(|d| d.topic.as_str()),
+        &routes,
+    )?;
     Ok(routes)
+}
+
+/// The pick-up time of new topics is ours to set (librdkafka's default is 5 minutes).
+fn check_topic_discovery(kafka: &KafkaConfig) -> Result<(), String> {
+    if kafka
+        .properties
+        .contains_key("topic.metadata.refresh.interval.ms")
+    {
+        return Err("at `kafka.properties.topic.metadata.refresh.interval.ms`: set `kafka.topic_discovery_interval` instead (e.g. `10s`)".into());
+    }
+    let interval = kafka.topic_discovery_interval;
+    if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
+        return Err(format!(
+            "at `kafka.topic_discovery_interval`: {} is outside 100ms..1h",
+            humantime::format_duration(interval)
+        ));
+    }
+    Ok(())
 }
 
 /// `clickhouse.tls` goes with an `https://` URL, and its CA file must load.
@@ -556,18 +595,21 @@ impl Loaded {
             })
     }
 
-    /// What to subscribe to: topic names and `^`-prefixed patterns (librdkafka syntax).
+    /// What to subscribe to: topic names, and patterns anchored to whole names as the
+    /// routes match them (`^` marks a pattern for librdkafka).
     pub fn subscriptions(&self) -> Vec<String> {
         let mut out = Vec::new();
         for route in &self.routes {
             out.extend(route.config.topics.iter().cloned());
             if let Some(p) = &route.config.topic_pattern {
-                out.push(format!("^{p}"));
+                out.push(topics::subscription(p));
             }
         }
         out
     }
 }
 
+#[cfg(test)]
+mod routing_tests;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 use super::*;
 use ingest_sinks::secret::ExposeSecret;
 
-fn dir() -> PathBuf {
+pub(super) fn dir() -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("ingest-config-test-{}-{n}", std::process::id()));
@@ -67,7 +67,7 @@ fn loads_a_full_config() {
     assert_eq!(loaded.route_for("events"), Some(0));
     assert_eq!(loaded.route_for("logs.app"), Some(1));
     assert_eq!(loaded.route_for("logs"), None);
-    assert_eq!(loaded.subscriptions(), vec!["events", "^logs\\..+"]);
+    assert_eq!(loaded.subscriptions(), vec!["events", "^(logs\\..+)$"]);
     assert_eq!(loaded.routes[0].on_error, OnError::Fail);
 }
 

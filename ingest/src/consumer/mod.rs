@@ -160,7 +160,12 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
         // When the local queue is full, librdkafka waits this long before fetching again
         // (default 1 s): with a consumer that decodes slower than the broker serves, the
         // queue runs dry and the pipeline idles for most of that second.
-        .set("fetch.queue.backoff.ms", "20");
+        .set("fetch.queue.backoff.ms", "20")
+        // New topics matching a pattern are found by this refresh (default 5 minutes).
+        .set(
+            "topic.metadata.refresh.interval.ms",
+            kafka.topic_discovery_interval.as_millis().to_string(),
+        );
     for (k, v) in &kafka.properties {
         config.set(k, v);
     }

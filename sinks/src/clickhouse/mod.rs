@@ -5,7 +5,9 @@
 //! and RowBinary would transpose every batch into rows.
 
 pub mod connect;
+mod coordinate_columns;
 pub mod ddl;
+pub mod engine;
 pub mod gate;
 pub mod native;
 pub mod progress;
@@ -15,14 +17,15 @@ use std::collections::BTreeMap;
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::secret::{ExposeSecret, SecretString, redact_uri};
 use crate::{BatchOverride, OffsetMap, RowPosition, Sink, SinkBatch, SinkError, Written};
 pub use connect::ClickHouseTls;
+use coordinate_columns::{fill_coordinates, with_coordinate_fields};
 use gate::{Gates, Partition};
 use native::{NativeColumn, encode_block};
 pub use progress::Coordinates;
@@ -223,7 +226,7 @@ pub fn offline_payload(
                         offset,
                     })
                     .collect();
-                append_coordinates(batch, &positions, &full, coordinates.expect("some"))?
+                fill_coordinates(batch, &positions, &full, coordinates.expect("some"))?
             }
             _ => batch.clone(),
         };
@@ -325,6 +328,9 @@ impl ClickHouseSink {
                 false,
             ));
         }
+        engine::check_table(&client, &conn.database, &table.table)
+            .await
+            .map_err(|(message, retryable)| fail(message, retryable))?;
         // A table made before positions were kept gets the coordinate columns (old rows
         // read offset -1: they count for no partition).
         let missing: Vec<String> = coordinates
@@ -455,16 +461,13 @@ impl ClickHouseSink {
         Ok(body)
     }
 
-    /// Adds the coordinate columns the decoded rows do not carry themselves.
+    /// The coordinate columns filled from the rows' positions (see [`coordinate_columns`]).
     fn with_coordinates(
         &self,
         piece: &RecordBatch,
         positions: &[RowPosition],
     ) -> Result<RecordBatch, SinkError> {
-        if piece.schema().fields().len() == self.schema.fields().len() {
-            return Ok(piece.clone());
-        }
-        append_coordinates(piece, positions, &self.schema, &self.positions.coordinates)
+        fill_coordinates(piece, positions, &self.schema, &self.positions.coordinates)
             .map_err(|e| self.error(e, false))
     }
 
@@ -542,52 +545,6 @@ impl ClickHouseSink {
             fenced: false,
         }
     }
-}
-
-/// `piece` with the coordinate columns of `schema` it lacks, filled from `positions`.
-fn append_coordinates(
-    piece: &RecordBatch,
-    positions: &[RowPosition],
-    schema: &SchemaRef,
-    coordinates: &Coordinates,
-) -> Result<RecordBatch, String> {
-    if positions.len() != piece.num_rows() {
-        return Err("rows without Kafka positions cannot be written exactly once".into());
-    }
-    let mut columns: Vec<ArrayRef> = piece.columns().to_vec();
-    for field in &schema.fields()[piece.num_columns()..] {
-        let name = field.name();
-        let column: ArrayRef = if *name == coordinates.topic {
-            Arc::new(StringArray::from_iter_values(
-                positions.iter().map(|p| p.topic),
-            ))
-        } else if *name == coordinates.partition {
-            Arc::new(Int32Array::from_iter_values(
-                positions.iter().map(|p| p.partition),
-            ))
-        } else {
-            Arc::new(Int64Array::from_iter_values(
-                positions.iter().map(|p| p.offset),
-            ))
-        };
-        columns.push(column);
-    }
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
-}
-
-/// The route's schema plus the coordinate columns it does not already carry.
-fn with_coordinate_fields(schema: &SchemaRef, coordinates: &Coordinates) -> SchemaRef {
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    for (name, data_type) in [
-        (&coordinates.topic, DataType::Utf8),
-        (&coordinates.partition, DataType::Int32),
-        (&coordinates.offset, DataType::Int64),
-    ] {
-        if schema.field_with_name(name).is_err() {
-            fields.push(Field::new(name, data_type, false));
-        }
-    }
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// A deterministic name for the rows of a batch (their partitions and offset ranges):
