@@ -7,8 +7,10 @@ pub mod clickhouse;
 pub mod iceberg;
 mod offsets;
 pub mod secret;
+pub mod values;
 
 pub use offsets::OffsetMap;
+pub use values::{Refusal, ValueCheck};
 
 use std::time::Duration;
 
@@ -154,6 +156,12 @@ pub trait Sink: Send + Sync {
     /// A reader of the positions this sink has made durable, usable while the sink
     /// itself is busy writing (e.g. to resume newly assigned partitions).
     fn positions(&self) -> std::sync::Arc<dyn Positions>;
+
+    /// Finds the rows this sink cannot store (a value outside its column's range), so
+    /// they go to the dead-letter topic before any sink of the route writes them.
+    fn value_check(&self) -> Option<std::sync::Arc<dyn ValueCheck>> {
+        None
+    }
 
     /// The positions this sink has made durable for the partitions in `partitions`
     /// (every partition it knows when empty), read from its own storage.

@@ -5,8 +5,11 @@
 //! rows are flushed into record batches in chunks. A chunk whose values do not fit the
 //! schema (a string in an int column, a missing required field) is bisected down to the
 //! offending records, which are rejected with the decoder's message; the rest is kept.
+//! Rows holding a value some sink of the route cannot store are rejected too (see
+//! [`refuse`]).
 
 mod metadata;
+mod refuse;
 
 use arrow_array::RecordBatch;
 use arrow_json::reader::{Decoder, ReaderBuilder};
@@ -16,7 +19,8 @@ use arrow_select::concat::concat_batches;
 pub use metadata::{MessageMeta, MetadataBuilder, output_schema};
 
 use crate::config::MetadataKind;
-use ingest_sinks::RowPosition;
+use ingest_sinks::{RowPosition, ValueCheck};
+use refuse::ValueChecks;
 
 /// One Kafka record as the decoder sees it.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +79,8 @@ pub struct JsonDecoder {
     pieces: Vec<RecordBatch>,
     /// Coordinates of each piece's rows, to drop a revoked partition's rows.
     piece_meta: Vec<Vec<MessageMeta>>,
+    /// The route's sinks' checks of the values they can store.
+    checks: ValueChecks,
 }
 
 impl JsonDecoder {
@@ -93,7 +99,13 @@ impl JsonDecoder {
             chunk_rows,
             pieces: Vec::new(),
             piece_meta: Vec::new(),
+            checks: ValueChecks::default(),
         })
+    }
+
+    /// Rows `check` refuses are rejected from now on (a sink's column ranges).
+    pub fn add_check(&mut self, check: std::sync::Arc<dyn ValueCheck>) {
+        self.checks.add(check);
     }
 
     /// The schema of the batches produced: payload fields, then metadata columns.
@@ -162,6 +174,8 @@ impl JsonDecoder {
             return;
         }
         let rows = self.chunk.spans.len();
+        // After bisecting, which chunk row (raw payload) each decoded row came from.
+        let mut kept_rows = None;
         let payload = match self.decoder.flush() {
             Ok(Some(batch)) => Some(batch),
             Ok(None) => None,
@@ -183,6 +197,7 @@ impl JsonDecoder {
                     .map(|(m, _)| *m)
                     .collect();
                 self.chunk.meta = kept;
+                kept_rows = Some((0..rows).filter(|row| keep[*row]).collect::<Vec<_>>());
                 Some(batch)
             }
         };
@@ -190,10 +205,52 @@ impl JsonDecoder {
             let batch = self
                 .metadata
                 .append_columns(payload, &self.chunk.meta, &self.chunk.keys);
-            self.pieces.push(batch);
-            self.piece_meta.push(std::mem::take(&mut self.chunk.meta));
+            let batch = self.reject_refused(batch, kept_rows.as_deref(), rejected);
+            if batch.num_rows() > 0 {
+                self.pieces.push(batch);
+                self.piece_meta.push(std::mem::take(&mut self.chunk.meta));
+            }
         }
         self.chunk.clear();
+    }
+
+    /// Rows of `batch` some sink cannot store go to `rejected` whole (`chunk_rows[i]`
+    /// is the chunk row of batch row `i`, identity when `None`); the rest is returned.
+    fn reject_refused(
+        &mut self,
+        batch: RecordBatch,
+        chunk_rows: Option<&[usize]>,
+        rejected: &mut Vec<Rejected>,
+    ) -> RecordBatch {
+        let refused = self.checks.refused(&batch);
+        if refused.is_empty() {
+            return batch;
+        }
+        for (row, reason) in &refused {
+            let raw = chunk_rows.map_or(*row, |rows| rows[*row]);
+            rejected.push(self.rejected_row(*row, raw, format!("cannot be stored: {reason}")));
+        }
+        let mut row = 0;
+        self.chunk.meta.retain(|_| {
+            row += 1;
+            !refused.contains_key(&(row - 1))
+        });
+        let keep = refuse::keep_mask(batch.num_rows(), &refused);
+        arrow_select::filter::filter_record_batch(&batch, &keep).expect("mask matches the batch")
+    }
+
+    /// The record of chunk row `raw`, whose coordinates are `self.chunk.meta[meta]`.
+    fn rejected_row(&self, meta: usize, raw: usize, error: String) -> Rejected {
+        let meta = &self.chunk.meta[meta];
+        Rejected {
+            topic: meta.topic.to_string(),
+            partition: meta.partition,
+            offset: meta.offset,
+            timestamp: meta.timestamp,
+            key: meta.key(&self.chunk.keys).map(<[u8]>::to_vec),
+            payload: Some(self.chunk.payload(raw).to_vec()),
+            error,
+        }
     }
 
     /// Decodes rows `lo..hi` on a fresh decoder, halving ranges that fail.
@@ -215,16 +272,7 @@ impl JsonDecoder {
                 keep[lo..hi].iter_mut().for_each(|k| *k = true);
             }
             Err(e) if hi - lo == 1 => {
-                let meta = &self.chunk.meta[lo];
-                rejected.push(Rejected {
-                    topic: meta.topic.to_string(),
-                    partition: meta.partition,
-                    offset: meta.offset,
-                    timestamp: meta.timestamp,
-                    key: meta.key(&self.chunk.keys).map(<[u8]>::to_vec),
-                    payload: Some(self.chunk.payload(lo).to_vec()),
-                    error: format!("does not match the schema: {e}"),
-                });
+                rejected.push(self.rejected_row(lo, lo, format!("does not match the schema: {e}")));
             }
             Err(_) => {
                 let mid = lo + (hi - lo) / 2;

@@ -57,6 +57,9 @@ impl RouteState {
     /// Adds a sink with the route's batch limits, overridden by the sink's own.
     pub fn add_sink(&mut self, sink: Box<dyn Sink>, limits: &BatchOverride) {
         let limits = self.route.config.batch.overridden(limits);
+        if let Some(check) = sink.value_check() {
+            self.decoder.add_check(check);
+        }
         self.lanes.push(Lane::new(sink, limits));
     }
 

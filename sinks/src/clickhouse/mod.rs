@@ -11,6 +11,7 @@ pub mod engine;
 pub mod gate;
 pub mod native;
 pub mod progress;
+pub mod ranges;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -671,6 +672,11 @@ impl Sink for ClickHouseSink {
 
     fn positions(&self) -> Arc<dyn crate::Positions> {
         self.positions.clone()
+    }
+
+    fn value_check(&self) -> Option<Arc<dyn crate::ValueCheck>> {
+        let ranges = ranges::ColumnRanges::new(&self.name, self.columns.clone(), self.caps);
+        Some(Arc::new(ranges))
     }
 }
 

@@ -133,7 +133,7 @@ fn encode_column(array: &ArrayRef, ty: &ChType, out: &mut Vec<u8>) -> Result<(),
 }
 
 /// The `element`-th field of a `list<struct>` column, as a list of that field's values.
-fn nested_element(list: &ArrayRef, element: usize) -> Result<ArrayRef, String> {
+pub(super) fn nested_element(list: &ArrayRef, element: usize) -> Result<ArrayRef, String> {
     let DataType::List(item) = list.data_type() else {
         return Err(format!(
             "expected a list of structs, found {}",
@@ -193,7 +193,7 @@ fn encode_list<O: OffsetSizeTrait>(
 }
 
 /// The Arrow type a leaf column is cast to before its bytes are copied.
-fn leaf_arrow_type(ty: &ChType, source: &DataType) -> Result<DataType, String> {
+pub(super) fn leaf_arrow_type(ty: &ChType, source: &DataType) -> Result<DataType, String> {
     let source_zone = match source {
         DataType::Timestamp(_, tz) => tz.clone(),
         _ => None,

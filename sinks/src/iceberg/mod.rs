@@ -7,6 +7,7 @@ mod pinned;
 pub mod positions;
 mod rest_auth;
 pub mod schema;
+pub mod values;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -342,6 +343,12 @@ impl Sink for IcebergSink {
                 Err(e) => return Err(self.error("committing the snapshot", e)),
             }
         }
+    }
+
+    fn value_check(&self) -> Option<Arc<dyn crate::ValueCheck>> {
+        let check = values::TableValues::new(&self.name, self.target_schema.clone())
+            .with_type_names(self.table.metadata().current_schema());
+        Some(Arc::new(check))
     }
 
     fn positions(&self) -> Arc<dyn crate::Positions> {
