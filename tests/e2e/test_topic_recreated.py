@@ -3,13 +3,15 @@ the positions both sinks hold for it; both sinks would skip the new records as a
 written. The service must never skip them silently: it refuses the partitions whose
 sinks' positions lie past the log end and stops with an ERROR naming them (fail closed,
 docs/exactly-once.md, "A topic deleted and recreated")."""
+import json
 import re
-import time
 
+import pyarrow as pa
 from confluent_kafka.admin import AdminClient
+from pyiceberg.table.snapshots import ancestors_of
 
-from conftest import (KAFKA, ROOT, clickhouse, create_topic, iceberg_count, ingest_produce, unique,
-                      wait_until)
+from conftest import (KAFKA, ROOT, checksum_of, clickhouse, create_topic, iceberg_count, ingest_produce,
+                      load_iceberg_table, unique, wait_until)
 
 EVENTS = ROOT / "schemas/examples/events.yaml"
 
@@ -96,3 +98,48 @@ def test_topic_recreated_while_running_is_refused(setup):
     ingest_produce(topic, EVENTS, 1000, "event_id", start_id=3000)
     assert_refused(first, topic, timeout=120)
     assert sink_counts(setup) == (3000, 3000)
+
+
+def forget_topic_positions(setup, topic):
+    """The recovery steps of docs/exactly-once.md ("A topic deleted and recreated"), as
+    an operator runs them with the service stopped: the old rows keep their data but no
+    longer count as positions of the new topic."""
+    db = setup.database
+    # ClickHouse: retag the old incarnation's rows, then drop the topic's ledger rows.
+    clickhouse(f"ALTER TABLE {db}.events UPDATE _topic = '{topic}@before-recreate' WHERE _topic = '{topic}'")
+    clickhouse(f"ALTER TABLE {db}.`events__ingest_positions` DELETE WHERE topic = '{topic}'")
+    wait_until("mutations done", lambda: (
+        not clickhouse(f"SELECT command FROM system.mutations WHERE database = '{db}' AND is_done = 0"), None))
+    # Iceberg: an empty snapshot whose position map lacks the topic.
+    table = load_iceberg_table(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.events")
+    key = f"ingest.kafka-offsets.{setup.group}"
+    positions = json.loads(next(s.summary[key] for s in ancestors_of(table.current_snapshot(), table.metadata)
+                                if s.summary and key in s.summary.additional_properties))
+    del positions[topic]
+    table.append(pa.Table.from_pylist([], schema=table.schema().as_arrow()),
+                 snapshot_properties={key: json.dumps(positions)})
+
+
+def test_documented_recovery_lets_the_new_records_in_exactly_once(setup):
+    topic = create_topic(unique("events"), 3)
+    config = setup.config([route_for(topic)])
+    write_3000_then_stop(setup, topic, config)
+    recreate_topic(topic, 3)
+    ingest_produce(topic, EVENTS, 1000, "event_id", start_id=3000)
+    assert_refused(setup.start(config), topic)
+
+    forget_topic_positions(setup, topic)
+    third = setup.start(config)
+    third.wait_ready()
+    wait_until("4000 in both sinks", lambda: (sink_counts(setup) == (4000, 4000), sink_counts(setup)))
+    assert third.stop() == 0, third.logs()
+    assert "log end" not in third.logs(), third.logs()
+
+    expected = checksum_of(range(4000))
+    ids = [int(r["event_id"]) for r in clickhouse(f"SELECT event_id FROM {setup.database}.events")]
+    assert (len(ids), checksum_of(ids)) == (4000, expected)
+    new = clickhouse(f"SELECT count() AS c FROM {setup.database}.events WHERE _topic = '{topic}'")
+    assert int(new[0]["c"]) == 1000
+    ids = (load_iceberg_table(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.events")
+           .scan(selected_fields=("event_id",)).to_arrow().column("event_id").to_pylist())
+    assert (len(ids), checksum_of(ids)) == (4000, expected)
