@@ -7,6 +7,7 @@ import json
 import re
 
 import pyarrow as pa
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from pyiceberg.table.snapshots import ancestors_of
 
@@ -118,6 +119,14 @@ def forget_topic_positions(setup, topic):
     del positions[topic]
     table.append(pa.Table.from_pylist([], schema=table.schema().as_arrow()),
                  snapshot_properties={key: json.dumps(positions)})
+    # Kafka: the group's offsets of the topic to the earliest (kafka-consumer-groups.sh
+    # --reset-offsets --to-earliest does the same).
+    client = Consumer({"bootstrap.servers": KAFKA, "group.id": setup.group, "enable.auto.commit": False})
+    partitions = client.list_topics(topic, timeout=10).topics[topic].partitions
+    earliest = [TopicPartition(topic, p, client.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0])
+                for p in partitions]
+    client.commit(offsets=earliest, asynchronous=False)
+    client.close()
 
 
 def test_documented_recovery_lets_the_new_records_in_exactly_once(setup):

@@ -26,14 +26,17 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 const ATTEMPTS: u32 = 3;
 const BETWEEN_ATTEMPTS: Duration = Duration::from_secs(2);
 
+/// A partition's log end, or why it could not be read.
+pub type LogEnd = Result<i64, String>;
+
 /// Reads a partition's log end (its high watermark: the offset after the last record a
 /// consumer can read).
 pub trait LogEnds {
-    fn log_end(&self, topic: &str, partition: i32) -> Result<i64, String>;
+    fn log_end(&self, topic: &str, partition: i32) -> LogEnd;
 }
 
 impl<C: ConsumerContext> LogEnds for BaseConsumer<C> {
-    fn log_end(&self, topic: &str, partition: i32) -> Result<i64, String> {
+    fn log_end(&self, topic: &str, partition: i32) -> LogEnd {
         self.fetch_watermarks(topic, partition, LOOKUP_TIMEOUT)
             .map(|(_, high)| high)
             .map_err(|e| e.to_string())
@@ -41,7 +44,7 @@ impl<C: ConsumerContext> LogEnds for BaseConsumer<C> {
 }
 
 impl<C: ConsumerContext + 'static> LogEnds for StreamConsumer<C> {
-    fn log_end(&self, topic: &str, partition: i32) -> Result<i64, String> {
+    fn log_end(&self, topic: &str, partition: i32) -> LogEnd {
         self.fetch_watermarks(topic, partition, LOOKUP_TIMEOUT)
             .map(|(_, high)| high)
             .map_err(|e| e.to_string())
@@ -89,7 +92,7 @@ pub struct Refused {
     pub partition: i32,
     pub positions: Vec<(String, i64)>,
     /// The log end found, or why it could not be read.
-    pub log_end: Result<i64, String>,
+    pub log_end: LogEnd,
 }
 
 impl fmt::Display for Refused {
@@ -143,7 +146,7 @@ pub fn refused(held: &[SinkPositions], ends: &dyn LogEnds) -> Vec<Refused> {
 
 fn refused_with_pause(held: &[SinkPositions], ends: &dyn LogEnds, pause: Duration) -> Vec<Refused> {
     // (partition, its highest position, the last log end read)
-    let mut suspects: Vec<(&SinkPositions, i64, Result<i64, String>)> = held
+    let mut suspects: Vec<(&SinkPositions, i64, LogEnd)> = held
         .iter()
         .filter_map(|p| Some((p, p.positions.iter().map(|(_, o)| *o).max()?)))
         // Nothing to compare at offset 0: every log end is at or past it.
@@ -180,10 +183,12 @@ mod tests {
     /// Log ends answered from a script, one answer per request (the last one repeats);
     /// a stand-in because a real broker cannot be made to report a lagging high
     /// watermark on demand.
-    struct Script(RefCell<HashMap<(String, i32), Vec<Result<i64, String>>>>);
+    struct Script(RefCell<HashMap<(String, i32), Vec<LogEnd>>>);
+
+    type Answers<'a> = &'a [LogEnd];
 
     impl Script {
-        fn new(answers: &[(&str, i32, &[Result<i64, String>])]) -> Self {
+        fn new(answers: &[(&str, i32, Answers)]) -> Self {
             Self(RefCell::new(
                 answers
                     .iter()
@@ -194,7 +199,7 @@ mod tests {
     }
 
     impl LogEnds for Script {
-        fn log_end(&self, topic: &str, partition: i32) -> Result<i64, String> {
+        fn log_end(&self, topic: &str, partition: i32) -> LogEnd {
             let mut answers = self.0.borrow_mut();
             let queue = answers
                 .get_mut(&(topic.to_string(), partition))

@@ -20,6 +20,9 @@ use super::log_end::{self, LogEnds, Refused, SinkPositions};
 /// Bounds how long an assignment may wait for the sinks to answer.
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Start offsets: (topic, partition, offset).
+type Starts = Vec<(String, i32, i64)>;
+
 /// Which route a topic belongs to.
 pub type RouteOf = Box<dyn Fn(&str) -> Option<usize> + Send + Sync>;
 
@@ -85,11 +88,10 @@ impl Resume {
 
     /// Each partition's start (the minimum of its sinks' positions, where all know one)
     /// and every sink's position; `None` when the sinks did not answer in time.
-    #[allow(clippy::type_complexity)]
     fn read_positions(
         &self,
         assigned: &TopicPartitionList,
-    ) -> Option<(Vec<(String, i32, i64)>, Vec<SinkPositions>)> {
+    ) -> Option<(Starts, Vec<SinkPositions>)> {
         let mut by_route: HashMap<usize, OffsetMap> = HashMap::new();
         for element in assigned.elements() {
             if let Some(route) = (self.route_of)(element.topic()) {
