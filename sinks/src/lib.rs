@@ -174,6 +174,11 @@ pub trait Sink: Send + Sync {
 #[async_trait::async_trait]
 pub trait Positions: Send + Sync {
     async fn read(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError>;
+
+    /// The sink's name (`clickhouse db.table`), for errors that quote its positions.
+    fn sink(&self) -> &str {
+        "a sink"
+    }
 }
 
 /// Proof of ownership asked for right before a sink makes rows durable: an instance

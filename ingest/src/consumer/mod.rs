@@ -1,10 +1,12 @@
 //! The Kafka consumer: a group member with manual offsets and cooperative rebalancing.
 
 mod fence;
+mod log_end;
 mod ownership;
 mod resume;
 
 pub use fence::GroupFence;
+pub use log_end::{Refused, refusal};
 pub use ownership::Ownership;
 pub use resume::Resume;
 
@@ -27,6 +29,12 @@ use crate::config::KafkaConfig;
 pub enum RebalanceEvent {
     Assigned(Vec<(String, i32)>),
     Revoked(Vec<(String, i32)>),
+    /// Assigned partitions whose sinks hold positions past the log end: the service
+    /// must stop before it consumes anything of them.
+    Refused(Vec<Refused>),
+    /// A partition librdkafka moved to `auto.offset.reset` after its fetch position
+    /// failed (not a rebalance, but it must be checked before the next record is used).
+    LogReset(String, i32),
 }
 
 #[derive(Default)]
@@ -50,6 +58,40 @@ impl IngestContext {
         let _ = self.resume.set(resume);
     }
 
+    /// After a log reset: the partitions whose sinks hold positions past the log end
+    /// (each logged as an ERROR), or an error when the sinks' positions cannot be read.
+    pub fn check_log_end(
+        &self,
+        ends: &dyn log_end::LogEnds,
+        topic: &str,
+        partition: i32,
+    ) -> anyhow::Result<Vec<Refused>> {
+        let Some(resume) = self.resume.get() else {
+            return Ok(Vec::new());
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let refused = resume.check_log_ends(&tpl, ends).ok_or_else(|| {
+            anyhow::anyhow!(
+                "topic `{topic}` partition {partition}: the log was reset under the consumer \
+                 and the sinks did not report their positions in time to check it against the \
+                 log end; stopping rather than risk skipping records (a restart checks again)"
+            )
+        })?;
+        for partition in &refused {
+            tracing::error!("{partition}");
+        }
+        Ok(refused)
+    }
+
+    fn push_event(&self, event: RebalanceEvent) {
+        self.events
+            .lock()
+            .expect("rebalance events poisoned")
+            .push(event);
+        self.pending.store(true, Ordering::Release);
+    }
+
     pub fn take_events(&self) -> Vec<RebalanceEvent> {
         if !self.pending.swap(false, Ordering::Acquire) {
             return Vec::new();
@@ -65,7 +107,29 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-impl ClientContext for IngestContext {}
+impl ClientContext for IngestContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        if let Some((topic, partition)) = log_end::reset_after_error(level, fac, message) {
+            self.push_event(RebalanceEvent::LogReset(topic, partition));
+        }
+        forward_log(level, fac, message);
+    }
+}
+
+/// librdkafka's log lines as tracing events, at their level.
+fn forward_log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as Level;
+    match level {
+        Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
+            tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+        Level::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        Level::Notice | Level::Info => {
+            tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+        Level::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+    }
+}
 
 impl ConsumerContext for IngestContext {
     /// librdkafka's default handling, with the start offsets of assigned partitions
@@ -79,7 +143,13 @@ impl ConsumerContext for IngestContext {
         let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
         self.ownership.rebalanced();
         if assign && let Some(resume) = self.resume.get() {
-            resume.set_start_offsets(tpl);
+            let refused = resume.set_start_offsets(tpl, base);
+            if !refused.is_empty() {
+                for partition in &refused {
+                    tracing::error!("{partition}");
+                }
+                self.push_event(RebalanceEvent::Refused(refused));
+            }
         }
         if !assign {
             // From now on fences refuse these partitions; then let writes already past
@@ -123,11 +193,7 @@ impl ConsumerContext for IngestContext {
             }
         };
         tracing::info!(?event, "rebalance");
-        self.events
-            .lock()
-            .expect("rebalance events poisoned")
-            .push(event);
-        self.pending.store(true, Ordering::Release);
+        self.push_event(event);
     }
 }
 
@@ -205,27 +271,21 @@ impl ProbeContext {
 impl ClientContext for ProbeContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         use rdkafka::config::RDKafkaLogLevel as Level;
-        match level {
-            Level::Emerg | Level::Alert | Level::Critical | Level::Error => {
-                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}");
-                if fac == "FAIL"
-                    && let Ok(mut first) = self.first_failure.lock()
-                    && first.is_none()
-                {
-                    // "[thrd:sasl_ssl://host:9094/bootstrap]: sasl_ssl://host:9094/...: why"
-                    let message = match message.strip_prefix("[thrd:") {
-                        Some(rest) => rest.split_once("]: ").map_or(message, |(_, m)| m),
-                        None => message,
-                    };
-                    *first = Some(message.to_string());
-                }
-            }
-            Level::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
-            Level::Notice | Level::Info => {
-                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
-            }
-            Level::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        if matches!(
+            level,
+            Level::Emerg | Level::Alert | Level::Critical | Level::Error
+        ) && fac == "FAIL"
+            && let Ok(mut first) = self.first_failure.lock()
+            && first.is_none()
+        {
+            // "[thrd:sasl_ssl://host:9094/bootstrap]: sasl_ssl://host:9094/...: why"
+            let message = match message.strip_prefix("[thrd:") {
+                Some(rest) => rest.split_once("]: ").map_or(message, |(_, m)| m),
+                None => message,
+            };
+            *first = Some(message.to_string());
         }
+        forward_log(level, fac, message);
     }
 }
 

@@ -111,7 +111,7 @@ pub async fn run(
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "kafka error"),
                 Some(Ok(message)) => {
-                    pipeline.handle_rebalances(&mut routes);
+                    pipeline.handle_rebalances(&mut routes)?;
                     let topic = message.topic();
                     if let Some(index) = pipeline.route_index(topic) {
                         let view = Message {
@@ -141,7 +141,7 @@ pub async fn run(
                 let now = Instant::now();
                 if quiet || now.duration_since(last_tick) >= TICK {
                     last_tick = now;
-                    pipeline.handle_rebalances(&mut routes);
+                    pipeline.handle_rebalances(&mut routes)?;
                     pipeline.flush_due(&mut routes).await?;
                 }
             }
@@ -154,7 +154,7 @@ pub async fn run(
     result?;
     tracing::info!("shutting down: flushing open batches");
     // Partitions revoked by the last poll must not be flushed or committed.
-    pipeline.handle_rebalances(&mut routes);
+    pipeline.handle_rebalances(&mut routes)?;
     for route in routes.iter_mut() {
         pipeline.flush(route, true).await?;
         for lane in 0..route.lanes.len() {
@@ -243,9 +243,18 @@ impl Pipeline<'_> {
 
     /// Rows of revoked partitions are dropped: their new owner reads them again from
     /// the committed offset, which never passes what every sink has written.
-    fn handle_rebalances(&mut self, routes: &mut [RouteState]) {
+    fn handle_rebalances(&mut self, routes: &mut [RouteState]) -> anyhow::Result<()> {
         for event in self.consumer.context().take_events() {
             match event {
+                RebalanceEvent::Refused(refused) => return Err(consumer::refusal(&refused)),
+                RebalanceEvent::LogReset(topic, partition) => {
+                    let context = self.consumer.context();
+                    let refused =
+                        context.check_log_end(self.consumer.as_ref(), &topic, partition)?;
+                    if !refused.is_empty() {
+                        return Err(consumer::refusal(&refused));
+                    }
+                }
                 RebalanceEvent::Revoked(partitions) => {
                     for route in routes.iter_mut() {
                         route.revoke(&partitions);
@@ -268,6 +277,7 @@ impl Pipeline<'_> {
                 }
             }
         }
+        Ok(())
     }
 
     async fn flush_due(&mut self, routes: &mut [RouteState]) -> anyhow::Result<()> {

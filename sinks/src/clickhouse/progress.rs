@@ -305,6 +305,10 @@ impl TablePositions {
 
 #[async_trait::async_trait]
 impl crate::Positions for TablePositions {
+    fn sink(&self) -> &str {
+        &self.sink
+    }
+
     async fn read(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {
         Ok(self.progress(partitions).await?.durable())
     }

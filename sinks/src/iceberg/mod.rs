@@ -371,6 +371,10 @@ struct TablePositions {
 
 #[async_trait::async_trait]
 impl crate::Positions for TablePositions {
+    fn sink(&self) -> &str {
+        &self.sink
+    }
+
     async fn read(&self, _partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {
         let table = self
             .catalog
