@@ -18,12 +18,12 @@ def ledger_entries(db, topic):
 
 @every_clickhouse
 def test_views_of_a_views_target_and_the_gates_ledger_view(setup):
-    """The sink's insert gate is a Null table whose `_rows` view writes into the table.
-    From 19.16 on, those rows fire the table's own ledger view (after the table's part is
-    written), so the gate has no ledger view of its own; 18.16 does not fire it, so the
-    gate feeds the ledger itself, with a `_ledger` view that runs *before* `_rows`: a
-    failing table insert then leaves a ledger entry for rows the table lacks (the 18.16
-    known limit in docs/exactly-once.md)."""
+    """Why the sink's ledger is not fed by materialized views (it was before issue 10).
+    Rows a gate's view writes into the table fire the table's own views from 19.16 on
+    (after the table's part is written), not on 18.16; and a gate's sibling views run in
+    name order on 18.16, so a `_ledger` view ran *before* the `_rows` view and a failing
+    table insert left an entry for rows the table lacks. The writer now records entries
+    itself after the insert is acknowledged, which depends on neither behaviour."""
     db = setup.database
     clickhouse(f"CREATE DATABASE {db}")
     clickhouse(f"CREATE TABLE {db}.t (id Int64, _topic String, _partition Int32, _offset Int64) "
