@@ -88,8 +88,7 @@ def test_restart_after_the_topic_was_recreated_refuses_instead_of_skipping(setup
 
 def test_topic_recreated_while_running_is_refused(setup):
     topic = create_topic(unique("events"), 3)
-    config = setup.config([route_for(topic)],
-                          kafka_properties={"topic.metadata.refresh.interval.ms": "1000"})
+    config = setup.config([route_for(topic)])
     first = setup.start(config)
     first.wait_ready()
     ingest_produce(topic, EVENTS, 3000, "event_id")
@@ -111,14 +110,17 @@ def forget_topic_positions(setup, topic):
     clickhouse(f"ALTER TABLE {db}.`events__ingest_positions` DELETE WHERE topic = '{topic}'")
     wait_until("mutations done", lambda: (
         not clickhouse(f"SELECT command FROM system.mutations WHERE database = '{db}' AND is_done = 0"), None))
-    # Iceberg: an empty snapshot whose position map lacks the topic.
+    # Iceberg: the topic's position property removed, and an empty snapshot whose
+    # position map lacks the topic, in one commit.
     table = load_iceberg_table(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.events")
     key = f"ingest.kafka-offsets.{setup.group}"
     positions = json.loads(next(s.summary[key] for s in ancestors_of(table.current_snapshot(), table.metadata)
                                 if s.summary and key in s.summary.additional_properties))
-    del positions[topic]
-    table.append(pa.Table.from_pylist([], schema=table.schema().as_arrow()),
-                 snapshot_properties={key: json.dumps(positions)})
+    positions.pop(topic, None)
+    with table.transaction() as tx:
+        tx.remove_properties(f"{key}/{topic}")
+        tx.append(pa.Table.from_pylist([], schema=table.schema().as_arrow()),
+                  snapshot_properties={key: json.dumps(positions)})
     # Kafka: the group's offsets of the topic to the earliest (kafka-consumer-groups.sh
     # --reset-offsets --to-earliest does the same).
     client = Consumer({"bootstrap.servers": KAFKA, "group.id": setup.group, "enable.auto.commit": False})
