@@ -323,6 +323,44 @@ def clickhouse_service(action):
     return out.stdout.strip()
 
 
+class Merger(threading.Thread):
+    """Runs `OPTIMIZE TABLE ... FINAL` every `every` seconds while started (`run_merges`),
+    as a server's background merges would under load: 18.16's merge selector leaves a
+    few tiny parts alone for minutes, so a table with a small `parts_to_throw_insert`
+    would otherwise keep refusing inserts long after its merges were started again.
+    `stop_merges` also stops the server's own merges of the table (SYSTEM STOP MERGES)."""
+
+    def __init__(self, table, every=2.0):
+        super().__init__(daemon=True, name=f"merger-{table}")
+        self.table, self.every = table, every
+        self.optimized = 0
+        self.errors = []
+        self._merging = threading.Event()
+        self._halt = threading.Event()
+
+    def stop_merges(self):
+        self._merging.clear()
+        clickhouse(f"SYSTEM STOP MERGES {self.table}")
+
+    def run_merges(self):
+        clickhouse(f"SYSTEM START MERGES {self.table}")
+        self._merging.set()
+
+    def halt(self):
+        self._halt.set()
+        self.join(30)
+
+    def run(self):
+        while not self._halt.wait(self.every):
+            if not self._merging.is_set():
+                continue
+            try:
+                clickhouse(f"OPTIMIZE TABLE {self.table} FINAL")
+                self.optimized += 1
+            except (AssertionError, OSError) as e:
+                self.errors.append(str(e)[:300])
+
+
 def clickhouse_count(database, table="events"):
     """Rows in the table, or None while ClickHouse or the table is not there."""
     try:

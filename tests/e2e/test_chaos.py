@@ -16,14 +16,16 @@ terminal even when pytest captures output.
 import contextlib
 import datetime
 import random
+import re
 import time
 
-from chaos import (EVENTS, KAFKA_PROPERTIES, RESTART_DELAY, SESSION_TIMEOUT, BackgroundProducer, Notes,
+from chaos import (EVENTS, KAFKA_PROPERTIES, RESTART_DELAY, SESSION_TIMEOUT, BackgroundProducer, Merger, Notes,
                    RestCatalogProcess, alive, assigned, broker_overlaps, clickhouse_count, clickhouse_service, drain, freeze,
-                   full_log, grep_logs, iso_now, kill9, log_report, overlaps, size, snapshot_total, stop_together, thaw,
-                   verify_sinks, wait_assignment, wait_ready_status, wait_until_)
+                   full_log, grep_logs, iso_now, kill9, log_report, overlaps, size,
+                   snapshot_total, stop_together, thaw, verify_sinks, wait_assignment, wait_ready_status,
+                   wait_until_)
 import lake
-from conftest import create_topic, free_port, iceberg_count, load_iceberg_table, unique
+from conftest import create_topic, free_port, iceberg_count, load_iceberg_table, unique, with_table_settings
 
 DRAIN_TIMEOUT = size("drain_timeout", 180, 900)
 
@@ -433,3 +435,95 @@ def test_catalog_tokens_expire_while_producing(setup, capsys, tmp_path):
         wait_ready_status(inst, 200, 30, "/ready 200 with fresh tokens")
         finish(setup, note, producer, [inst], topic, partitions, iceberg=iceberg,
                extra="----- REST catalog -----\n" + catalog.tail())
+
+
+def refusals(setup, code):
+    """Inserts the ClickHouse server refused with `code`, per the service's retry lines."""
+    return len(grep_logs(setup.processes, rf"sink write failed.*\bCode: {code}\b"))
+
+
+def test_insert_refusal_storms_lose_nothing(setup, capsys):
+    """ClickHouse refuses inserts while pushing the rows from the writer's gate into the
+    table: "Too many parts" (code 252) from a table whose user set a small
+    `parts_to_throw_insert`, storming while its merges are stopped and after they run
+    again, and MEMORY_LIMIT_EXCEEDED (code 241) from an instance configured with a
+    `clickhouse.settings.max_memory_usage` its inserts cannot fit in, stopped (SIGTERM, or
+    kill -9 in every second cycle) while it retries and replaced by one without the limit.
+    Before the fix the gate's ledger view recorded positions the table never got: refused
+    rows were skipped as a replay. Iceberg writes throughout; both sinks end exact."""
+    note = Notes(capsys, "refusal-storms")
+    partitions = 4
+    total = size("refusal_events", 20_000, 200_000)
+    cycles = size("refusal_cycles", 1, 3)
+    stopped_for = size("refusal_merges_stopped_secs", 8.0, 20.0, float)
+    merging_for = size("refusal_merges_running_secs", 8.0, 20.0, float)
+    memory_for = size("refusal_memory_secs", 8.0, 20.0, float)
+    # 32 MiB: writing a part of the events table needs more (buffers per column stream).
+    memory_limit = size("refusal_max_memory_usage", 32 << 20, 32 << 20)
+    db = setup.database
+    topic = create_topic(unique("chaos_refusals"), partitions)
+    route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
+                         clickhouse_batch={"max_age": "300ms"}, iceberg_batch={"max_age": "1s"})
+    logs = lambda: log_report(setup.processes)  # noqa: E731
+    # The service makes the table; the user remakes it with limits that refuse inserts early.
+    maker = start(setup, route)
+    maker.wait_ready(60)
+    assert maker.stop() == 0, logs()
+    with_table_settings(db, "events", "parts_to_throw_insert = 6, parts_to_delay_insert = 4, max_delay_to_insert = 1")
+    merger = Merger(f"{db}.events")
+    merger.start()
+    merger.run_merges()
+    counts = counts_of(setup)
+    producer = BackgroundProducer(topic, total,
+                                  rate=total / (cycles * (stopped_for + merging_for + memory_for + 5) + 5))
+    started = time.time()
+    producer.start()
+    inst = start(setup, route)
+    inst.wait_ready(60)
+    wait_assignment([inst], partitions, "the instance owns every partition", logs=logs)
+    history = []
+    try:
+        for c in range(cycles):
+            wait_until_(f"cycle {c}: both sinks grow", grown(counts, counts()), timeout=30)
+            # Too many parts: merges stopped until inserts are refused, and a while longer.
+            before = refusals(setup, 252)
+            merger.stop_merges()
+            stopped_at = time.time()
+            wait_until_(f"cycle {c}: inserts refused with 'Too many parts'",
+                        lambda: (refusals(setup, 252) > before, refusals(setup, 252)), timeout=30)
+            time.sleep(max(0.0, stopped_for - (time.time() - stopped_at)))
+            merger.run_merges()
+            time.sleep(merging_for)
+            parts = refusals(setup, 252) - before
+            # Memory limit: an instance whose every insert is refused while it is pushed
+            # into the table, stopped while it retries.
+            assert alive(inst), f"cycle {c}: the instance exited with {inst.proc.returncode}\n{logs()}"
+            code = inst.stop()
+            assert code == 0, f"cycle {c}: a clean stop must exit 0, got {code}\n{logs()}"
+            limited = start(setup, route, clickhouse_settings={"max_memory_usage": str(memory_limit)})
+            wait_until_(f"cycle {c}: inserts refused with MEMORY_LIMIT_EXCEEDED",
+                        lambda: (alive(limited) and "Code: 241" in full_log(limited), refusals(setup, 241)),
+                        timeout=60)
+            time.sleep(memory_for)
+            memory = len(re.findall(r"sink write failed.*\bCode: 241\b", full_log(limited)))
+            if c % 2:
+                kill9(limited)
+                ended = "kill -9"
+            else:
+                ended = f"SIGTERM, exit {limited.stop()}"
+            inst = start(setup, route)
+            inst.wait_ready(60)
+            wait_assignment([inst], partitions, f"cycle {c}: the replacement owns every partition", logs=logs)
+            history.append(f"cycle {c}: {parts} 'Too many parts' refusals, {memory} memory-limit refusals "
+                           f"(limited instance ended by {ended}), at {counts()}")
+            note(history[-1])
+        finish(setup, note, producer, [inst], topic, partitions,
+               extra=f"{merger.optimized} OPTIMIZE FINAL; errors {merger.errors[-3:]}\n" + "\n".join(history))
+    finally:
+        merger.halt()
+    too_many, memory = refusals(setup, 252), refusals(setup, 241)
+    note(f"{cycles} cycle(s), {total} events in {time.time() - started:.0f}s: {too_many} inserts refused with "
+         f"'Too many parts' (252), {memory} with MEMORY_LIMIT_EXCEEDED (241), {merger.optimized} OPTIMIZE FINAL: "
+         f"exact in ClickHouse and Iceberg")
+    assert too_many >= cycles and memory >= cycles, (too_many, memory)
+
