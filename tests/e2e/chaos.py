@@ -3,8 +3,10 @@
 Sizes come from the environment: `CHAOS=full` selects the issue's sizes, anything else a
 quick run that fits `make test`; every size can also be set on its own with
 `CHAOS_<NAME>` (e.g. `CHAOS_CRASH_KILLS=100`). Faults are real: SIGKILL, SIGSTOP/SIGCONT,
-SIGTERM of the service, the ClickHouse server stopped with `deploy/local/down.sh`, the
-REST catalog fixture process terminated and started again on the same port.
+SIGTERM of the service, the ClickHouse server stopped with `deploy/local/down.sh` or
+killed with SIGKILL mid-insert, inserts the server refuses (table settings, stopped
+merges, `max_memory_usage`), the REST catalog fixture process terminated and started
+again on the same port.
 
 The sinks are compared with what the broker holds (the topic read back from offset 0,
 checked against the producer's acknowledgements), and every difference is explained:
@@ -321,6 +323,78 @@ def clickhouse_service(action):
     out = subprocess.run([str(script), "clickhouse"], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, f"{script.name} clickhouse failed: {out.stdout}{out.stderr}"
     return out.stdout.strip()
+
+
+def clickhouse_server_pid():
+    """The pid of the stack's ClickHouse server, from up.sh's pid file (checked to still
+    be a clickhouse-server, as deploy/local/lib.sh's our_pid does)."""
+    pidfile = Path(os.environ.get("STACK_STATE", "/var/tmp/ingest-stack")) / "clickhouse" / "clickhouse.pid"
+    pid = int(pidfile.read_text().strip())
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    assert "clickhouse-server" in cmdline, f"{pidfile} names pid {pid}, which runs {cmdline!r}"
+    return pid
+
+
+def kill9_clickhouse_server(timeout=30):
+    """SIGKILL to the ClickHouse server (no shutdown of any kind), waits until the process
+    is gone; returns its pid. `clickhouse_service("start")` brings it back on its data."""
+    pid = clickhouse_server_pid()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+        except (OSError, IndexError):
+            return pid
+        if state == "Z":
+            return pid
+        time.sleep(0.05)
+    raise AssertionError(f"ClickHouse server pid {pid} still alive {timeout}s after SIGKILL")
+
+
+def running_inserts(database):
+    """Query ids of data inserts (`FORMAT Native`) into `database` the server runs now."""
+    rows = clickhouse(f"SELECT query_id FROM system.processes WHERE query LIKE 'INSERT INTO `{database}`.%' "
+                      f"AND query LIKE '%FORMAT Native%'")
+    return [r["query_id"] for r in rows]
+
+
+class Merger(threading.Thread):
+    """Runs `OPTIMIZE TABLE ... FINAL` every `every` seconds while started (`run_merges`),
+    as a server's background merges would under load: 18.16's merge selector leaves a
+    few tiny parts alone for minutes, so a table with a small `parts_to_throw_insert`
+    would otherwise keep refusing inserts long after its merges were started again.
+    `stop_merges` also stops the server's own merges of the table (SYSTEM STOP MERGES)."""
+
+    def __init__(self, table, every=2.0):
+        super().__init__(daemon=True, name=f"merger-{table}")
+        self.table, self.every = table, every
+        self.optimized = 0
+        self.errors = []
+        self._merging = threading.Event()
+        self._halt = threading.Event()
+
+    def stop_merges(self):
+        self._merging.clear()
+        clickhouse(f"SYSTEM STOP MERGES {self.table}")
+
+    def run_merges(self):
+        clickhouse(f"SYSTEM START MERGES {self.table}")
+        self._merging.set()
+
+    def halt(self):
+        self._halt.set()
+        self.join(30)
+
+    def run(self):
+        while not self._halt.wait(self.every):
+            if not self._merging.is_set():
+                continue
+            try:
+                clickhouse(f"OPTIMIZE TABLE {self.table} FINAL")
+                self.optimized += 1
+            except (AssertionError, OSError) as e:
+                self.errors.append(str(e)[:300])
 
 
 def clickhouse_count(database, table="events"):

@@ -12,6 +12,7 @@ names the version (`test_x[26.9]`). Other tests use 18.16.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -73,6 +74,15 @@ def clickhouse(sql, parse_float=float):
                     for line in resp.read().decode().splitlines() if line]
     except urllib.error.HTTPError as e:
         raise AssertionError(f"ClickHouse rejected {sql!r}: {e.read().decode()}") from e
+
+
+def with_table_settings(database, table, settings):
+    """Recreates `table` (empty) with extra MergeTree settings, as a user would have made it."""
+    statement = clickhouse(f"SELECT create_table_query AS q FROM system.tables "
+                           f"WHERE database = '{database}' AND name = '{table}'")[0]["q"]
+    clickhouse(f"DROP TABLE {database}.{table}")
+    joiner = ", " if re.search(r"\bSETTINGS\b", statement) else " SETTINGS "
+    clickhouse(statement + joiner + settings)
 
 
 def create_topic(name, partitions):

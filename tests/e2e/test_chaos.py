@@ -16,14 +16,16 @@ terminal even when pytest captures output.
 import contextlib
 import datetime
 import random
+import re
 import time
 
-from chaos import (EVENTS, KAFKA_PROPERTIES, RESTART_DELAY, SESSION_TIMEOUT, BackgroundProducer, Notes,
+from chaos import (EVENTS, KAFKA_PROPERTIES, RESTART_DELAY, SESSION_TIMEOUT, BackgroundProducer, Merger, Notes,
                    RestCatalogProcess, alive, assigned, broker_overlaps, clickhouse_count, clickhouse_service, drain, freeze,
-                   full_log, grep_logs, iso_now, kill9, log_report, overlaps, size, snapshot_total, stop_together, thaw,
-                   verify_sinks, wait_assignment, wait_ready_status, wait_until_)
+                   full_log, grep_logs, iso_now, kill9, kill9_clickhouse_server, log_report, overlaps, running_inserts,
+                   size, snapshot_total, stop_together, thaw, verify_sinks, wait_assignment, wait_ready_status,
+                   wait_until_)
 import lake
-from conftest import create_topic, free_port, iceberg_count, load_iceberg_table, unique
+from conftest import create_topic, free_port, iceberg_count, load_iceberg_table, unique, with_table_settings
 
 DRAIN_TIMEOUT = size("drain_timeout", 180, 900)
 
@@ -433,3 +435,165 @@ def test_catalog_tokens_expire_while_producing(setup, capsys, tmp_path):
         wait_ready_status(inst, 200, 30, "/ready 200 with fresh tokens")
         finish(setup, note, producer, [inst], topic, partitions, iceberg=iceberg,
                extra="----- REST catalog -----\n" + catalog.tail())
+
+
+def refusals(setup, code):
+    """Inserts the ClickHouse server refused with `code`, per the service's retry lines."""
+    return len(grep_logs(setup.processes, rf"sink write failed.*\bCode: {code}\b"))
+
+
+def test_insert_refusal_storms_lose_nothing(setup, capsys):
+    """ClickHouse refuses inserts while pushing the rows from the writer's gate into the
+    table: "Too many parts" (code 252) from a table whose user set a small
+    `parts_to_throw_insert`, storming while its merges are stopped and after they run
+    again, and MEMORY_LIMIT_EXCEEDED (code 241) from an instance configured with a
+    `clickhouse.settings.max_memory_usage` its inserts cannot fit in, stopped (SIGTERM, or
+    kill -9 in every second cycle) while it retries and replaced by one without the limit.
+    Before the fix the gate's ledger view recorded positions the table never got: refused
+    rows were skipped as a replay. Iceberg writes throughout; both sinks end exact."""
+    note = Notes(capsys, "refusal-storms")
+    partitions = 4
+    total = size("refusal_events", 20_000, 200_000)
+    cycles = size("refusal_cycles", 1, 3)
+    stopped_for = size("refusal_merges_stopped_secs", 8.0, 20.0, float)
+    merging_for = size("refusal_merges_running_secs", 8.0, 20.0, float)
+    memory_for = size("refusal_memory_secs", 8.0, 20.0, float)
+    # 32 MiB: writing a part of the events table needs more (buffers per column stream).
+    memory_limit = size("refusal_max_memory_usage", 32 << 20, 32 << 20)
+    db = setup.database
+    topic = create_topic(unique("chaos_refusals"), partitions)
+    route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
+                         clickhouse_batch={"max_age": "300ms"}, iceberg_batch={"max_age": "1s"})
+    logs = lambda: log_report(setup.processes)  # noqa: E731
+    # The service makes the table; the user remakes it with limits that refuse inserts early.
+    maker = start(setup, route)
+    maker.wait_ready(60)
+    assert maker.stop() == 0, logs()
+    with_table_settings(db, "events", "parts_to_throw_insert = 6, parts_to_delay_insert = 4, max_delay_to_insert = 1")
+    merger = Merger(f"{db}.events")
+    merger.start()
+    merger.run_merges()
+    counts = counts_of(setup)
+    producer = BackgroundProducer(topic, total,
+                                  rate=total / (cycles * (stopped_for + merging_for + memory_for + 5) + 5))
+    started = time.time()
+    producer.start()
+    inst = start(setup, route)
+    inst.wait_ready(60)
+    wait_assignment([inst], partitions, "the instance owns every partition", logs=logs)
+    history = []
+    try:
+        for c in range(cycles):
+            wait_until_(f"cycle {c}: both sinks grow", grown(counts, counts()), timeout=30)
+            # Too many parts: merges stopped until inserts are refused, and a while longer.
+            before = refusals(setup, 252)
+            merger.stop_merges()
+            stopped_at = time.time()
+            wait_until_(f"cycle {c}: inserts refused with 'Too many parts'",
+                        lambda: (refusals(setup, 252) > before, refusals(setup, 252)), timeout=30)
+            time.sleep(max(0.0, stopped_for - (time.time() - stopped_at)))
+            merger.run_merges()
+            time.sleep(merging_for)
+            parts = refusals(setup, 252) - before
+            # Memory limit: an instance whose every insert is refused while it is pushed
+            # into the table, stopped while it retries.
+            assert alive(inst), f"cycle {c}: the instance exited with {inst.proc.returncode}\n{logs()}"
+            code = inst.stop()
+            assert code == 0, f"cycle {c}: a clean stop must exit 0, got {code}\n{logs()}"
+            limited = start(setup, route, clickhouse_settings={"max_memory_usage": str(memory_limit)})
+            wait_until_(f"cycle {c}: inserts refused with MEMORY_LIMIT_EXCEEDED",
+                        lambda: (alive(limited) and "Code: 241" in full_log(limited), refusals(setup, 241)),
+                        timeout=60)
+            time.sleep(memory_for)
+            memory = len(re.findall(r"sink write failed.*\bCode: 241\b", full_log(limited)))
+            if c % 2:
+                kill9(limited)
+                ended = "kill -9"
+            else:
+                ended = f"SIGTERM, exit {limited.stop()}"
+            inst = start(setup, route)
+            inst.wait_ready(60)
+            wait_assignment([inst], partitions, f"cycle {c}: the replacement owns every partition", logs=logs)
+            history.append(f"cycle {c}: {parts} 'Too many parts' refusals, {memory} memory-limit refusals "
+                           f"(limited instance ended by {ended}), at {counts()}")
+            note(history[-1])
+        finish(setup, note, producer, [inst], topic, partitions,
+               extra=f"{merger.optimized} OPTIMIZE FINAL; errors {merger.errors[-3:]}\n" + "\n".join(history))
+    finally:
+        merger.halt()
+    too_many, memory = refusals(setup, 252), refusals(setup, 241)
+    note(f"{cycles} cycle(s), {total} events in {time.time() - started:.0f}s: {too_many} inserts refused with "
+         f"'Too many parts' (252), {memory} with MEMORY_LIMIT_EXCEEDED (241), {merger.optimized} OPTIMIZE FINAL: "
+         f"exact in ClickHouse and Iceberg")
+    assert too_many >= cycles and memory >= cycles, (too_many, memory)
+
+
+def test_clickhouse_killed_with_sigkill_during_inserts(setup, capsys):
+    """The ClickHouse server is killed with SIGKILL (no shutdown) while it runs one of the
+    service's inserts (seen in system.processes), and started again on its data right away
+    with deploy/local/up.sh, several times. The table is partitioned, so an insert commits
+    a part per table partition one after another and a kill may leave some committed
+    without a ledger entry; the retry finds them in the parts written since the entry and
+    skips them. A kill that lands after the insert ended (the service logs no insert cut
+    by a network error) does not count: kills go on until `ch_kills` landed mid-insert
+    (at most twice as many in all). The server is shared by the whole stack: other tests
+    using it meanwhile fail."""
+    note = Notes(capsys, "clickhouse-sigkill")
+    partitions = 4
+    total = size("ch_kill_events", 30_000, 300_000)
+    kills = size("ch_kills", 3, 20)
+    gap = size("ch_kill_gap_secs", 2.0, 3.0, float)
+    db = setup.database
+    topic = create_topic(unique("chaos_chkill"), partitions)
+    route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
+                         clickhouse_batch={"max_age": "500ms"}, iceberg_batch={"max_age": "1s"})
+    # 16 table partitions: an insert writes 16 parts, long enough to be caught running.
+    route["clickhouse"]["partition_by"] = "event_id % 16"
+    logs = lambda: log_report(setup.processes)  # noqa: E731
+    counts = counts_of(setup)
+    # A kill, the restart (about 2 s) and the service's first retries take about 4 s.
+    producer = BackgroundProducer(topic, total, rate=total / (kills * (gap + 4) + 5))
+    started = time.time()
+    producer.start()
+    inst = start(setup, route)
+    inst.wait_ready(60)
+    wait_assignment([inst], partitions, "the instance owns every partition", logs=logs)
+    # An insert cut by the kill; a retry meeting the server down fails to connect instead.
+    cut = re.compile(r"^(\S+Z)\s.*sink write failed.*insert failed: network error: (?!client error \(Connect\))")
+    replay = re.compile(r"^(\S+Z)\s.*rows already in the table \(a replay\).*sink=clickhouse.*skipped=(\d+)")
+    kill_times, notes = [], []
+    landed = 0
+    try:
+        while landed < kills and len(kill_times) < 2 * kills:
+            k = len(kill_times)
+            wait_until_(f"kill {k}: both sinks grow", grown(counts, counts()), timeout=90)
+            time.sleep(gap)
+            running = wait_until_(f"kill {k}: an insert into {db} running",
+                                  lambda: (bool(ids := running_inserts(db)), ids), timeout=30, interval=0.002)
+            kill_times.append(iso_now())
+            try:
+                pid = kill9_clickhouse_server()
+                down = time.time()
+            finally:
+                restarted = clickhouse_service("start")
+            back = time.time() - down
+            time.sleep(0.5)
+            cuts = [m.string for m in map(cut.match, full_log(inst).splitlines()) if m and m.group(1) >= kill_times[-1]]
+            landed += bool(cuts)
+            notes.append(f"kill {k}: pid {pid} while it ran insert {running[0][:8]}: "
+                         f"{cuts[0].split('insert failed: ')[1].split(' retry_in_ms')[0] if cuts else 'no insert cut (it had ended)'}; "
+                         f"server back after {back:.1f}s ({restarted.splitlines()[-1][:70]})")
+            note(notes[-1])
+        assert landed == kills, f"only {landed} of {len(kill_times)} kills landed during an insert\n" + "\n".join(notes)
+        finish(setup, note, producer, [inst], topic, partitions, extra="\n".join(notes))
+    finally:
+        # Whatever happened, the shared server is left running.
+        clickhouse_service("start")
+    # Rows of a cut insert that the server had committed, found by the retry.
+    found = [0] * len(kill_times)
+    for m in map(replay.match, full_log(inst).splitlines()):
+        if m and m.group(1) >= kill_times[0]:
+            found[max(i for i, t in enumerate(kill_times) if t <= m.group(1))] += int(m.group(2))
+    note(f"{len(kill_times)} SIGKILLs of the ClickHouse server ({landed} during an insert); rows of cut inserts "
+         f"found committed by the retry, per kill: {found}; {total} events in {time.time() - started:.0f}s: "
+         f"exact in ClickHouse and Iceberg")

@@ -6,22 +6,12 @@ the gate once recorded positions before that push, so the retries skipped the re
 rows as a replay: 352 of 20,000 rows landed, the service exited 0. Positions are now
 recorded only after the server acknowledged the rows; this test is the user's reproduction,
 through the service, on every ClickHouse version."""
-import re
-
-from conftest import ROOT, clickhouse, create_topic, every_clickhouse, ingest_produce, unique, wait_until
+from conftest import (ROOT, clickhouse, create_topic, every_clickhouse, ingest_produce, unique, wait_until,
+                      with_table_settings)
 
 EVENTS = ROOT / "schemas/examples/events.yaml"
 TOTAL = 20_000
 PARTITIONS = 4
-
-
-def with_table_settings(database, table, settings):
-    """Recreates `table` (empty) with extra MergeTree settings, as a user would have made it."""
-    statement = clickhouse(f"SELECT create_table_query AS q FROM system.tables "
-                           f"WHERE database = '{database}' AND name = '{table}'")[0]["q"]
-    clickhouse(f"DROP TABLE {database}.{table}")
-    joiner = ", " if re.search(r"\bSETTINGS\b", statement) else " SETTINGS "
-    clickhouse(statement + joiner + settings)
 
 
 @every_clickhouse
