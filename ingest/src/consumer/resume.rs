@@ -14,6 +14,8 @@ use std::time::Duration;
 use ingest_sinks::{OffsetMap, Positions};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::protocol::start_offset;
+
 /// Bounds how long an assignment may wait for the sinks to answer.
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -80,12 +82,7 @@ impl Resume {
                 continue;
             };
             for (topic, partition, _) in partitions.iter() {
-                let min = known
-                    .iter()
-                    .map(|k| k.get(topic, partition))
-                    .collect::<Option<Vec<i64>>>()
-                    .and_then(|v| v.into_iter().min());
-                if let Some(start) = min {
+                if let Some(start) = start_offset(&known, topic, partition) {
                     starts.push((topic.to_string(), partition, start));
                 }
             }

@@ -137,7 +137,7 @@ impl RouteState {
         }
     }
 
-    /// Drops buffered rows and progress of partitions taken away by a rebalance.
+    /// Drops buffered rows of partitions taken away by a rebalance (or rewound).
     pub fn revoke(&mut self, revoked: &[(String, i32)]) {
         let gone = |topic: &str, partition: i32| {
             revoked.iter().any(|(t, p)| t == topic && *p == partition)
@@ -150,9 +150,7 @@ impl RouteState {
         }
         self.decoder.retain_partitions(&mut self.rejected, gone);
         for (topic, partition) in revoked {
-            if let Some(parts) = self.next_offsets.0.get_mut(topic) {
-                parts.remove(partition);
-            }
+            self.next_offsets.remove(topic, *partition);
         }
         if self.next_offsets.is_empty() {
             self.opened_at = None;
@@ -167,25 +165,6 @@ impl RouteState {
             .iter()
             .filter_map(|lane| lane.time_left(now, self.opened_at))
             .min()
-    }
-
-    /// Per partition, the offset every lane has made durable (the minimum over the
-    /// lanes): what may be committed to Kafka. Partitions some lane has not reached yet
-    /// are left out.
-    pub fn committable(&self, partitions: &OffsetMap) -> OffsetMap {
-        let mut out = OffsetMap::default();
-        for (topic, partition, _) in partitions.iter() {
-            let min = self
-                .lanes
-                .iter()
-                .map(|lane| lane.durable.get(topic, partition))
-                .collect::<Option<Vec<i64>>>()
-                .and_then(|v| v.into_iter().min());
-            if let Some(next) = min {
-                out.advance(topic, partition, next);
-            }
-        }
-        out
     }
 }
 
