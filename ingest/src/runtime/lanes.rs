@@ -194,8 +194,10 @@ fn rewind_failed(partitions: &[(String, i32)], error: &dyn std::fmt::Display) ->
 }
 
 /// Retries retryable failures with exponential backoff (capped at 30 s); the service
-/// reports itself not ready meanwhile. Other failures stop the service. While it runs,
-/// a revocation of the batch's partitions waits for it to end.
+/// reports itself not ready meanwhile. Other failures stop the service. A revocation of
+/// the batch's partitions waits for an attempt under way, never for the backoff between
+/// attempts: a rebalance during a sink outage must not stall the group (the next attempt
+/// passes the fence again, which refuses partitions revoked since the batch started).
 pub(super) async fn write_with_retry(
     sink: &mut dyn Sink,
     batch: &SinkBatch,
@@ -205,9 +207,12 @@ pub(super) async fn write_with_retry(
 ) -> Result<Written, SinkError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut failures = 0u32;
-    let _writing = ownership.writing(&batch.next_offsets);
     loop {
-        match sink.write(batch).await {
+        let attempt = {
+            let _writing = ownership.writing(&batch.next_offsets);
+            sink.write(batch).await
+        };
+        match attempt {
             Ok(written) => {
                 if failures > 0 {
                     tracing::info!(sink = sink.name(), failures, "sink recovered");
@@ -238,3 +243,6 @@ pub(super) async fn write_with_retry(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
