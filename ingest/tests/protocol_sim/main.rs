@@ -87,6 +87,7 @@ fn random_schedules_keep_every_record_exactly_once() {
         revoked_since_started,
         lost_replies,
         rewinds,
+        gate_refusals: _,
     } = events;
     for (case, n) in [
         ("fenced batches", fenced_batches),

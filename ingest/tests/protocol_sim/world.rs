@@ -44,6 +44,7 @@ pub struct Events {
     pub revoked_since_started: u64,
     pub lost_replies: u64,
     pub rewinds: u64,
+    pub gate_refusals: u64,
 }
 
 impl Events {
@@ -55,6 +56,7 @@ impl Events {
         self.revoked_since_started += other.revoked_since_started;
         self.lost_replies += other.lost_replies;
         self.rewinds += other.rewinds;
+        self.gate_refusals += other.gate_refusals;
     }
 }
 
@@ -189,7 +191,22 @@ impl World {
         if !self.members[m].running() {
             return Ok(());
         }
-        self.advance(m, lane)
+        self.advance(m, lane)?;
+        // The zombie's moment: stopped right after its checks, before it writes.
+        if self.faults
+            && self.members[m].mid_attempt(lane, &self.all())
+            && self.rng.random_bool(0.1)
+        {
+            self.pause(m);
+            if self.rng.random_bool(0.5) {
+                self.expire(m);
+            }
+        }
+        Ok(())
+    }
+
+    fn all(&self) -> Vec<i32> {
+        (0..self.logs.len() as i32).collect()
     }
 
     /// One stage of a lane's write (the sink's side).
@@ -266,6 +283,7 @@ impl World {
                     .gate
                     .admit(&mut self.ch.gates, &todo.partitions(), member.generation);
             if !refused.is_empty() {
+                self.seen_events.gate_refusals += 1;
                 todo.drop_partitions(&refused);
                 not_owned.extend(refused);
                 continue;
