@@ -104,3 +104,41 @@ fn random_schedules_keep_every_record_exactly_once() {
         assert!(n > 0, "no schedule reached {case}: {events:?}");
     }
 }
+
+/// A member paused right after its checks wakes up and takes the partition's gate from
+/// its new owner, whose next insert is refused. The owner drops what it read since and
+/// reads the partition again from the sinks' positions (`Pipeline::rewind`): without
+/// that it would go on past the rows nobody wrote, and write after the gap once the
+/// group rebalances.
+#[test]
+fn a_writer_whose_gate_was_taken_reads_again_from_the_sinks_positions() {
+    const CH: usize = 0;
+    let mut w = World::scripted();
+    let result = (|| {
+        w.assign(0, 0);
+        w.produce_good(0, 4);
+        w.consume_up_to(0, 0, 4);
+        w.start(0, CH);
+        w.advance(0, CH)?; // the fence passed
+        w.pause(0);
+        w.expire(0); // the group gives p0 to member 1
+        w.consume_up_to(1, 0, 4);
+        w.start(1, CH);
+        w.complete(1, CH)?; // member 1 opens its gate and writes 0..4
+        w.produce_good(0, 4);
+        w.consume_up_to(1, 0, 4);
+        w.wake(0);
+        w.complete(0, CH)?; // the zombie takes the gate (its rows are held already)
+        w.start(1, CH);
+        w.complete(1, CH)?; // refused: member 1 leaves p0 until it rebalances
+        w.produce_good(0, 4);
+        w.consume_up_to(1, 0, 12);
+        w.deliver_lost(0)?; // the zombie joins again: member 1 rebalances
+        w.start(1, CH);
+        w.complete(1, CH)?;
+        w.settle()
+    })();
+    if let Err(why) = result {
+        panic!("{why}\n--- steps ---\n{}", w.trace.join("\n"));
+    }
+}

@@ -82,6 +82,33 @@ impl World {
         }
     }
 
+    /// A world of one partition without faults, for scripted schedules.
+    pub fn scripted() -> Self {
+        let mut world = Self::new(0);
+        world.logs = vec![Vec::new()];
+        world.group = vec![None];
+        world.owner = vec![None];
+        world.faults = false;
+        world
+    }
+
+    /// Runs recovery and the final checks.
+    pub fn settle(&mut self) -> Step {
+        self.recover()?;
+        self.check_exactly_once()
+    }
+
+    /// The broker gives `p` to `m`.
+    pub fn assign(&mut self, m: usize, p: i32) {
+        self.owner[p as usize] = Some(m);
+        self.callback_assign(m, &[p]);
+    }
+
+    /// Appends `n` good records to `p`.
+    pub fn produce_good(&mut self, p: i32, n: usize) {
+        self.logs[p as usize].extend(std::iter::repeat_n(false, n));
+    }
+
     /// `steps` random steps, then recovery, checking the invariants throughout.
     pub fn run(&mut self, steps: usize) -> Step {
         self.assign_free();
@@ -134,7 +161,7 @@ impl World {
         self.consume_up_to(m, p, k);
     }
 
-    fn consume_up_to(&mut self, m: usize, p: i32, k: i64) -> bool {
+    pub fn consume_up_to(&mut self, m: usize, p: i32, k: i64) -> bool {
         let member = &self.members[m];
         let Some(&from) = member.position.get(&p) else {
             return false;
@@ -167,7 +194,7 @@ impl World {
     }
 
     /// `start_lane`: the open batch becomes the write under way, in the current epoch.
-    fn start(&mut self, m: usize, lane: usize) {
+    pub fn start(&mut self, m: usize, lane: usize) {
         let member = &mut self.members[m];
         let running = member.running();
         let state = &mut member.lanes[lane];
@@ -210,7 +237,7 @@ impl World {
     }
 
     /// One stage of a lane's write (the sink's side).
-    fn advance(&mut self, m: usize, lane: usize) -> Step {
+    pub fn advance(&mut self, m: usize, lane: usize) -> Step {
         let Some(flight) = self.members[m].lanes[lane].flight.clone() else {
             return Ok(());
         };
@@ -389,7 +416,7 @@ impl World {
 
     /// `finish_lane`: tells the protocol what the sink made durable, rewinds what it
     /// dropped, commits what the protocol answers.
-    fn finish(&mut self, m: usize, lane: usize) -> Step {
+    pub fn finish(&mut self, m: usize, lane: usize) -> Step {
         let member = &mut self.members[m];
         if !member.running() {
             return Ok(());
@@ -576,7 +603,7 @@ impl World {
 
     /// The member stops (SIGSTOP, a long pause): it keeps its state and acts on it
     /// when it wakes, unaware of what happened meanwhile.
-    fn pause(&mut self, m: usize) {
+    pub fn pause(&mut self, m: usize) {
         if self.available(m) {
             self.members[m].paused = true;
             self.note(format!("m{m} paused"));
@@ -585,7 +612,7 @@ impl World {
 
     /// The paused member's session expires: the group expels it and gives its
     /// partitions away (it hears nothing).
-    fn expire(&mut self, m: usize) {
+    pub fn expire(&mut self, m: usize) {
         if !(self.members[m].paused && self.members[m].in_group) {
             return;
         }
@@ -595,7 +622,7 @@ impl World {
         self.assign_free();
     }
 
-    fn wake(&mut self, m: usize) {
+    pub fn wake(&mut self, m: usize) {
         if self.members[m].paused {
             self.members[m].paused = false;
             self.note(format!("m{m} wakes"));
@@ -604,7 +631,7 @@ impl World {
 
     /// librdkafka tells an expelled member its assignment is lost (a revocation of
     /// everything), and the member joins again.
-    fn deliver_lost(&mut self, m: usize) -> Step {
+    pub fn deliver_lost(&mut self, m: usize) -> Step {
         if self.members[m].paused || self.members[m].in_group {
             return Ok(());
         }
@@ -655,7 +682,7 @@ impl World {
     }
 
     /// Runs the lane's write to its end and finishes it.
-    fn complete(&mut self, m: usize, lane: usize) -> Step {
+    pub fn complete(&mut self, m: usize, lane: usize) -> Step {
         while self.members[m].lanes[lane]
             .flight
             .as_ref()
