@@ -80,7 +80,7 @@ impl Writer {
             // also takes its current gate's other partitions along, including ones
             // revoked since: that closes the gate of the partition's new owner, which
             // then leaves it alone until its next rebalance (a stall; shown by this
-            // simulation, e.g. SIM_SEED=1000001994 with those partitions added here).
+            // simulation: SIM_SEED=1155 with those partitions added here).
             let all = wanted.clone();
             registry.next += 1;
             let token = registry.next;
