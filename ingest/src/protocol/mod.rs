@@ -17,7 +17,7 @@ mod epochs;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use ingest_sinks::OffsetMap;
 
@@ -33,7 +33,7 @@ pub struct Offsets {
     assigned: BTreeSet<Partition>,
     /// Per route, per lane (sink): the offset after the last record the sink made
     /// durable, per partition, since the partition was assigned here.
-    durable: BTreeMap<String, Vec<OffsetMap>>,
+    durable: Vec<Vec<OffsetMap>>,
     /// What was committed per owned partition (never moves backwards).
     committed: OffsetMap,
 }
@@ -49,12 +49,12 @@ pub struct Outcome {
 }
 
 impl Offsets {
-    /// Bookkeeping for routes (by name) with these many sinks each.
-    pub fn new<'a>(routes: impl IntoIterator<Item = (&'a str, usize)>) -> Self {
+    /// Bookkeeping for routes (by index) with these many sinks each.
+    pub fn new(lanes_per_route: impl IntoIterator<Item = usize>) -> Self {
         Self {
-            durable: routes
+            durable: lanes_per_route
                 .into_iter()
-                .map(|(name, lanes)| (name.to_string(), vec![OffsetMap::default(); lanes]))
+                .map(|lanes| vec![OffsetMap::default(); lanes])
                 .collect(),
             ..Self::default()
         }
@@ -90,7 +90,7 @@ impl Offsets {
     /// durable and what to commit.
     pub fn written(
         &mut self,
-        route: &str,
+        route: usize,
         lane: usize,
         next_offsets: &OffsetMap,
         revoked: &[Partition],
@@ -104,18 +104,17 @@ impl Offsets {
                 .any(|(rt, rp)| rt == t && *rp == p)
         };
         durable.retain(|t, p| self.owns(t, p) && !excluded(t, p));
-        self.lanes_mut(route)[lane].merge(&durable);
+        self.durable[route][lane].merge(&durable);
         let commit = self.commit(&self.committable(route, next_offsets));
         Outcome { durable, commit }
     }
 
     /// Per partition of `partitions`, the offset every sink of the route made durable
     /// (the minimum over them); partitions some sink has not reached are left out.
-    pub fn committable(&self, route: &str, partitions: &OffsetMap) -> OffsetMap {
+    pub fn committable(&self, route: usize, partitions: &OffsetMap) -> OffsetMap {
         let mut out = OffsetMap::default();
-        let lanes = self.durable.get(route).map_or(&[][..], Vec::as_slice);
         for (topic, partition, _) in partitions.iter() {
-            if let Some(next) = min_over(lanes, topic, partition) {
+            if let Some(next) = min_over(&self.durable[route], topic, partition) {
                 out.advance(topic, partition, next);
             }
         }
@@ -164,14 +163,8 @@ impl Offsets {
         &self.committed
     }
 
-    fn lanes_mut(&mut self, route: &str) -> &mut Vec<OffsetMap> {
-        self.durable
-            .get_mut(route)
-            .unwrap_or_else(|| panic!("route `{route}` was not declared"))
-    }
-
     fn forget(&mut self, partitions: &[Partition]) {
-        for lanes in self.durable.values_mut() {
+        for lanes in &mut self.durable {
             for lane in lanes {
                 for (topic, partition) in partitions {
                     lane.remove(topic, *partition);

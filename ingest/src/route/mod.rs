@@ -17,6 +17,8 @@ const CHUNK_ROWS: usize = 16 * 1024;
 
 pub struct RouteState {
     pub route: Route,
+    /// The route's place in the configuration (routes' names need not be unique).
+    pub index: usize,
     decoder: JsonDecoder,
     /// One per sink, each with its own batch and cadence.
     pub lanes: Vec<Lane>,
@@ -39,11 +41,12 @@ pub struct Chunk {
 }
 
 impl RouteState {
-    pub fn new(route: Route) -> anyhow::Result<Self> {
+    pub fn new(route: Route, index: usize) -> anyhow::Result<Self> {
         let metadata = metadata_fields(&route.config.metadata);
         let decoder = JsonDecoder::new(route.schema.clone(), metadata, CHUNK_ROWS)?;
         Ok(Self {
             route,
+            index,
             decoder,
             lanes: Vec::new(),
             next_offsets: OffsetMap::default(),

@@ -54,7 +54,7 @@ routes:
 "#;
     let loaded = load_str(text, &dir.join("c.yaml"), &|_| None).unwrap();
     let route = loaded.routes[0].clone();
-    let mut state = RouteState::new(route.clone()).unwrap();
+    let mut state = RouteState::new(route.clone(), 0).unwrap();
     state.add_sink(
         Box::new(Accepting("fast")),
         &route.config.clickhouse.as_ref().unwrap().batch,

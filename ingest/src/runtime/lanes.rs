@@ -79,7 +79,7 @@ impl Pipeline<'_> {
             .ownership
             .revoked_since(outcome.fence_epoch, &outcome.next_offsets);
         let counted = self.offsets.written(
-            &route.route.name,
+            route.index,
             lane,
             &outcome.next_offsets,
             &revoked,

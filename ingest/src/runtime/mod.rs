@@ -90,11 +90,7 @@ pub async fn run(
         route_of: HashMap::new(),
         last_route: None,
         health: &health,
-        offsets: Offsets::new(
-            routes
-                .iter()
-                .map(|r| (r.route.name.as_str(), r.lanes.len())),
-        ),
+        offsets: Offsets::new(routes.iter().map(|r| r.lanes.len())),
         committed,
         shutdown: shutdown.clone(),
     };

@@ -23,7 +23,8 @@ mod world;
 use world::{Events, World};
 
 const TOPIC: &str = "t";
-const ROUTE: &str = "r";
+/// The one route, by index.
+const ROUTE: usize = 0;
 
 /// A record's coordinates: partition and offset.
 type Row = (i32, i64);

@@ -8,7 +8,7 @@ use ingest::protocol::{Offsets, Revocations};
 use ingest_sinks::OffsetMap;
 
 use super::gate::Writer;
-use super::{ROUTE, Row, TOPIC};
+use super::{Row, TOPIC};
 
 /// Lane 0 writes ClickHouse, lane 1 Iceberg.
 pub const LANES: usize = 2;
@@ -105,7 +105,7 @@ impl Member {
             view: BTreeSet::new(),
             generation: 0,
             revocations: Revocations::default(),
-            offsets: Offsets::new([(ROUTE, LANES)]),
+            offsets: Offsets::new([LANES]),
             position: BTreeMap::new(),
             lanes: Default::default(),
             gate: Writer::default(),
