@@ -34,8 +34,10 @@ e2e:
 deploy-check:
 	deploy/check.sh
 
-## Fault injection at full size: kill -9 loops, rebalances, a frozen instance, sink outages.
+## Fault injection at full size: 100,000 simulated schedules of the offset protocol, then
+## kill -9 loops, rebalances, a frozen instance, sink outages.
 chaos: stack build
+	CHAOS=full cargo test $(CARGO_FLAGS) -p ingest --test protocol_sim
 	. $(STACK)/env.sh && CHAOS=full $(PY) -m pytest -q tests/e2e/test_chaos.py
 
 clean-stack:

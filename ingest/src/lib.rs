@@ -8,5 +8,6 @@ pub mod decode;
 pub mod health;
 pub mod logging;
 pub mod produce;
+pub mod protocol;
 pub mod route;
 pub mod runtime;

@@ -91,11 +91,7 @@ impl SinkBatch {
         let kept = self.retain(|p| !gone(p.topic, p.partition));
         self.batches = kept.batches;
         self.positions = kept.positions;
-        self.next_offsets
-            .0
-            .iter_mut()
-            .for_each(|(topic, parts)| parts.retain(|p, _| !gone(topic, *p)));
-        self.next_offsets.0.retain(|_, parts| !parts.is_empty());
+        self.next_offsets.retain(|topic, p| !gone(topic, p));
     }
 
     /// Heap bytes held by the record batches.

@@ -50,10 +50,7 @@ impl Fence for GroupFence {
             .ownership
             .revoked_since(epoch, partitions);
         let mut rest = partitions.clone();
-        rest.0.iter_mut().for_each(|(t, parts)| {
-            parts.retain(|p, _| !gone.iter().any(|(gt, gp)| gt == t && gp == p))
-        });
-        rest.0.retain(|_, parts| !parts.is_empty());
+        rest.retain(|t, p| !gone.iter().any(|(gt, gp)| gt == t && *gp == p));
         if rest.is_empty() {
             return Ok(gone);
         }

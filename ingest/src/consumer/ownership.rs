@@ -1,22 +1,17 @@
-//! What this member owned when: revocations in order (an epoch per revocation) and the
-//! sink writes under way per partition.
-//!
-//! A batch remembers the epoch it was started in. Rows of a partition revoked since
-//! then must not be written, and their offsets must not count as durable, even if the
-//! partition came back (sticky assignment): the new owner, or this member after the
-//! re-assignment, reads them again from the sinks' positions. And a revocation waits
-//! for writes under way on its partitions, so the next owner never reads a sink's
-//! position while this member is still adding to it.
+//! What this member owned when, shared by the rebalance callback, the main loop and the
+//! sinks' fences: revocations in order (see [`Revocations`]) and the sink writes under
+//! way per partition. A revocation waits for writes under way on its partitions, so
+//! the next owner never reads a sink's position while this member is still adding to
+//! it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use ingest_sinks::OffsetMap;
 
-/// Revocations remembered; a batch older than all of them counts as revoked.
-const KEPT: usize = 10_000;
+use crate::protocol::Revocations;
 
 #[derive(Default)]
 pub struct Ownership {
@@ -27,17 +22,10 @@ pub struct Ownership {
     write_done: Condvar,
 }
 
-#[derive(Default)]
-struct Revocations {
-    epoch: u64,
-    log: VecDeque<(u64, Vec<(String, i32)>)>,
-}
-
 impl Ownership {
-    /// The current epoch: a batch started now is valid while none of its partitions
-    /// is revoked after it.
+    /// The current epoch (see [`Revocations::epoch`]).
     pub fn epoch(&self) -> u64 {
-        self.revocations.lock().expect("ownership poisoned").epoch
+        self.revocations.lock().expect("ownership poisoned").epoch()
     }
 
     /// Counts a rebalance callback (called for assignments and revocations alike).
@@ -53,29 +41,18 @@ impl Ownership {
     /// Records a revocation (called from the rebalance callback, before the partitions
     /// are given up).
     pub fn revoke(&self, partitions: &[(String, i32)]) {
-        let mut r = self.revocations.lock().expect("ownership poisoned");
-        r.epoch += 1;
-        let epoch = r.epoch;
-        r.log.push_back((epoch, partitions.to_vec()));
-        if r.log.len() > KEPT {
-            r.log.pop_front();
-        }
+        self.revocations
+            .lock()
+            .expect("ownership poisoned")
+            .revoke(partitions);
     }
 
     /// The partitions of `partitions` revoked after `epoch`.
     pub fn revoked_since(&self, epoch: u64, partitions: &OffsetMap) -> Vec<(String, i32)> {
-        let r = self.revocations.lock().expect("ownership poisoned");
-        let forgotten = r.log.front().is_some_and(|(first, _)| *first > epoch + 1);
-        partitions
-            .iter()
-            .filter(|(topic, partition, _)| {
-                forgotten
-                    || r.log.iter().any(|(e, revoked)| {
-                        *e > epoch && revoked.iter().any(|(t, p)| t == topic && p == partition)
-                    })
-            })
-            .map(|(topic, partition, _)| (topic.to_string(), partition))
-            .collect()
+        self.revocations
+            .lock()
+            .expect("ownership poisoned")
+            .revoked_since(epoch, partitions)
     }
 
     /// Marks a write of these partitions as under way until the guard is dropped.
@@ -146,19 +123,6 @@ mod tests {
             m.advance("t", *p, 1);
         }
         m
-    }
-
-    #[test]
-    fn a_batch_loses_only_partitions_revoked_after_it_started() {
-        let o = Ownership::default();
-        o.revoke(&[("t".into(), 0)]);
-        let started = o.epoch();
-        assert!(o.revoked_since(started, &map(&[0, 1])).is_empty());
-        o.revoke(&[("t".into(), 1)]);
-        assert_eq!(
-            o.revoked_since(started, &map(&[0, 1])),
-            vec![("t".to_string(), 1)]
-        );
     }
 
     #[test]

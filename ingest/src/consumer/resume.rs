@@ -16,6 +16,7 @@ use ingest_sinks::{OffsetMap, Positions};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::log_end::{self, LogEnds, Refused, SinkPositions};
+use crate::protocol::start_offset;
 
 /// Bounds how long an assignment may wait for the sinks to answer.
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
@@ -132,12 +133,7 @@ impl Resume {
                         .filter_map(|(sink, k)| Some((sink.clone(), k.get(topic, partition)?)))
                         .collect(),
                 });
-                let min = known
-                    .iter()
-                    .map(|k| k.get(topic, partition))
-                    .collect::<Option<Vec<i64>>>()
-                    .and_then(|v| v.into_iter().min());
-                if let Some(start) = min {
+                if let Some(start) = start_offset(&known, topic, partition) {
                     starts.push((topic.to_string(), partition, start));
                 }
             }

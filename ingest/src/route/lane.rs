@@ -2,7 +2,8 @@
 //!
 //! Decoded rows are shared by every lane of the route (Arrow buffers are reference
 //! counted), but each lane flushes on its own limits and tracks what its sink made
-//! durable, so a slow or failing sink neither holds back nor replays into the others.
+//! durable (in [`crate::protocol::Offsets`]), so a slow or failing sink neither holds
+//! back nor replays into the others.
 
 use std::time::{Duration, Instant};
 
@@ -21,9 +22,6 @@ pub struct Lane {
     messages: u64,
     bytes: u64,
     opened_at: Option<Instant>,
-    /// Per assigned partition, the offset after the last record this sink made durable
-    /// since the partition was assigned.
-    pub durable: OffsetMap,
 }
 
 /// What a finished write hands back.
@@ -48,7 +46,6 @@ impl Lane {
             messages: 0,
             bytes: 0,
             opened_at: None,
-            durable: OffsetMap::default(),
         }
     }
 
@@ -114,13 +111,9 @@ impl Lane {
         std::mem::take(&mut self.open)
     }
 
-    /// Forgets rows and progress of partitions taken away by a rebalance.
+    /// Forgets buffered rows of partitions taken away by a rebalance.
     pub fn revoke(&mut self, gone: &impl Fn(&str, i32) -> bool) {
         self.open.drop_partitions(gone);
-        self.durable
-            .0
-            .iter_mut()
-            .for_each(|(topic, parts)| parts.retain(|p, _| !gone(topic, *p)));
         if self.open.next_offsets.is_empty() {
             self.messages = 0;
             self.bytes = 0;

@@ -17,6 +17,8 @@ const CHUNK_ROWS: usize = 16 * 1024;
 
 pub struct RouteState {
     pub route: Route,
+    /// The route's place in the configuration (routes' names need not be unique).
+    pub index: usize,
     decoder: JsonDecoder,
     /// One per sink, each with its own batch and cadence.
     pub lanes: Vec<Lane>,
@@ -39,11 +41,12 @@ pub struct Chunk {
 }
 
 impl RouteState {
-    pub fn new(route: Route) -> anyhow::Result<Self> {
+    pub fn new(route: Route, index: usize) -> anyhow::Result<Self> {
         let metadata = metadata_fields(&route.config.metadata);
         let decoder = JsonDecoder::new(route.schema.clone(), metadata, CHUNK_ROWS)?;
         Ok(Self {
             route,
+            index,
             decoder,
             lanes: Vec::new(),
             next_offsets: OffsetMap::default(),
@@ -140,7 +143,7 @@ impl RouteState {
         }
     }
 
-    /// Drops buffered rows and progress of partitions taken away by a rebalance.
+    /// Drops buffered rows of partitions taken away by a rebalance (or rewound).
     pub fn revoke(&mut self, revoked: &[(String, i32)]) {
         let gone = |topic: &str, partition: i32| {
             revoked.iter().any(|(t, p)| t == topic && *p == partition)
@@ -153,9 +156,7 @@ impl RouteState {
         }
         self.decoder.retain_partitions(&mut self.rejected, gone);
         for (topic, partition) in revoked {
-            if let Some(parts) = self.next_offsets.0.get_mut(topic) {
-                parts.remove(partition);
-            }
+            self.next_offsets.remove(topic, *partition);
         }
         if self.next_offsets.is_empty() {
             self.opened_at = None;
@@ -170,25 +171,6 @@ impl RouteState {
             .iter()
             .filter_map(|lane| lane.time_left(now, self.opened_at))
             .min()
-    }
-
-    /// Per partition, the offset every lane has made durable (the minimum over the
-    /// lanes): what may be committed to Kafka. Partitions some lane has not reached yet
-    /// are left out.
-    pub fn committable(&self, partitions: &OffsetMap) -> OffsetMap {
-        let mut out = OffsetMap::default();
-        for (topic, partition, _) in partitions.iter() {
-            let min = self
-                .lanes
-                .iter()
-                .map(|lane| lane.durable.get(topic, partition))
-                .collect::<Option<Vec<i64>>>()
-                .and_then(|v| v.into_iter().min());
-            if let Some(next) = min {
-                out.advance(topic, partition, next);
-            }
-        }
-        out
     }
 }
 

@@ -54,7 +54,7 @@ routes:
 "#;
     let loaded = load_str(text, &dir.join("c.yaml"), &|_| None).unwrap();
     let route = loaded.routes[0].clone();
-    let mut state = RouteState::new(route.clone()).unwrap();
+    let mut state = RouteState::new(route.clone(), 0).unwrap();
     state.add_sink(
         Box::new(Accepting("fast")),
         &route.config.clickhouse.as_ref().unwrap().batch,
@@ -101,35 +101,12 @@ fn each_lane_fills_on_its_own_limits() {
 }
 
 #[test]
-fn only_what_every_lane_made_durable_is_committable() {
-    let mut route = route();
-    let mut asked = OffsetMap::default();
-    asked.advance("t", 0, 50);
-    asked.advance("t", 1, 50);
-    route.lanes[0].durable.advance("t", 0, 50);
-    route.lanes[0].durable.advance("t", 1, 50);
-    route.lanes[1].durable.advance("t", 0, 20);
-    let committable = route.committable(&asked);
-    assert_eq!(
-        committable.get("t", 0),
-        Some(20),
-        "the minimum over the lanes"
-    );
-    assert_eq!(
-        committable.get("t", 1),
-        None,
-        "the slow lane wrote nothing there yet"
-    );
-}
-
-#[test]
-fn revoking_drops_rows_and_progress_of_the_partition() {
+fn revoking_drops_buffered_rows_of_the_partition() {
     let mut route = route();
     push(&mut route, 0, 0..5);
     push(&mut route, 1, 0..5);
     let chunk = route.take_chunk();
     route.distribute(&chunk);
-    route.lanes[1].durable.advance("t", 1, 3);
     push(&mut route, 1, 5..8);
     route.revoke(&[("t".to_string(), 1)]);
     let chunk = route.take_chunk();
@@ -138,5 +115,4 @@ fn revoking_drops_rows_and_progress_of_the_partition() {
     let slow = route.lanes[1].take();
     assert_eq!(slow.num_rows(), 5);
     assert!(slow.positions.iter().flatten().all(|p| p.partition == 0));
-    assert_eq!(route.lanes[1].durable.get("t", 1), None);
 }

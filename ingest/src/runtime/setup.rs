@@ -26,8 +26,8 @@ pub async fn open_routes(
     };
     let group = &loaded.config.kafka.group_id;
     let mut states = Vec::with_capacity(loaded.routes.len());
-    for route in &loaded.routes {
-        let mut state = RouteState::new(route.clone())?;
+    for (index, route) in loaded.routes.iter().enumerate() {
+        let mut state = RouteState::new(route.clone(), index)?;
         let schema = state.output_schema();
         if let (Some(table), Some(conn)) = (&route.config.clickhouse, &loaded.config.clickhouse) {
             let sink =

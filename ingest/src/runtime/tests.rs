@@ -7,6 +7,7 @@ use std::time::Duration;
 use ingest_sinks::{Fence, Fenced, OffsetMap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::connections::{check_clickhouse, check_iceberg, check_kafka};
 use super::*;
 use crate::config::{Loaded, load_str};
 

@@ -223,7 +223,7 @@ impl TablePositions {
                 fenced: false,
             })
         };
-        let topics: Vec<&str> = from.0.keys().map(String::as_str).collect();
+        let topics: Vec<&str> = from.topics().collect();
         let entries: Vec<LedgerEntry> = query(self.ledger.ledger_query(&topics))
             .await?
             .iter()
