@@ -235,3 +235,52 @@ async fn the_registry_and_the_gates_do_not_grow_as_partitions_move() {
     );
     sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
 }
+
+/// Rows of partition `partition` of topic `events` at the given offsets.
+fn batch_of(partition: i32, offsets: std::ops::Range<i64>) -> ingest_sinks::SinkBatch {
+    let mut b = batch(offsets);
+    for p in b.positions.iter_mut().flatten() {
+        p.partition = partition;
+    }
+    let mut next = OffsetMap::default();
+    for (t, _, n) in b.next_offsets.iter() {
+        next.advance(t, partition, n);
+    }
+    b.next_offsets = next;
+    b
+}
+
+/// Found by the protocol simulation (issue 10): a writer renewing its gate after a
+/// rebalance (for a partition it was newly given) must not register again the
+/// partitions it had before the rebalance: one of them may be another writer's now,
+/// whose gate it would drop, leaving that partition refused by its rightful owner until
+/// the next rebalance.
+#[tokio::test]
+async fn a_gate_renewed_after_a_rebalance_does_not_take_back_revoked_partitions() {
+    let conn = connection(&format!("gates_renew_{}", std::process::id()));
+    sql(&conn, &format!("DROP DATABASE IF EXISTS {}", conn.database)).await;
+    let (fence_a, fence_b) = (Arc::new(YesFence::default()), Arc::new(YesFence::default()));
+    let mut a = open(&conn, fence_a.clone()).await;
+    let mut b = open(&conn, fence_b.clone()).await;
+    let mut both = batch_of(0, 0..10);
+    both.append(&batch_of(1, 0..10));
+    assert_eq!(a.write(&both).await.unwrap(), Written::default());
+    // Rebalance: partition 1 moves to B, A is given partition 2.
+    fence_a.generation.store(1, Ordering::SeqCst);
+    fence_b.generation.store(1, Ordering::SeqCst);
+    assert_eq!(
+        b.write(&batch_of(1, 10..20)).await.unwrap(),
+        Written::default()
+    );
+    assert_eq!(
+        a.write(&batch_of(2, 0..10)).await.unwrap(),
+        Written::default()
+    );
+    // B still writes partition 1.
+    assert_eq!(
+        b.write(&batch_of(1, 20..30)).await.unwrap(),
+        Written::default()
+    );
+    assert_eq!(counts(&conn).await.0, 50, "every row of the three partitions once");
+    sql(&conn, &format!("DROP DATABASE IF EXISTS {}", conn.database)).await;
+}

@@ -146,7 +146,11 @@ impl Gates {
             .is_some_and(|g| wanted.is_subset(&g.admitted));
         if !covered && !wanted.is_empty() {
             let mut all = wanted.clone();
-            if let Some(g) = &self.current {
+            // The gate's other partitions go along only while no rebalance happened
+            // since it opened: after one, some may be another writer's, whose gate a
+            // new registration would drop (stalling that partition until the next
+            // rebalance; found by the protocol simulation).
+            if let Some(g) = self.current.as_ref().filter(|g| g.generation == generation) {
                 all.extend(
                     g.admitted
                         .iter()
