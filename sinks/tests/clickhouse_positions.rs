@@ -15,6 +15,20 @@ use ingest_sinks::clickhouse::{
 };
 use ingest_sinks::{OffsetMap, Sink};
 
+/// Rows of partition 0 whose id is their offset, `numbers` in `SELECT number FROM
+/// {numbers}`, put in the table as a cut insert leaves them: no ledger entry.
+async fn rows_without_entry(conn: &ClickHouseConnection, numbers: &str) {
+    let db = &conn.database;
+    sql(
+        conn,
+        &format!(
+            "INSERT INTO {db}.events (id, _topic, _partition, _offset) \
+             SELECT number, 'events', 0, number FROM {numbers}"
+        ),
+    )
+    .await;
+}
+
 async fn open(conn: &ClickHouseConnection, partition_by: Option<&str>) -> ClickHouseSink {
     let mut table: ClickHouseTable =
         serde_json::from_value(serde_json::json!({"table": "events", "order_by": ["id"]})).unwrap();
@@ -38,15 +52,7 @@ async fn replays_and_crash_window_rows_are_not_inserted_twice() {
     // records them (as when the writer dies between its insert and its entry, or the
     // server between the insert's parts).
     let db = &conn.database;
-    sql(
-        &conn,
-        &format!(
-            "INSERT INTO {db}.events (id, _topic, _partition, _offset) \
-             SELECT number, 'events', 0, number FROM system.numbers \
-             WHERE (number >= 100 AND number < 150) OR (number >= 170 AND number < 180) LIMIT 60"
-        ),
-    )
-    .await;
+    rows_without_entry(&conn, "system.numbers WHERE (number >= 100 AND number < 150) OR (number >= 170 AND number < 180) LIMIT 60").await;
     let mut sink = open(&conn, Some("id % 3")).await; // a new process
     let durable = sink
         .durable_offsets(&batch(0..1).next_offsets)
@@ -79,14 +85,7 @@ async fn rows_found_by_the_first_look_at_a_partition_stay_found() {
     let db = conn.database.clone();
     sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
     let mut sink = open(&conn, None).await;
-    sql(
-        &conn,
-        &format!(
-            "INSERT INTO {db}.events (id, _topic, _partition, _offset) \
-             SELECT number, 'events', 0, number FROM numbers(50)"
-        ),
-    )
-    .await;
+    rows_without_entry(&conn, "numbers(50)").await;
     // Part times are whole seconds: the looks below come later than the part.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let partition = batch(0..1).next_offsets;
@@ -121,14 +120,7 @@ async fn a_shorter_retry_does_not_hide_rows_found_past_it() {
     sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
     let mut sink = open(&conn, None).await;
     sink.write(&batch(0..10)).await.unwrap();
-    sql(
-        &conn,
-        &format!(
-            "INSERT INTO {db}.events (id, _topic, _partition, _offset) \
-             SELECT number, 'events', 0, number FROM numbers(40) WHERE number >= 15"
-        ),
-    )
-    .await;
+    rows_without_entry(&conn, "numbers(40) WHERE number >= 15").await;
     // Part times are whole seconds: the retry's entry comes later than the part.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     sink.write(&batch(10..20)).await.unwrap();
@@ -154,14 +146,7 @@ async fn recovery_reads_recent_parts_not_the_whole_table() {
     sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
     let mut sink = open(&conn, None).await;
     // A big table and its ledger entry, as a long-running pipeline leaves them.
-    sql(
-        &conn,
-        &format!(
-            "INSERT INTO {db}.events (id, _topic, _partition, _offset) \
-             SELECT number, 'events', 0, number FROM numbers({ROWS})"
-        ),
-    )
-    .await;
+    rows_without_entry(&conn, &format!("numbers({ROWS})")).await;
     sql(
         &conn,
         &format!(
