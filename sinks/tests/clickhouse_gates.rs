@@ -281,6 +281,10 @@ async fn a_gate_renewed_after_a_rebalance_does_not_take_back_revoked_partitions(
         b.write(&batch_of(1, 20..30)).await.unwrap(),
         Written::default()
     );
-    assert_eq!(counts(&conn).await.0, 50, "every row of the three partitions once");
+    assert_eq!(
+        counts(&conn).await.0,
+        50,
+        "every row of the three partitions once"
+    );
     sql(&conn, &format!("DROP DATABASE IF EXISTS {}", conn.database)).await;
 }
