@@ -179,4 +179,6 @@ impl RouteState {
 }
 
 #[cfg(test)]
+mod shed_tests;
+#[cfg(test)]
 mod tests;
