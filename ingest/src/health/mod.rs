@@ -103,6 +103,12 @@ impl Health {
         }
     }
 
+    /// Whether the sink's last write attempt failed and it is being retried.
+    pub fn sink_failing(&self, sink: &str) -> bool {
+        let set = self.inner.failing_sinks.lock().expect("health poisoned");
+        set.contains(sink)
+    }
+
     pub fn record_consumed(&self) {
         self.inner.consumed.inc();
     }

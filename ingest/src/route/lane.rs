@@ -5,9 +5,12 @@
 //! durable (in [`crate::protocol::Offsets`]), so a slow or failing sink neither holds
 //! back nor replays into the others.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use ingest_sinks::{OffsetMap, Sink, SinkBatch, SinkError};
+
+use crate::protocol::Partition;
 
 use crate::config::BatchConfig;
 
@@ -22,6 +25,14 @@ pub struct Lane {
     messages: u64,
     bytes: u64,
     opened_at: Option<Instant>,
+    /// Per partition, the offset after the last record handed to this lane.
+    appended: OffsetMap,
+    /// Per partition being read again for a lane that shed: records below this were
+    /// handed to this lane already and are skipped (gone once reading passes them).
+    skip_below: OffsetMap,
+    /// While its sink is down this lane takes no rows (see [`Lane::shed`]): the
+    /// partitions whose rows it dropped or did not take, to read again for it later.
+    shed: Option<BTreeSet<Partition>>,
 }
 
 /// What a finished write hands back.
@@ -46,12 +57,37 @@ impl Lane {
             messages: 0,
             bytes: 0,
             opened_at: None,
+            appended: OffsetMap::default(),
+            skip_below: OffsetMap::default(),
+            shed: None,
         }
     }
 
-    /// Adds decoded rows (and the positions of every message they cover).
+    /// Adds decoded rows (and the positions of every message they cover), but those
+    /// this lane already had before a re-read; a shed lane takes nothing.
     pub fn append(&mut self, chunk: &SinkBatch, messages: u64, bytes: u64, opened_at: Instant) {
-        self.open.append(chunk);
+        if let Some(shed) = &mut self.shed {
+            shed.extend(chunk.next_offsets.partitions());
+            return;
+        }
+        let replayed = chunk
+            .next_offsets
+            .iter()
+            .any(|(t, p, _)| self.skip_below.get(t, p).is_some());
+        let (messages, bytes) = if replayed {
+            let fresh = self.skip_replayed(chunk);
+            let (rows, kept) = (chunk.num_rows().max(1) as u64, fresh.num_rows() as u64);
+            if fresh.next_offsets.is_empty() {
+                return;
+            }
+            self.open.append(&fresh);
+            self.appended.merge(&fresh.next_offsets);
+            (messages * kept / rows, bytes * kept / rows)
+        } else {
+            self.open.append(chunk);
+            self.appended.merge(&chunk.next_offsets);
+            (messages, bytes)
+        };
         self.messages += messages;
         self.bytes += bytes;
         let first = *self.opened_at.get_or_insert(opened_at);
@@ -111,8 +147,67 @@ impl Lane {
         std::mem::take(&mut self.open)
     }
 
+    /// The chunk without the records this lane was handed before (a partition read
+    /// again for another lane); partitions it holds nothing new of are left out.
+    fn skip_replayed(&mut self, chunk: &SinkBatch) -> SinkBatch {
+        let mut fresh = chunk.skip_durable(&self.skip_below);
+        let skip = &self.skip_below;
+        fresh.next_offsets.retain(
+            |t, p| match (skip.get(t, p), chunk.next_offsets.get(t, p)) {
+                (Some(below), Some(next)) => next > below,
+                _ => true,
+            },
+        );
+        // Partitions read past what this lane had need no more skipping.
+        let passed: Vec<Partition> = fresh.next_offsets.partitions().collect();
+        for (topic, partition) in passed {
+            self.skip_below.remove(&topic, partition);
+        }
+        fresh
+    }
+
+    /// Its sink is down and it holds twice its limits: rather than make reading wait
+    /// (and stop the route's other sinks), it drops its open rows and takes no more
+    /// until its write succeeds. Its durable positions do not move, so the group offset
+    /// (the minimum over the sinks) stays behind what it dropped: nothing is lost.
+    pub fn shed(&mut self) {
+        let mut partitions: BTreeSet<Partition> = self.open.next_offsets.partitions().collect();
+        partitions.extend(self.appended.partitions());
+        self.take();
+        self.appended = OffsetMap::default();
+        self.skip_below = OffsetMap::default();
+        self.shed = Some(partitions);
+    }
+
+    pub fn is_shed(&self) -> bool {
+        self.shed.is_some()
+    }
+
+    /// Takes rows again; returns the partitions to read again for it.
+    pub fn unshed(&mut self) -> Vec<Partition> {
+        self.shed.take().into_iter().flatten().collect()
+    }
+
+    /// Where this lane stands in a partition, to be read again for another lane: rows
+    /// below the offset after the last one it was handed are skipped from now on.
+    pub fn skip_replay(&mut self, topic: &str, partition: i32) -> Option<i64> {
+        let next = self.appended.get(topic, partition)?;
+        self.skip_below.advance(topic, partition, next);
+        Some(next)
+    }
+
+    /// Rows of the partition below `next` are skipped from now on (its sink holds them).
+    pub fn skip_below(&mut self, topic: &str, partition: i32, next: i64) {
+        self.skip_below.advance(topic, partition, next);
+    }
+
     /// Forgets buffered rows of partitions taken away by a rebalance.
     pub fn revoke(&mut self, gone: &impl Fn(&str, i32) -> bool) {
+        self.appended.retain(|t, p| !gone(t, p));
+        self.skip_below.retain(|t, p| !gone(t, p));
+        if let Some(shed) = &mut self.shed {
+            shed.retain(|(t, p)| !gone(t, *p));
+        }
         self.open.drop_partitions(gone);
         if self.open.next_offsets.is_empty() {
             self.messages = 0;

@@ -85,9 +85,9 @@ impl RouteState {
 
     /// True when a lane free to write reached its row or byte limit, or a busy lane
     /// holds twice its limit and reading must wait for it (checked per message, without
-    /// reading the clock).
+    /// reading the clock). A shed lane takes no rows and never makes reading wait.
     pub fn full(&self) -> bool {
-        self.lanes.iter().any(|lane| {
+        self.taking().any(|lane| {
             let factor = if lane.busy() { 2 } else { 1 };
             lane.holds_times(factor, self.messages, self.bytes)
         })
@@ -97,9 +97,14 @@ impl RouteState {
     /// `max_age` (or a busy lane must be waited for, see [`RouteState::full`]).
     pub fn due(&self, now: Instant) -> bool {
         self.full()
-            || self.lanes.iter().any(|lane| {
+            || self.taking().any(|lane| {
                 !lane.busy() && lane.due(now, self.opened_at, (self.messages, self.bytes))
             })
+    }
+
+    /// The lanes that take rows (all but those shed while their sink is down).
+    fn taking(&self) -> impl Iterator<Item = &Lane> {
+        self.lanes.iter().filter(|lane| !lane.is_shed())
     }
 
     /// Whether the lane is due, counting the messages still in the decoder.
@@ -167,12 +172,13 @@ impl RouteState {
 
     /// How long until some lane's oldest message reaches `max_age`.
     pub fn time_left(&self, now: Instant) -> Option<Duration> {
-        self.lanes
-            .iter()
+        self.taking()
             .filter_map(|lane| lane.time_left(now, self.opened_at))
             .min()
     }
 }
 
+#[cfg(test)]
+mod shed_tests;
 #[cfg(test)]
 mod tests;

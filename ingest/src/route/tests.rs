@@ -35,8 +35,11 @@ impl ingest_sinks::Positions for Nothing {
 }
 
 /// A route with a fast lane (10 rows) and a slow one (100 rows).
-fn route() -> RouteState {
-    let dir = std::env::temp_dir().join(format!("ingest-route-test-{}", std::process::id()));
+pub(super) fn route() -> RouteState {
+    // One directory per call: tests run in parallel and rewrite the schema file.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ingest-route-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("s.yaml"), "fields:\n  - {name: id, type: int64}\n").unwrap();
     let text = r#"
@@ -66,7 +69,7 @@ routes:
     state
 }
 
-fn push(route: &mut RouteState, partition: i32, offsets: std::ops::Range<i64>) {
+pub(super) fn push(route: &mut RouteState, partition: i32, offsets: std::ops::Range<i64>) {
     for offset in offsets {
         let payload = format!(r#"{{"id": {offset}}}"#);
         route.push(&Message {

@@ -66,7 +66,7 @@ impl Pipeline<'_> {
                 tracing::warn!(sink = %state.name, error = %e, "batch dropped: partitions lost");
                 let partitions: Vec<Partition> = outcome.next_offsets.partitions().collect();
                 self.rewind(route, &partitions).await?;
-                return Ok(());
+                return self.unshed(route, lane).await;
             }
             Err(e) => return Err(e.into()),
         };
@@ -98,7 +98,85 @@ impl Pipeline<'_> {
         if !written.not_owned.is_empty() {
             self.rewind(route, &written.not_owned).await?;
         }
-        self.commit(&counted.commit)
+        self.commit(&counted.commit)?;
+        self.unshed(route, lane).await
+    }
+
+    /// A lane may shed while its sink is failing, unless it is the route's last lane
+    /// taking rows (then there is nobody to keep reading for: reading waits for it).
+    pub(super) fn may_shed(&self, route: &RouteState, lane: usize) -> bool {
+        self.health.sink_failing(&route.lanes[lane].name)
+            && route
+                .lanes
+                .iter()
+                .enumerate()
+                .any(|(other, state)| other != lane && !state.is_shed())
+    }
+
+    /// A shed lane's sink is back (its write finished): the partitions it dropped rows
+    /// of are read again from where every lane needs them (its own durable position,
+    /// or less), and the other lanes skip what they were handed already. Rows still in
+    /// the decoder go to the other lanes first: they lie past where reading restarts.
+    async fn unshed(&mut self, route: &mut RouteState, lane: usize) -> anyhow::Result<()> {
+        if !route.lanes[lane].is_shed() {
+            return Ok(());
+        }
+        let chunk = route.take_chunk();
+        self.dispose_rejected(route, &chunk.rejected).await?;
+        route.distribute(&chunk);
+        let partitions: Vec<Partition> = route.lanes[lane]
+            .unshed()
+            .into_iter()
+            .filter(|(t, p)| self.offsets.owns(t, *p))
+            .collect();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let mut wanted = OffsetMap::default();
+        for (topic, partition) in &partitions {
+            wanted.advance(topic, *partition, 0);
+        }
+        let readers = self
+            .positions
+            .get(&route.route.name)
+            .cloned()
+            .unwrap_or_default();
+        let known = futures::future::join_all(readers.iter().map(|r| r.read(&wanted)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<OffsetMap>, _>>()
+            .map_err(|e| rewind_failed(&partitions, &e))?;
+        for (topic, partition) in &partitions {
+            // Every lane's need: the shed one's durable position, the others' next
+            // record not handed to them yet (or their durable position).
+            // (Lanes still shed are left out: they read again once their sink is back.)
+            let durable = |index: usize| known.get(index)?.get(topic, *partition);
+            let mut needs = vec![durable(lane)];
+            if let Some(next) = durable(lane) {
+                route.lanes[lane].skip_below(topic, *partition, next);
+            }
+            for (index, state) in route.lanes.iter_mut().enumerate() {
+                if index != lane && !state.is_shed() {
+                    let handed = state.skip_replay(topic, *partition);
+                    needs.push(handed.or_else(|| durable(index)));
+                }
+            }
+            let offset = match needs.into_iter().collect::<Option<Vec<i64>>>() {
+                Some(needs) => Offset::Offset(needs.into_iter().min().unwrap_or(0)),
+                None => self.group_start(topic, *partition)?,
+            };
+            self.consumer
+                .seek(topic, *partition, offset, Duration::from_secs(10))
+                .map_err(|e| rewind_failed(&partitions, &e))?;
+            tracing::info!(
+                topic,
+                partition,
+                ?offset,
+                sink = %route.lanes[lane].name,
+                "sink back: reading the rows it dropped again"
+            );
+        }
+        Ok(())
     }
 
     /// A sink left these partitions to another writer (its ClickHouse insert gate lost

@@ -45,9 +45,21 @@ pub async fn run(
         Arc::clone(&consumer),
         Arc::clone(&committed),
     ));
-    let Some(mut routes) = open_with_retry(&loaded, fence, shutdown.clone()).await? else {
+    let Some(routes) = open_with_retry(&loaded, fence, shutdown.clone()).await? else {
         return Ok(());
     };
+    consume(loaded, health, shutdown, consumer, committed, routes).await
+}
+
+/// The loop over opened routes: `committed` is shared with the consumer's fence.
+async fn consume(
+    loaded: Loaded,
+    health: Health,
+    shutdown: watch::Receiver<bool>,
+    consumer: Arc<Consumer>,
+    committed: Arc<Mutex<OffsetMap>>,
+    mut routes: Vec<RouteState>,
+) -> anyhow::Result<()> {
     let readers: Vec<Vec<Arc<dyn Positions>>> = routes
         .iter()
         .map(|r| {
@@ -303,7 +315,9 @@ impl Pipeline<'_> {
     /// Hands the decoded rows to every lane (after the dead-letter topic took the bad
     /// records), then starts a write for each lane that is due (every lane with rows
     /// when `all`). A lane still writing its previous batch keeps collecting, unless it
-    /// holds twice its limits: then reading waits for it.
+    /// holds twice its limits: then reading waits for it, or, when its sink is failing
+    /// and another lane of the route still takes rows, the lane sheds (drops its rows
+    /// and takes none until its write succeeds, then its partitions are read again).
     async fn flush(&mut self, route: &mut RouteState, all: bool) -> anyhow::Result<()> {
         let now = Instant::now();
         let due: Vec<bool> = (0..route.lanes.len())
@@ -317,8 +331,20 @@ impl Pipeline<'_> {
                 continue;
             }
             let state = &route.lanes[lane];
-            if state.busy() && !all && !state.holds_times(2, 0, 0) {
-                continue;
+            if state.busy() && !all {
+                if !state.holds_times(2, 0, 0) {
+                    continue;
+                }
+                if self.may_shed(route, lane) {
+                    route.lanes[lane].shed();
+                    tracing::warn!(
+                        route = %route.route.name,
+                        sink = %route.lanes[lane].name,
+                        "sink down and its lane full: dropping its unwritten rows, to be read \
+                         again from its own positions once it is back"
+                    );
+                    continue;
+                }
             }
             self.finish_lane(route, lane).await?;
             if route.lanes[lane].has_open() {
@@ -388,5 +414,7 @@ fn offset_list(offsets: &OffsetMap) -> anyhow::Result<TopicPartitionList> {
     Ok(tpl)
 }
 
+#[cfg(test)]
+mod shed_tests;
 #[cfg(test)]
 mod tests;

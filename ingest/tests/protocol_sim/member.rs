@@ -77,6 +77,45 @@ pub struct Flight {
 pub struct Lane {
     pub open: Batch,
     pub flight: Option<Flight>,
+    /// Per partition, the offset after the last record handed to the lane.
+    pub appended: BTreeMap<i32, i64>,
+    /// Per partition read again for a lane that shed: records below are skipped.
+    pub skip_below: BTreeMap<i32, i64>,
+    /// Shed while its sink is down (`Lane::shed`): the partitions to read again.
+    pub shed: Option<BTreeSet<i32>>,
+}
+
+impl Lane {
+    /// `Lane::append`: a shed lane takes nothing; rows handed before are skipped.
+    pub fn append(&mut self, chunk: &Batch, p: i32, to: i64) {
+        if let Some(shed) = &mut self.shed {
+            shed.insert(p);
+            return;
+        }
+        let below = self.skip_below.get(&p).copied();
+        if below.is_some_and(|below| to <= below) {
+            return;
+        }
+        self.skip_below.remove(&p);
+        let fresh = chunk
+            .rows
+            .iter()
+            .filter(|(_, o)| below.is_none_or(|below| *o >= below));
+        self.open.rows.extend(fresh);
+        self.open.next.merge(&chunk.next);
+        let slot = self.appended.entry(p).or_insert(to);
+        *slot = (*slot).max(to);
+    }
+
+    /// `Lane::shed`.
+    pub fn shed(&mut self) {
+        let mut partitions: BTreeSet<i32> = self.open.partitions().into_iter().collect();
+        partitions.extend(self.appended.keys());
+        self.open = Batch::default();
+        self.appended.clear();
+        self.skip_below.clear();
+        self.shed = Some(partitions);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +160,11 @@ impl Member {
     pub fn drop_buffered(&mut self, partitions: &[i32]) {
         for lane in &mut self.lanes {
             lane.open.drop_partitions(partitions);
+            lane.appended.retain(|p, _| !partitions.contains(p));
+            lane.skip_below.retain(|p, _| !partitions.contains(p));
+            if let Some(shed) = &mut lane.shed {
+                shed.retain(|p| !partitions.contains(p));
+            }
         }
     }
 

@@ -45,6 +45,7 @@ pub struct Events {
     pub lost_replies: u64,
     pub rewinds: u64,
     pub gate_refusals: u64,
+    pub sheds: u64,
 }
 
 impl Events {
@@ -57,6 +58,7 @@ impl Events {
         self.lost_replies += other.lost_replies;
         self.rewinds += other.rewinds;
         self.gate_refusals += other.gate_refusals;
+        self.sheds += other.sheds;
     }
 }
 
@@ -133,7 +135,8 @@ impl World {
             10..28 => self.consume(m, p),
             28..38 => self.start(m, lane),
             38..63 => self.attempt(m, lane)?,
-            63..75 => self.finish(m, lane)?,
+            63..72 => self.finish(m, lane)?,
+            72..75 => self.shed(m, lane),
             75..80 => self.move_partition(p)?,
             80..84 => self.assign_free(),
             84..86 => self.pause(m),
@@ -185,8 +188,7 @@ impl World {
         chunk.next.advance(TOPIC, p, to);
         let member = &mut self.members[m];
         for lane in &mut member.lanes {
-            lane.open.rows.extend_from_slice(&chunk.rows);
-            lane.open.next.merge(&chunk.next);
+            lane.append(&chunk, p, to);
         }
         member.position.insert(p, to);
         self.note(format!("m{m} consumes p{p} {from}..{to}"));
@@ -440,6 +442,7 @@ impl World {
                 self.seen_events.fenced_batches += 1;
                 self.note(format!("m{m} lane{lane} finishes: fenced"));
                 self.rewind(m, &flight.batch.partitions());
+                self.unshed(m, lane);
                 Ok(())
             }
             Ok(not_owned) => {
@@ -462,9 +465,66 @@ impl World {
                     self.seen_events.left_to_another_writer += 1;
                     self.rewind(m, &not_owned);
                 }
-                self.commit(m, &counted.commit)
+                self.commit(m, &counted.commit)?;
+                self.unshed(m, lane);
+                Ok(())
             }
         }
+    }
+
+    /// `Pipeline::flush` shedding a lane whose sink is failing (here: at any moment
+    /// its write is under way), while the other lane still takes rows.
+    fn shed(&mut self, m: usize, lane: usize) {
+        let member = &mut self.members[m];
+        let writing = member.lanes[lane]
+            .flight
+            .as_ref()
+            .is_some_and(|f| !matches!(f.stage, Stage::Done(_)));
+        let others_take = (0..LANES).any(|l| l != lane && member.lanes[l].shed.is_none());
+        if !member.running() || !writing || !others_take || member.lanes[lane].shed.is_some() {
+            return;
+        }
+        member.lanes[lane].shed();
+        self.seen_events.sheds += 1;
+        self.note(format!("m{m} lane{lane} sheds"));
+    }
+
+    /// `Pipeline::unshed`: the shed partitions are read again from where every lane
+    /// needs them; the other lanes skip what they were handed.
+    fn unshed(&mut self, m: usize, lane: usize) {
+        let Some(shed) = self.members[m].lanes[lane].shed.take() else {
+            return;
+        };
+        let owned: Vec<i32> = shed
+            .into_iter()
+            .filter(|p| self.members[m].offsets.owns(TOPIC, *p))
+            .collect();
+        let known = [self.ch.read(&owned), self.ice.read(&owned)];
+        for p in &owned {
+            let durable = |l: usize| known[l].get(TOPIC, *p);
+            let member = &mut self.members[m];
+            let mut needs = vec![durable(lane)];
+            if let Some(next) = durable(lane) {
+                let slot = member.lanes[lane].skip_below.entry(*p).or_insert(next);
+                *slot = (*slot).max(next);
+            }
+            for (l, state) in member.lanes.iter_mut().enumerate() {
+                if l != lane && state.shed.is_none() {
+                    let handed = state.appended.get(p).copied();
+                    if let Some(next) = handed {
+                        let slot = state.skip_below.entry(*p).or_insert(next);
+                        *slot = (*slot).max(next);
+                    }
+                    needs.push(handed.or_else(|| durable(l)));
+                }
+            }
+            let start = match needs.into_iter().collect::<Option<Vec<i64>>>() {
+                Some(needs) => needs.into_iter().min().unwrap_or(0),
+                None => self.group[*p as usize].unwrap_or(0),
+            };
+            member.position.insert(*p, start);
+        }
+        self.note(format!("m{m} lane{lane} back: reads {owned:?} again"));
     }
 
     /// `Pipeline::rewind`.
