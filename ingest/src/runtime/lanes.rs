@@ -132,20 +132,7 @@ impl Pipeline<'_> {
         if partitions.is_empty() {
             return Ok(());
         }
-        let mut wanted = OffsetMap::default();
-        for (topic, partition) in &partitions {
-            wanted.advance(topic, *partition, 0);
-        }
-        let readers = self
-            .positions
-            .get(&route.route.name)
-            .cloned()
-            .unwrap_or_default();
-        let known = futures::future::join_all(readers.iter().map(|r| r.read(&wanted)))
-            .await
-            .into_iter()
-            .collect::<Result<Vec<OffsetMap>, _>>()
-            .map_err(|e| rewind_failed(&partitions, &e))?;
+        let known = self.sink_positions(route, &partitions).await?;
         for (topic, partition) in &partitions {
             // Every lane's need: the shed one's durable position, the others' next
             // record not handed to them yet (or their durable position).
@@ -196,20 +183,7 @@ impl Pipeline<'_> {
         // Writes already started on them no longer count for them.
         self.consumer.context().ownership.revoke(&owned);
         route.revoke(&owned);
-        let mut wanted = OffsetMap::default();
-        for (topic, partition) in &owned {
-            wanted.advance(topic, *partition, 0);
-        }
-        let readers = self
-            .positions
-            .get(&route.route.name)
-            .cloned()
-            .unwrap_or_default();
-        let known = futures::future::join_all(readers.iter().map(|r| r.read(&wanted)))
-            .await
-            .into_iter()
-            .collect::<Result<Vec<OffsetMap>, _>>()
-            .map_err(|e| rewind_failed(&owned, &e))?;
+        let known = self.sink_positions(route, &owned).await?;
         for (topic, partition) in &owned {
             let offset = match start_offset(&known, topic, *partition) {
                 Some(start) => Offset::Offset(start),
@@ -226,6 +200,28 @@ impl Pipeline<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Each sink's own positions for `partitions`, in the route's lane order.
+    async fn sink_positions(
+        &self,
+        route: &RouteState,
+        partitions: &[Partition],
+    ) -> anyhow::Result<Vec<OffsetMap>> {
+        let mut wanted = OffsetMap::default();
+        for (topic, partition) in partitions {
+            wanted.advance(topic, *partition, 0);
+        }
+        let readers = self
+            .positions
+            .get(&route.route.name)
+            .cloned()
+            .unwrap_or_default();
+        futures::future::join_all(readers.iter().map(|r| r.read(&wanted)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<OffsetMap>, _>>()
+            .map_err(|e| rewind_failed(partitions, &e))
     }
 
     /// Where a partition some sink has no position for starts again: where a new
