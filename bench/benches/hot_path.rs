@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ingest::decode::{JsonDecoder, Message};
-use ingest_sinks::clickhouse::{ClickHouseTable, offline_payload};
+use ingest_sink_clickhouse::{ClickHouseTable, offline_payload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;

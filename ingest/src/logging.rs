@@ -1,10 +1,10 @@
 //! Log output on stderr, as text or JSON lines, with every line scrubbed of secrets
-//! (see `ingest_sinks::secret`): whatever a library logs, a registered password or
+//! (see `ingest_sink_api::secret`): whatever a library logs, a registered password or
 //! the password of a URI never reaches the log collector.
 
 use std::io::{self, Write};
 
-use ingest_sinks::secret;
+use ingest_sink_api::secret;
 use tracing_subscriber::fmt::MakeWriter;
 
 pub fn init(json: bool) {

@@ -8,7 +8,7 @@ use ingest::config::{self, Loaded};
 use ingest::decode::{JsonDecoder, Message};
 use ingest::health::{self, Health};
 use ingest::produce::{ProduceOptions, produce};
-use ingest_sinks::secret::ExposeSecret;
+use ingest_sink_api::secret::ExposeSecret;
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -130,7 +130,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let message = one_line(&format!("{e:#}"));
-            eprintln!("error: {}", ingest_sinks::secret::scrub(&message));
+            eprintln!("error: {}", ingest_sink_api::secret::scrub(&message));
             std::process::ExitCode::FAILURE
         }
     }
@@ -144,7 +144,7 @@ fn one_line(text: &str) -> String {
 fn load_config(path: &std::path::Path) -> anyhow::Result<Loaded> {
     let loaded = config::load(path)?;
     for secret in &loaded.secrets {
-        ingest_sinks::secret::register(secret.expose_secret());
+        ingest_sink_api::secret::register(secret.expose_secret());
     }
     Ok(loaded)
 }
@@ -190,8 +190,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Produce(args) => {
             let options = args.into_options()?;
             for (key, value) in &options.properties {
-                if ingest_sinks::secret::is_sensitive_key(key) {
-                    ingest_sinks::secret::register(value);
+                if ingest_sink_api::secret::is_sensitive_key(key) {
+                    ingest_sink_api::secret::register(value);
                 }
             }
             let (count, topic) = (options.count, options.topic.clone());
@@ -304,7 +304,7 @@ fn clickhouse_payload(
     }
     let schema = decoder.output_schema();
     let coordinates = positions.then(|| route.clickhouse_coordinates());
-    let (ddl, payload) = ingest_sinks::clickhouse::offline_payload(
+    let (ddl, payload) = ingest_sink_clickhouse::offline_payload(
         database,
         table,
         &schema,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use ingest::config::{Loaded, load_str};
 use ingest::health::Health;
-use ingest_sinks::clickhouse::{ClickHouseConnection, client, query_json};
+use ingest_sink_clickhouse::{ClickHouseConnection, client, query_json};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -114,7 +114,7 @@ async fn clickhouse_ids(database: &str) -> Vec<u64> {
 /// Event ids in the Iceberg table, read back through a scan of its current snapshot.
 async fn iceberg_ids(loaded: &Loaded) -> Vec<u64> {
     let catalog =
-        ingest_sinks::iceberg::open_catalog(&loaded.config.iceberg.as_ref().unwrap().catalog)
+        ingest_sink_iceberg::open_catalog(&loaded.config.iceberg.as_ref().unwrap().catalog)
             .await
             .unwrap();
     let ident = iceberg::TableIdent::from_strs(["faults", "events"]).unwrap();

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arrow_schema::SchemaRef;
-use ingest_sinks::clickhouse::{ClickHouseConnection, ClickHouseTable};
-use ingest_sinks::iceberg::{CatalogConfig, IcebergTable};
-use ingest_sinks::secret::{self, SecretString};
+use ingest_sink_api::secret::{self, SecretString};
+use ingest_sink_clickhouse::{ClickHouseConnection, ClickHouseTable};
+use ingest_sink_iceberg::{CatalogConfig, IcebergTable};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -173,7 +173,7 @@ pub struct BatchConfig {
 
 impl BatchConfig {
     /// These limits with a sink's own overrides applied.
-    pub fn overridden(&self, with: &ingest_sinks::BatchOverride) -> BatchConfig {
+    pub fn overridden(&self, with: &ingest_sink_api::BatchOverride) -> BatchConfig {
         BatchConfig {
             max_rows: with.max_rows.unwrap_or(self.max_rows),
             max_bytes: with.max_bytes.unwrap_or(self.max_bytes),
@@ -223,10 +223,10 @@ pub struct Route {
 impl Route {
     /// The ClickHouse columns holding each row's Kafka coordinates: the route's own
     /// metadata columns where it names them, `_topic`/`_partition`/`_offset` otherwise.
-    pub fn clickhouse_coordinates(&self) -> ingest_sinks::clickhouse::Coordinates {
+    pub fn clickhouse_coordinates(&self) -> ingest_sink_clickhouse::Coordinates {
         let m = &self.config.metadata;
-        let default = ingest_sinks::clickhouse::Coordinates::default();
-        ingest_sinks::clickhouse::Coordinates {
+        let default = ingest_sink_clickhouse::Coordinates::default();
+        ingest_sink_clickhouse::Coordinates {
             topic: m.topic.clone().unwrap_or(default.topic),
             partition: m.partition.clone().unwrap_or(default.partition),
             offset: m.offset.clone().unwrap_or(default.offset),
@@ -421,7 +421,7 @@ fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
                 ));
             }
             if config.clickhouse.as_ref().is_some_and(|c| c.create_tables) {
-                ingest_sinks::clickhouse::engine::check_engine(&table.table, &table.engine)
+                ingest_sink_clickhouse::engine::check_engine(&table.table, &table.engine)
                     .map_err(|e| format!("{}: {e}", at("clickhouse.engine")))?;
             }
             if !clickhouse_tables.insert(table.table.clone()) {
@@ -539,7 +539,7 @@ fn check_topic_discovery(kafka: &KafkaConfig) -> Result<(), String> {
 
 /// `clickhouse.tls` goes with an `https://` URL, and its CA file must load.
 fn check_clickhouse_tls(ch: &ClickHouseConnection) -> Result<(), String> {
-    use ingest_sinks::clickhouse::connect;
+    use ingest_sink_clickhouse::connect;
     let Some(tls) = &ch.tls else {
         return Ok(());
     };

@@ -1,5 +1,5 @@
 use super::*;
-use ingest_sinks::secret::ExposeSecret;
+use ingest_sink_api::secret::ExposeSecret;
 
 pub(super) fn dir() -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -239,7 +239,7 @@ fn clickhouse_tls_ca_file_is_resolved_and_checked() {
         ca_file.is_absolute() && ca_file.ends_with("ca.pem"),
         "{ca_file:?}"
     );
-    assert!(ingest_sinks::clickhouse::try_client(conn).is_ok());
+    assert!(ingest_sink_clickhouse::try_client(conn).is_ok());
 
     // https without a tls section trusts the system's roots.
     let loaded = load_with_files(

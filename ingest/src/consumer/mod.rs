@@ -296,7 +296,7 @@ impl ConsumerContext for ProbeContext {}
 /// masked when it may be a secret: under a sensitive key (`sasl.password`, ...), or
 /// under one librdkafka does not know (perhaps a misspelt `sasl.password`).
 pub fn redact_config_error(error: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
-    use ingest_sinks::secret::{MASK, is_sensitive_key};
+    use ingest_sink_api::secret::{MASK, is_sensitive_key};
     use rdkafka::error::KafkaError;
     use rdkafka::types::RDKafkaConfRes;
     match error {

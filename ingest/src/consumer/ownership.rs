@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use ingest_sinks::OffsetMap;
+use ingest_sink_api::OffsetMap;
 
 use crate::protocol::Revocations;
 

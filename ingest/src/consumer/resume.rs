@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest_sinks::{OffsetMap, Positions};
+use ingest_sink_api::{OffsetMap, Positions};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::log_end::{self, LogEnds, Refused, SinkPositions};

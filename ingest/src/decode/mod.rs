@@ -19,7 +19,7 @@ use arrow_select::concat::concat_batches;
 pub use metadata::{MessageMeta, MetadataBuilder, output_schema};
 
 use crate::config::MetadataKind;
-use ingest_sinks::{RowPosition, ValueCheck};
+use ingest_sink_api::{RowPosition, ValueCheck};
 use refuse::ValueChecks;
 
 /// One Kafka record as the decoder sees it.

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::{BooleanArray, RecordBatch};
-use ingest_sinks::ValueCheck;
+use ingest_sink_api::ValueCheck;
 
 /// The value checks of a route's sinks.
 #[derive(Default, Clone)]
@@ -57,10 +57,10 @@ mod tests {
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
     use arrow_schema::{DataType, Field, Schema};
-    use ingest_sinks::clickhouse::native::{NativeColumn, Source};
-    use ingest_sinks::clickhouse::ranges::ColumnRanges;
-    use ingest_sinks::clickhouse::types::{ChType, ServerCaps};
-    use ingest_sinks::iceberg::values::TableValues;
+    use ingest_sink_clickhouse::native::{NativeColumn, Source};
+    use ingest_sink_clickhouse::ranges::ColumnRanges;
+    use ingest_sink_clickhouse::types::{ChType, ServerCaps};
+    use ingest_sink_iceberg::values::TableValues;
 
     use crate::config::MetadataKind;
     use crate::decode::{JsonDecoder, Message};

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use ingest_sinks::OffsetMap;
+use ingest_sink_api::OffsetMap;
 
 use super::Partition;
 

@@ -19,7 +19,7 @@ mod tests;
 
 use std::collections::BTreeSet;
 
-use ingest_sinks::OffsetMap;
+use ingest_sink_api::OffsetMap;
 
 pub use epochs::Revocations;
 

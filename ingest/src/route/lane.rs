@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use ingest_sinks::{OffsetMap, Sink, SinkBatch, SinkError};
+use ingest_sink_api::{OffsetMap, Sink, SinkBatch, SinkError};
 
 use crate::protocol::Partition;
 
@@ -38,7 +38,7 @@ pub struct Lane {
 /// What a finished write hands back.
 pub struct LaneOutcome {
     pub sink: Box<dyn Sink>,
-    pub result: Result<ingest_sinks::Written, SinkError>,
+    pub result: Result<ingest_sink_api::Written, SinkError>,
     pub next_offsets: OffsetMap,
     /// The ownership epoch the batch was started in.
     pub fence_epoch: u64,

@@ -4,7 +4,7 @@ mod lane;
 
 use std::time::{Duration, Instant};
 
-use ingest_sinks::{BatchOverride, OffsetMap, Sink, SinkBatch};
+use ingest_sink_api::{BatchOverride, OffsetMap, Sink, SinkBatch};
 
 pub use lane::{Lane, LaneOutcome};
 

@@ -3,7 +3,7 @@
 
 use super::tests::{push, route};
 
-fn offsets(batch: &ingest_sinks::SinkBatch, partition: i32) -> Vec<i64> {
+fn offsets(batch: &ingest_sink_api::SinkBatch, partition: i32) -> Vec<i64> {
     batch
         .positions
         .iter()

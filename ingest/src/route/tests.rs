@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use ingest_sinks::{OffsetMap, Sink, SinkBatch, SinkError};
+use ingest_sink_api::{OffsetMap, Sink, SinkBatch, SinkError};
 
 use super::*;
 use crate::config::load_str;
@@ -16,10 +16,10 @@ impl Sink for Accepting {
     fn name(&self) -> &str {
         self.0
     }
-    async fn write(&mut self, _: &SinkBatch) -> Result<ingest_sinks::Written, SinkError> {
+    async fn write(&mut self, _: &SinkBatch) -> Result<ingest_sink_api::Written, SinkError> {
         Ok(Default::default())
     }
-    fn positions(&self) -> std::sync::Arc<dyn ingest_sinks::Positions> {
+    fn positions(&self) -> std::sync::Arc<dyn ingest_sink_api::Positions> {
         std::sync::Arc::new(Nothing)
     }
 }
@@ -28,7 +28,7 @@ impl Sink for Accepting {
 struct Nothing;
 
 #[async_trait::async_trait]
-impl ingest_sinks::Positions for Nothing {
+impl ingest_sink_api::Positions for Nothing {
     async fn read(&self, _: &OffsetMap) -> Result<OffsetMap, SinkError> {
         Ok(OffsetMap::default())
     }

@@ -59,10 +59,10 @@ pub(super) async fn check_kafka(
 
 /// Asks ClickHouse its version.
 pub(super) async fn check_clickhouse(
-    conn: &ingest_sinks::clickhouse::ClickHouseConnection,
+    conn: &ingest_sink_clickhouse::ClickHouseConnection,
     timeout: Duration,
 ) -> anyhow::Result<String> {
-    use ingest_sinks::clickhouse::{connect, server_caps, try_client};
+    use ingest_sink_clickhouse::{connect, server_caps, try_client};
     let url = conn.display_url();
     let client = try_client(conn).map_err(|e| anyhow::anyhow!("clickhouse `{url}`: {e}"))?;
     let (version, _) = tokio::time::timeout(timeout, server_caps(&client))
@@ -77,7 +77,7 @@ pub(super) async fn check_clickhouse(
 /// A catalog failure; whatever the catalog client quotes (a URL) loses its password.
 pub(super) fn catalog_error(uri: &str, error: &dyn std::fmt::Display) -> anyhow::Error {
     let message = format!("iceberg catalog `{uri}`: {error}");
-    anyhow::anyhow!("{}", ingest_sinks::secret::redact_uris(&message))
+    anyhow::anyhow!("{}", ingest_sink_api::secret::redact_uris(&message))
 }
 
 /// Opens the Iceberg catalog and lists its namespaces: how many there are.
@@ -86,13 +86,11 @@ pub(super) async fn check_iceberg(
     timeout: Duration,
 ) -> anyhow::Result<usize> {
     let uri = iceberg.catalog.display_uri();
-    let catalog = tokio::time::timeout(
-        timeout,
-        ingest_sinks::iceberg::open_catalog(&iceberg.catalog),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("iceberg catalog `{uri}` unreachable: timed out"))?
-    .map_err(|e| catalog_error(&uri, &e))?;
+    let catalog =
+        tokio::time::timeout(timeout, ingest_sink_iceberg::open_catalog(&iceberg.catalog))
+            .await
+            .map_err(|_| anyhow::anyhow!("iceberg catalog `{uri}` unreachable: timed out"))?
+            .map_err(|e| catalog_error(&uri, &e))?;
     let namespaces = catalog
         .list_namespaces(None)
         .await

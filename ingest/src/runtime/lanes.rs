@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ingest_sinks::{OffsetMap, Sink, SinkBatch, SinkError, Written};
+use ingest_sink_api::{OffsetMap, Sink, SinkBatch, SinkError, Written};
 use rdkafka::consumer::Consumer as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use ingest_sinks::{Fence, OffsetMap, Positions, SinkError};
+use ingest_sink_api::{Fence, OffsetMap, Positions, SinkError};
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};

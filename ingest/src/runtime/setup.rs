@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use ingest_sinks::Fence;
-use ingest_sinks::clickhouse::ClickHouseSink;
-use ingest_sinks::iceberg::{IcebergSink, open_catalog};
+use ingest_sink_api::Fence;
+use ingest_sink_clickhouse::ClickHouseSink;
+use ingest_sink_iceberg::{IcebergSink, open_catalog};
 
 use crate::config::Loaded;
 use crate::route::RouteState;

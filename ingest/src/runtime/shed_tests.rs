@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ingest_sinks::{BatchOverride, OffsetMap, Positions, Sink, SinkBatch, SinkError, Written};
+use ingest_sink_api::{BatchOverride, OffsetMap, Positions, Sink, SinkBatch, SinkError, Written};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::{FutureProducer, FutureRecord};

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest_sinks::{Fence, Fenced, OffsetMap};
+use ingest_sink_api::{Fence, Fenced, OffsetMap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::connections::{check_clickhouse, check_iceberg, check_kafka};

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ingest::protocol::{Offsets, Revocations};
-use ingest_sinks::OffsetMap;
+use ingest_sink_api::OffsetMap;
 
 use super::gate::Writer;
 use super::{Row, TOPIC};

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use ingest_sinks::OffsetMap;
+use ingest_sink_api::OffsetMap;
 
 use super::gate::Registry;
 use super::{Row, TOPIC};

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use ingest::protocol::start_offset;
-use ingest_sinks::OffsetMap;
+use ingest_sink_api::OffsetMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

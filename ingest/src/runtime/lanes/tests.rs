@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ingest_sinks::{OffsetMap, Positions, Sink, SinkBatch, SinkError, Written};
+use ingest_sink_api::{OffsetMap, Positions, Sink, SinkBatch, SinkError, Written};
 
 use super::write_with_retry;
 use crate::consumer::Ownership;

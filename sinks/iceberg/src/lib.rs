@@ -33,8 +33,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Deserialize;
 
-use crate::{OffsetMap, Sink, SinkBatch, SinkError, Written};
 pub use catalog::{CatalogConfig, CatalogKind, open_catalog};
+use ingest_sink_api::{OffsetMap, Sink, SinkBatch, SinkError, Written};
 use pinned::{PinnedCatalog, is_conflict};
 pub use positions::{offsets_key, recorded_offsets};
 pub use rest_auth::is_permanent_refusal;
@@ -58,7 +58,7 @@ pub struct IcebergTable {
     pub zstd_level: i32,
     /// This sink's batching (commit cadence), overriding the route's `batch` key by key.
     #[serde(default)]
-    pub batch: crate::BatchOverride,
+    pub batch: ingest_sink_api::BatchOverride,
 }
 
 fn default_target_file_size() -> bytesize::ByteSize {
@@ -345,13 +345,13 @@ impl Sink for IcebergSink {
         }
     }
 
-    fn value_check(&self) -> Option<Arc<dyn crate::ValueCheck>> {
+    fn value_check(&self) -> Option<Arc<dyn ingest_sink_api::ValueCheck>> {
         let check = values::TableValues::new(&self.name, self.target_schema.clone())
             .with_type_names(self.table.metadata().current_schema());
         Some(Arc::new(check))
     }
 
-    fn positions(&self) -> Arc<dyn crate::Positions> {
+    fn positions(&self) -> Arc<dyn ingest_sink_api::Positions> {
         Arc::new(TablePositions {
             sink: self.name.clone(),
             catalog: Arc::clone(&self.catalog),
@@ -370,7 +370,7 @@ struct TablePositions {
 }
 
 #[async_trait::async_trait]
-impl crate::Positions for TablePositions {
+impl ingest_sink_api::Positions for TablePositions {
     fn sink(&self) -> &str {
         &self.sink
     }

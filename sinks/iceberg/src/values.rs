@@ -13,7 +13,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, SchemaRef};
 
-use crate::values::{
+use ingest_sink_api::values::{
     Finding, Refusal, ValueCheck, cast_losses, fold_list_findings, refusals, restrict, valid,
 };
 

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::{OffsetMap, RowPosition, SinkError};
+use ingest_sink_api::{OffsetMap, RowPosition, SinkError};
 
 use super::types::quote_ident;
 use super::{escape_literal, is_retryable, query_json};
@@ -304,7 +304,7 @@ impl TablePositions {
 }
 
 #[async_trait::async_trait]
-impl crate::Positions for TablePositions {
+impl ingest_sink_api::Positions for TablePositions {
     fn sink(&self) -> &str {
         &self.sink
     }

@@ -10,10 +10,8 @@
 mod common;
 
 use common::{batch, connection, counts, schema, sql};
-use ingest_sinks::clickhouse::{
-    ClickHouseConnection, ClickHouseSink, ClickHouseTable, Coordinates,
-};
-use ingest_sinks::{OffsetMap, Sink};
+use ingest_sink_api::{OffsetMap, Sink};
+use ingest_sink_clickhouse::{ClickHouseConnection, ClickHouseSink, ClickHouseTable, Coordinates};
 
 /// Rows of partition 0 whose id is their offset, `numbers` in `SELECT number FROM
 /// {numbers}`, put in the table as a cut insert leaves them: no ledger entry.

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use ingest_sinks::iceberg::{
+use ingest_sink_api::{OffsetMap, RowPosition, Sink, SinkBatch};
+use ingest_sink_iceberg::{
     CatalogConfig, CatalogKind, IcebergSink, IcebergTable, offsets_key, open_catalog,
     recorded_offsets,
 };
-use ingest_sinks::{OffsetMap, RowPosition, Sink, SinkBatch};
 
 const COMMITS: i64 = 12;
 const ROWS: i64 = 100;

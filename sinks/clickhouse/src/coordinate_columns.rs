@@ -14,7 +14,7 @@ use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::Coordinates;
-use crate::RowPosition;
+use ingest_sink_api::RowPosition;
 
 /// The route's schema with the coordinate columns typed as coordinates: a field of
 /// the same name is replaced in place, the missing ones are appended.

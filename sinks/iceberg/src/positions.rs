@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use iceberg::table::Table;
 
-use crate::OffsetMap;
+use ingest_sink_api::OffsetMap;
 
 /// The snapshot summary key under which a consumer group's positions are stored; the
 /// group's table properties are this key, `/`, and the topic.

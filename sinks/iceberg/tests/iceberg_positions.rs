@@ -12,12 +12,12 @@ use arrow_schema::{DataType, Field, Schema};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, TableIdent};
-use ingest_sinks::iceberg::positions::property_key;
-use ingest_sinks::iceberg::{
+use ingest_sink_api::{OffsetMap, RowPosition, Sink, SinkBatch};
+use ingest_sink_iceberg::positions::property_key;
+use ingest_sink_iceberg::{
     CatalogConfig, CatalogKind, IcebergSink, IcebergTable, offsets_key, open_catalog,
     recorded_offsets,
 };
-use ingest_sinks::{OffsetMap, RowPosition, Sink, SinkBatch};
 
 const ROWS: i64 = 100;
 
@@ -74,7 +74,7 @@ impl Fixture {
         }
     }
 
-    async fn sink(&self) -> Result<IcebergSink, ingest_sinks::SinkError> {
+    async fn sink(&self) -> Result<IcebergSink, ingest_sink_api::SinkError> {
         IcebergSink::open(
             Arc::clone(&self.catalog),
             "ns",

@@ -14,10 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{batch, connection, counts, number, schema, sql, url};
-use ingest_sinks::clickhouse::{
-    ClickHouseConnection, ClickHouseSink, ClickHouseTable, Coordinates,
-};
-use ingest_sinks::{Fence, Fenced, OffsetMap, Sink, Written};
+use ingest_sink_api::{Fence, Fenced, OffsetMap, Sink, Written};
+use ingest_sink_clickhouse::{ClickHouseConnection, ClickHouseSink, ClickHouseTable, Coordinates};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Confirms every ownership check; its generation is moved by the test.
@@ -237,7 +235,7 @@ async fn the_registry_and_the_gates_do_not_grow_as_partitions_move() {
 }
 
 /// Rows of partition `partition` of topic `events` at the given offsets.
-fn batch_of(partition: i32, offsets: std::ops::Range<i64>) -> ingest_sinks::SinkBatch {
+fn batch_of(partition: i32, offsets: std::ops::Range<i64>) -> ingest_sink_api::SinkBatch {
     let mut b = batch(offsets);
     for p in b.positions.iter_mut().flatten() {
         p.partition = partition;

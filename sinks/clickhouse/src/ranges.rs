@@ -21,7 +21,7 @@ use arrow_schema::{DataType, TimeUnit};
 
 use super::native::{NativeColumn, Source, leaf_arrow_type, nested_element};
 use super::types::{ChType, ServerCaps};
-use crate::values::{
+use ingest_sink_api::values::{
     Finding, Refusal, ValueCheck, cast_losses, fold_list_findings, outside, refusals, restrict,
     valid,
 };

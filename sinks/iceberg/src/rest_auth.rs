@@ -277,7 +277,7 @@ impl Catalog for RenewingRestCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iceberg::catalog::{CatalogConfig, CatalogKind, open_catalog};
+    use crate::catalog::{CatalogConfig, CatalogKind, open_catalog};
     use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

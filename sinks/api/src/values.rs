@@ -31,7 +31,7 @@ pub trait ValueCheck: Send + Sync {
 }
 
 /// The elements of one array that break one rule (`mask` true), and the rule.
-pub(crate) struct Finding {
+pub struct Finding {
     pub mask: BooleanBuffer,
     pub why: String,
 }
@@ -47,7 +47,7 @@ impl Finding {
 }
 
 /// Where an array holds a value (not null).
-pub(crate) fn valid(array: &dyn Array) -> BooleanBuffer {
+pub fn valid(array: &dyn Array) -> BooleanBuffer {
     match array.logical_nulls() {
         Some(nulls) => nulls.inner().clone(),
         None => BooleanBuffer::new_set(array.len()),
@@ -55,7 +55,7 @@ pub(crate) fn valid(array: &dyn Array) -> BooleanBuffer {
 }
 
 /// `findings` with every mask restricted to `keep`, dropping those left empty.
-pub(crate) fn restrict(findings: Vec<Finding>, keep: &BooleanBuffer) -> Vec<Finding> {
+pub fn restrict(findings: Vec<Finding>, keep: &BooleanBuffer) -> Vec<Finding> {
     findings
         .into_iter()
         .map(|f| f.and(keep))
@@ -66,7 +66,7 @@ pub(crate) fn restrict(findings: Vec<Finding>, keep: &BooleanBuffer) -> Vec<Find
 /// `source` cast safely to `target`, and the valid source values the cast lost (the
 /// ones the target type cannot hold); `None` when every value fits. An impossible cast
 /// (refused when the sink opened) finds nothing: the sink's own error reports it.
-pub(crate) fn cast_losses(
+pub fn cast_losses(
     source: &ArrayRef,
     target: &DataType,
 ) -> (Option<ArrayRef>, Option<BooleanBuffer>) {
@@ -89,7 +89,7 @@ pub(crate) fn cast_losses(
 }
 
 /// The rows of a list array some element of which `child` marks.
-pub(crate) fn fold_list<O: OffsetSizeTrait>(offsets: &[O], child: &BooleanBuffer) -> BooleanBuffer {
+pub fn fold_list<O: OffsetSizeTrait>(offsets: &[O], child: &BooleanBuffer) -> BooleanBuffer {
     BooleanBuffer::collect_bool(offsets.len().saturating_sub(1), |row| {
         let (start, end) = (offsets[row].as_usize(), offsets[row + 1].as_usize());
         (start..end).any(|i| child.value(i))
@@ -97,7 +97,7 @@ pub(crate) fn fold_list<O: OffsetSizeTrait>(offsets: &[O], child: &BooleanBuffer
 }
 
 /// Findings over a list's values, carried up to the list's (non-null) rows.
-pub(crate) fn fold_list_findings(list: &ArrayRef, child: Vec<Finding>) -> Vec<Finding> {
+pub fn fold_list_findings(list: &ArrayRef, child: Vec<Finding>) -> Vec<Finding> {
     if child.is_empty() {
         return child;
     }
@@ -113,7 +113,7 @@ pub(crate) fn fold_list_findings(list: &ArrayRef, child: Vec<Finding>) -> Vec<Fi
 }
 
 /// Elements of `values` (valid ones) outside `lo..=hi`.
-pub(crate) fn outside<T: Copy + PartialOrd>(
+pub fn outside<T: Copy + PartialOrd>(
     values: &[T],
     validity: &BooleanBuffer,
     lo: T,
@@ -126,7 +126,7 @@ pub(crate) fn outside<T: Copy + PartialOrd>(
 }
 
 /// The refusals `findings` make of the rows of one column.
-pub(crate) fn refusals(
+pub fn refusals(
     sink: &str,
     column: &str,
     type_name: &str,

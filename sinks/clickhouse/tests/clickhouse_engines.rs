@@ -12,7 +12,7 @@
 mod common;
 
 use common::{connection, schema, sql};
-use ingest_sinks::clickhouse::{ClickHouseSink, ClickHouseTable, Coordinates};
+use ingest_sink_clickhouse::{ClickHouseSink, ClickHouseTable, Coordinates};
 
 #[tokio::test]
 async fn tables_that_are_not_local_merge_trees_are_refused_at_startup() {

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use common::{connection, number, sql};
-use ingest_sinks::clickhouse::{ClickHouseSink, ClickHouseTable, Coordinates};
-use ingest_sinks::{OffsetMap, RowPosition, Sink, SinkBatch};
+use ingest_sink_api::{OffsetMap, RowPosition, Sink, SinkBatch};
+use ingest_sink_clickhouse::{ClickHouseSink, ClickHouseTable, Coordinates};
 
 #[tokio::test]
 async fn a_payload_offset_field_does_not_move_the_position() {

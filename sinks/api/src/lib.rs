@@ -3,8 +3,6 @@
 //! Each sink reports the Kafka positions it has made durable (see [`OffsetMap`]), so
 //! the service can resume every sink from its own progress.
 
-pub mod clickhouse;
-pub mod iceberg;
 mod offsets;
 pub mod secret;
 pub mod values;

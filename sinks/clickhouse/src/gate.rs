@@ -29,11 +29,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::SinkError;
+use ingest_sink_api::SinkError;
 
 use super::types::{ServerCaps, quote_ident};
 use super::{escape_literal, is_retryable, query_json, server_error_code};
-use crate::clickhouse::progress::Ledger;
+use crate::progress::Ledger;
 
 /// A Kafka partition: (topic, partition).
 pub type Partition = (String, i32);

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use ingest_sinks::clickhouse::{ClickHouseConnection, client, query_json};
-use ingest_sinks::{OffsetMap, RowPosition, SinkBatch};
+use ingest_sink_api::{OffsetMap, RowPosition, SinkBatch};
+use ingest_sink_clickhouse::{ClickHouseConnection, client, query_json};
 
 pub fn url() -> String {
     std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())

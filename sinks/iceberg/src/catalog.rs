@@ -10,7 +10,7 @@ use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 use serde::Deserialize;
 
 use super::rest_auth::{RenewingRestCatalog, RestAuth};
-use crate::secret::{redact_uri, redacted_map};
+use ingest_sink_api::secret::{redact_uri, redacted_map};
 
 /// The `iceberg.catalog` section of the service config. `Debug` shows the URI without
 /// its password and sensitive properties (`token`, `credential`, `s3.secret-access-key`,

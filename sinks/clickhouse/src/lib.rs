@@ -23,11 +23,11 @@ use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::secret::{ExposeSecret, SecretString, redact_uri};
-use crate::{BatchOverride, OffsetMap, RowPosition, Sink, SinkBatch, SinkError, Written};
 pub use connect::ClickHouseTls;
 use coordinate_columns::{fill_coordinates, with_coordinate_fields};
 use gate::{Gates, Partition};
+use ingest_sink_api::secret::{ExposeSecret, SecretString, redact_uri};
+use ingest_sink_api::{BatchOverride, OffsetMap, RowPosition, Sink, SinkBatch, SinkError, Written};
 use native::{NativeColumn, encode_block};
 pub use progress::Coordinates;
 use progress::{Entry, Ledger, TablePositions};
@@ -70,7 +70,10 @@ impl std::fmt::Debug for ClickHouseConnection {
             .field("password", &self.password)
             .field("tls", &self.tls)
             .field("create_tables", &self.create_tables)
-            .field("settings", &crate::secret::redacted_map(&self.settings))
+            .field(
+                "settings",
+                &ingest_sink_api::secret::redacted_map(&self.settings),
+            )
             .field("compression", &self.compression)
             .finish()
     }
@@ -254,7 +257,7 @@ pub struct ClickHouseSink {
     /// The encoded schema: the route's fields plus the coordinate columns it lacks.
     schema: SchemaRef,
     positions: Arc<TablePositions>,
-    fence: Option<Arc<dyn crate::Fence>>,
+    fence: Option<Arc<dyn ingest_sink_api::Fence>>,
     /// Inserts go through this writer's gate, which the server serializes against
     /// other writers of the same partitions (see [`gate`]).
     gates: Gates,
@@ -440,8 +443,8 @@ impl ClickHouseSink {
         Ok(sink)
     }
 
-    /// Checks ownership of the partitions right before each insert (see [`crate::Fence`]).
-    pub fn with_fence(mut self, fence: Arc<dyn crate::Fence>) -> Self {
+    /// Checks ownership of the partitions right before each insert (see [`ingest_sink_api::Fence`]).
+    pub fn with_fence(mut self, fence: Arc<dyn ingest_sink_api::Fence>) -> Self {
         self.fence = Some(fence);
         self
     }
@@ -670,11 +673,11 @@ impl Sink for ClickHouseSink {
         ))
     }
 
-    fn positions(&self) -> Arc<dyn crate::Positions> {
+    fn positions(&self) -> Arc<dyn ingest_sink_api::Positions> {
         self.positions.clone()
     }
 
-    fn value_check(&self) -> Option<Arc<dyn crate::ValueCheck>> {
+    fn value_check(&self) -> Option<Arc<dyn ingest_sink_api::ValueCheck>> {
         let ranges = ranges::ColumnRanges::new(&self.name, self.columns.clone(), self.caps);
         Some(Arc::new(ranges))
     }

@@ -11,8 +11,8 @@
 mod common;
 
 use common::{batch, connection, counts, schema, sql};
-use ingest_sinks::clickhouse::{ClickHouseSink, ClickHouseTable, Coordinates};
-use ingest_sinks::{OffsetMap, Sink};
+use ingest_sink_api::{OffsetMap, Sink};
+use ingest_sink_clickhouse::{ClickHouseSink, ClickHouseTable, Coordinates};
 
 #[tokio::test]
 async fn a_refused_insert_leaves_no_position_and_its_retry_lands_every_row() {
