@@ -21,7 +21,7 @@ pub fn check(
         return Ok(()); // Iceberg keeps its positions in snapshot summaries.
     }
     let metadata = metadata_fields(&route.metadata);
-    let defaults = ingest_sink_clickhouse::Coordinates::default();
+    let defaults = ingest_sink_clickhouse::CoordinateColumns::default();
     for (kind, what, default) in [
         (MetadataKind::Topic, "topic", defaults.topic),
         (MetadataKind::Partition, "partition", defaults.partition),

@@ -223,10 +223,10 @@ pub struct Route {
 impl Route {
     /// The ClickHouse columns holding each row's Kafka coordinates: the route's own
     /// metadata columns where it names them, `_topic`/`_partition`/`_offset` otherwise.
-    pub fn clickhouse_coordinates(&self) -> ingest_sink_clickhouse::Coordinates {
+    pub fn clickhouse_coordinates(&self) -> ingest_sink_clickhouse::CoordinateColumns {
         let m = &self.config.metadata;
-        let default = ingest_sink_clickhouse::Coordinates::default();
-        ingest_sink_clickhouse::Coordinates {
+        let default = ingest_sink_clickhouse::CoordinateColumns::default();
+        ingest_sink_clickhouse::CoordinateColumns {
             topic: m.topic.clone().unwrap_or(default.topic),
             partition: m.partition.clone().unwrap_or(default.partition),
             offset: m.offset.clone().unwrap_or(default.offset),

@@ -76,7 +76,7 @@ impl Fence for GroupFence {
     }
 
     fn generation(&self) -> u64 {
-        self.consumer.context().ownership.rebalances()
+        self.consumer.context().ownership.generation()
     }
 }
 

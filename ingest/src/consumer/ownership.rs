@@ -16,8 +16,8 @@ use crate::protocol::Revocations;
 #[derive(Default)]
 pub struct Ownership {
     revocations: Mutex<Revocations>,
-    /// Rebalance callbacks seen (assignments and revocations).
-    rebalances: AtomicU64,
+    /// The generation: rebalance callbacks seen (assignments and revocations).
+    generation: AtomicU64,
     writing: Mutex<HashMap<(String, i32), usize>>,
     write_done: Condvar,
 }
@@ -30,12 +30,13 @@ impl Ownership {
 
     /// Counts a rebalance callback (called for assignments and revocations alike).
     pub fn rebalanced(&self) {
-        self.rebalances.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// How many rebalance callbacks this member has seen.
-    pub fn rebalances(&self) -> u64 {
-        self.rebalances.load(Ordering::Acquire)
+    /// The generation: how many rebalance callbacks this member has seen. A sink that
+    /// lost a partition to another writer leaves it alone until this moves.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Records a revocation (called from the rebalance callback, before the partitions

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest_sink_api::{OffsetMap, Positions};
+use ingest_sink_api::{OffsetMap, PositionReader};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::log_end::{self, LogEnds, Refused, SinkPositions};
@@ -29,14 +29,14 @@ pub type RouteOf = Box<dyn Fn(&str) -> Option<usize> + Send + Sync>;
 
 pub struct Resume {
     /// Per route, a reader of each sink's positions.
-    readers: Vec<Vec<Arc<dyn Positions>>>,
+    readers: Vec<Vec<Arc<dyn PositionReader>>>,
     route_of: RouteOf,
     runtime: tokio::runtime::Handle,
 }
 
 impl Resume {
     pub fn new(
-        readers: Vec<Vec<Arc<dyn Positions>>>,
+        readers: Vec<Vec<Arc<dyn PositionReader>>>,
         route_of: RouteOf,
         runtime: tokio::runtime::Handle,
     ) -> Self {

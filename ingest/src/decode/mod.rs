@@ -19,7 +19,7 @@ use arrow_select::concat::concat_batches;
 pub use metadata::{MessageMeta, MetadataBuilder, output_schema};
 
 use crate::config::MetadataKind;
-use ingest_sink_api::{RowPosition, ValueCheck};
+use ingest_sink_api::{Coordinates, ValueCheck};
 use refuse::ValueChecks;
 
 /// One Kafka record as the decoder sees it.
@@ -77,7 +77,7 @@ pub struct JsonDecoder {
     chunk: Chunk,
     chunk_rows: usize,
     pieces: Vec<RecordBatch>,
-    /// Coordinates of each piece's rows, to drop a revoked partition's rows.
+    /// CoordinateColumns of each piece's rows, to drop a revoked partition's rows.
     piece_meta: Vec<Vec<MessageMeta>>,
     /// The route's sinks' checks of the values they can store.
     checks: ValueChecks,
@@ -284,21 +284,21 @@ impl JsonDecoder {
 
     /// Flushes the open chunk and hands over every decoded batch.
     pub fn take(&mut self, rejected: &mut Vec<Rejected>) -> Vec<RecordBatch> {
-        self.take_with_positions(rejected).0
+        self.take_with_coordinates(rejected).0
     }
 
     /// Like `take`, with the Kafka position of every row, piece by piece.
-    pub fn take_with_positions(
+    pub fn take_with_coordinates(
         &mut self,
         rejected: &mut Vec<Rejected>,
-    ) -> (Vec<RecordBatch>, Vec<Vec<RowPosition>>) {
+    ) -> (Vec<RecordBatch>, Vec<Vec<Coordinates>>) {
         self.flush_chunk(rejected);
         let positions = self
             .piece_meta
             .drain(..)
             .map(|rows| {
                 rows.iter()
-                    .map(|m| RowPosition {
+                    .map(|m| Coordinates {
                         topic: m.topic,
                         partition: m.partition,
                         offset: m.offset,

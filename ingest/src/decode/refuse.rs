@@ -126,7 +126,7 @@ mod tests {
         for (offset, payload) in payloads.iter().enumerate() {
             decoder.push(&message(offset as i64, payload), &mut rejected);
         }
-        let (batches, positions) = decoder.take_with_positions(&mut rejected);
+        let (batches, positions) = decoder.take_with_coordinates(&mut rejected);
 
         let ids: Vec<i64> = batches
             .iter()

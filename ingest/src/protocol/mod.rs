@@ -84,7 +84,7 @@ impl Offsets {
         self.assigned.iter()
     }
 
-    /// A write of `lane` of `route` succeeded for a batch reaching `next_offsets`.
+    /// A write of `lane` of `route` succeeded for a batch reaching `positions`.
     /// `revoked` are the batch's partitions revoked since it started, `not_owned` those
     /// the sink left to another writer: neither counts. Returns what now counts as
     /// durable and what to commit.
@@ -92,11 +92,11 @@ impl Offsets {
         &mut self,
         route: usize,
         lane: usize,
-        next_offsets: &OffsetMap,
+        positions: &OffsetMap,
         revoked: &[Partition],
         not_owned: &[Partition],
     ) -> Outcome {
-        let mut durable = next_offsets.clone();
+        let mut durable = positions.clone();
         let excluded = |t: &str, p: i32| {
             revoked
                 .iter()
@@ -105,7 +105,7 @@ impl Offsets {
         };
         durable.retain(|t, p| self.owns(t, p) && !excluded(t, p));
         self.durable[route][lane].merge(&durable);
-        let commit = self.commit(&self.committable(route, next_offsets));
+        let commit = self.commit(&self.committable(route, positions));
         Outcome { durable, commit }
     }
 

@@ -38,10 +38,10 @@ pub struct Lane {
 /// What a finished write hands back.
 pub struct LaneOutcome {
     pub sink: Box<dyn Sink>,
-    pub result: Result<ingest_sink_api::Written, SinkError>,
-    pub next_offsets: OffsetMap,
+    pub result: Result<ingest_sink_api::WriteOutcome, SinkError>,
+    pub positions: OffsetMap,
     /// The ownership epoch the batch was started in.
-    pub fence_epoch: u64,
+    pub epoch: u64,
     pub rows: usize,
     pub started: Instant,
 }
@@ -67,25 +67,25 @@ impl Lane {
     /// this lane already had before a re-read; a shed lane takes nothing.
     pub fn append(&mut self, chunk: &SinkBatch, messages: u64, bytes: u64, opened_at: Instant) {
         if let Some(shed) = &mut self.shed {
-            shed.extend(chunk.next_offsets.partitions());
+            shed.extend(chunk.positions.partitions());
             return;
         }
         let replayed = chunk
-            .next_offsets
+            .positions
             .iter()
             .any(|(t, p, _)| self.skip_below.get(t, p).is_some());
         let (messages, bytes) = if replayed {
             let fresh = self.skip_replayed(chunk);
             let (rows, kept) = (chunk.num_rows().max(1) as u64, fresh.num_rows() as u64);
-            if fresh.next_offsets.is_empty() {
+            if fresh.positions.is_empty() {
                 return;
             }
             self.open.append(&fresh);
-            self.appended.merge(&fresh.next_offsets);
+            self.appended.merge(&fresh.positions);
             (messages * kept / rows, bytes * kept / rows)
         } else {
             self.open.append(chunk);
-            self.appended.merge(&chunk.next_offsets);
+            self.appended.merge(&chunk.positions);
             (messages, bytes)
         };
         self.messages += messages;
@@ -150,16 +150,16 @@ impl Lane {
     /// The chunk without the records this lane was handed before (a partition read
     /// again for another lane); partitions it holds nothing new of are left out.
     fn skip_replayed(&mut self, chunk: &SinkBatch) -> SinkBatch {
-        let mut fresh = chunk.skip_durable(&self.skip_below);
+        let mut fresh = chunk.skip_held(&self.skip_below);
         let skip = &self.skip_below;
-        fresh.next_offsets.retain(
-            |t, p| match (skip.get(t, p), chunk.next_offsets.get(t, p)) {
+        fresh
+            .positions
+            .retain(|t, p| match (skip.get(t, p), chunk.positions.get(t, p)) {
                 (Some(below), Some(next)) => next > below,
                 _ => true,
-            },
-        );
+            });
         // Partitions read past what this lane had need no more skipping.
-        let passed: Vec<Partition> = fresh.next_offsets.partitions().collect();
+        let passed: Vec<Partition> = fresh.positions.partitions().collect();
         for (topic, partition) in passed {
             self.skip_below.remove(&topic, partition);
         }
@@ -171,7 +171,7 @@ impl Lane {
     /// until its write succeeds. Its durable positions do not move, so the group offset
     /// (the minimum over the sinks) stays behind what it dropped: nothing is lost.
     pub fn shed(&mut self) {
-        let mut partitions: BTreeSet<Partition> = self.open.next_offsets.partitions().collect();
+        let mut partitions: BTreeSet<Partition> = self.open.positions.partitions().collect();
         partitions.extend(self.appended.partitions());
         self.take();
         self.appended = OffsetMap::default();
@@ -209,7 +209,7 @@ impl Lane {
             shed.retain(|(t, p)| !gone(t, *p));
         }
         self.open.drop_partitions(gone);
-        if self.open.next_offsets.is_empty() {
+        if self.open.positions.is_empty() {
             self.messages = 0;
             self.bytes = 0;
             self.opened_at = None;

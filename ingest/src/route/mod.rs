@@ -22,9 +22,9 @@ pub struct RouteState {
     decoder: JsonDecoder,
     /// One per sink, each with its own batch and cadence.
     pub lanes: Vec<Lane>,
-    /// Positions of messages in the decoder not yet handed to the lanes, rejected
+    /// PositionReader of messages in the decoder not yet handed to the lanes, rejected
     /// records included.
-    next_offsets: OffsetMap,
+    positions: OffsetMap,
     rejected: Vec<Rejected>,
     bytes: u64,
     messages: u64,
@@ -49,7 +49,7 @@ impl RouteState {
             index,
             decoder,
             lanes: Vec::new(),
-            next_offsets: OffsetMap::default(),
+            positions: OffsetMap::default(),
             rejected: Vec::new(),
             bytes: 0,
             messages: 0,
@@ -79,7 +79,7 @@ impl RouteState {
         }
         self.bytes += message.payload.map_or(0, |p| p.len()) as u64;
         self.messages += 1;
-        self.next_offsets
+        self.positions
             .advance(message.topic, message.partition, message.offset + 1);
     }
 
@@ -117,15 +117,15 @@ impl RouteState {
         self.opened_at.is_none() && !self.lanes.iter().any(Lane::has_open)
     }
 
-    /// Takes what the decoder holds: rows with their positions, and rejected records.
+    /// Takes what the decoder holds: rows with their coordinates, and rejected records.
     pub fn take_chunk(&mut self) -> Chunk {
-        let (batches, positions) = self.decoder.take_with_positions(&mut self.rejected);
+        let (batches, coordinates) = self.decoder.take_with_coordinates(&mut self.rejected);
         let chunk = Chunk {
             rows: SinkBatch {
                 batches,
-                positions,
-                next_offsets: std::mem::take(&mut self.next_offsets),
-                fence_epoch: 0,
+                coordinates,
+                positions: std::mem::take(&mut self.positions),
+                epoch: 0,
             },
             rejected: std::mem::take(&mut self.rejected),
             messages: self.messages,
@@ -156,14 +156,14 @@ impl RouteState {
         for lane in &mut self.lanes {
             lane.revoke(&gone);
         }
-        if !self.next_offsets.iter().any(|(t, p, _)| gone(t, p)) {
+        if !self.positions.iter().any(|(t, p, _)| gone(t, p)) {
             return;
         }
         self.decoder.retain_partitions(&mut self.rejected, gone);
         for (topic, partition) in revoked {
-            self.next_offsets.remove(topic, *partition);
+            self.positions.remove(topic, *partition);
         }
-        if self.next_offsets.is_empty() {
+        if self.positions.is_empty() {
             self.opened_at = None;
             self.bytes = 0;
             self.messages = 0;

@@ -5,7 +5,7 @@ use super::tests::{push, route};
 
 fn offsets(batch: &ingest_sink_api::SinkBatch, partition: i32) -> Vec<i64> {
     batch
-        .positions
+        .coordinates
         .iter()
         .flatten()
         .filter(|p| p.partition == partition)
@@ -57,7 +57,7 @@ fn a_partition_read_again_is_skipped_by_the_lanes_that_had_it() {
     assert_eq!(offsets(&fast, 0), (10..35).collect::<Vec<_>>());
     let slow = route.lanes[1].take();
     assert_eq!(offsets(&slow, 0), (0..35).collect::<Vec<_>>(), "each once");
-    assert_eq!(slow.next_offsets.get("t", 0), Some(35));
+    assert_eq!(slow.positions.get("t", 0), Some(35));
 }
 
 #[test]
@@ -73,7 +73,7 @@ fn a_chunk_of_only_skipped_rows_leaves_no_position_behind() {
     let chunk = route.take_chunk();
     route.distribute(&chunk);
     assert!(!route.lanes[1].has_open(), "nothing new for the slow lane");
-    assert!(route.lanes[1].take().next_offsets.is_empty());
+    assert!(route.lanes[1].take().positions.is_empty());
 }
 
 #[test]

@@ -16,10 +16,10 @@ impl Sink for Accepting {
     fn name(&self) -> &str {
         self.0
     }
-    async fn write(&mut self, _: &SinkBatch) -> Result<ingest_sink_api::Written, SinkError> {
+    async fn write(&mut self, _: &SinkBatch) -> Result<ingest_sink_api::WriteOutcome, SinkError> {
         Ok(Default::default())
     }
-    fn positions(&self) -> std::sync::Arc<dyn ingest_sink_api::Positions> {
+    fn position_reader(&self) -> std::sync::Arc<dyn ingest_sink_api::PositionReader> {
         std::sync::Arc::new(Nothing)
     }
 }
@@ -28,7 +28,7 @@ impl Sink for Accepting {
 struct Nothing;
 
 #[async_trait::async_trait]
-impl ingest_sink_api::Positions for Nothing {
+impl ingest_sink_api::PositionReader for Nothing {
     async fn read(&self, _: &OffsetMap) -> Result<OffsetMap, SinkError> {
         Ok(OffsetMap::default())
     }
@@ -96,7 +96,7 @@ fn each_lane_fills_on_its_own_limits() {
     route.distribute(&chunk);
     let fast = route.lanes[0].take();
     assert_eq!(fast.num_rows(), 10);
-    assert_eq!(fast.next_offsets.get("t", 0), Some(10));
+    assert_eq!(fast.positions.get("t", 0), Some(10));
     // The slow lane keeps its rows until its own limit.
     assert!(route.lanes[1].has_open() && !route.full());
     push(&mut route, 0, 10..100);
@@ -114,8 +114,8 @@ fn revoking_drops_buffered_rows_of_the_partition() {
     route.revoke(&[("t".to_string(), 1)]);
     let chunk = route.take_chunk();
     assert_eq!(chunk.rows.num_rows(), 0);
-    assert_eq!(chunk.rows.next_offsets.get("t", 1), None);
+    assert_eq!(chunk.rows.positions.get("t", 1), None);
     let slow = route.lanes[1].take();
     assert_eq!(slow.num_rows(), 5);
-    assert!(slow.positions.iter().flatten().all(|p| p.partition == 0));
+    assert!(slow.coordinates.iter().flatten().all(|p| p.partition == 0));
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ingest_sink_api::{OffsetMap, Sink, SinkBatch, SinkError, Written};
+use ingest_sink_api::{OffsetMap, Sink, SinkBatch, SinkError, WriteOutcome};
 use rdkafka::consumer::Consumer as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -22,7 +22,7 @@ impl Pipeline<'_> {
         let state = &mut route.lanes[lane];
         let mut sink = state.sink.take().expect("the lane's sink is home");
         let mut batch = state.take();
-        batch.fence_epoch = self.consumer.context().ownership.epoch();
+        batch.epoch = self.consumer.context().ownership.epoch();
         let health = self.health.clone();
         let shutdown = self.shutdown.clone();
         let consumer = Arc::clone(self.consumer);
@@ -35,8 +35,8 @@ impl Pipeline<'_> {
             LaneOutcome {
                 sink,
                 result,
-                next_offsets: batch.next_offsets,
-                fence_epoch: batch.fence_epoch,
+                positions: batch.positions,
+                epoch: batch.epoch,
                 rows,
                 started,
             }
@@ -58,13 +58,13 @@ impl Pipeline<'_> {
         state.sink = Some(outcome.sink);
         let written = match outcome.result {
             Ok(written) => written,
-            Err(e) if e.fenced => {
+            Err(e) if e.is_fenced() => {
                 // Another instance owns these partitions now: it writes them. Should
                 // this member still be reading some of them (the group kept them here
                 // after all), it reads them again from the sinks' positions: a dropped
                 // batch must never leave a gap behind the consumer's position.
                 tracing::warn!(sink = %state.name, error = %e, "batch dropped: partitions lost");
-                let partitions: Vec<Partition> = outcome.next_offsets.partitions().collect();
+                let partitions: Vec<Partition> = outcome.positions.partitions().collect();
                 self.rewind(route, &partitions).await?;
                 return self.unshed(route, lane).await;
             }
@@ -77,11 +77,11 @@ impl Pipeline<'_> {
             .consumer
             .context()
             .ownership
-            .revoked_since(outcome.fence_epoch, &outcome.next_offsets);
+            .revoked_since(outcome.epoch, &outcome.positions);
         let counted = self.offsets.written(
             route.index,
             lane,
-            &outcome.next_offsets,
+            &outcome.positions,
             &revoked,
             &written.not_owned,
         );
@@ -278,12 +278,12 @@ pub(super) async fn write_with_retry(
     ownership: &Ownership,
     health: &Health,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<Written, SinkError> {
+) -> Result<WriteOutcome, SinkError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut failures = 0u32;
     loop {
         let attempt = {
-            let _writing = ownership.writing(&batch.next_offsets);
+            let _writing = ownership.writing(&batch.positions);
             sink.write(batch).await
         };
         match attempt {
@@ -294,7 +294,7 @@ pub(super) async fn write_with_retry(
                 }
                 return Ok(written);
             }
-            Err(e) if e.retryable => {
+            Err(e) if e.is_retryable() => {
                 failures += 1;
                 health.set_sink_failing(sink.name(), true);
                 let delay = backoff.next_delay();
@@ -304,12 +304,7 @@ pub(super) async fn write_with_retry(
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.wait_for(|stop| *stop) => {
-                        return Err(SinkError {
-                            sink: sink.name().to_string(),
-                            message: format!("shutting down while retrying ({e}); the batch is not committed and will be replayed"),
-                            retryable: false,
-                            fenced: false,
-                        });
+                        return Err(SinkError::permanent(sink.name().to_string(), format!("shutting down while retrying ({e}); the batch is not committed and will be replayed")));
                     }
                 }
             }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use ingest_sink_api::{Fence, OffsetMap, Positions, SinkError};
+use ingest_sink_api::{Fence, OffsetMap, PositionReader, SinkError};
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -60,12 +60,12 @@ async fn consume(
     committed: Arc<Mutex<OffsetMap>>,
     mut routes: Vec<RouteState>,
 ) -> anyhow::Result<()> {
-    let readers: Vec<Vec<Arc<dyn Positions>>> = routes
+    let readers: Vec<Vec<Arc<dyn PositionReader>>> = routes
         .iter()
         .map(|r| {
             r.lanes
                 .iter()
-                .filter_map(|lane| lane.sink.as_ref().map(|s| s.positions()))
+                .filter_map(|lane| lane.sink.as_ref().map(|s| s.position_reader()))
                 .collect()
         })
         .collect();
@@ -207,7 +207,10 @@ async fn open_with_retry(
     loop {
         match open_routes(loaded, Arc::clone(&fence)).await {
             Ok(routes) => return Ok(Some(routes)),
-            Err(e) if e.downcast_ref::<SinkError>().is_some_and(|e| e.retryable) => {
+            Err(e)
+                if e.downcast_ref::<SinkError>()
+                    .is_some_and(|e| e.is_retryable()) =>
+            {
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "a sink is unreachable at start-up");
                 tokio::select! {
@@ -235,7 +238,7 @@ struct Pipeline<'a> {
     /// Turns true on SIGTERM/SIGINT; write retries give up on it.
     shutdown: watch::Receiver<bool>,
     /// Per route name, its sinks' position readers.
-    positions: HashMap<String, Vec<Arc<dyn Positions>>>,
+    positions: HashMap<String, Vec<Arc<dyn PositionReader>>>,
 }
 
 impl Pipeline<'_> {

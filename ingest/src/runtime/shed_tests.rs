@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ingest_sink_api::{BatchOverride, OffsetMap, Positions, Sink, SinkBatch, SinkError, Written};
+use ingest_sink_api::{
+    BatchOverride, OffsetMap, PositionReader, Sink, SinkBatch, SinkError, WriteOutcome,
+};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -40,25 +42,20 @@ impl Sink for StandIn {
         self.name
     }
 
-    async fn write(&mut self, batch: &SinkBatch) -> Result<Written, SinkError> {
+    async fn write(&mut self, batch: &SinkBatch) -> Result<WriteOutcome, SinkError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(SinkError {
-                sink: self.name.into(),
-                message: "connection refused".into(),
-                retryable: true,
-                fenced: false,
-            });
+            return Err(SinkError::retryable(self.name, "connection refused"));
         }
         let mut held = self.held.lock().unwrap();
-        for p in batch.positions.iter().flatten() {
+        for p in batch.coordinates.iter().flatten() {
             held.rows.push((p.partition, p.offset));
         }
-        held.positions.merge(&batch.next_offsets);
+        held.positions.merge(&batch.positions);
         held.flushes.push(Instant::now());
-        Ok(Written::default())
+        Ok(WriteOutcome::default())
     }
 
-    fn positions(&self) -> Arc<dyn Positions> {
+    fn position_reader(&self) -> Arc<dyn PositionReader> {
         Arc::new(HeldPositions(Arc::clone(&self.held)))
     }
 }
@@ -66,7 +63,7 @@ impl Sink for StandIn {
 struct HeldPositions(Arc<Mutex<Held>>);
 
 #[async_trait::async_trait]
-impl Positions for HeldPositions {
+impl PositionReader for HeldPositions {
     async fn read(&self, wanted: &OffsetMap) -> Result<OffsetMap, SinkError> {
         let mut known = self.0.lock().unwrap().positions.clone();
         if !wanted.is_empty() {

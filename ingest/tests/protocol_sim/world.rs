@@ -370,7 +370,7 @@ impl World {
         })
     }
 
-    /// Loads the table and drops the rows its positions cover (`skip_durable`).
+    /// Loads the table and drops the rows its positions cover (`skip_held`).
     fn ice_load(&mut self, batch: &Batch) -> Stage {
         let held = self.ice.read(&batch.partitions());
         let todo: Vec<Row> = batch

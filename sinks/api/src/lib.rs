@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 /// Where one row came from in Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RowPosition {
+pub struct Coordinates {
     pub topic: &'static str,
     pub partition: i32,
     pub offset: i64,
@@ -28,12 +28,13 @@ pub struct RowPosition {
 pub struct SinkBatch {
     /// The rows, in pieces sharing one schema (decoding produces them in chunks).
     pub batches: Vec<RecordBatch>,
-    /// The Kafka position of every row, piece by piece (empty when unknown).
-    pub positions: Vec<Vec<RowPosition>>,
-    /// Per topic and partition, the offset after the last record in this batch.
-    pub next_offsets: OffsetMap,
+    /// The Kafka coordinates of every row, piece by piece (empty when unknown).
+    pub coordinates: Vec<Vec<Coordinates>>,
+    /// The positions the sink reaches once this batch is durable: per topic and
+    /// partition, the offset after the last record in it.
+    pub positions: OffsetMap,
     /// The ownership epoch the batch was started in (see [`Fence`]).
-    pub fence_epoch: u64,
+    pub epoch: u64,
 }
 
 impl SinkBatch {
@@ -44,7 +45,7 @@ impl SinkBatch {
     /// The rows a sink does not hold yet: those at or past its durable position for
     /// their partition. A replay after a crash thus writes nothing twice to a sink that
     /// records its positions with its data.
-    pub fn skip_durable(&self, durable: &OffsetMap) -> SinkBatch {
+    pub fn skip_held(&self, durable: &OffsetMap) -> SinkBatch {
         self.retain(|p| {
             durable
                 .get(p.topic, p.partition)
@@ -53,23 +54,24 @@ impl SinkBatch {
     }
 
     /// The rows whose position `keep` accepts (all rows when positions are unknown);
-    /// `next_offsets` is kept as is.
-    pub fn retain(&self, keep: impl Fn(&RowPosition) -> bool) -> SinkBatch {
-        if self.positions.len() != self.batches.len() || self.positions.iter().flatten().all(&keep)
+    /// `positions` are kept as they are.
+    pub fn retain(&self, keep: impl Fn(&Coordinates) -> bool) -> SinkBatch {
+        if self.coordinates.len() != self.batches.len()
+            || self.coordinates.iter().flatten().all(&keep)
         {
             return self.clone();
         }
         let mut out = SinkBatch {
-            next_offsets: self.next_offsets.clone(),
-            fence_epoch: self.fence_epoch,
+            positions: self.positions.clone(),
+            epoch: self.epoch,
             ..SinkBatch::default()
         };
-        for (batch, positions) in self.batches.iter().zip(&self.positions) {
+        for (batch, positions) in self.batches.iter().zip(&self.coordinates) {
             let mask: BooleanArray = positions.iter().map(|p| Some(keep(p))).collect();
             let kept = arrow_select::filter::filter_record_batch(batch, &mask)
                 .expect("mask matches the batch");
             if kept.num_rows() > 0 {
-                out.positions
+                out.coordinates
                     .push(positions.iter().copied().filter(|p| keep(p)).collect());
                 out.batches.push(kept);
             }
@@ -80,16 +82,16 @@ impl SinkBatch {
     /// Appends `other`'s rows and positions (record batches share their buffers).
     pub fn append(&mut self, other: &SinkBatch) {
         self.batches.extend(other.batches.iter().cloned());
-        self.positions.extend(other.positions.iter().cloned());
-        self.next_offsets.merge(&other.next_offsets);
+        self.coordinates.extend(other.coordinates.iter().cloned());
+        self.positions.merge(&other.positions);
     }
 
     /// Forgets everything about the partitions `gone` selects: their rows and positions.
     pub fn drop_partitions(&mut self, gone: impl Fn(&str, i32) -> bool) {
         let kept = self.retain(|p| !gone(p.topic, p.partition));
         self.batches = kept.batches;
-        self.positions = kept.positions;
-        self.next_offsets.retain(|topic, p| !gone(topic, p));
+        self.coordinates = kept.coordinates;
+        self.positions.retain(|topic, p| !gone(topic, p));
     }
 
     /// Heap bytes held by the record batches.
@@ -114,24 +116,77 @@ pub struct BatchOverride {
     pub max_age: Option<Duration>,
 }
 
-/// A sink failure, with whether trying the same write again may succeed.
+/// A sink failure, and what the service may do about it (see [`ErrorKind`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{sink}: {message}")]
 pub struct SinkError {
     /// Which sink and table, e.g. `clickhouse analytics.events`.
     pub sink: String,
     pub message: String,
+    kind: ErrorKind,
+}
+
+/// What a failed write means for the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
     /// Network trouble, overload, a server restarting: worth a retry with backoff.
-    /// False for errors that will not go away (schema mismatch, permissions).
-    pub retryable: bool,
-    /// The write was refused because this instance no longer owns the partitions: the
-    /// batch belongs to their new owner now.
-    pub fenced: bool,
+    Retryable,
+    /// Will not go away by trying again (schema mismatch, permissions).
+    Permanent,
+    /// Refused because this instance no longer owns the partitions: the batch belongs
+    /// to their new owner now.
+    Fenced,
+}
+
+impl SinkError {
+    /// A failure whose kind a classifier decided (`retryable` or permanent).
+    pub fn new(sink: impl Into<String>, message: impl Into<String>, retryable: bool) -> Self {
+        let kind = if retryable {
+            ErrorKind::Retryable
+        } else {
+            ErrorKind::Permanent
+        };
+        Self::of_kind(sink, message, kind)
+    }
+
+    pub fn retryable(sink: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::of_kind(sink, message, ErrorKind::Retryable)
+    }
+
+    pub fn permanent(sink: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::of_kind(sink, message, ErrorKind::Permanent)
+    }
+
+    pub fn fenced(sink: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::of_kind(sink, message, ErrorKind::Fenced)
+    }
+
+    fn of_kind(sink: impl Into<String>, message: impl Into<String>, kind: ErrorKind) -> Self {
+        Self {
+            sink: sink.into(),
+            message: message.into(),
+            kind,
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Trying the same write again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == ErrorKind::Retryable
+    }
+
+    /// The partitions are someone else's now.
+    pub fn is_fenced(&self) -> bool {
+        self.kind == ErrorKind::Fenced
+    }
 }
 
 /// What a successful write did not make durable.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Written {
+pub struct WriteOutcome {
     /// Partitions whose rows the sink did not write because another instance owns them
     /// (it writes them): their offsets are not durable in this sink.
     pub not_owned: Vec<(String, i32)>,
@@ -143,13 +198,13 @@ pub trait Sink: Send + Sync {
     /// `clickhouse db.table` or `iceberg ns.table`, for logs and errors.
     fn name(&self) -> &str;
 
-    /// Makes the batch durable; on success its `next_offsets` are durable too, but for
+    /// Makes the batch durable; on success its `positions` are durable too, but for
     /// the partitions the outcome names as left to another instance.
-    async fn write(&mut self, batch: &SinkBatch) -> Result<Written, SinkError>;
+    async fn write(&mut self, batch: &SinkBatch) -> Result<WriteOutcome, SinkError>;
 
     /// A reader of the positions this sink has made durable, usable while the sink
     /// itself is busy writing (e.g. to resume newly assigned partitions).
-    fn positions(&self) -> std::sync::Arc<dyn Positions>;
+    fn position_reader(&self) -> std::sync::Arc<dyn PositionReader>;
 
     /// Finds the rows this sink cannot store (a value outside its column's range), so
     /// they go to the dead-letter topic before any sink of the route writes them.
@@ -159,14 +214,14 @@ pub trait Sink: Send + Sync {
 
     /// The positions this sink has made durable for the partitions in `partitions`
     /// (every partition it knows when empty), read from its own storage.
-    async fn durable_offsets(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {
-        self.positions().read(partitions).await
+    async fn read_positions(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {
+        self.position_reader().read(partitions).await
     }
 }
 
 /// Reads a sink's durable positions from its own storage.
 #[async_trait::async_trait]
-pub trait Positions: Send + Sync {
+pub trait PositionReader: Send + Sync {
     async fn read(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError>;
 
     /// The sink's name (`clickhouse db.table`), for errors that quote its positions.

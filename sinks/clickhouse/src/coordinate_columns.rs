@@ -13,12 +13,15 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use super::Coordinates;
-use ingest_sink_api::RowPosition;
+use super::CoordinateColumns;
+use ingest_sink_api::Coordinates;
 
 /// The route's schema with the coordinate columns typed as coordinates: a field of
 /// the same name is replaced in place, the missing ones are appended.
-pub(super) fn with_coordinate_fields(schema: &SchemaRef, coordinates: &Coordinates) -> SchemaRef {
+pub(super) fn with_coordinate_fields(
+    schema: &SchemaRef,
+    coordinates: &CoordinateColumns,
+) -> SchemaRef {
     let types = coordinate_types(coordinates);
     let coordinate = |name: &str| types.iter().find(|(n, _)| *n == name);
     let mut fields: Vec<Field> = schema
@@ -41,9 +44,9 @@ pub(super) fn with_coordinate_fields(schema: &SchemaRef, coordinates: &Coordinat
 /// with every coordinate column built from `positions`, one per row.
 pub(super) fn fill_coordinates(
     piece: &RecordBatch,
-    positions: &[RowPosition],
+    positions: &[Coordinates],
     schema: &SchemaRef,
-    coordinates: &Coordinates,
+    coordinates: &CoordinateColumns,
 ) -> Result<RecordBatch, String> {
     if positions.len() != piece.num_rows() {
         return Err("rows without Kafka positions cannot be written exactly once".into());
@@ -77,7 +80,7 @@ pub(super) fn fill_coordinates(
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
 }
 
-fn coordinate_types(coordinates: &Coordinates) -> [(&str, DataType); 3] {
+fn coordinate_types(coordinates: &CoordinateColumns) -> [(&str, DataType); 3] {
     [
         (&coordinates.topic, DataType::Utf8),
         (&coordinates.partition, DataType::Int32),

@@ -441,12 +441,7 @@ impl Gates {
     }
 
     fn error(&self, message: String, retryable: bool) -> SinkError {
-        SinkError {
-            sink: self.sink.clone(),
-            message,
-            retryable,
-            fenced: false,
-        }
+        SinkError::new(self.sink.clone(), message, retryable)
     }
 }
 

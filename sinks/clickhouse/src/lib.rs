@@ -27,10 +27,12 @@ pub use connect::ClickHouseTls;
 use coordinate_columns::{fill_coordinates, with_coordinate_fields};
 use gate::{Gates, Partition};
 use ingest_sink_api::secret::{ExposeSecret, SecretString, redact_uri};
-use ingest_sink_api::{BatchOverride, OffsetMap, RowPosition, Sink, SinkBatch, SinkError, Written};
+use ingest_sink_api::{
+    BatchOverride, Coordinates, OffsetMap, Sink, SinkBatch, SinkError, WriteOutcome,
+};
 use native::{NativeColumn, encode_block};
-pub use progress::Coordinates;
-use progress::{Entry, Ledger, TablePositions};
+pub use progress::CoordinateColumns;
+use progress::{Entry, Ledger, LedgerReader};
 use types::{ChType, ServerCaps, quote_ident};
 
 /// How to reach the server (the `clickhouse:` section of the service config).
@@ -194,7 +196,7 @@ pub fn offline_payload(
     schema: &SchemaRef,
     version: &str,
     batches: &[RecordBatch],
-    coordinates: Option<&Coordinates>,
+    coordinates: Option<&CoordinateColumns>,
 ) -> Result<(String, Vec<u8>), String> {
     let caps = ServerCaps::from_version(version);
     let full = match coordinates {
@@ -223,8 +225,8 @@ pub fn offline_payload(
     for batch in batches {
         let batch = match coordinates {
             Some(_) if full.fields().len() > batch.num_columns() => {
-                let positions: Vec<RowPosition> = (row..row + batch.num_rows() as i64)
-                    .map(|offset| RowPosition {
+                let positions: Vec<Coordinates> = (row..row + batch.num_rows() as i64)
+                    .map(|offset| Coordinates {
                         topic: "dry-run",
                         partition: 0,
                         offset,
@@ -256,7 +258,7 @@ pub struct ClickHouseSink {
     caps: ServerCaps,
     /// The encoded schema: the route's fields plus the coordinate columns it lacks.
     schema: SchemaRef,
-    positions: Arc<TablePositions>,
+    positions: Arc<LedgerReader>,
     fence: Option<Arc<dyn ingest_sink_api::Fence>>,
     /// Inserts go through this writer's gate, which the server serializes against
     /// other writers of the same partitions (see [`gate`]).
@@ -273,15 +275,11 @@ impl ClickHouseSink {
         conn: &ClickHouseConnection,
         table: &ClickHouseTable,
         schema: SchemaRef,
-        coordinates: Coordinates,
+        coordinates: CoordinateColumns,
     ) -> Result<Self, SinkError> {
         let name = format!("clickhouse {}.{}", conn.database, table.table);
-        let fail = |message: String, retryable: bool| SinkError {
-            sink: name.clone(),
-            message,
-            retryable,
-            fenced: false,
-        };
+        let fail =
+            |message: String, retryable: bool| SinkError::new(name.clone(), message, retryable);
         let client = try_client(conn)
             .map_err(|e| fail(format!("clickhouse `{}`: {e}", conn.display_url()), false))?;
         let (version, caps) = server_caps(&client).await.map_err(|e| {
@@ -417,7 +415,7 @@ impl ClickHouseSink {
 
         let column_list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
         let column_list = format!("({})", column_list.join(", "));
-        let positions = Arc::new(TablePositions {
+        let positions = Arc::new(LedgerReader {
             sink: name.clone(),
             client: client.clone(),
             ledger,
@@ -457,7 +455,7 @@ impl ClickHouseSink {
             if piece.num_rows() == 0 {
                 continue;
             }
-            let positions = batch.positions.get(i).map(Vec::as_slice).unwrap_or(&[]);
+            let positions = batch.coordinates.get(i).map(Vec::as_slice).unwrap_or(&[]);
             let piece = self.with_coordinates(piece, positions)?;
             encode_block(&piece, &self.columns, &mut body)
                 .map_err(|e| self.error(e.to_string(), false))?;
@@ -469,7 +467,7 @@ impl ClickHouseSink {
     fn with_coordinates(
         &self,
         piece: &RecordBatch,
-        positions: &[RowPosition],
+        positions: &[Coordinates],
     ) -> Result<RecordBatch, SinkError> {
         fill_coordinates(piece, positions, &self.schema, &self.positions.coordinates)
             .map_err(|e| self.error(e, false))
@@ -542,12 +540,7 @@ impl ClickHouseSink {
     }
 
     fn error(&self, message: String, retryable: bool) -> SinkError {
-        SinkError {
-            sink: self.name.clone(),
-            message,
-            retryable,
-            fenced: false,
-        }
+        SinkError::new(self.name.clone(), message, retryable)
     }
 }
 
@@ -555,7 +548,7 @@ impl ClickHouseSink {
 /// a server that knows `insert_deduplication_token` drops a second insert of them.
 fn dedup_token(batch: &SinkBatch) -> String {
     let mut ranges: BTreeMap<(&str, i32), (i64, i64)> = BTreeMap::new();
-    for p in batch.positions.iter().flatten() {
+    for p in batch.coordinates.iter().flatten() {
         let range = ranges
             .entry((p.topic, p.partition))
             .or_insert((p.offset, p.offset));
@@ -577,8 +570,8 @@ impl Sink for ClickHouseSink {
 
     /// Checks this instance still owns the batch's partitions, passes its gate, reads
     /// what the table holds for them, drops those rows and inserts the rest.
-    async fn write(&mut self, batch: &SinkBatch) -> Result<Written, SinkError> {
-        let mut written = Written::default();
+    async fn write(&mut self, batch: &SinkBatch) -> Result<WriteOutcome, SinkError> {
+        let mut written = WriteOutcome::default();
         if batch.num_rows() == 0 {
             return Ok(written);
         }
@@ -593,11 +586,15 @@ impl Sink for ClickHouseSink {
         if let Some(fence) = &self.fence {
             generation = fence.generation();
             let gone = fence
-                .check(&todo.next_offsets, batch.fence_epoch)
+                .check(&todo.positions, batch.epoch)
                 .await
-                .map_err(|e| SinkError {
-                    fenced: e.lost,
-                    ..self.error(format!("not writing: {}", e.message), !e.lost)
+                .map_err(|e| {
+                    let message = format!("not writing: {}", e.message);
+                    if e.lost {
+                        SinkError::fenced(&self.name, message)
+                    } else {
+                        SinkError::retryable(&self.name, message)
+                    }
                 })?;
             if !gone.is_empty() {
                 tracing::warn!(sink = %self.name, partitions = ?gone,
@@ -613,7 +610,7 @@ impl Sink for ClickHouseSink {
                 return Ok(written);
             }
             let partitions: Vec<Partition> = todo
-                .next_offsets
+                .positions
                 .iter()
                 .map(|(t, p, _)| (t.to_string(), p))
                 .collect();
@@ -623,7 +620,7 @@ impl Sink for ClickHouseSink {
                 written.not_owned.extend(admission.refused);
                 continue;
             }
-            let progress = self.positions.progress(&todo.next_offsets).await?;
+            let progress = self.positions.progress(&todo.positions).await?;
             let fresh = todo.retain(|p| !progress.holds(p));
             if fresh.num_rows() < todo.num_rows() {
                 tracing::info!(sink = %self.name, skipped = todo.num_rows() - fresh.num_rows(),
@@ -656,7 +653,7 @@ impl Sink for ClickHouseSink {
                 return Err(self.error(format!("insert failed: {e}"), is_retryable(&e)));
             }
             // Only now that the server acknowledged every row may the ledger say so.
-            let entries = progress.entries_after(&todo.next_offsets);
+            let entries = progress.entries_after(&todo.positions);
             return match self.record(&admission.entries, &entries).await {
                 Ok(()) => Ok(written),
                 // The rows are in; whoever took the gate finds them past the ledger.
@@ -673,7 +670,7 @@ impl Sink for ClickHouseSink {
         ))
     }
 
-    fn positions(&self) -> Arc<dyn ingest_sink_api::Positions> {
+    fn position_reader(&self) -> Arc<dyn ingest_sink_api::PositionReader> {
         self.positions.clone()
     }
 

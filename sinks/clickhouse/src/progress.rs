@@ -15,20 +15,20 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use ingest_sink_api::{OffsetMap, RowPosition, SinkError};
+use ingest_sink_api::{Coordinates, OffsetMap, SinkError};
 
 use super::types::quote_ident;
 use super::{escape_literal, is_retryable, query_json};
 
 /// Names of the columns holding each row's Kafka coordinates.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Coordinates {
+pub struct CoordinateColumns {
     pub topic: String,
     pub partition: String,
     pub offset: String,
 }
 
-impl Default for Coordinates {
+impl Default for CoordinateColumns {
     fn default() -> Self {
         Self {
             topic: "_topic".into(),
@@ -38,7 +38,7 @@ impl Default for Coordinates {
     }
 }
 
-impl Coordinates {
+impl CoordinateColumns {
     /// Column name and ClickHouse type of each coordinate, for DDL.
     pub fn columns(&self) -> [(&str, &'static str); 3] {
         [
@@ -162,8 +162,13 @@ impl Ledger {
         )
     }
 
-    /// Coordinates past the ledger's position, looked up in the given parts only.
-    pub fn tail_query(&self, coords: &Coordinates, parts: &[String], from: &OffsetMap) -> String {
+    /// CoordinateColumns past the ledger's position, looked up in the given parts only.
+    pub fn tail_query(
+        &self,
+        coords: &CoordinateColumns,
+        parts: &[String],
+        from: &OffsetMap,
+    ) -> String {
         let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         let conditions: Vec<String> = from
             .iter()
@@ -199,28 +204,29 @@ fn literal_list(items: &[&str]) -> String {
 }
 
 /// Reads a table's positions; shared by its sink and by the resume on assignment.
-pub struct TablePositions {
+pub struct LedgerReader {
     /// The sink's name, for errors.
     pub sink: String,
     pub client: clickhouse::Client,
     pub ledger: Ledger,
-    pub coordinates: Coordinates,
+    pub coordinates: CoordinateColumns,
     /// Partitions without a ledger entry, and the server time their parts were last
     /// all looked at (so an unwritten partition costs one full look per process).
     pub scanned: std::sync::Mutex<std::collections::HashMap<(String, i32), u32>>,
 }
 
-impl TablePositions {
+impl LedgerReader {
     /// What the table holds already for the partitions in `from` (all partitions the
     /// ledger knows when empty): the ledger, then the coordinates in parts newer than
     /// each partition's last ledger entry.
     pub async fn progress(&self, from: &OffsetMap) -> Result<Progress, SinkError> {
         let query = |sql: String| async move {
-            query_json(&self.client, &sql).await.map_err(|e| SinkError {
-                sink: self.sink.clone(),
-                message: format!("reading positions: {e}"),
-                retryable: is_retryable(&e),
-                fenced: false,
+            query_json(&self.client, &sql).await.map_err(|e| {
+                SinkError::new(
+                    self.sink.clone(),
+                    format!("reading positions: {e}"),
+                    is_retryable(&e),
+                )
             })
         };
         let topics: Vec<&str> = from.topics().collect();
@@ -304,7 +310,7 @@ impl TablePositions {
 }
 
 #[async_trait::async_trait]
-impl ingest_sink_api::Positions for TablePositions {
+impl ingest_sink_api::PositionReader for LedgerReader {
     fn sink(&self) -> &str {
         &self.sink
     }
@@ -337,7 +343,7 @@ pub struct Entry {
 
 impl Progress {
     /// Whether the table already holds the row at `position`.
-    pub fn holds(&self, position: &RowPosition) -> bool {
+    pub fn holds(&self, position: &Coordinates) -> bool {
         self.next
             .get(position.topic, position.partition)
             .is_some_and(|n| position.offset < n)
@@ -435,8 +441,8 @@ impl LedgerEntry {
 mod tests {
     use super::*;
 
-    fn pos(offset: i64) -> RowPosition {
-        RowPosition {
+    fn pos(offset: i64) -> Coordinates {
+        Coordinates {
             topic: "t",
             partition: 0,
             offset,
@@ -464,7 +470,7 @@ mod tests {
         let ledger = Ledger::new("db", "events");
         let mut from = OffsetMap::default();
         from.advance("orders", 3, 100);
-        let sql = ledger.tail_query(&Coordinates::default(), &["all_5_5_0".into()], &from);
+        let sql = ledger.tail_query(&CoordinateColumns::default(), &["all_5_5_0".into()], &from);
         assert!(sql.contains("_part IN ('all_5_5_0')"), "{sql}");
         assert!(
             sql.contains("`_topic` = 'orders' AND `_partition` = 3 AND `_offset` >= 100"),

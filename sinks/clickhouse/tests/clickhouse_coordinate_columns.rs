@@ -13,8 +13,8 @@ use std::sync::Arc;
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use common::{connection, number, sql};
-use ingest_sink_api::{OffsetMap, RowPosition, Sink, SinkBatch};
-use ingest_sink_clickhouse::{ClickHouseSink, ClickHouseTable, Coordinates};
+use ingest_sink_api::{Coordinates, OffsetMap, Sink, SinkBatch};
+use ingest_sink_clickhouse::{ClickHouseSink, ClickHouseTable, CoordinateColumns};
 
 #[tokio::test]
 async fn a_payload_offset_field_does_not_move_the_position() {
@@ -31,14 +31,15 @@ async fn a_payload_offset_field_does_not_move_the_position() {
     let table: ClickHouseTable =
         serde_json::from_value(serde_json::json!({ "table": "events", "order_by": ["id"] }))
             .unwrap();
-    let mut sink = ClickHouseSink::open(&conn, &table, schema.clone(), Coordinates::default())
-        .await
-        .unwrap();
+    let mut sink =
+        ClickHouseSink::open(&conn, &table, schema.clone(), CoordinateColumns::default())
+            .await
+            .unwrap();
 
     let kafka_offsets: Vec<i64> = (0..10).collect();
     let payload_offsets: Vec<i64> = kafka_offsets.iter().map(|o| 1_000_000 + o).collect();
-    let mut next_offsets = OffsetMap::default();
-    next_offsets.advance("events", 0, 10);
+    let mut positions = OffsetMap::default();
+    positions.advance("events", 0, 10);
     let batch = SinkBatch {
         batches: vec![
             RecordBatch::try_new(
@@ -51,22 +52,22 @@ async fn a_payload_offset_field_does_not_move_the_position() {
             )
             .unwrap(),
         ],
-        positions: vec![
+        coordinates: vec![
             kafka_offsets
                 .iter()
-                .map(|&offset| RowPosition {
+                .map(|&offset| Coordinates {
                     topic: "events",
                     partition: 0,
                     offset,
                 })
                 .collect(),
         ],
-        next_offsets,
-        fence_epoch: 0,
+        positions,
+        epoch: 0,
     };
     sink.write(&batch).await.unwrap();
 
-    let durable = sink.durable_offsets(&OffsetMap::default()).await.unwrap();
+    let durable = sink.read_positions(&OffsetMap::default()).await.unwrap();
     let positions: Vec<(String, i32, i64)> = durable
         .iter()
         .map(|(topic, partition, next)| (topic.to_string(), partition, next))

@@ -12,7 +12,7 @@
 mod common;
 
 use common::{connection, schema, sql};
-use ingest_sink_clickhouse::{ClickHouseSink, ClickHouseTable, Coordinates};
+use ingest_sink_clickhouse::{ClickHouseSink, ClickHouseTable, CoordinateColumns};
 
 #[tokio::test]
 async fn tables_that_are_not_local_merge_trees_are_refused_at_startup() {
@@ -46,12 +46,18 @@ async fn tables_that_are_not_local_merge_trees_are_refused_at_startup() {
     for (table, engine) in [("buffered", "Buffer"), ("merged", "Merge")] {
         let target: ClickHouseTable =
             serde_json::from_value(serde_json::json!({ "table": table })).unwrap();
-        let error =
-            match ClickHouseSink::open(&conn, &target, schema(), Coordinates::default()).await {
-                Ok(_) => panic!("a {engine} table was accepted as an exactly-once target"),
-                Err(e) => e,
-            };
-        assert!(!error.retryable, "{error}");
+        let error = match ClickHouseSink::open(
+            &conn,
+            &target,
+            schema(),
+            CoordinateColumns::default(),
+        )
+        .await
+        {
+            Ok(_) => panic!("a {engine} table was accepted as an exactly-once target"),
+            Err(e) => e,
+        };
+        assert!(!error.is_retryable(), "{error}");
         assert!(
             error
                 .message
@@ -72,7 +78,7 @@ async fn tables_that_are_not_local_merge_trees_are_refused_at_startup() {
     // The table they front is a plain MergeTree: accepted.
     let local: ClickHouseTable =
         serde_json::from_value(serde_json::json!({ "table": "local" })).unwrap();
-    ClickHouseSink::open(&conn, &local, schema(), Coordinates::default())
+    ClickHouseSink::open(&conn, &local, schema(), CoordinateColumns::default())
         .await
         .unwrap();
     sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;

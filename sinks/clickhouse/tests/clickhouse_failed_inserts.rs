@@ -12,7 +12,7 @@ mod common;
 
 use common::{batch, connection, counts, schema, sql};
 use ingest_sink_api::{OffsetMap, Sink};
-use ingest_sink_clickhouse::{ClickHouseSink, ClickHouseTable, Coordinates};
+use ingest_sink_clickhouse::{ClickHouseSink, ClickHouseTable, CoordinateColumns};
 
 #[tokio::test]
 async fn a_refused_insert_leaves_no_position_and_its_retry_lands_every_row() {
@@ -32,7 +32,7 @@ async fn a_refused_insert_leaves_no_position_and_its_retry_lands_every_row() {
     .await;
     let table: ClickHouseTable =
         serde_json::from_value(serde_json::json!({"table": "events", "order_by": ["id"]})).unwrap();
-    let mut sink = ClickHouseSink::open(&conn, &table, schema(), Coordinates::default())
+    let mut sink = ClickHouseSink::open(&conn, &table, schema(), CoordinateColumns::default())
         .await
         .unwrap();
     sql(&conn, &format!("SYSTEM STOP MERGES {db}.events")).await;
@@ -41,15 +41,12 @@ async fn a_refused_insert_leaves_no_position_and_its_retry_lands_every_row() {
     let mut refused = Vec::new();
     for offset in 0..5 {
         if let Err(e) = sink.write(&batch(offset..offset + 1)).await {
-            assert!(e.retryable, "too many parts is worth retrying: {e:?}");
+            assert!(e.is_retryable(), "too many parts is worth retrying: {e:?}");
             refused.push(offset);
         }
     }
     assert!(!refused.is_empty(), "the server refused no insert");
-    let durable = sink
-        .durable_offsets(&batch(0..1).next_offsets)
-        .await
-        .unwrap();
+    let durable = sink.read_positions(&batch(0..1).positions).await.unwrap();
     let (rows, _) = counts(&conn).await;
     assert_eq!(
         durable.get("events", 0).unwrap_or(0),
@@ -64,7 +61,7 @@ async fn a_refused_insert_leaves_no_position_and_its_retry_lands_every_row() {
         sink.write(&batch(offset..offset + 1)).await.unwrap();
     }
     assert_eq!(counts(&conn).await, (5, 5), "every row once");
-    let durable = sink.durable_offsets(&OffsetMap::default()).await.unwrap();
+    let durable = sink.read_positions(&OffsetMap::default()).await.unwrap();
     assert_eq!(durable.get("events", 0), Some(5));
     sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
 }

@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{batch, connection, counts, number, schema, sql, url};
-use ingest_sink_api::{Fence, Fenced, OffsetMap, Sink, Written};
-use ingest_sink_clickhouse::{ClickHouseConnection, ClickHouseSink, ClickHouseTable, Coordinates};
+use ingest_sink_api::{Fence, Fenced, OffsetMap, Sink, WriteOutcome};
+use ingest_sink_clickhouse::{
+    ClickHouseConnection, ClickHouseSink, ClickHouseTable, CoordinateColumns,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Confirms every ownership check; its generation is moved by the test.
@@ -37,14 +39,14 @@ impl Fence for YesFence {
 async fn open(conn: &ClickHouseConnection, fence: Arc<YesFence>) -> ClickHouseSink {
     let table: ClickHouseTable =
         serde_json::from_value(serde_json::json!({"table": "events", "order_by": ["id"]})).unwrap();
-    ClickHouseSink::open(conn, &table, schema(), Coordinates::default())
+    ClickHouseSink::open(conn, &table, schema(), CoordinateColumns::default())
         .await
         .unwrap()
         .with_fence(fence)
 }
 
-fn not_owned() -> Written {
-    Written {
+fn not_owned() -> WriteOutcome {
+    WriteOutcome {
         not_owned: vec![("events".to_string(), 0)],
     }
 }
@@ -57,9 +59,15 @@ async fn the_later_writer_of_a_partition_wins_and_the_earlier_writes_nothing() {
     let mut a = open(&conn, fence_a.clone()).await;
     let mut b = open(&conn, fence_b.clone()).await;
 
-    assert_eq!(a.write(&batch(0..100)).await.unwrap(), Written::default());
+    assert_eq!(
+        a.write(&batch(0..100)).await.unwrap(),
+        WriteOutcome::default()
+    );
     // B is told it owns partition 0 too: it takes it, skips what A wrote.
-    assert_eq!(b.write(&batch(0..150)).await.unwrap(), Written::default());
+    assert_eq!(
+        b.write(&batch(0..150)).await.unwrap(),
+        WriteOutcome::default()
+    );
     assert_eq!(counts(&conn).await, (150, 150));
     // A still believes it owns the partition (paused, or the broker says so): its gate
     // is gone, it finds B's later one and writes nothing.
@@ -69,11 +77,14 @@ async fn the_later_writer_of_a_partition_wins_and_the_earlier_writes_nothing() {
 
     // After a rebalance A owns it again: it takes it back from where B stopped.
     fence_a.generation.store(1, Ordering::SeqCst);
-    assert_eq!(a.write(&batch(100..200)).await.unwrap(), Written::default());
+    assert_eq!(
+        a.write(&batch(100..200)).await.unwrap(),
+        WriteOutcome::default()
+    );
     assert_eq!(counts(&conn).await, (200, 200));
     assert_eq!(b.write(&batch(150..250)).await.unwrap(), not_owned());
     assert_eq!(counts(&conn).await, (200, 200));
-    let durable = a.durable_offsets(&OffsetMap::default()).await.unwrap();
+    let durable = a.read_positions(&OffsetMap::default()).await.unwrap();
     assert_eq!(durable.get("events", 0), Some(200));
     sql(&conn, &format!("DROP DATABASE IF EXISTS {}", conn.database)).await;
 }
@@ -192,7 +203,7 @@ async fn the_registry_and_the_gates_do_not_grow_as_partitions_move() {
         let from = round as i64 * 10;
         assert_eq!(
             writer.write(&batch(from..from + 10)).await.unwrap(),
-            Written::default()
+            WriteOutcome::default()
         );
     }
     // A writer that crashed holding its gate: a third one takes the partition.
@@ -237,14 +248,14 @@ async fn the_registry_and_the_gates_do_not_grow_as_partitions_move() {
 /// Rows of partition `partition` of topic `events` at the given offsets.
 fn batch_of(partition: i32, offsets: std::ops::Range<i64>) -> ingest_sink_api::SinkBatch {
     let mut b = batch(offsets);
-    for p in b.positions.iter_mut().flatten() {
+    for p in b.coordinates.iter_mut().flatten() {
         p.partition = partition;
     }
     let mut next = OffsetMap::default();
-    for (t, _, n) in b.next_offsets.iter() {
+    for (t, _, n) in b.positions.iter() {
         next.advance(t, partition, n);
     }
-    b.next_offsets = next;
+    b.positions = next;
     b
 }
 
@@ -262,22 +273,22 @@ async fn a_gate_renewed_after_a_rebalance_does_not_take_back_revoked_partitions(
     let mut b = open(&conn, fence_b.clone()).await;
     let mut both = batch_of(0, 0..10);
     both.append(&batch_of(1, 0..10));
-    assert_eq!(a.write(&both).await.unwrap(), Written::default());
+    assert_eq!(a.write(&both).await.unwrap(), WriteOutcome::default());
     // Rebalance: partition 1 moves to B, A is given partition 2.
     fence_a.generation.store(1, Ordering::SeqCst);
     fence_b.generation.store(1, Ordering::SeqCst);
     assert_eq!(
         b.write(&batch_of(1, 10..20)).await.unwrap(),
-        Written::default()
+        WriteOutcome::default()
     );
     assert_eq!(
         a.write(&batch_of(2, 0..10)).await.unwrap(),
-        Written::default()
+        WriteOutcome::default()
     );
     // B still writes partition 1.
     assert_eq!(
         b.write(&batch_of(1, 20..30)).await.unwrap(),
-        Written::default()
+        WriteOutcome::default()
     );
     assert_eq!(
         counts(&conn).await.0,

@@ -11,7 +11,9 @@ mod common;
 
 use common::{batch, connection, counts, schema, sql};
 use ingest_sink_api::{OffsetMap, Sink};
-use ingest_sink_clickhouse::{ClickHouseConnection, ClickHouseSink, ClickHouseTable, Coordinates};
+use ingest_sink_clickhouse::{
+    ClickHouseConnection, ClickHouseSink, ClickHouseTable, CoordinateColumns,
+};
 
 /// Rows of partition 0 whose id is their offset, `numbers` in `SELECT number FROM
 /// {numbers}`, put in the table as a cut insert leaves them: no ledger entry.
@@ -31,7 +33,7 @@ async fn open(conn: &ClickHouseConnection, partition_by: Option<&str>) -> ClickH
     let mut table: ClickHouseTable =
         serde_json::from_value(serde_json::json!({"table": "events", "order_by": ["id"]})).unwrap();
     table.partition_by = partition_by.map(str::to_string);
-    ClickHouseSink::open(conn, &table, schema(), Coordinates::default())
+    ClickHouseSink::open(conn, &table, schema(), CoordinateColumns::default())
         .await
         .unwrap()
 }
@@ -52,10 +54,7 @@ async fn replays_and_crash_window_rows_are_not_inserted_twice() {
     let db = &conn.database;
     rows_without_entry(&conn, "system.numbers WHERE (number >= 100 AND number < 150) OR (number >= 170 AND number < 180) LIMIT 60").await;
     let mut sink = open(&conn, Some("id % 3")).await; // a new process
-    let durable = sink
-        .durable_offsets(&batch(0..1).next_offsets)
-        .await
-        .unwrap();
+    let durable = sink.read_positions(&batch(0..1).positions).await.unwrap();
     assert_eq!(
         durable.get("events", 0),
         Some(150),
@@ -68,7 +67,7 @@ async fn replays_and_crash_window_rows_are_not_inserted_twice() {
         (200, 200),
         "the gaps are filled, nothing doubled"
     );
-    let durable = sink.durable_offsets(&OffsetMap::default()).await.unwrap();
+    let durable = sink.read_positions(&OffsetMap::default()).await.unwrap();
     assert_eq!(durable.get("events", 0), Some(200));
     sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
 }
@@ -86,16 +85,16 @@ async fn rows_found_by_the_first_look_at_a_partition_stay_found() {
     rows_without_entry(&conn, "numbers(50)").await;
     // Part times are whole seconds: the looks below come later than the part.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let partition = batch(0..1).next_offsets;
+    let partition = batch(0..1).positions;
     assert_eq!(
-        sink.durable_offsets(&partition)
+        sink.read_positions(&partition)
             .await
             .unwrap()
             .get("events", 0),
         Some(50)
     );
     assert_eq!(
-        sink.durable_offsets(&partition)
+        sink.read_positions(&partition)
             .await
             .unwrap()
             .get("events", 0),
@@ -122,10 +121,7 @@ async fn a_shorter_retry_does_not_hide_rows_found_past_it() {
     // Part times are whole seconds: the retry's entry comes later than the part.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     sink.write(&batch(10..20)).await.unwrap();
-    let durable = sink
-        .durable_offsets(&batch(0..1).next_offsets)
-        .await
-        .unwrap();
+    let durable = sink.read_positions(&batch(0..1).positions).await.unwrap();
     assert_eq!(
         durable.get("events", 0),
         Some(40),
@@ -168,10 +164,7 @@ async fn recovery_reads_recent_parts_not_the_whole_table() {
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let started = std::time::Instant::now();
-    let durable = sink
-        .durable_offsets(&batch(0..1).next_offsets)
-        .await
-        .unwrap();
+    let durable = sink.read_positions(&batch(0..1).positions).await.unwrap();
     let took = started.elapsed();
     assert_eq!(durable.get("events", 0), Some(ROWS as i64 + 1000));
     // The three recovery queries (ledger, recent parts, their coordinates) as logged.

@@ -34,7 +34,7 @@ use parquet::file::properties::WriterProperties;
 use serde::Deserialize;
 
 pub use catalog::{CatalogConfig, CatalogKind, open_catalog};
-use ingest_sink_api::{OffsetMap, Sink, SinkBatch, SinkError, Written};
+use ingest_sink_api::{OffsetMap, Sink, SinkBatch, SinkError, WriteOutcome};
 use pinned::{PinnedCatalog, is_conflict};
 pub use positions::{offsets_key, recorded_offsets};
 pub use rest_auth::is_permanent_refusal;
@@ -98,12 +98,8 @@ impl IcebergSink {
         group: &str,
     ) -> Result<Self, SinkError> {
         let name = format!("iceberg {namespace}.{}", config.table);
-        let fail = |message: String, retryable: bool| SinkError {
-            sink: name.clone(),
-            message,
-            retryable,
-            fenced: false,
-        };
+        let fail =
+            |message: String, retryable: bool| SinkError::new(name.clone(), message, retryable);
         let table = ensure_table(&*catalog, namespace, config, &schema)
             .await
             .map_err(|(e, retryable)| fail(e, retryable))?;
@@ -233,12 +229,8 @@ impl IcebergSink {
     /// The positions the table this sink last loaded records; unreadable ones are a
     /// permanent error (never "no positions": that would write everything again).
     fn recorded(&self) -> Result<OffsetMap, SinkError> {
-        recorded_offsets(&self.table, &self.offsets_key).map_err(|message| SinkError {
-            sink: self.name.clone(),
-            message,
-            retryable: false,
-            fenced: false,
-        })
+        recorded_offsets(&self.table, &self.offsets_key)
+            .map_err(|message| SinkError::permanent(self.name.clone(), message))
     }
 
     /// Appends the files and records `positions` (the table's merged with the batch's)
@@ -274,17 +266,13 @@ impl IcebergSink {
     }
 
     fn error(&self, context: &str, e: iceberg::Error) -> SinkError {
-        SinkError {
-            sink: self.name.clone(),
-            // Storage and catalog I/O surface as Unexpected; conflicts are retryable too.
-            retryable: e.retryable()
-                || matches!(
-                    e.kind(),
-                    iceberg::ErrorKind::Unexpected | iceberg::ErrorKind::CatalogCommitConflicts
-                ),
-            message: format!("{context}: {e}"),
-            fenced: false,
-        }
+        // Storage and catalog I/O surface as Unexpected; conflicts are retryable too.
+        let retryable = e.retryable()
+            || matches!(
+                e.kind(),
+                iceberg::ErrorKind::Unexpected | iceberg::ErrorKind::CatalogCommitConflicts
+            );
+        SinkError::new(&self.name, format!("{context}: {e}"), retryable)
     }
 }
 
@@ -297,9 +285,9 @@ impl Sink for IcebergSink {
     /// Each attempt starts from the table as it is now: rows whose positions the table
     /// already records (written before a crash, or by another instance) are skipped,
     /// the rest is written and committed as a compare-and-swap. A lost race starts over.
-    async fn write(&mut self, batch: &SinkBatch) -> Result<Written, SinkError> {
+    async fn write(&mut self, batch: &SinkBatch) -> Result<WriteOutcome, SinkError> {
         if batch.num_rows() == 0 {
-            return Ok(Written::default());
+            return Ok(WriteOutcome::default());
         }
         let mut attempt = 0;
         loop {
@@ -309,33 +297,28 @@ impl Sink for IcebergSink {
                 .await
                 .map_err(|e| self.error("loading the table", e))?;
             let durable = self.recorded()?;
-            let todo = batch.skip_durable(&durable);
+            let todo = batch.skip_held(&durable);
             if todo.num_rows() < batch.num_rows() {
                 tracing::info!(sink = %self.name, skipped = batch.num_rows() - todo.num_rows(),
                     "rows already in the table (a replay) are not written again");
             }
             if todo.num_rows() == 0 {
-                return Ok(Written::default());
+                return Ok(WriteOutcome::default());
             }
             let pieces = todo
                 .batches
                 .iter()
                 .map(|b| self.conform(b))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|message| SinkError {
-                    sink: self.name.clone(),
-                    message,
-                    retryable: false,
-                    fenced: false,
-                })?;
+                .map_err(|message| SinkError::permanent(self.name.clone(), message))?;
             let files = self
                 .write_files(pieces)
                 .await
                 .map_err(|e| self.error("writing data files", e))?;
             let mut positions = durable;
-            positions.merge(&batch.next_offsets);
+            positions.merge(&batch.positions);
             match self.commit_once(files, &positions).await {
-                Ok(()) => return Ok(Written::default()),
+                Ok(()) => return Ok(WriteOutcome::default()),
                 Err(e) if is_conflict(&e) && attempt < MAX_COMMIT_ATTEMPTS => {
                     attempt += 1;
                     tracing::info!(sink = %self.name, attempt, "commit raced another writer; starting over on the new snapshot");
@@ -351,8 +334,8 @@ impl Sink for IcebergSink {
         Some(Arc::new(check))
     }
 
-    fn positions(&self) -> Arc<dyn ingest_sink_api::Positions> {
-        Arc::new(TablePositions {
+    fn position_reader(&self) -> Arc<dyn ingest_sink_api::PositionReader> {
+        Arc::new(MetadataReader {
             sink: self.name.clone(),
             catalog: Arc::clone(&self.catalog),
             ident: self.table.identifier().clone(),
@@ -362,7 +345,7 @@ impl Sink for IcebergSink {
 }
 
 /// Reads the positions recorded in a table's snapshots (the current table, each time).
-struct TablePositions {
+struct MetadataReader {
     sink: String,
     catalog: Arc<dyn Catalog>,
     ident: TableIdent,
@@ -370,28 +353,21 @@ struct TablePositions {
 }
 
 #[async_trait::async_trait]
-impl ingest_sink_api::Positions for TablePositions {
+impl ingest_sink_api::PositionReader for MetadataReader {
     fn sink(&self) -> &str {
         &self.sink
     }
 
     async fn read(&self, _partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {
-        let table = self
-            .catalog
-            .load_table(&self.ident)
-            .await
-            .map_err(|e| SinkError {
-                sink: self.sink.clone(),
-                message: format!("loading the table: {e}"),
-                retryable: !is_permanent_refusal(&e),
-                fenced: false,
-            })?;
-        recorded_offsets(&table, &self.key).map_err(|message| SinkError {
-            sink: self.sink.clone(),
-            message,
-            retryable: false,
-            fenced: false,
-        })
+        let table = self.catalog.load_table(&self.ident).await.map_err(|e| {
+            SinkError::new(
+                self.sink.clone(),
+                format!("loading the table: {e}"),
+                !is_permanent_refusal(&e),
+            )
+        })?;
+        recorded_offsets(&table, &self.key)
+            .map_err(|message| SinkError::permanent(self.sink.clone(), message))
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use ingest_sink_api::{OffsetMap, RowPosition, Sink, SinkBatch};
+use ingest_sink_api::{Coordinates, OffsetMap, Sink, SinkBatch};
 use ingest_sink_iceberg::{
     CatalogConfig, CatalogKind, IcebergSink, IcebergTable, offsets_key, open_catalog,
     recorded_offsets,
@@ -20,10 +20,10 @@ const ROWS: i64 = 100;
 fn batch(schema: &Arc<Schema>, partition: i32, round: i64) -> SinkBatch {
     let start = (partition as i64 * 1_000_000) + round * ROWS;
     let ids = Int64Array::from_iter_values(start..start + ROWS);
-    let mut next_offsets = OffsetMap::default();
-    next_offsets.advance("events", partition, (round + 1) * ROWS);
-    let positions = (round * ROWS..(round + 1) * ROWS)
-        .map(|offset| RowPosition {
+    let mut positions = OffsetMap::default();
+    positions.advance("events", partition, (round + 1) * ROWS);
+    let coordinates = (round * ROWS..(round + 1) * ROWS)
+        .map(|offset| Coordinates {
             topic: "events",
             partition,
             offset,
@@ -31,9 +31,9 @@ fn batch(schema: &Arc<Schema>, partition: i32, round: i64) -> SinkBatch {
         .collect();
     SinkBatch {
         batches: vec![RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).unwrap()],
-        positions: vec![positions],
-        next_offsets,
-        fence_epoch: 0,
+        coordinates: vec![coordinates],
+        positions,
+        epoch: 0,
     }
 }
 

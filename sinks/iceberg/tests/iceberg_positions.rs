@@ -12,7 +12,7 @@ use arrow_schema::{DataType, Field, Schema};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, TableIdent};
-use ingest_sink_api::{OffsetMap, RowPosition, Sink, SinkBatch};
+use ingest_sink_api::{Coordinates, OffsetMap, Sink, SinkBatch};
 use ingest_sink_iceberg::positions::property_key;
 use ingest_sink_iceberg::{
     CatalogConfig, CatalogKind, IcebergSink, IcebergTable, offsets_key, open_catalog,
@@ -24,10 +24,10 @@ const ROWS: i64 = 100;
 fn batch(schema: &Arc<Schema>, partition: i32, round: i64) -> SinkBatch {
     let first = round * ROWS;
     let ids = Int64Array::from_iter_values(first..first + ROWS);
-    let mut next_offsets = OffsetMap::default();
-    next_offsets.advance("events", partition, first + ROWS);
-    let positions = (first..first + ROWS)
-        .map(|offset| RowPosition {
+    let mut positions = OffsetMap::default();
+    positions.advance("events", partition, first + ROWS);
+    let coordinates = (first..first + ROWS)
+        .map(|offset| Coordinates {
             topic: "events",
             partition,
             offset,
@@ -35,9 +35,9 @@ fn batch(schema: &Arc<Schema>, partition: i32, round: i64) -> SinkBatch {
         .collect();
     SinkBatch {
         batches: vec![RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).unwrap()],
-        positions: vec![positions],
-        next_offsets,
-        fence_epoch: 0,
+        coordinates: vec![coordinates],
+        positions,
+        epoch: 0,
     }
 }
 
@@ -172,9 +172,9 @@ async fn an_unreadable_summary_stops_the_sink() {
     let snapshot = table.metadata().current_snapshot_id().unwrap().to_string();
 
     let refused = sink.write(&batch(&f.schema, 0, 1)).await.unwrap_err();
-    assert!(!refused.retryable, "{refused}");
+    assert!(!refused.is_retryable(), "{refused}");
     let opened = f.sink().await.err().expect("open refuses the table");
-    assert!(!opened.retryable, "{opened}");
+    assert!(!opened.is_retryable(), "{opened}");
     for error in [refused.to_string(), opened.to_string()] {
         for part in [
             "ns.events",
@@ -201,7 +201,7 @@ async fn an_unreadable_property_stops_the_sink() {
     for value in [r#"{"0": "many"}"#, r#"{"0": -5}"#, "[]"] {
         f.set_property(&name, value).await;
         let error = sink.write(&batch(&f.schema, 0, 1)).await.unwrap_err();
-        assert!(!error.retryable, "{error}");
+        assert!(!error.is_retryable(), "{error}");
         let error = error.to_string();
         for part in ["ns.events", name.as_str(), "cannot be read"] {
             assert!(error.contains(part), "{value}: no {part:?} in: {error}");

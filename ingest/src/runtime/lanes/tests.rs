@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ingest_sink_api::{OffsetMap, Positions, Sink, SinkBatch, SinkError, Written};
+use ingest_sink_api::{OffsetMap, PositionReader, Sink, SinkBatch, SinkError, WriteOutcome};
 
 use super::write_with_retry;
 use crate::consumer::Ownership;
@@ -23,17 +23,12 @@ impl Sink for Down {
         "down"
     }
 
-    async fn write(&mut self, _: &SinkBatch) -> Result<Written, SinkError> {
+    async fn write(&mut self, _: &SinkBatch) -> Result<WriteOutcome, SinkError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
-        Err(SinkError {
-            sink: "down".into(),
-            message: "connection refused".into(),
-            retryable: true,
-            fenced: false,
-        })
+        Err(SinkError::retryable("down", "connection refused"))
     }
 
-    fn positions(&self) -> Arc<dyn Positions> {
+    fn position_reader(&self) -> Arc<dyn PositionReader> {
         unreachable!("not read here")
     }
 }
@@ -46,7 +41,7 @@ async fn a_revocation_does_not_wait_out_the_backoff_of_a_failing_sink() {
     let mut batch = SinkBatch::default();
     let mut next = OffsetMap::default();
     next.advance("t", 0, 10);
-    batch.next_offsets = next;
+    batch.positions = next;
     let writer = {
         let ownership = Arc::clone(&ownership);
         let mut sink = Down {

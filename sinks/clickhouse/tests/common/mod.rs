@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use ingest_sink_api::{OffsetMap, RowPosition, SinkBatch};
+use ingest_sink_api::{Coordinates, OffsetMap, SinkBatch};
 use ingest_sink_clickhouse::{ClickHouseConnection, client, query_json};
 
 pub fn url() -> String {
@@ -24,25 +24,25 @@ pub fn schema() -> Arc<Schema> {
 /// Rows of partition 0 at the given offsets; the id is the offset.
 pub fn batch(offsets: impl Iterator<Item = i64>) -> SinkBatch {
     let offsets: Vec<i64> = offsets.collect();
-    let mut next_offsets = OffsetMap::default();
-    next_offsets.advance("events", 0, offsets.iter().max().unwrap() + 1);
+    let mut positions = OffsetMap::default();
+    positions.advance("events", 0, offsets.iter().max().unwrap() + 1);
     SinkBatch {
         batches: vec![
             RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(offsets.clone()))])
                 .unwrap(),
         ],
-        positions: vec![
+        coordinates: vec![
             offsets
                 .iter()
-                .map(|&offset| RowPosition {
+                .map(|&offset| Coordinates {
                     topic: "events",
                     partition: 0,
                     offset,
                 })
                 .collect(),
         ],
-        next_offsets,
-        fence_epoch: 0,
+        positions,
+        epoch: 0,
     }
 }
 
