@@ -4,13 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ingest_sink_api::{OffsetMap, Sink, SinkBatch, SinkError, WriteOutcome};
+use ingest_sink_api::{retry, OffsetMap, Sink, SinkBatch, SinkError, WriteOutcome};
 use rdkafka::consumer::Consumer as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::Pipeline;
-use super::backoff::Backoff;
 use crate::consumer::Ownership;
 use crate::health::Health;
 use crate::protocol::{Partition, start_offset};
@@ -279,7 +278,7 @@ pub(super) async fn write_with_retry(
     health: &Health,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<WriteOutcome, SinkError> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut delays = retry::backoff(Duration::from_millis(200), Duration::from_secs(30));
     let mut failures = 0u32;
     loop {
         let attempt = {
@@ -297,7 +296,7 @@ pub(super) async fn write_with_retry(
             Err(e) if e.is_retryable() => {
                 failures += 1;
                 health.set_sink_failing(sink.name(), true);
-                let delay = backoff.next_delay();
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "sink write failed");
                 // A shutdown during retries gives up without committing: the next start
                 // replays the batch.

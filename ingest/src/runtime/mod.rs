@@ -1,7 +1,6 @@
 //! The core loop: consume, decode into the route, hand rows to each sink's lane, write
 //! each lane on its own cadence, and commit to Kafka what every lane made durable.
 
-mod backoff;
 mod connections;
 mod lanes;
 mod setup;
@@ -11,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use ingest_sink_api::{Fence, OffsetMap, PositionReader, SinkError};
+use ingest_sink_api::{retry, Fence, OffsetMap, PositionReader, SinkError};
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -25,7 +24,6 @@ use crate::health::Health;
 use crate::protocol::Offsets;
 use crate::route::RouteState;
 
-use backoff::Backoff;
 use connections::catalog_error;
 pub use connections::check_connections;
 pub use setup::open_routes;
@@ -203,7 +201,7 @@ async fn open_with_retry(
     fence: Arc<dyn Fence>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Vec<RouteState>>> {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut delays = retry::backoff(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         match open_routes(loaded, Arc::clone(&fence)).await {
             Ok(routes) => return Ok(Some(routes)),
@@ -211,7 +209,7 @@ async fn open_with_retry(
                 if e.downcast_ref::<SinkError>()
                     .is_some_and(|e| e.is_retryable()) =>
             {
-                let delay = backoff.next_delay();
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "a sink is unreachable at start-up");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

@@ -4,6 +4,7 @@
 //! the service can resume every sink from its own progress.
 
 mod offsets;
+pub mod retry;
 pub mod secret;
 pub mod values;
 
