@@ -4,11 +4,16 @@
 //! the service can resume every sink from its own progress.
 
 mod offsets;
+mod plugin;
 pub mod retry;
 pub mod secret;
 pub mod values;
 
 pub use offsets::OffsetMap;
+pub use plugin::{
+    ConfigProblem, DryRun, MetadataKind, OpenContext, RouteSpec, SinkPlugin, SinkSection, SinkTable,
+    parse_block,
+};
 pub use values::{Refusal, ValueCheck};
 
 use std::time::Duration;

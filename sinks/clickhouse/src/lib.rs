@@ -6,6 +6,7 @@
 
 pub mod connect;
 mod coordinate_columns;
+mod plugin;
 pub mod ddl;
 pub mod engine;
 pub mod gate;
@@ -24,6 +25,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 pub use connect::ClickHouseTls;
+pub use plugin::ClickHousePlugin;
 use coordinate_columns::{fill_coordinates, with_coordinate_fields};
 use gate::{Gates, Partition};
 use ingest_sink_api::secret::{ExposeSecret, SecretString, redact_uri};

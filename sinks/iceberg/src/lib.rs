@@ -4,6 +4,7 @@
 
 pub mod catalog;
 mod pinned;
+mod plugin;
 pub mod positions;
 mod rest_auth;
 pub mod schema;
@@ -36,6 +37,7 @@ use serde::Deserialize;
 pub use catalog::{CatalogConfig, CatalogKind, open_catalog};
 use ingest_sink_api::{OffsetMap, Sink, SinkBatch, SinkError, WriteOutcome};
 use pinned::{PinnedCatalog, is_conflict};
+pub use plugin::IcebergPlugin;
 pub use positions::{offsets_key, recorded_offsets};
 pub use rest_auth::is_permanent_refusal;
 

@@ -1,0 +1,167 @@
+//! How a sink plugs into the service.
+//!
+//! The service knows sinks only through these traits and one registration list
+//! (`ingest/src/sinks.rs`): adding a sink is a crate of its own and one line there.
+//! A sink's config has two parts, both under its [`SinkPlugin::key`]: a top-level
+//! section (how to reach the server or catalog) and, in each route writing to it, a
+//! block naming the table.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use serde::de::DeserializeOwned;
+
+use crate::{BatchOverride, Fence, Sink, SinkError};
+
+/// A kind of sink (ClickHouse, Iceberg), registered once.
+pub trait SinkPlugin: Send + Sync {
+    /// The config key of its section and route blocks (`clickhouse`); also the first
+    /// word of each of its sinks' names in logs.
+    fn key(&self) -> &'static str;
+
+    /// The name people know it by, for messages (`ClickHouse`).
+    fn title(&self) -> &'static str;
+
+    /// Parses and checks the top-level section. Relative file paths in it are resolved
+    /// against `base`, the config file's folder.
+    fn section(
+        &self,
+        value: serde_json::Value,
+        base: &Path,
+    ) -> Result<Arc<dyn SinkSection>, ConfigProblem>;
+
+    /// Environment variables it reads secrets from when the config leaves them out, to
+    /// be masked in logs like the config's own secrets.
+    fn secret_env(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// A sink's top-level section, parsed and checked.
+#[async_trait::async_trait]
+pub trait SinkSection: Send + Sync + std::fmt::Debug {
+    /// Parses and checks a route's block (`routes[i].<key>`) against the route.
+    fn table(
+        self: Arc<Self>,
+        value: serde_json::Value,
+        route: &RouteSpec,
+    ) -> Result<Arc<dyn SinkTable>, ConfigProblem>;
+
+    /// `validate --connect`: reaches the server or catalog once and says what it saw
+    /// (`server 26.9.1`).
+    async fn check_connection(&self, timeout: Duration) -> anyhow::Result<String>;
+}
+
+/// One route's table in one sink.
+#[async_trait::async_trait]
+pub trait SinkTable: Send + Sync + std::fmt::Debug {
+    /// The table as the config names it; two routes may not write the same one.
+    fn table(&self) -> &str;
+
+    /// This sink's batching, overriding the route's key by key.
+    fn batch(&self) -> &BatchOverride;
+
+    /// Connects and prepares the table. Errors that may go away (a server still
+    /// starting) are retryable: the service waits them out.
+    async fn open(&self, context: OpenContext) -> Result<Box<dyn Sink>, SinkError>;
+
+    /// Writes into `out` what the sink would send for `batches` (rows of `schema`, the
+    /// route's output schema), without reaching any server; returns one line saying what.
+    fn dry_run(
+        &self,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+        out: &DryRun,
+    ) -> Result<String, String> {
+        let _ = (schema, batches, out);
+        Err("this sink has no dry run".into())
+    }
+}
+
+/// What a sink is told about the route it serves, when the config is checked.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: String,
+    /// The payload's fields, as the route's schema file gives them.
+    pub payload: SchemaRef,
+    /// The columns the route fills with Kafka metadata, and with which.
+    pub metadata: Vec<(String, MetadataKind)>,
+}
+
+impl RouteSpec {
+    /// The column the route gives `kind`, if it asks for one.
+    pub fn metadata_column(&self, kind: MetadataKind) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(_, k)| *k == kind)
+            .map(|(name, _)| name.as_str())
+    }
+}
+
+/// A piece of Kafka metadata a route can store in a column of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataKind {
+    Topic,
+    Partition,
+    Offset,
+    Timestamp,
+    Key,
+}
+
+/// What opening a table needs beyond its config.
+#[derive(Clone)]
+pub struct OpenContext {
+    /// The schema of the rows the sink will be given (payload and metadata columns).
+    pub schema: SchemaRef,
+    /// The consumer group, for sinks that keep positions per group.
+    pub group: String,
+    /// Ownership checks for sinks that need them before making rows durable.
+    pub fence: Arc<dyn Fence>,
+}
+
+/// Where a dry run writes, and the sink's own options (`server_version=18.16`).
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    pub out: std::path::PathBuf,
+    pub options: BTreeMap<String, String>,
+}
+
+/// A config problem: where it is, relative to the block being parsed (`tls.ca_file`;
+/// empty for the block itself), and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub at: String,
+    pub message: String,
+}
+
+impl ConfigProblem {
+    pub fn new(at: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Self {
+            at: at.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The same problem seen from the block holding this one under `key`.
+    pub fn within(self, key: &str) -> Self {
+        let at = if self.at.is_empty() {
+            key.to_string()
+        } else {
+            format!("{key}.{}", self.at)
+        };
+        Self { at, ..self }
+    }
+}
+
+/// Deserializes a config block strictly; a problem names the key path inside it.
+pub fn parse_block<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ConfigProblem> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let at = e.path().to_string();
+        let at = if at == "." { String::new() } else { at };
+        ConfigProblem::new(at, e.into_inner())
+    })
+}
