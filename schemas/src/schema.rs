@@ -63,7 +63,7 @@ pub fn load_schema(path: &Path) -> Result<SchemaRef, SchemaError> {
 
 /// Parses schema YAML text into an Arrow schema.
 pub fn parse_schema(text: &str) -> Result<SchemaRef, String> {
-    let de = serde_yaml::Deserializer::from_str(text);
+    let de = serde_norway::Deserializer::from_str(text);
     let file: SchemaFile = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {

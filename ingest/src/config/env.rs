@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 /// Where references are resolved, and what they brought in.
 pub struct Sources<'a> {
@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn error_names_the_key() {
-        let mut v: Value = serde_yaml::from_str("clickhouse:\n  password: ${MISSING}\n").unwrap();
+        let mut v: Value = serde_norway::from_str("clickhouse:\n  password: ${MISSING}\n").unwrap();
         let err = interpolate(&mut v, "", &mut sources(Path::new("/"))).unwrap_err();
         assert!(err.starts_with("at `clickhouse.password`"), "{err}");
     }
@@ -187,7 +187,7 @@ mod tests {
     fn missing_secret_file_names_key_and_path_only() {
         let dir = secret_dir();
         let mut v: Value =
-            serde_yaml::from_str("kafka:\n  properties:\n    sasl.password: \"${file:nope/pw}\"\n")
+            serde_norway::from_str("kafka:\n  properties:\n    sasl.password: \"${file:nope/pw}\"\n")
                 .unwrap();
         let err = interpolate(&mut v, "", &mut sources(&dir)).unwrap_err();
         assert!(

@@ -274,8 +274,8 @@ pub fn load_str(
     env_lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigError> {
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut value: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| error(path, format!("invalid YAML: {e}")))?;
+    let mut value: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|e| error(path, format!("invalid YAML: {e}")))?;
     let mut sources = env::Sources {
         env: env_lookup,
         base,
@@ -321,8 +321,8 @@ pub fn load_str(
 }
 
 /// Strings under sensitive keys, and passwords inside URIs anywhere.
-fn collect_secrets(value: &serde_yaml::Value, key: Option<&str>, out: &mut Vec<String>) {
-    use serde_yaml::Value;
+fn collect_secrets(value: &serde_norway::Value, key: Option<&str>, out: &mut Vec<String>) {
+    use serde_norway::Value;
     match value {
         Value::String(text) => {
             if key.is_some_and(secret::is_sensitive_key) {
