@@ -2,7 +2,7 @@
 """Baseline (e) of `make bench`: ClickHouse's own Kafka table engine + a materialized view.
 
 What a ClickHouse 18.16 user writes to load a topic of JSON events into the same MergeTree
-table that `ingest` creates (DDL from `ingest clickhouse-payload --server-version 18.16.1`,
+table that `ingest` creates (DDL from `ingest dry-run --sink clickhouse --option server_version=18.16.1`,
 route schemas/examples/events.yaml, order_by [event_type, ts]):
 
   1. the MergeTree target table,

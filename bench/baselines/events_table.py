@@ -12,7 +12,7 @@ EVENTS_SCHEMA = ROOT / "schemas" / "examples" / "events.yaml"
 
 
 def events_ddl(database, server_version="18.16.1"):
-    """CREATE TABLE statement for `database`.events, from `ingest clickhouse-payload`."""
+    """CREATE TABLE statement for `database`.events, from `ingest dry-run --sink clickhouse`."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         config = {"kafka": {"brokers": "unused:9092", "group_id": "ddl"},
@@ -21,9 +21,8 @@ def events_ddl(database, server_version="18.16.1"):
                               "clickhouse": {"table": "events", "order_by": ["event_type", "ts"]}}]}
         (tmp / "config.yaml").write_text(json.dumps(config))
         (tmp / "empty.jsonl").write_text("")
-        subprocess.run([str(BIN), "clickhouse-payload", "--config", str(tmp / "config.yaml"),
-                        "--input", str(tmp / "empty.jsonl"), "--server-version", server_version,
-                        "--ddl-out", str(tmp / "ddl.sql"), "--payload-out", str(tmp / "payload"),
-                        "--no-positions"],
+        subprocess.run([str(BIN), "dry-run", "--sink", "clickhouse", "--config", str(tmp / "config.yaml"),
+                        "--input", str(tmp / "empty.jsonl"), "--option", f"server_version={server_version}",
+                        "--option", "positions=false", "--out", str(tmp)],
                        check=True, capture_output=True)
-        return (tmp / "ddl.sql").read_text()
+        return (tmp / "events.sql").read_text()

@@ -7,7 +7,7 @@ Iceberg table with pyiceberg (SqlCatalog on SQLite) -> commit the Kafka offsets 
 after both writes. Stops once --count records were consumed and written.
 
 Same table shapes as `ingest` writes:
-  * ClickHouse: the DDL `ingest clickhouse-payload --server-version 18.16.1` gives for the
+  * ClickHouse: the DDL `ingest dry-run --sink clickhouse --option server_version=18.16.1` gives for the
     events route (ts Int64 epoch ms, device Tuple, tags Array(String), event_date Date).
   * Iceberg: namespace = --database, table `events`, created from a pyarrow schema of the
     events (ts timestamptz us, revenue decimal(12,2), tags list<string>, device struct,

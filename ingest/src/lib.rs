@@ -2,6 +2,7 @@
 //! ClickHouse and Iceberg as the configured routes say.
 
 pub mod config;
+pub mod plugins;
 pub mod consumer;
 pub mod dead_letter;
 pub mod decode;

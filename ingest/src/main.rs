@@ -8,6 +8,7 @@ use ingest::config::{self, Loaded};
 use ingest::decode::{JsonDecoder, Message};
 use ingest::health::{self, Health};
 use ingest::produce::{ProduceOptions, produce};
+use ingest_sink_api::DryRun;
 use ingest_sink_api::secret::ExposeSecret;
 use tokio::sync::watch;
 
@@ -32,7 +33,7 @@ enum Command {
         #[arg(long, short, env = "INGEST_CONFIG")]
         config: PathBuf,
     },
-    /// Check a config file; with --connect also reach the broker, ClickHouse and the catalog.
+    /// Check a config file; with --connect also reach the broker and every sink's server.
     Validate {
         #[arg(long, short, env = "INGEST_CONFIG")]
         config: PathBuf,
@@ -44,27 +45,26 @@ enum Command {
     },
     /// Write synthetic events shaped by a schema file to a topic.
     Produce(ProduceArgs),
-    /// Decode JSON lines with a route and write the ClickHouse DDL and Native payload
-    /// that a server of the given version would receive.
-    ClickhousePayload {
+    /// Decode JSON lines with a route and write what one of its sinks would send for
+    /// them (ClickHouse: the DDL and the Native insert body), reaching no server.
+    DryRun {
         #[arg(long, short, env = "INGEST_CONFIG")]
         config: PathBuf,
-        /// Route name (default: the first route with a ClickHouse table).
+        /// The sink's config key, e.g. `clickhouse`.
+        #[arg(long)]
+        sink: String,
+        /// Route name (default: the first route writing to the sink).
         #[arg(long)]
         route: Option<String>,
         /// One JSON event per line.
         #[arg(long)]
         input: PathBuf,
-        #[arg(long, default_value = "26.9")]
-        server_version: String,
+        /// Folder the sink writes its files into.
         #[arg(long)]
-        ddl_out: PathBuf,
-        #[arg(long)]
-        payload_out: PathBuf,
-        /// A plain table without the Kafka coordinate columns and position ledger that
-        /// make writes exactly-once (what other tools would write to).
-        #[arg(long)]
-        no_positions: bool,
+        out: PathBuf,
+        /// The sink's own options, e.g. `server_version=18.16` or `positions=false`.
+        #[arg(long = "option", value_parser = parse_key_value)]
+        options: Vec<(String, String)>,
     },
 }
 
@@ -159,21 +159,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => {
             let loaded = load_config(&config)?;
             for route in &loaded.routes {
-                let sinks: Vec<String> = [
-                    route
-                        .config
-                        .clickhouse
-                        .as_ref()
-                        .map(|t| format!("clickhouse:{}", t.table)),
-                    route
-                        .config
-                        .iceberg
-                        .as_ref()
-                        .map(|t| format!("iceberg:{}", t.table)),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
+                let sinks: Vec<String> = route
+                    .sinks
+                    .iter()
+                    .map(|s| format!("{}:{}", s.key, s.table.table()))
+                    .collect();
                 println!(
                     "route {}: {} fields -> {}",
                     route.name,
@@ -203,24 +193,20 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::ClickhousePayload {
+        Command::DryRun {
             config,
+            sink,
             route,
             input,
-            server_version,
-            ddl_out,
-            payload_out,
-            no_positions,
+            out,
+            options,
         } => {
             let loaded = load_config(&config)?;
-            clickhouse_payload(
-                &loaded,
-                route,
-                &input,
-                &server_version,
-                (&ddl_out, &payload_out),
-                !no_positions,
-            )
+            let out = DryRun {
+                out,
+                options: options.into_iter().collect(),
+            };
+            dry_run(&loaded, &sink, route.as_deref(), &input, &out)
         }
     }
 }
@@ -252,28 +238,20 @@ async fn wait_for_signal() {
     }
 }
 
-fn clickhouse_payload(
+/// Decodes `input` with the route and has its `sink` table write what it would send.
+fn dry_run(
     loaded: &Loaded,
-    route: Option<String>,
-    input: &PathBuf,
-    version: &str,
-    (ddl_out, payload_out): (&PathBuf, &PathBuf),
-    positions: bool,
+    sink: &str,
+    route: Option<&str>,
+    input: &std::path::Path,
+    out: &DryRun,
 ) -> anyhow::Result<()> {
-    let route = loaded
+    let (route, table) = loaded
         .routes
         .iter()
-        .find(|r| {
-            route.as_ref().is_none_or(|name| &r.name == name) && r.config.clickhouse.is_some()
-        })
-        .ok_or_else(|| anyhow::anyhow!("no route with a ClickHouse table matches"))?;
-    let table = route.config.clickhouse.as_ref().expect("checked above");
-    let database = loaded
-        .config
-        .clickhouse
-        .as_ref()
-        .map(|c| c.database.as_str())
-        .unwrap_or("default");
+        .filter(|r| route.is_none_or(|name| r.name == name))
+        .find_map(|r| Some((r, r.sinks.iter().find(|s| s.key == sink)?)))
+        .ok_or_else(|| anyhow::anyhow!("no route writing to `{sink}` matches"))?;
     let metadata = config::metadata_fields(&route.config.metadata);
     let mut decoder = JsonDecoder::new(route.schema.clone(), metadata, 1 << 20)?;
     let text = std::fs::read(input)?;
@@ -302,23 +280,11 @@ fn clickhouse_payload(
             bad.error
         );
     }
-    let schema = decoder.output_schema();
-    let coordinates = positions.then(|| route.clickhouse_coordinates());
-    let (ddl, payload) = ingest_sink_clickhouse::offline_payload(
-        database,
-        table,
-        &schema,
-        version,
-        &batches,
-        coordinates.as_ref(),
-    )
-    .map_err(|e| anyhow::anyhow!(e))?;
-    std::fs::write(ddl_out, ddl)?;
-    std::fs::write(payload_out, &payload)?;
-    println!(
-        "{} rows, {} payload bytes for ClickHouse {version}",
-        batches.iter().map(|b| b.num_rows()).sum::<usize>(),
-        payload.len()
-    );
+    std::fs::create_dir_all(&out.out)?;
+    let done = table
+        .table
+        .dry_run(&decoder.output_schema(), &batches, out)
+        .map_err(|e| anyhow::anyhow!("{sink}: {e}"))?;
+    println!("{done}");
     Ok(())
 }

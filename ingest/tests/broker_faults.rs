@@ -113,10 +113,14 @@ async fn clickhouse_ids(database: &str) -> Vec<u64> {
 
 /// Event ids in the Iceberg table, read back through a scan of its current snapshot.
 async fn iceberg_ids(loaded: &Loaded) -> Vec<u64> {
-    let catalog =
-        ingest_sink_iceberg::open_catalog(&loaded.config.iceberg.as_ref().unwrap().catalog)
-            .await
-            .unwrap();
+    let dir = loaded.path.parent().unwrap().display();
+    let catalog: ingest_sink_iceberg::CatalogConfig = serde_json::from_value(serde_json::json!({
+        "type": "sql",
+        "uri": format!("sqlite://{dir}/catalog.db"),
+        "warehouse": format!("file://{dir}/warehouse"),
+    }))
+    .unwrap();
+    let catalog = ingest_sink_iceberg::open_catalog(&catalog).await.unwrap();
     let ident = iceberg::TableIdent::from_strs(["faults", "events"]).unwrap();
     let Ok(table) = catalog.load_table(&ident).await else {
         return Vec::new();

@@ -187,8 +187,8 @@ def test_current_clickhouse_accepts_our_ddl_and_payload(setup, tmp_path):
     events = tmp_path / "events.jsonl"
     events.write_text("\n".join(json.dumps(r) for r in RECORDS) + "\n")
     ddl, payload = tmp_path / "types.sql", tmp_path / "types.native"
-    out = subprocess.run([str(BIN), "clickhouse-payload", "--config", str(config), "--input", str(events),
-                          "--server-version", "26.9", "--ddl-out", str(ddl), "--payload-out", str(payload)],
+    out = subprocess.run([str(BIN), "dry-run", "--sink", "clickhouse", "--config", str(config), "--input", str(events),
+                          "--option", "server_version=26.9", "--out", str(tmp_path)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     text = ddl.read_text()

@@ -3,18 +3,20 @@
 //! Every problem is reported as one line naming the file and the key path, e.g.
 //! `config.yaml: at routes[0].batch: unknown field `max_rowz``.
 
-mod coordinate_columns;
 mod env;
+mod route;
+mod sinks;
 mod topics;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_schema::SchemaRef;
+pub use ingest_sink_api::MetadataKind;
 use ingest_sink_api::secret::{self, SecretString};
-use ingest_sink_clickhouse::{ClickHouseConnection, ClickHouseTable};
-use ingest_sink_iceberg::{CatalogConfig, IcebergTable};
+use ingest_sink_api::{SinkSection, SinkTable};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -22,10 +24,6 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub kafka: KafkaConfig,
-    #[serde(default)]
-    pub clickhouse: Option<ClickHouseConnection>,
-    #[serde(default)]
-    pub iceberg: Option<IcebergConfig>,
     /// Where records that cannot be decoded go, unless a route says otherwise.
     #[serde(default)]
     pub dead_letter: Option<DeadLetterConfig>,
@@ -68,14 +66,6 @@ impl std::fmt::Debug for KafkaConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IcebergConfig {
-    pub catalog: CatalogConfig,
-    /// Namespace of the tables; dots separate levels (`analytics.raw`).
-    pub namespace: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
     pub topic: String,
 }
@@ -112,17 +102,11 @@ pub struct RouteConfig {
     /// it and picks up new matching topics).
     #[serde(default)]
     pub topic_pattern: Option<String>,
-    #[serde(default)]
-    pub format: Format,
     /// Schema file, relative to the config file's directory.
     pub schema: PathBuf,
     /// Kafka coordinates stored as extra columns, by the column name to use.
     #[serde(default)]
     pub metadata: MetadataColumns,
-    #[serde(default)]
-    pub clickhouse: Option<ClickHouseTable>,
-    #[serde(default)]
-    pub iceberg: Option<IcebergTable>,
     #[serde(default)]
     pub batch: BatchConfig,
     /// What happens to a record that does not match the schema.
@@ -131,13 +115,6 @@ pub struct RouteConfig {
     /// Overrides the global dead-letter topic for this route.
     #[serde(default)]
     pub dead_letter: Option<DeadLetterConfig>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    #[default]
-    Json,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -218,26 +195,24 @@ pub struct Route {
     pub pattern: Option<Regex>,
     pub on_error: OnError,
     pub dead_letter_topic: Option<String>,
+    /// The tables the route writes, one per sink, in registration order.
+    pub sinks: Vec<RouteSink>,
 }
 
-impl Route {
-    /// The ClickHouse columns holding each row's Kafka coordinates: the route's own
-    /// metadata columns where it names them, `_topic`/`_partition`/`_offset` otherwise.
-    pub fn clickhouse_coordinates(&self) -> ingest_sink_clickhouse::CoordinateColumns {
-        let m = &self.config.metadata;
-        let default = ingest_sink_clickhouse::CoordinateColumns::default();
-        ingest_sink_clickhouse::CoordinateColumns {
-            topic: m.topic.clone().unwrap_or(default.topic),
-            partition: m.partition.clone().unwrap_or(default.partition),
-            offset: m.offset.clone().unwrap_or(default.offset),
-        }
-    }
+/// One table a route writes to.
+#[derive(Debug, Clone)]
+pub struct RouteSink {
+    /// The sink's config key (`clickhouse`).
+    pub key: &'static str,
+    pub table: Arc<dyn SinkTable>,
 }
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: Config,
+    /// Each configured sink's top-level section, by its key, in registration order.
+    pub sinks: Vec<(&'static str, Arc<dyn SinkSection>)>,
     pub routes: Vec<Route>,
     pub path: PathBuf,
     /// Every secret the config holds (values of sensitive keys, URI passwords, values
@@ -284,20 +259,14 @@ pub fn load_str(
     env::interpolate(&mut value, "", &mut sources).map_err(|e| error(path, e))?;
     let mut secrets = sources.from_files;
     collect_secrets(&value, None, &mut secrets);
-    if value.get("iceberg").is_some() {
-        // Read by the catalog when the config leaves them out.
-        secrets.extend(
-            ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
-                .into_iter()
-                .filter_map(env_lookup),
-        );
-    }
+    secrets.extend(sinks::environment_secrets(&value, env_lookup));
     secrets.retain(|s| !s.is_empty());
     secrets.sort();
     secrets.dedup();
     // A secret in the wrong place may be quoted by an error ("unknown variant `...`").
     let fail = |message: String| error(path, secret::mask(&message, &secrets).into_owned());
-    let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+    let blocks = sinks::take_blocks(&mut value).map_err(&fail)?;
+    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
         let at = e.path().to_string();
         let inner = e.into_inner().to_string();
         if at == "." {
@@ -306,14 +275,11 @@ pub fn load_str(
             fail(format!("at `{at}`: {inner}"))
         }
     })?;
-    if let Some(tls) = config.clickhouse.as_mut().and_then(|c| c.tls.as_mut())
-        && let Some(ca_file) = tls.ca_file.as_mut()
-    {
-        *ca_file = base.join(&*ca_file);
-    }
-    let routes = validate(&config, base).map_err(fail)?;
+    let sections = sinks::open_sections(blocks.sections, base).map_err(&fail)?;
+    let routes = validate(&config, base, &sections, blocks.routes).map_err(fail)?;
     Ok(Loaded {
         config,
+        sinks: sections,
         routes,
         path: path.to_path_buf(),
         secrets: secrets.into_iter().map(SecretString::from).collect(),
@@ -341,182 +307,49 @@ fn collect_secrets(value: &serde_norway::Value, key: Option<&str>, out: &mut Vec
     }
 }
 
-fn validate(config: &Config, base: &Path) -> Result<Vec<Route>, String> {
+/// Checks the whole config and resolves its routes.
+fn validate(
+    config: &Config,
+    base: &Path,
+    sections: &[(&'static str, Arc<dyn SinkSection>)],
+    route_blocks: Vec<sinks::Blocks>,
+) -> Result<Vec<Route>, String> {
     if config.routes.is_empty() {
         return Err("at `routes`: at least one route is needed".into());
     }
-    if config.kafka.group_id.trim().is_empty() {
-        return Err("at `kafka.group_id`: must not be empty".into());
-    }
-    // Offsets are committed only after every sink wrote; these would commit earlier.
-    for key in ["enable.auto.commit", "enable.auto.offset.store"] {
-        if config
-            .kafka
-            .properties
-            .get(key)
-            .is_some_and(|v| v != "false")
-        {
-            return Err(format!(
-                "at `kafka.properties.{key}`: must stay false (ingest commits offsets after the sinks wrote)"
-            ));
-        }
-    }
-    check_topic_discovery(&config.kafka)?;
-    if let Some(ch) = &config.clickhouse {
-        check_clickhouse_tls(ch)?;
-    }
-    if let Some(ch) = &config.clickhouse
-        && ch.settings.get("async_insert").is_some_and(|v| v == "1")
-        && ch
-            .settings
-            .get("wait_for_async_insert")
-            .is_some_and(|v| v == "0")
-    {
-        return Err("at `clickhouse.settings`: async_insert=1 with wait_for_async_insert=0 acknowledges inserts before they are durable".into());
-    }
-    let mut explicit_topics = HashSet::new();
-    let mut clickhouse_tables = HashSet::new();
-    let mut iceberg_tables = HashSet::new();
-    let mut routes = Vec::with_capacity(config.routes.len());
-    for (i, route) in config.routes.iter().enumerate() {
-        let at = |key: &str| format!("at `routes[{i}].{key}`");
-        let pattern = match (&route.topic_pattern, route.topics.is_empty()) {
-            (Some(_), false) => {
-                return Err(format!(
-                    "{}: give `topics` or `topic_pattern`, not both",
-                    at("topics")
-                ));
-            }
-            (None, true) => {
-                return Err(format!(
-                    "{}: give `topics` or `topic_pattern`",
-                    at("topics")
-                ));
-            }
-            (Some(p), true) => {
-                Some(topics::matcher(p).map_err(|e| format!("{}: {e}", at("topic_pattern")))?)
-            }
-            (None, false) => None,
-        };
-        for topic in &route.topics {
-            topics::check_topic_name(topic).map_err(|e| format!("{}: {e}", at("topics")))?;
-            if !explicit_topics.insert(topic.clone()) {
-                return Err(format!(
-                    "{}: topic `{topic}` is already routed by another route",
-                    at("topics")
-                ));
-            }
-        }
-        if route.clickhouse.is_none() && route.iceberg.is_none() {
-            return Err(format!(
-                "{}: the route has no sink (add `clickhouse` or `iceberg`)",
-                at("clickhouse")
-            ));
-        }
-        if let Some(table) = &route.clickhouse {
-            if config.clickhouse.is_none() {
-                return Err(format!(
-                    "{}: the route writes to ClickHouse but there is no top-level `clickhouse` section",
-                    at("clickhouse")
-                ));
-            }
-            if config.clickhouse.as_ref().is_some_and(|c| c.create_tables) {
-                ingest_sink_clickhouse::engine::check_engine(&table.table, &table.engine)
-                    .map_err(|e| format!("{}: {e}", at("clickhouse.engine")))?;
-            }
-            if !clickhouse_tables.insert(table.table.clone()) {
-                return Err(format!(
-                    "{}: ClickHouse table `{}` is written by another route; route both topics in one route",
-                    at("clickhouse.table"),
-                    table.table
-                ));
-            }
-        }
-        if let Some(table) = &route.iceberg {
-            if config.iceberg.is_none() {
-                return Err(format!(
-                    "{}: the route writes to Iceberg but there is no top-level `iceberg` section",
-                    at("iceberg")
-                ));
-            }
-            if !iceberg_tables.insert(table.table.clone()) {
-                return Err(format!(
-                    "{}: Iceberg table `{}` is written by another route; route both topics in one route",
-                    at("iceberg.table"),
-                    table.table
-                ));
-            }
-        }
-        route
-            .batch
-            .check()
-            .map_err(|e| format!("{}: {e}", at("batch")))?;
-        if let Some(table) = &route.clickhouse {
-            route
-                .batch
-                .overridden(&table.batch)
-                .check()
-                .map_err(|e| format!("{}: {e}", at("clickhouse.batch")))?;
-        }
-        if let Some(table) = &route.iceberg {
-            route
-                .batch
-                .overridden(&table.batch)
-                .check()
-                .map_err(|e| format!("{}: {e}", at("iceberg.batch")))?;
-        }
-        let schema_path = base.join(&route.schema);
-        let schema = ingest_schemas::load_schema(&schema_path)
-            .map_err(|e| format!("{}: {e}", at("schema")))?;
-        let name = route.name.clone().unwrap_or_else(|| {
-            route
-                .topics
-                .first()
-                .cloned()
-                .or_else(|| route.topic_pattern.clone())
-                .unwrap_or_default()
-        });
-        coordinate_columns::check(route, &name, &schema)
-            .map_err(|(key, e)| format!("{}: {e}", at(key)))?;
-        let metadata = metadata_fields(&route.metadata);
-        for (column, _) in &metadata {
-            if schema.field_with_name(column).is_ok() {
-                return Err(format!(
-                    "{}: column `{column}` is also a schema field",
-                    at("metadata")
-                ));
-            }
-        }
-        let dead_letter_topic = route
-            .dead_letter
-            .as_ref()
-            .or(config.dead_letter.as_ref())
-            .map(|d| d.topic.clone());
-        let on_error = match (route.on_error, &dead_letter_topic) {
-            (Some(OnError::DeadLetter), None) => {
-                return Err(format!(
-                    "{}: `dead_letter` needs a dead-letter topic (`dead_letter.topic`)",
-                    at("on_error")
-                ));
-            }
-            (Some(mode), _) => mode,
-            (None, Some(_)) => OnError::DeadLetter,
-            (None, None) => OnError::Fail,
-        };
-        routes.push(Route {
-            name,
-            config: route.clone(),
-            schema,
-            pattern,
-            on_error,
-            dead_letter_topic,
-        });
-    }
+    check_kafka(&config.kafka)?;
+    let mut seen = route::Seen::default();
+    let routes = config
+        .routes
+        .iter()
+        .zip(route_blocks)
+        .enumerate()
+        .map(|(i, (route, blocks))| {
+            route::resolve(i, route, blocks, config, base, sections, &mut seen)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     topics::check_dead_letter_topics(
         config.dead_letter.as_ref().map(|d| d.topic.as_str()),
         &routes,
     )?;
     Ok(routes)
+}
+
+/// The group is named, offsets are ours to commit, and new topics are picked up on
+/// our schedule.
+fn check_kafka(kafka: &KafkaConfig) -> Result<(), String> {
+    if kafka.group_id.trim().is_empty() {
+        return Err("at `kafka.group_id`: must not be empty".into());
+    }
+    // Offsets are committed only after every sink wrote; these would commit earlier.
+    for key in ["enable.auto.commit", "enable.auto.offset.store"] {
+        if kafka.properties.get(key).is_some_and(|v| v != "false") {
+            return Err(format!(
+                "at `kafka.properties.{key}`: must stay false (ingest commits offsets after the sinks wrote)"
+            ));
+        }
+    }
+    check_topic_discovery(kafka)
 }
 
 /// The pick-up time of new topics is ours to set (librdkafka's default is 5 minutes).
@@ -537,24 +370,6 @@ fn check_topic_discovery(kafka: &KafkaConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// `clickhouse.tls` goes with an `https://` URL, and its CA file must load.
-fn check_clickhouse_tls(ch: &ClickHouseConnection) -> Result<(), String> {
-    use ingest_sink_clickhouse::connect;
-    let Some(tls) = &ch.tls else {
-        return Ok(());
-    };
-    if !connect::is_https(&ch.url) {
-        return Err(format!(
-            "at `clickhouse.tls`: TLS needs an https:// URL, not `{}`",
-            ch.display_url()
-        ));
-    }
-    if let Some(ca_file) = &tls.ca_file {
-        connect::load_ca_file(ca_file).map_err(|e| format!("at `clickhouse.tls.ca_file`: {e}"))?;
-    }
-    Ok(())
-}
-
 /// The metadata columns a route asked for: (column name, which coordinate).
 pub fn metadata_fields(m: &MetadataColumns) -> Vec<(String, MetadataKind)> {
     [
@@ -567,15 +382,6 @@ pub fn metadata_fields(m: &MetadataColumns) -> Vec<(String, MetadataKind)> {
     .into_iter()
     .filter_map(|(name, kind)| name.clone().map(|n| (n, kind)))
     .collect()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetadataKind {
-    Topic,
-    Partition,
-    Offset,
-    Timestamp,
-    Key,
 }
 
 fn one_line(text: &str) -> String {

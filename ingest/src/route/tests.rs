@@ -58,14 +58,8 @@ routes:
     let loaded = load_str(text, &dir.join("c.yaml"), &|_| None).unwrap();
     let route = loaded.routes[0].clone();
     let mut state = RouteState::new(route.clone(), 0).unwrap();
-    state.add_sink(
-        Box::new(Accepting("fast")),
-        &route.config.clickhouse.as_ref().unwrap().batch,
-    );
-    state.add_sink(
-        Box::new(Accepting("slow")),
-        &route.config.iceberg.as_ref().unwrap().batch,
-    );
+    state.add_sink(Box::new(Accepting("fast")), route.sinks[0].table.batch());
+    state.add_sink(Box::new(Accepting("slow")), route.sinks[1].table.batch());
     state
 }
 

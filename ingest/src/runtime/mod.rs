@@ -24,7 +24,6 @@ use crate::health::Health;
 use crate::protocol::Offsets;
 use crate::route::RouteState;
 
-use connections::catalog_error;
 pub use connections::check_connections;
 pub use setup::open_routes;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ingest_sink_api::{Fence, Fenced, OffsetMap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::connections::{check_clickhouse, check_iceberg, check_kafka};
+use super::connections::check_kafka;
 use super::*;
 use crate::config::{Loaded, load_str};
 
@@ -113,15 +113,20 @@ async fn silent_server() -> u16 {
     port
 }
 
+/// The top-level section of the sink configured under `key`.
+fn section<'a>(loaded: &'a Loaded, key: &str) -> &'a dyn ingest_sink_api::SinkSection {
+    let (_, section) = loaded.sinks.iter().find(|(k, _)| *k == key).unwrap();
+    section.as_ref()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_refusing_the_login_is_reported_without_the_password() {
     let port = refusing_postgres().await;
     let loaded = catalog(&format!("postgres://ingest:{SECRET}@127.0.0.1:{port}/db"));
-    let iceberg = loaded.config.iceberg.as_ref().unwrap();
-
     let err = format!(
         "{:#}",
-        check_iceberg(iceberg, Duration::from_secs(20))
+        section(&loaded, "iceberg")
+            .check_connection(Duration::from_secs(20))
             .await
             .unwrap_err()
     );
@@ -144,10 +149,10 @@ async fn catalog_refusing_the_login_is_reported_without_the_password() {
 async fn catalog_timeout_is_reported_without_the_password() {
     let port = silent_server().await;
     let loaded = catalog(&format!("postgres://ingest:{SECRET}@127.0.0.1:{port}/db"));
-    let iceberg = loaded.config.iceberg.as_ref().unwrap();
     let err = format!(
         "{:#}",
-        check_iceberg(iceberg, Duration::from_millis(300))
+        section(&loaded, "iceberg")
+            .check_connection(Duration::from_millis(300))
             .await
             .unwrap_err()
     );
@@ -163,10 +168,10 @@ async fn clickhouse_url_credentials_are_not_shown() {
         &format!("clickhouse: {{ url: \"http://ingest:{SECRET}@127.0.0.1:{port}\" }}"),
         "clickhouse: { table: e }",
     );
-    let conn = loaded.config.clickhouse.as_ref().unwrap();
     let err = format!(
         "{:#}",
-        check_clickhouse(conn, Duration::from_millis(300))
+        section(&loaded, "clickhouse")
+            .check_connection(Duration::from_millis(300))
             .await
             .unwrap_err()
     );
