@@ -228,8 +228,8 @@ mod tests {
     fn positions_at_or_below_the_log_end_pass() {
         let ends = Script::new(&[("t", 0, &[Ok(1000)]), ("t", 1, &[Ok(5000)])]);
         let held = [
-            held("t", 0, &[("clickhouse", 1000), ("iceberg", 990)]),
-            held("t", 1, &[("clickhouse", 10), ("iceberg", 4000)]),
+            held("t", 0, &[("sink-a", 1000), ("sink-b", 990)]),
+            held("t", 1, &[("sink-a", 10), ("sink-b", 4000)]),
         ];
         assert_eq!(check(&held, &ends), vec![]);
     }
@@ -238,8 +238,8 @@ mod tests {
     fn a_position_past_the_log_end_refuses_the_partition_naming_every_sink() {
         let ends = Script::new(&[("t", 0, &[Ok(1000)]), ("t", 1, &[Ok(333)])]);
         let held = [
-            held("t", 0, &[("clickhouse", 1000), ("iceberg", 1000)]),
-            held("t", 1, &[("clickhouse db.e", 987), ("iceberg ns.e", 1009)]),
+            held("t", 0, &[("sink-a", 1000), ("sink-b", 1000)]),
+            held("t", 1, &[("sink-a db.e", 987), ("sink-b ns.e", 1009)]),
         ];
         let refused = check(&held, &ends);
         assert_eq!(refused.len(), 1, "{refused:?}");
@@ -248,8 +248,8 @@ mod tests {
         let message = refused[0].to_string();
         for part in [
             "topic `t` partition 1",
-            "clickhouse db.e at 987",
-            "iceberg ns.e at 1009",
+            "sink-a db.e at 987",
+            "sink-b ns.e at 1009",
             "log end 333",
             RECOVERY_DOC,
         ] {
@@ -259,10 +259,10 @@ mod tests {
 
     #[test]
     fn one_sink_past_the_end_is_enough() {
-        // Only Iceberg had written past the new end (ClickHouse lagged or is new).
+        // Only sink-b had written past the new end (sink-a lagged or is new).
         let ends = Script::new(&[("t", 0, &[Ok(50)])]);
         let refused = check(
-            &[held("t", 0, &[("clickhouse", 40), ("iceberg", 60)])],
+            &[held("t", 0, &[("sink-a", 40), ("sink-b", 60)])],
             &ends,
         );
         assert_eq!(refused.len(), 1);
@@ -273,7 +273,7 @@ mod tests {
         // A new leader's high watermark behind for one answer, then caught up.
         let ends = Script::new(&[("t", 0, &[Ok(900), Ok(1000)])]);
         assert_eq!(
-            check(&[held("t", 0, &[("clickhouse", 1000)])], &ends),
+            check(&[held("t", 0, &[("sink-a", 1000)])], &ends),
             vec![]
         );
     }
@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn an_unreadable_log_end_refuses_rather_than_guesses() {
         let ends = Script::new(&[("t", 0, &[Err("Broker: Leader not available".into())])]);
-        let refused = check(&[held("t", 0, &[("iceberg", 7)])], &ends);
+        let refused = check(&[held("t", 0, &[("sink-b", 7)])], &ends);
         assert_eq!(refused.len(), 1);
         assert!(refused[0].log_end.is_err());
         assert!(refused[0].to_string().contains("Leader not available"));
@@ -316,7 +316,7 @@ mod tests {
     fn partitions_without_positions_ask_nothing() {
         // The script panics on any question: no position, or position 0, asks none.
         let ends = Script::new(&[]);
-        let held = [held("t", 0, &[]), held("t", 1, &[("clickhouse", 0)])];
+        let held = [held("t", 0, &[]), held("t", 1, &[("sink-a", 0)])];
         assert_eq!(check(&held, &ends), vec![]);
     }
 }

@@ -56,11 +56,9 @@ mod tests {
 
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
-    use arrow_schema::{DataType, Field, Schema};
-    use ingest_sink_clickhouse::native::{NativeColumn, Source};
-    use ingest_sink_clickhouse::ranges::ColumnRanges;
-    use ingest_sink_clickhouse::types::{ChType, ServerCaps};
-    use ingest_sink_iceberg::values::TableValues;
+    use arrow_array::RecordBatch;
+    use arrow_schema::DataType;
+    use ingest_sink_api::{Refusal, ValueCheck};
 
     use crate::config::MetadataKind;
     use crate::decode::{JsonDecoder, Message};
@@ -76,10 +74,37 @@ mod tests {
         }
     }
 
-    /// A ClickHouse table with a narrower `day Date` and `n Int16`, an Iceberg table
-    /// with `n int`: rows either refuses are rejected whole, with the right payload and
-    /// every reason; a record that does not match the schema (bisected away first)
-    /// does not shift which payload goes with which refusal.
+    /// A stand-in for a sink's value check (the sinks' own checks are tested in their
+    /// crates, and through the service in `tests/e2e/test_bad_values.py`): refuses the
+    /// rows whose column holds more than its limit.
+    struct AtMost {
+        sink: &'static str,
+        limits: Vec<(&'static str, i64)>,
+    }
+
+    impl ValueCheck for AtMost {
+        fn refusals(&self, batch: &RecordBatch) -> Vec<Refusal> {
+            let mut found = Vec::new();
+            for (column, max) in &self.limits {
+                let values = batch.column_by_name(column).unwrap();
+                let values = arrow_cast::cast(values, &DataType::Int64).unwrap();
+                for (row, value) in values.as_primitive::<Int64Type>().iter().enumerate() {
+                    if let Some(value) = value.filter(|v| v > max) {
+                        let reason = format!("{}: column `{column}`: {value} > {max}", self.sink);
+                        found.push(Refusal { row, reason });
+                    }
+                }
+            }
+            found.sort_by_key(|r| r.row);
+            found
+        }
+    }
+
+    /// One sink refusing a `day` past 2149-06-06 (65,535 days) and an `n` wider than
+    /// 16 bits, another an `n` wider than 32 bits: rows either refuses are rejected
+    /// whole, with the right payload and every reason; a record that does not match
+    /// the schema (bisected away first) does not shift which payload goes with which
+    /// refusal.
     #[test]
     fn rows_a_sink_cannot_store_are_rejected_with_their_record() {
         let schema = ingest_schemas::parse_schema(
@@ -88,30 +113,14 @@ mod tests {
         .unwrap();
         let meta = vec![("_offset".to_string(), MetadataKind::Offset)];
         let mut decoder = JsonDecoder::new(schema, meta, 100).unwrap();
-        let columns = ["id Int64", "day Date", "n Int16"]
-            .iter()
-            .map(|c| {
-                let (name, ty) = c.split_once(' ').unwrap();
-                NativeColumn {
-                    name: name.into(),
-                    type_name: ty.into(),
-                    ty: ChType::parse(ty).unwrap(),
-                    source: Source::Field,
-                }
-            })
-            .collect();
-        let caps = ServerCaps::from_version("18.16.1");
-        decoder.add_check(Arc::new(ColumnRanges::new(
-            "clickhouse db.t",
-            columns,
-            caps,
-        )));
-        let lake = Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("day", DataType::Date32, false),
-            Field::new("n", DataType::Int32, false),
-        ]);
-        decoder.add_check(Arc::new(TableValues::new("iceberg ns.t", Arc::new(lake))));
+        decoder.add_check(Arc::new(AtMost {
+            sink: "narrow db.t",
+            limits: vec![("day", 65_535), ("n", i16::MAX.into())],
+        }));
+        decoder.add_check(Arc::new(AtMost {
+            sink: "wide ns.t",
+            limits: vec![("n", i32::MAX.into())],
+        }));
 
         let payloads = [
             r#"{"id": 0, "day": "2024-01-01", "n": 1}"#,
@@ -147,19 +156,18 @@ mod tests {
         assert!(by_offset(1).error.contains("does not match the schema"));
         let day = &by_offset(2).error;
         assert!(
-            day.contains("clickhouse db.t: column `day` (Date)") && !day.contains("iceberg"),
+            day.contains("narrow db.t: column `day`") && !day.contains("wide"),
             "{day}"
         );
         // Too wide for both sinks: both reasons.
         let both = &by_offset(4).error;
         assert!(
-            both.contains("clickhouse db.t: column `n`")
-                && both.contains("iceberg ns.t: column `n`"),
+            both.contains("narrow db.t: column `n`") && both.contains("wide ns.t: column `n`"),
             "{both}"
         );
         let one = &by_offset(5).error;
         assert!(
-            one.contains("clickhouse db.t: column `n` (Int16)") && !one.contains("iceberg"),
+            one.contains("narrow db.t: column `n`: 40000") && !one.contains("wide"),
             "{one}"
         );
     }
