@@ -2,13 +2,13 @@
 //! ClickHouse and Iceberg as the configured routes say.
 
 pub mod config;
-pub mod plugins;
 pub mod consumer;
 pub mod dead_letter;
 pub mod decode;
 pub mod health;
 pub mod logging;
+pub mod pipeline;
+pub mod plugins;
 pub mod produce;
 pub mod protocol;
 pub mod route;
-pub mod runtime;

@@ -172,7 +172,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 );
             }
             if connect {
-                ingest::runtime::check_connections(&loaded, timeout).await?;
+                ingest::pipeline::check_connections(&loaded, timeout).await?;
             }
             println!("{}: ok", config.display());
             Ok(())
@@ -226,7 +226,7 @@ async fn run(loaded: Loaded) -> anyhow::Result<()> {
         tracing::info!("signal received");
         let _ = stop.send(true);
     });
-    ingest::runtime::run(loaded, health, stopped).await
+    ingest::pipeline::run(loaded, health, stopped).await
 }
 
 async fn wait_for_signal() {

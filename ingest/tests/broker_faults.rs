@@ -185,7 +185,7 @@ fn start(
             .enable_all()
             .build()
             .unwrap()
-            .block_on(ingest::runtime::run(loaded, Health::new(), stopped))
+            .block_on(ingest::pipeline::run(loaded, Health::new(), stopped))
     })
 }
 

@@ -186,9 +186,10 @@ mod tests {
     #[test]
     fn missing_secret_file_names_key_and_path_only() {
         let dir = secret_dir();
-        let mut v: Value =
-            serde_norway::from_str("kafka:\n  properties:\n    sasl.password: \"${file:nope/pw}\"\n")
-                .unwrap();
+        let mut v: Value = serde_norway::from_str(
+            "kafka:\n  properties:\n    sasl.password: \"${file:nope/pw}\"\n",
+        )
+        .unwrap();
         let err = interpolate(&mut v, "", &mut sources(&dir)).unwrap_err();
         assert!(
             err.starts_with("at `kafka.properties.sasl.password`"),

@@ -199,6 +199,9 @@ pub struct Route {
     pub sinks: Vec<RouteSink>,
 }
 
+/// The configured sinks' top-level sections, by key.
+pub type Sections = Vec<(&'static str, Arc<dyn SinkSection>)>;
+
 /// One table a route writes to.
 #[derive(Debug, Clone)]
 pub struct RouteSink {
@@ -212,7 +215,7 @@ pub struct RouteSink {
 pub struct Loaded {
     pub config: Config,
     /// Each configured sink's top-level section, by its key, in registration order.
-    pub sinks: Vec<(&'static str, Arc<dyn SinkSection>)>,
+    pub sinks: Sections,
     pub routes: Vec<Route>,
     pub path: PathBuf,
     /// Every secret the config holds (values of sensitive keys, URI passwords, values
@@ -311,7 +314,7 @@ fn collect_secrets(value: &serde_norway::Value, key: Option<&str>, out: &mut Vec
 fn validate(
     config: &Config,
     base: &Path,
-    sections: &[(&'static str, Arc<dyn SinkSection>)],
+    sections: &Sections,
     route_blocks: Vec<sinks::Blocks>,
 ) -> Result<Vec<Route>, String> {
     if config.routes.is_empty() {

@@ -29,7 +29,7 @@ pub(super) fn resolve(
     blocks: Blocks,
     config: &Config,
     base: &Path,
-    sections: &[(&'static str, Arc<dyn SinkSection>)],
+    sections: &super::Sections,
     seen: &mut Seen,
 ) -> Result<Route, String> {
     let at = |(key, message): Problem| format!("at `routes[{i}].{key}`: {message}");
@@ -63,7 +63,10 @@ pub(super) fn resolve(
 fn topic_matcher(route: &RouteConfig, seen: &mut Seen) -> Result<Option<Regex>, Problem> {
     let pattern = match (&route.topic_pattern, route.topics.is_empty()) {
         (Some(_), false) => {
-            return Err(problem("topics", "give `topics` or `topic_pattern`, not both"));
+            return Err(problem(
+                "topics",
+                "give `topics` or `topic_pattern`, not both",
+            ));
         }
         (None, true) => return Err(problem("topics", "give `topics` or `topic_pattern`")),
         (Some(p), true) => Some(topics::matcher(p).map_err(|e| problem("topic_pattern", e))?),
@@ -114,7 +117,7 @@ fn open_tables(
     blocks: Blocks,
     spec: &RouteSpec,
     route: &RouteConfig,
-    sections: &[(&'static str, Arc<dyn SinkSection>)],
+    sections: &super::Sections,
     seen: &mut Seen,
 ) -> Result<Vec<RouteSink>, Problem> {
     if blocks.is_empty() {

@@ -3,9 +3,8 @@
 //! strictly, and each is handed to its sink's plug-in to parse and check.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use ingest_sink_api::{SinkPlugin, SinkSection};
+use ingest_sink_api::SinkPlugin;
 use serde_norway::Value;
 
 use crate::plugins;
@@ -57,10 +56,7 @@ fn take(map: &mut serde_norway::Mapping, at: &str) -> Result<Blocks, String> {
 }
 
 /// Parses each sink's top-level section.
-pub fn open_sections(
-    sections: Blocks,
-    base: &Path,
-) -> Result<Vec<(&'static str, Arc<dyn SinkSection>)>, String> {
+pub fn open_sections(sections: Blocks, base: &Path) -> Result<super::Sections, String> {
     sections
         .into_iter()
         .map(|(plugin, block)| {
@@ -81,6 +77,11 @@ pub fn environment_secrets(
     plugins::registered()
         .into_iter()
         .filter(|plugin| config.get(plugin.key()).is_some())
-        .flat_map(|plugin| plugin.secret_env().iter().filter_map(|name| env_lookup(name)))
+        .flat_map(|plugin| {
+            plugin
+                .secret_env()
+                .iter()
+                .filter_map(|name| env_lookup(name))
+        })
         .collect()
 }

@@ -224,7 +224,11 @@ fn load_with_files(text: &str, files: &[(&str, &str)]) -> Result<Loaded, ConfigE
 
 /// The ClickHouse section as `Debug` shows it (passwords masked).
 fn clickhouse_section(loaded: &Loaded) -> String {
-    let (_, section) = loaded.sinks.iter().find(|(k, _)| *k == "clickhouse").unwrap();
+    let (_, section) = loaded
+        .sinks
+        .iter()
+        .find(|(k, _)| *k == "clickhouse")
+        .unwrap();
     format!("{section:?}")
 }
 

@@ -261,10 +261,7 @@ mod tests {
     fn one_sink_past_the_end_is_enough() {
         // Only sink-b had written past the new end (sink-a lagged or is new).
         let ends = Script::new(&[("t", 0, &[Ok(50)])]);
-        let refused = check(
-            &[held("t", 0, &[("sink-a", 40), ("sink-b", 60)])],
-            &ends,
-        );
+        let refused = check(&[held("t", 0, &[("sink-a", 40), ("sink-b", 60)])], &ends);
         assert_eq!(refused.len(), 1);
     }
 
@@ -272,10 +269,7 @@ mod tests {
     fn a_lagging_log_end_that_catches_up_is_not_a_refusal() {
         // A new leader's high watermark behind for one answer, then caught up.
         let ends = Script::new(&[("t", 0, &[Ok(900), Ok(1000)])]);
-        assert_eq!(
-            check(&[held("t", 0, &[("sink-a", 1000)])], &ends),
-            vec![]
-        );
+        assert_eq!(check(&[held("t", 0, &[("sink-a", 1000)])], &ends), vec![]);
     }
 
     #[test]

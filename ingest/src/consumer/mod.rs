@@ -50,7 +50,7 @@ pub struct IngestContext {
 
 /// How long a revocation waits for a sink write attempt under way on its partitions
 /// (below librdkafka's default `max.poll.interval.ms` of 300 s). A failing sink's backoff
-/// between attempts is not waited for (see `runtime::lanes::write_with_retry`).
+/// between attempts is not waited for (see `pipeline::write::write_with_retry`).
 const REVOKE_WAIT: Duration = Duration::from_secs(60);
 
 impl IngestContext {

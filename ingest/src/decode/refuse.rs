@@ -54,9 +54,9 @@ pub fn keep_mask(rows: usize, refused: &BTreeMap<usize, String>) -> BooleanArray
 mod tests {
     use std::sync::Arc;
 
+    use arrow_array::RecordBatch;
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
-    use arrow_array::RecordBatch;
     use arrow_schema::DataType;
     use ingest_sink_api::{Refusal, ValueCheck};
 

@@ -6,11 +6,11 @@
 
 pub mod connect;
 mod coordinate_columns;
-mod plugin;
 pub mod ddl;
 pub mod engine;
 pub mod gate;
 pub mod native;
+mod plugin;
 pub mod progress;
 pub mod ranges;
 pub mod types;
@@ -25,7 +25,6 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 pub use connect::ClickHouseTls;
-pub use plugin::ClickHousePlugin;
 use coordinate_columns::{fill_coordinates, with_coordinate_fields};
 use gate::{Gates, Partition};
 use ingest_sink_api::secret::{ExposeSecret, SecretString, redact_uri};
@@ -33,6 +32,7 @@ use ingest_sink_api::{
     BatchOverride, Coordinates, OffsetMap, Sink, SinkBatch, SinkError, WriteOutcome,
 };
 use native::{NativeColumn, encode_block};
+pub use plugin::ClickHousePlugin;
 pub use progress::CoordinateColumns;
 use progress::{Entry, Ledger, LedgerReader};
 use types::{ChType, ServerCaps, quote_ident};

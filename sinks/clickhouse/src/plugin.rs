@@ -71,8 +71,8 @@ impl SinkSection for Section {
 
     async fn check_connection(&self, timeout: Duration) -> anyhow::Result<String> {
         let url = self.conn.display_url();
-        let client =
-            crate::try_client(&self.conn).map_err(|e| anyhow::anyhow!("clickhouse `{url}`: {e}"))?;
+        let client = crate::try_client(&self.conn)
+            .map_err(|e| anyhow::anyhow!("clickhouse `{url}`: {e}"))?;
         let (version, _) = tokio::time::timeout(timeout, crate::server_caps(&client))
             .await
             .map_err(|_| anyhow::anyhow!("clickhouse `{url}` unreachable: timed out"))?

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use iceberg::Catalog;
 use ingest_sink_api::{
-    BatchOverride, ConfigProblem, OpenContext, RouteSpec, Sink, SinkError, SinkPlugin,
-    SinkSection, SinkTable, parse_block, secret,
+    BatchOverride, ConfigProblem, OpenContext, RouteSpec, Sink, SinkError, SinkPlugin, SinkSection,
+    SinkTable, parse_block, secret,
 };
 use serde::Deserialize;
 use tokio::sync::OnceCell;
@@ -129,7 +129,10 @@ impl SinkTable for Table {
     async fn open(&self, context: OpenContext) -> Result<Box<dyn Sink>, SinkError> {
         let namespace = &self.section.config.namespace;
         let catalog = self.section.catalog().await.map_err(|message| {
-            SinkError::permanent(format!("iceberg {namespace}.{}", self.config.table), message)
+            SinkError::permanent(
+                format!("iceberg {namespace}.{}", self.config.table),
+                message,
+            )
         })?;
         let sink = IcebergSink::open(
             Arc::clone(catalog),

@@ -19,6 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::*;
 use crate::config::load_str;
+use crate::route::RouteState;
 
 /// What a stand-in sink holds: every row's position, and its durable positions.
 #[derive(Default)]
@@ -151,7 +152,7 @@ async fn a_failing_sink_does_not_stop_the_healthy_one() {
     // The loop is not `Send`: it runs here, the load and the checks in a task (which
     // stops the loop when done, or when it panics by dropping `stop`).
     let driver = tokio::spawn(drive(topic, brokers, stop, failing, healthy, down));
-    consume(
+    consume::consume(
         loaded,
         Health::new(),
         shutdown,

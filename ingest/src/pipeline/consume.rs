@@ -1,0 +1,248 @@
+//! Step 1: poll records and hand each to its route's batch; act on rebalances; and at
+//! shutdown flush what is open and commit it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use ingest_sink_api::{OffsetMap, PositionReader};
+use rdkafka::consumer::Consumer as _;
+use rdkafka::message::{BorrowedMessage, Message as _};
+use tokio::sync::watch;
+
+use super::Pipeline;
+use crate::config::Loaded;
+use crate::consumer::{self, Consumer, RebalanceEvent, Resume};
+use crate::dead_letter::DeadLetters;
+use crate::decode::Message;
+use crate::health::Health;
+use crate::protocol::Offsets;
+use crate::route::RouteState;
+
+/// How often quiet routes are checked against their `max_age`.
+const TICK: Duration = Duration::from_millis(50);
+
+/// The loop over opened routes: `committed` is shared with the consumer's fence.
+pub(super) async fn consume(
+    loaded: Loaded,
+    health: Health,
+    shutdown: watch::Receiver<bool>,
+    consumer: Arc<Consumer>,
+    committed: Arc<Mutex<OffsetMap>>,
+    mut routes: Vec<RouteState>,
+) -> anyhow::Result<()> {
+    let positions = resume_from_sinks(&loaded, &consumer, &routes);
+    let dead_letters = if routes.iter().any(|r| r.route.dead_letter_topic.is_some()) {
+        Some(DeadLetters::new(&loaded.config.kafka)?)
+    } else {
+        None
+    };
+    let subscriptions = loaded.subscriptions();
+    let topics: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(?subscriptions, group = %loaded.config.kafka.group_id, "consuming");
+    health.set_ready(true);
+
+    let mut pipeline = Pipeline {
+        positions,
+        loaded: &loaded,
+        consumer: &consumer,
+        dead_letters: dead_letters.as_ref(),
+        route_of: HashMap::new(),
+        last_route: None,
+        health: &health,
+        offsets: Offsets::new(routes.iter().map(|r| r.lanes.len())),
+        committed,
+        shutdown,
+    };
+    let result = pipeline.consume_until_stopped(&mut routes).await;
+    health.set_ready(false);
+    // On failure nothing past it was committed: the next start replays it.
+    result?;
+    pipeline.shut_down(&mut routes).await?;
+    if let Some(d) = &dead_letters {
+        d.flush();
+    }
+    consumer.unsubscribe();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Newly assigned partitions start where their sinks stand (read from the sinks
+/// themselves); returns each route's position readers by route name.
+fn resume_from_sinks(
+    loaded: &Loaded,
+    consumer: &Consumer,
+    routes: &[RouteState],
+) -> HashMap<String, Vec<Arc<dyn PositionReader>>> {
+    let readers: Vec<Vec<Arc<dyn PositionReader>>> = routes
+        .iter()
+        .map(|r| {
+            r.lanes
+                .iter()
+                .filter_map(|lane| lane.sink.as_ref().map(|s| s.position_reader()))
+                .collect()
+        })
+        .collect();
+    let positions = routes
+        .iter()
+        .zip(&readers)
+        .map(|(r, readers)| (r.route.name.clone(), readers.clone()))
+        .collect();
+    let route_of = {
+        let loaded = loaded.clone();
+        Box::new(move |topic: &str| loaded.route_for(topic))
+    };
+    consumer.context().set_resume(Resume::new(
+        readers,
+        route_of,
+        tokio::runtime::Handle::current(),
+    ));
+    positions
+}
+
+impl Pipeline<'_> {
+    /// Reads records until asked to stop; every tick, finished writes are collected
+    /// and batches past their age are flushed.
+    async fn consume_until_stopped(&mut self, routes: &mut [RouteState]) -> anyhow::Result<()> {
+        let consumer = self.consumer;
+        let mut last_tick = Instant::now();
+        let mut since_tick = 0u32;
+        loop {
+            if self.shutdown.has_changed().unwrap_or(true) {
+                return Ok(());
+            }
+            // Messages already fetched are taken without arming a timer; only an empty
+            // queue waits, and then at most one tick.
+            let received = match consumer.recv().now_or_never() {
+                Some(received) => Some(received),
+                None => tokio::time::timeout(TICK, consumer.recv()).await.ok(),
+            };
+            let quiet = received.is_none();
+            match received {
+                None => {}
+                Some(Err(e)) if consumer::is_authentication_failure(&e) => {
+                    anyhow::bail!(
+                        "kafka brokers `{}` refused the login: {e} (check sasl.username, sasl.password and sasl.mechanism)",
+                        self.loaded.config.kafka.brokers
+                    );
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "kafka error"),
+                Some(Ok(message)) => self.take(routes, message).await?,
+            }
+            // Age limits and finished writes are looked at every tick (the clock is read
+            // every 32 messages, not per message: a steady trickle must not delay them).
+            since_tick += 1;
+            if quiet || since_tick >= 32 {
+                since_tick = 0;
+                let now = Instant::now();
+                if quiet || now.duration_since(last_tick) >= TICK {
+                    last_tick = now;
+                    self.handle_rebalances(routes)?;
+                    self.flush_due(routes).await?;
+                }
+            }
+        }
+    }
+
+    /// Hands one record to its route's batch (it is decoded there); a full batch is
+    /// flushed.
+    async fn take(
+        &mut self,
+        routes: &mut [RouteState],
+        message: BorrowedMessage<'_>,
+    ) -> anyhow::Result<()> {
+        self.handle_rebalances(routes)?;
+        let topic = message.topic();
+        let Some(index) = self.route_index(topic) else {
+            tracing::warn!(topic, "message from a topic no route matches");
+            return Ok(());
+        };
+        let view = Message {
+            topic,
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis(),
+            key: message.key(),
+            payload: message.payload(),
+        };
+        routes[index].push(&view);
+        drop(message);
+        self.health.record_consumed();
+        if routes[index].full() {
+            self.flush(&mut routes[index], false).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every open batch, waits for the writes, and commits what they made
+    /// durable.
+    async fn shut_down(&mut self, routes: &mut [RouteState]) -> anyhow::Result<()> {
+        tracing::info!("shutting down: flushing open batches");
+        // Partitions revoked by the last poll must not be flushed or committed.
+        self.handle_rebalances(routes)?;
+        for route in routes.iter_mut() {
+            self.flush(route, true).await?;
+            for lane in 0..route.lanes.len() {
+                self.finish_lane(route, lane).await?;
+            }
+        }
+        self.final_commit();
+        Ok(())
+    }
+
+    fn route_index(&mut self, topic: &str) -> Option<usize> {
+        // Consecutive messages mostly come from one topic: skip the map then.
+        if let Some((last, found)) = &self.last_route
+            && last == topic
+        {
+            return *found;
+        }
+        let found = self.lookup_route(topic);
+        self.last_route = Some((topic.to_string(), found));
+        found
+    }
+
+    fn lookup_route(&mut self, topic: &str) -> Option<usize> {
+        if let Some(found) = self.route_of.get(topic) {
+            return *found;
+        }
+        let found = self.loaded.route_for(topic);
+        self.route_of.insert(topic.to_string(), found);
+        found
+    }
+
+    /// Rows of revoked partitions are dropped: their new owner reads them again from
+    /// the committed offset, which never passes what every sink has written.
+    pub(super) fn handle_rebalances(&mut self, routes: &mut [RouteState]) -> anyhow::Result<()> {
+        for event in self.consumer.context().take_events() {
+            match event {
+                RebalanceEvent::Refused(refused) => return Err(consumer::refusal(&refused)),
+                RebalanceEvent::LogReset(topic, partition) => {
+                    let context = self.consumer.context();
+                    let refused =
+                        context.check_log_end(self.consumer.as_ref(), &topic, partition)?;
+                    if !refused.is_empty() {
+                        return Err(consumer::refusal(&refused));
+                    }
+                }
+                RebalanceEvent::Revoked(partitions) => {
+                    for route in routes.iter_mut() {
+                        route.revoke(&partitions);
+                    }
+                    // Never commit for a partition another member now owns.
+                    self.offsets.revoke(&partitions);
+                    *self.committed.lock().expect("offsets poisoned") =
+                        self.offsets.committed().clone();
+                    self.health.add_partitions(-(partitions.len() as i64));
+                }
+                RebalanceEvent::Assigned(partitions) => {
+                    self.health.add_partitions(partitions.len() as i64);
+                    self.offsets.assign(&partitions);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,251 @@
+//! Step 2: a lane's batch goes to its sink. Each write runs in a task of its own (so
+//! decoding goes on), is retried with backoff while the sink fails, and is finished by
+//! telling the protocol what the sink made durable, then committing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ingest_sink_api::{Sink, SinkBatch, SinkError, WriteOutcome, retry};
+use rdkafka::consumer::Consumer as _;
+use tokio::sync::watch;
+
+use super::Pipeline;
+use crate::config::OnError;
+use crate::consumer::Ownership;
+use crate::decode::Rejected;
+use crate::health::Health;
+use crate::protocol::Partition;
+use crate::route::{LaneOutcome, RouteState};
+
+impl Pipeline<'_> {
+    pub(super) async fn flush_due(&mut self, routes: &mut [RouteState]) -> anyhow::Result<()> {
+        let now = Instant::now();
+        for route in routes.iter_mut() {
+            for lane in 0..route.lanes.len() {
+                if route.lanes[lane]
+                    .in_flight
+                    .as_ref()
+                    .is_some_and(|h| h.is_finished())
+                {
+                    self.finish_lane(route, lane).await?;
+                }
+            }
+            if route.due(now) {
+                self.flush(route, false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the decoded rows to every lane (after the dead-letter topic took the bad
+    /// records), then starts a write for each lane that is due (every lane with rows
+    /// when `all`). A lane still writing its previous batch keeps collecting, unless it
+    /// holds twice its limits: then reading waits for it, or, when its sink is failing
+    /// and another lane of the route still takes rows, the lane sheds (drops its rows
+    /// and takes none until its write succeeds, then its partitions are read again).
+    pub(super) async fn flush(&mut self, route: &mut RouteState, all: bool) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let due: Vec<bool> = (0..route.lanes.len())
+            .map(|lane| all || route.lane_due(lane, now))
+            .collect();
+        let chunk = route.take_chunk();
+        self.dispose_rejected(route, &chunk.rejected).await?;
+        route.distribute(&chunk);
+        for (lane, due) in due.into_iter().enumerate() {
+            if !due {
+                continue;
+            }
+            let state = &route.lanes[lane];
+            if state.busy() && !all {
+                if !state.holds_times(2, 0, 0) {
+                    continue;
+                }
+                if self.may_shed(route, lane) {
+                    route.lanes[lane].shed();
+                    tracing::warn!(
+                        route = %route.route.name,
+                        sink = %route.lanes[lane].name,
+                        "sink down and its lane full: dropping its unwritten rows, to be read \
+                         again from its own positions once it is back"
+                    );
+                    continue;
+                }
+            }
+            self.finish_lane(route, lane).await?;
+            if route.lanes[lane].has_open() {
+                self.start_lane(route, lane);
+            }
+        }
+        Ok(())
+    }
+
+    /// Bad records go to the route's dead-letter topic (their offsets count once it
+    /// acknowledged them), or stop the service when the route has none.
+    pub(super) async fn dispose_rejected(
+        &self,
+        route: &RouteState,
+        rejected: &[Rejected],
+    ) -> anyhow::Result<()> {
+        let Some(first) = rejected.first() else {
+            return Ok(());
+        };
+        match (
+            route.route.on_error,
+            &route.route.dead_letter_topic,
+            self.dead_letters,
+        ) {
+            (OnError::DeadLetter, Some(topic), Some(dl)) => {
+                for r in rejected {
+                    tracing::warn!(route = %route.route.name, topic = %r.topic, partition = r.partition,
+                        offset = r.offset, error = %r.error, dead_letter = %topic, "bad record");
+                }
+                dl.send(topic, &route.route.name, rejected).await?;
+                self.health
+                    .record_rejected(&route.route.name, rejected.len() as u64);
+                Ok(())
+            }
+            _ => anyhow::bail!(
+                "route `{}`: record {}/{}@{} cannot be decoded ({}); set `dead_letter.topic` to divert bad records",
+                route.route.name,
+                first.topic,
+                first.partition,
+                first.offset,
+                first.error
+            ),
+        }
+    }
+
+    /// Writes the lane's open batch in a task of its own, so decoding goes on.
+    pub(super) fn start_lane(&self, route: &mut RouteState, lane: usize) {
+        let state = &mut route.lanes[lane];
+        let mut sink = state.sink.take().expect("the lane's sink is home");
+        let mut batch = state.take();
+        batch.epoch = self.consumer.context().ownership.epoch();
+        let health = self.health.clone();
+        let shutdown = self.shutdown.clone();
+        let consumer = Arc::clone(self.consumer);
+        let started = Instant::now();
+        state.in_flight = Some(tokio::spawn(async move {
+            let rows = batch.num_rows();
+            let ownership = &consumer.context().ownership;
+            let result =
+                write_with_retry(sink.as_mut(), &batch, ownership, &health, shutdown).await;
+            LaneOutcome {
+                sink,
+                result,
+                positions: batch.positions,
+                epoch: batch.epoch,
+                rows,
+                started,
+            }
+        }));
+    }
+
+    /// Waits for the lane's write, if any, records what its sink made durable and
+    /// commits what every lane of the route has made durable.
+    pub(super) async fn finish_lane(
+        &mut self,
+        route: &mut RouteState,
+        lane: usize,
+    ) -> anyhow::Result<()> {
+        let state = &mut route.lanes[lane];
+        let Some(handle) = state.in_flight.take() else {
+            return Ok(());
+        };
+        let outcome = handle.await?;
+        state.sink = Some(outcome.sink);
+        let written = match outcome.result {
+            Ok(written) => written,
+            Err(e) if e.is_fenced() => {
+                // Another instance owns these partitions now: it writes them. Should
+                // this member still be reading some of them (the group kept them here
+                // after all), it reads them again from the sinks' positions: a dropped
+                // batch must never leave a gap behind the consumer's position.
+                tracing::warn!(sink = %state.name, error = %e, "batch dropped: partitions lost");
+                let partitions: Vec<Partition> = outcome.positions.partitions().collect();
+                self.rewind(route, &partitions).await?;
+                return self.unshed(route, lane).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Partitions revoked since the batch started belong to another member, or were
+        // given back and are read again from the sinks' positions: their offsets do not
+        // count, even if the sink wrote some of their rows.
+        let revoked = self
+            .consumer
+            .context()
+            .ownership
+            .revoked_since(outcome.epoch, &outcome.positions);
+        let counted = self.offsets.written(
+            route.index,
+            lane,
+            &outcome.positions,
+            &revoked,
+            &written.not_owned,
+        );
+        let state = &route.lanes[lane];
+        self.health
+            .record_flush(&route.route.name, &state.name, outcome.rows as u64);
+        tracing::info!(
+            route = %route.route.name,
+            sink = %state.name,
+            rows = outcome.rows,
+            elapsed_ms = outcome.started.elapsed().as_millis() as u64,
+            "flushed"
+        );
+        if !written.not_owned.is_empty() {
+            self.rewind(route, &written.not_owned).await?;
+        }
+        self.commit(&counted.commit)?;
+        self.unshed(route, lane).await
+    }
+}
+
+/// Retries retryable failures with exponential backoff (capped at 30 s); the service
+/// reports itself not ready meanwhile. Other failures stop the service. A revocation of
+/// the batch's partitions waits for an attempt under way, never for the backoff between
+/// attempts: a rebalance during a sink outage must not stall the group (the next attempt
+/// passes the fence again, which refuses partitions revoked since the batch started).
+pub(super) async fn write_with_retry(
+    sink: &mut dyn Sink,
+    batch: &SinkBatch,
+    ownership: &Ownership,
+    health: &Health,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<WriteOutcome, SinkError> {
+    let mut delays = retry::backoff(Duration::from_millis(200), Duration::from_secs(30));
+    let mut failures = 0u32;
+    loop {
+        let attempt = {
+            let _writing = ownership.writing(&batch.positions);
+            sink.write(batch).await
+        };
+        match attempt {
+            Ok(written) => {
+                if failures > 0 {
+                    tracing::info!(sink = sink.name(), failures, "sink recovered");
+                    health.set_sink_failing(sink.name(), false);
+                }
+                return Ok(written);
+            }
+            Err(e) if e.is_retryable() => {
+                failures += 1;
+                health.set_sink_failing(sink.name(), true);
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "sink write failed");
+                // A shutdown during retries gives up without committing: the next start
+                // replays the batch.
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => {
+                        return Err(SinkError::permanent(sink.name().to_string(), format!("shutting down while retrying ({e}); the batch is not committed and will be replayed")));
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
