@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use ingest_sink_api::{RouteSpec, SinkSection};
+use ingest_sink_api::RouteSpec;
 use regex::Regex;
 
 use super::sinks::Blocks;
