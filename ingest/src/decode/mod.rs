@@ -1,4 +1,4 @@
-//! Kafka messages decoded once, straight into Arrow columns.
+//! Step 2, decode: Kafka messages decoded once, straight into Arrow columns.
 //!
 //! JSON goes through arrow-json's tape decoder (no `serde_json::Value` per record):
 //! each message is fed on its own so a malformed one is caught and rejected alone, and

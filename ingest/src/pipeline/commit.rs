@@ -1,4 +1,4 @@
-//! Step 3: the Kafka commit of what every sink of a route made durable (which offsets
+//! Step 6, Kafka commit: the commit of what every sink of a route made durable (which offsets
 //! may be committed is the protocol's rule, see `crate::protocol`).
 
 use ingest_sink_api::OffsetMap;

@@ -1,4 +1,4 @@
-//! Step 1: poll records and hand each to its route's batch; act on rebalances; and at
+//! Step 1, consume: poll records and hand each to its route's batch; act on rebalances; and at
 //! shutdown flush what is open and commit it.
 
 use std::collections::HashMap;
@@ -12,13 +12,13 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::sync::watch;
 
 use super::Pipeline;
+use crate::batch::RouteBatch;
 use crate::config::Loaded;
 use crate::consumer::{self, Consumer, RebalanceEvent, Resume};
 use crate::dead_letter::DeadLetters;
 use crate::decode::Message;
 use crate::health::Health;
 use crate::protocol::Offsets;
-use crate::route::RouteState;
 
 /// How often quiet routes are checked against their `max_age`.
 const TICK: Duration = Duration::from_millis(50);
@@ -30,7 +30,7 @@ pub(super) async fn consume(
     shutdown: watch::Receiver<bool>,
     consumer: Arc<Consumer>,
     committed: Arc<Mutex<OffsetMap>>,
-    mut routes: Vec<RouteState>,
+    mut routes: Vec<RouteBatch>,
 ) -> anyhow::Result<()> {
     let positions = resume_from_sinks(&loaded, &consumer, &routes);
     let dead_letters = if routes.iter().any(|r| r.route.dead_letter_topic.is_some()) {
@@ -74,7 +74,7 @@ pub(super) async fn consume(
 fn resume_from_sinks(
     loaded: &Loaded,
     consumer: &Consumer,
-    routes: &[RouteState],
+    routes: &[RouteBatch],
 ) -> HashMap<String, Vec<Arc<dyn PositionReader>>> {
     let readers: Vec<Vec<Arc<dyn PositionReader>>> = routes
         .iter()
@@ -105,7 +105,7 @@ fn resume_from_sinks(
 impl Pipeline<'_> {
     /// Reads records until asked to stop; every tick, finished writes are collected
     /// and batches past their age are flushed.
-    async fn consume_until_stopped(&mut self, routes: &mut [RouteState]) -> anyhow::Result<()> {
+    async fn consume_until_stopped(&mut self, routes: &mut [RouteBatch]) -> anyhow::Result<()> {
         let consumer = self.consumer;
         let mut last_tick = Instant::now();
         let mut since_tick = 0u32;
@@ -150,7 +150,7 @@ impl Pipeline<'_> {
     /// flushed.
     async fn take(
         &mut self,
-        routes: &mut [RouteState],
+        routes: &mut [RouteBatch],
         message: BorrowedMessage<'_>,
     ) -> anyhow::Result<()> {
         self.handle_rebalances(routes)?;
@@ -178,7 +178,7 @@ impl Pipeline<'_> {
 
     /// Flushes every open batch, waits for the writes, and commits what they made
     /// durable.
-    async fn shut_down(&mut self, routes: &mut [RouteState]) -> anyhow::Result<()> {
+    async fn shut_down(&mut self, routes: &mut [RouteBatch]) -> anyhow::Result<()> {
         tracing::info!("shutting down: flushing open batches");
         // Partitions revoked by the last poll must not be flushed or committed.
         self.handle_rebalances(routes)?;
@@ -215,7 +215,7 @@ impl Pipeline<'_> {
 
     /// Rows of revoked partitions are dropped: their new owner reads them again from
     /// the committed offset, which never passes what every sink has written.
-    pub(super) fn handle_rebalances(&mut self, routes: &mut [RouteState]) -> anyhow::Result<()> {
+    pub(super) fn handle_rebalances(&mut self, routes: &mut [RouteBatch]) -> anyhow::Result<()> {
         for event in self.consumer.context().take_events() {
             match event {
                 RebalanceEvent::Refused(refused) => return Err(consumer::refusal(&refused)),

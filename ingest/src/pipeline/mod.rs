@@ -1,12 +1,17 @@
 //! The pipeline: how one record goes from Kafka into every sink of its route, and its
-//! offset back to Kafka once they all hold it. One file per step:
+//! offset back to Kafka once they all hold it, one file per step:
 //!
-//! 1. `consume.rs`: poll a record and hand it to its route (`crate::route`), where it
-//!    is decoded (`crate::decode`) and batched, one lane per sink.
-//! 2. `write.rs`: a lane's batch is written by its sink (`Sink::write`, which makes it
-//!    durable and records the positions it reached, in the sink's own crate).
-//! 3. `commit.rs`: what every sink of the route made durable is committed to Kafka
-//!    (the rule is `crate::protocol`).
+//! 1. consume: `pipeline/consume.rs` polls a record and hands it to its route;
+//! 2. decode: `decode/mod.rs` turns it into Arrow rows (bad records to the dead-letter
+//!    topic);
+//! 3. batch: `batch/mod.rs` gives the rows to one lane per sink, each with its limits;
+//! 4. sink write: `pipeline/write.rs` hands a due lane's batch to its sink (the sink's
+//!    `write.rs`), retrying while it fails;
+//! 5. sink commit: the sink makes the rows durable with the positions they reach, in
+//!    one step it can be asked about after a crash (ClickHouse: `ledger.rs`, Iceberg:
+//!    `commit.rs`);
+//! 6. Kafka commit: `pipeline/commit.rs` commits what every sink of the route holds
+//!    (which offsets may be committed is `protocol/`'s rule).
 //!
 //! Around them: `open.rs` opens the sinks, `reread.rs` reads partitions again from the
 //! sinks' positions (a dropped or shed batch), `connections.rs` checks the services.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use ingest_sink_api::{Fence, OpenContext, SinkError, retry};
 use tokio::sync::watch;
 
+use crate::batch::RouteBatch;
 use crate::config::Loaded;
-use crate::route::RouteState;
 
 /// Builds the run-time state of every route, opening each of its tables (and creating
 /// them where their sink is configured to). Sinks that must confirm ownership before
@@ -16,10 +16,10 @@ use crate::route::RouteState;
 pub async fn open_routes(
     loaded: &Loaded,
     fence: Arc<dyn Fence>,
-) -> anyhow::Result<Vec<RouteState>> {
+) -> anyhow::Result<Vec<RouteBatch>> {
     let mut states = Vec::with_capacity(loaded.routes.len());
     for (index, route) in loaded.routes.iter().enumerate() {
-        let mut state = RouteState::new(route.clone(), index)?;
+        let mut state = RouteBatch::new(route.clone(), index)?;
         let context = OpenContext {
             schema: state.output_schema(),
             group: loaded.config.kafka.group_id.clone(),
@@ -40,7 +40,7 @@ pub(super) async fn open_with_retry(
     loaded: &Loaded,
     fence: Arc<dyn Fence>,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<Option<Vec<RouteState>>> {
+) -> anyhow::Result<Option<Vec<RouteBatch>>> {
     let mut delays = retry::backoff(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         match open_routes(loaded, Arc::clone(&fence)).await {

@@ -9,13 +9,13 @@ use rdkafka::consumer::Consumer as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Pipeline;
+use crate::batch::RouteBatch;
 use crate::protocol::{Partition, start_offset};
-use crate::route::RouteState;
 
 impl Pipeline<'_> {
     /// A lane may shed while its sink is failing, unless it is the route's last lane
     /// taking rows (then there is nobody to keep reading for: reading waits for it).
-    pub(super) fn may_shed(&self, route: &RouteState, lane: usize) -> bool {
+    pub(super) fn may_shed(&self, route: &RouteBatch, lane: usize) -> bool {
         self.health.sink_failing(&route.lanes[lane].name)
             && route
                 .lanes
@@ -30,7 +30,7 @@ impl Pipeline<'_> {
     /// the decoder go to the other lanes first: they lie past where reading restarts.
     pub(super) async fn unshed(
         &mut self,
-        route: &mut RouteState,
+        route: &mut RouteBatch,
         lane: usize,
     ) -> anyhow::Result<()> {
         if !route.lanes[lane].is_shed() {
@@ -88,7 +88,7 @@ impl Pipeline<'_> {
     /// it continues exactly where each sink stands (never past rows nobody wrote).
     pub(super) async fn rewind(
         &mut self,
-        route: &mut RouteState,
+        route: &mut RouteBatch,
         partitions: &[Partition],
     ) -> anyhow::Result<()> {
         let owned = self.offsets.rewind(partitions);
@@ -120,7 +120,7 @@ impl Pipeline<'_> {
     /// Each sink's own positions for `partitions`, in the route's lane order.
     async fn sink_positions(
         &self,
-        route: &RouteState,
+        route: &RouteBatch,
         partitions: &[Partition],
     ) -> anyhow::Result<Vec<OffsetMap>> {
         let mut wanted = OffsetMap::default();

@@ -18,8 +18,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::*;
+use crate::batch::RouteBatch;
 use crate::config::load_str;
-use crate::route::RouteState;
 
 /// What a stand-in sink holds: every row's position, and its durable positions.
 #[derive(Default)]
@@ -129,7 +129,7 @@ async fn a_failing_sink_does_not_stop_the_healthy_one() {
     let failing = Arc::new(Mutex::new(Held::default()));
     let healthy = Arc::new(Mutex::new(Held::default()));
     let down = Arc::new(AtomicBool::new(true));
-    let mut route = RouteState::new(loaded.routes[0].clone(), 0).unwrap();
+    let mut route = RouteBatch::new(loaded.routes[0].clone(), 0).unwrap();
     route.add_sink(
         Box::new(StandIn {
             name: "failing",

@@ -1,4 +1,4 @@
-//! Step 2: a lane's batch goes to its sink. Each write runs in a task of its own (so
+//! Step 4, sink write: a lane's batch goes to its sink. Each write runs in a task of its own (so
 //! decoding goes on), is retried with backoff while the sink fails, and is finished by
 //! telling the protocol what the sink made durable, then committing.
 
@@ -10,15 +10,15 @@ use rdkafka::consumer::Consumer as _;
 use tokio::sync::watch;
 
 use super::Pipeline;
+use crate::batch::{LaneOutcome, RouteBatch};
 use crate::config::OnError;
 use crate::consumer::Ownership;
 use crate::decode::Rejected;
 use crate::health::Health;
 use crate::protocol::Partition;
-use crate::route::{LaneOutcome, RouteState};
 
 impl Pipeline<'_> {
-    pub(super) async fn flush_due(&mut self, routes: &mut [RouteState]) -> anyhow::Result<()> {
+    pub(super) async fn flush_due(&mut self, routes: &mut [RouteBatch]) -> anyhow::Result<()> {
         let now = Instant::now();
         for route in routes.iter_mut() {
             for lane in 0..route.lanes.len() {
@@ -43,7 +43,7 @@ impl Pipeline<'_> {
     /// holds twice its limits: then reading waits for it, or, when its sink is failing
     /// and another lane of the route still takes rows, the lane sheds (drops its rows
     /// and takes none until its write succeeds, then its partitions are read again).
-    pub(super) async fn flush(&mut self, route: &mut RouteState, all: bool) -> anyhow::Result<()> {
+    pub(super) async fn flush(&mut self, route: &mut RouteBatch, all: bool) -> anyhow::Result<()> {
         let now = Instant::now();
         let due: Vec<bool> = (0..route.lanes.len())
             .map(|lane| all || route.lane_due(lane, now))
@@ -83,7 +83,7 @@ impl Pipeline<'_> {
     /// acknowledged them), or stop the service when the route has none.
     pub(super) async fn dispose_rejected(
         &self,
-        route: &RouteState,
+        route: &RouteBatch,
         rejected: &[Rejected],
     ) -> anyhow::Result<()> {
         let Some(first) = rejected.first() else {
@@ -116,7 +116,7 @@ impl Pipeline<'_> {
     }
 
     /// Writes the lane's open batch in a task of its own, so decoding goes on.
-    pub(super) fn start_lane(&self, route: &mut RouteState, lane: usize) {
+    pub(super) fn start_lane(&self, route: &mut RouteBatch, lane: usize) {
         let state = &mut route.lanes[lane];
         let mut sink = state.sink.take().expect("the lane's sink is home");
         let mut batch = state.take();
@@ -145,7 +145,7 @@ impl Pipeline<'_> {
     /// commits what every lane of the route has made durable.
     pub(super) async fn finish_lane(
         &mut self,
-        route: &mut RouteState,
+        route: &mut RouteBatch,
         lane: usize,
     ) -> anyhow::Result<()> {
         let state = &mut route.lanes[lane];

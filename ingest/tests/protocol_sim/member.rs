@@ -156,7 +156,7 @@ impl Member {
         !self.paused
     }
 
-    /// Drops the buffered rows of `partitions` from every lane (`RouteState::revoke`).
+    /// Drops the buffered rows of `partitions` from every lane (`RouteBatch::revoke`).
     pub fn drop_buffered(&mut self, partitions: &[i32]) {
         for lane in &mut self.lanes {
             lane.open.drop_partitions(partitions);

@@ -1,4 +1,5 @@
-//! A route at run time: its decoder and one lane per sink it feeds.
+//! Step 3, batch: a route's records, decoded (`crate::decode`) and batched: one lane per
+//! sink, each with its own batch and cadence.
 
 mod lane;
 
@@ -15,14 +16,14 @@ use crate::decode::{JsonDecoder, Message, Rejected};
 /// kept for isolating bad records, and the size of each Arrow piece).
 const CHUNK_ROWS: usize = 16 * 1024;
 
-pub struct RouteState {
+pub struct RouteBatch {
     pub route: Route,
     /// The route's place in the configuration (routes' names need not be unique).
     pub index: usize,
     decoder: JsonDecoder,
     /// One per sink, each with its own batch and cadence.
     pub lanes: Vec<Lane>,
-    /// PositionReader of messages in the decoder not yet handed to the lanes, rejected
+    /// Positions of the messages in the decoder not yet handed to the lanes, rejected
     /// records included.
     positions: OffsetMap,
     rejected: Vec<Rejected>,
@@ -40,7 +41,7 @@ pub struct Chunk {
     opened_at: Option<Instant>,
 }
 
-impl RouteState {
+impl RouteBatch {
     pub fn new(route: Route, index: usize) -> anyhow::Result<Self> {
         let metadata = metadata_fields(&route.config.metadata);
         let decoder = JsonDecoder::new(route.schema.clone(), metadata, CHUNK_ROWS)?;
@@ -94,7 +95,7 @@ impl RouteState {
     }
 
     /// True when some lane free to write is full or its oldest message waited
-    /// `max_age` (or a busy lane must be waited for, see [`RouteState::full`]).
+    /// `max_age` (or a busy lane must be waited for, see [`RouteBatch::full`]).
     pub fn due(&self, now: Instant) -> bool {
         self.full()
             || self.taking().any(|lane| {

@@ -35,7 +35,7 @@ impl ingest_sink_api::PositionReader for Nothing {
 }
 
 /// A route with a fast lane (10 rows) and a slow one (100 rows).
-pub(super) fn route() -> RouteState {
+pub(super) fn route() -> RouteBatch {
     // One directory per call: tests run in parallel and rewrite the schema file.
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -57,13 +57,13 @@ routes:
 "#;
     let loaded = load_str(text, &dir.join("c.yaml"), &|_| None).unwrap();
     let route = loaded.routes[0].clone();
-    let mut state = RouteState::new(route.clone(), 0).unwrap();
+    let mut state = RouteBatch::new(route.clone(), 0).unwrap();
     state.add_sink(Box::new(Accepting("fast")), route.sinks[0].table.batch());
     state.add_sink(Box::new(Accepting("slow")), route.sinks[1].table.batch());
     state
 }
 
-pub(super) fn push(route: &mut RouteState, partition: i32, offsets: std::ops::Range<i64>) {
+pub(super) fn push(route: &mut RouteBatch, partition: i32, offsets: std::ops::Range<i64>) {
     for offset in offsets {
         let payload = format!(r#"{{"id": {offset}}}"#);
         route.push(&Message {
