@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ingest::decode::{JsonDecoder, Message};
+use ingest::{JsonDecoder, Message};
 use ingest_sink_clickhouse::{ClickHouseTable, offline_payload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};

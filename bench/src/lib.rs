@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use arrow_schema::SchemaRef;
-use ingest::produce::EventGenerator;
+use ingest::EventGenerator;
 
 /// The example clickstream schema (`schemas/examples/events.yaml`).
 pub fn events_schema() -> SchemaRef {

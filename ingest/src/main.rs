@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ingest::config::{self, Loaded};
-use ingest::decode::{JsonDecoder, Message};
-use ingest::health::{self, Health};
-use ingest::produce::{ProduceOptions, produce};
+use ingest::{Health, serve_health};
+use ingest::{JsonDecoder, Message};
+use ingest::{Loaded, load, metadata_fields};
+use ingest::{ProduceOptions, produce};
 use ingest_sink_api::DryRun;
 use ingest_sink_api::secret::ExposeSecret;
 use tokio::sync::watch;
@@ -121,7 +121,7 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    ingest::logging::init(cli.log_json);
+    ingest::init_logging(cli.log_json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -142,7 +142,7 @@ fn one_line(text: &str) -> String {
 
 /// Loads a config and has its secrets masked in every log line and error from now on.
 fn load_config(path: &std::path::Path) -> anyhow::Result<Loaded> {
-    let loaded = config::load(path)?;
+    let loaded = load(path)?;
     for secret in &loaded.secrets {
         ingest_sink_api::secret::register(secret.expose_secret());
     }
@@ -172,7 +172,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 );
             }
             if connect {
-                ingest::pipeline::check_connections(&loaded, timeout).await?;
+                ingest::check_connections(&loaded, timeout).await?;
             }
             println!("{}: ok", config.display());
             Ok(())
@@ -216,7 +216,7 @@ async fn run(loaded: Loaded) -> anyhow::Result<()> {
     let listen = loaded.config.server.listen.clone();
     let server_health = health.clone();
     tokio::spawn(async move {
-        if let Err(e) = health::serve(&listen, server_health).await {
+        if let Err(e) = serve_health(&listen, server_health).await {
             tracing::error!(error = %e, "health server stopped");
         }
     });
@@ -226,7 +226,7 @@ async fn run(loaded: Loaded) -> anyhow::Result<()> {
         tracing::info!("signal received");
         let _ = stop.send(true);
     });
-    ingest::pipeline::run(loaded, health, stopped).await
+    ingest::run(loaded, health, stopped).await
 }
 
 async fn wait_for_signal() {
@@ -252,7 +252,7 @@ fn dry_run(
         .filter(|r| route.is_none_or(|name| r.name == name))
         .find_map(|r| Some((r, r.sinks.iter().find(|s| s.key == sink)?)))
         .ok_or_else(|| anyhow::anyhow!("no route writing to `{sink}` matches"))?;
-    let metadata = config::metadata_fields(&route.config.metadata);
+    let metadata = metadata_fields(&route.config.metadata);
     let mut decoder = JsonDecoder::new(route.schema.clone(), metadata, 1 << 20)?;
     let text = std::fs::read(input)?;
     let mut rejected = Vec::new();

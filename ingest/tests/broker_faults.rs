@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use ingest::config::{Loaded, load_str};
-use ingest::health::Health;
+use ingest::Health;
+use ingest::{Loaded, load_str};
 use ingest_sink_clickhouse::{ClickHouseConnection, client, query_json};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::{MockCluster, MockCoordinator};
@@ -112,8 +112,8 @@ async fn clickhouse_ids(database: &str) -> Vec<u64> {
 }
 
 /// Event ids in the Iceberg table, read back through a scan of its current snapshot.
-async fn iceberg_ids(loaded: &Loaded) -> Vec<u64> {
-    let dir = loaded.path.parent().unwrap().display();
+async fn iceberg_ids(dir: &Path) -> Vec<u64> {
+    let dir = dir.display();
     let catalog: ingest_sink_iceberg::CatalogConfig = serde_json::from_value(serde_json::json!({
         "type": "sql",
         "uri": format!("sqlite://{dir}/catalog.db"),
@@ -185,7 +185,7 @@ fn start(
             .enable_all()
             .build()
             .unwrap()
-            .block_on(ingest::pipeline::run(loaded, Health::new(), stopped))
+            .block_on(ingest::run(loaded, Health::new(), stopped))
     })
 }
 
@@ -249,7 +249,7 @@ async fn every_event_lands_once_in_each_sink_despite_broker_faults() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.broker_up(2).unwrap();
 
-    wait_for_every_event(&service, &database, &loaded).await;
+    wait_for_every_event(&service, &database, &dir).await;
     stop.send(true).unwrap();
     service
         .join()
@@ -264,7 +264,7 @@ async fn every_event_lands_once_in_each_sink_despite_broker_faults() {
     stop.send(true).unwrap();
     again.join().unwrap().unwrap();
 
-    verify_and_clean_up(&database, &loaded, &dir).await;
+    verify_and_clean_up(&database, &dir).await;
 }
 
 /// Kafka answers a commit made while the group rebalances with ILLEGAL_GENERATION or
@@ -299,13 +299,13 @@ async fn a_commit_refused_during_a_rebalance_loses_nothing() {
         ],
     );
     produce(&bootstrap, EVENTS / 2, EVENTS).await;
-    wait_for_every_event(&service, &database, &loaded).await;
+    wait_for_every_event(&service, &database, &dir).await;
     stop.send(true).unwrap();
     service
         .join()
         .unwrap()
         .expect("the service ends without error");
-    verify_and_clean_up(&database, &loaded, &dir).await;
+    verify_and_clean_up(&database, &dir).await;
 }
 
 /// A fresh directory and ClickHouse database for one test (`name` and the process id),
@@ -324,12 +324,12 @@ fn prepare(name: &str, bootstrap: &str) -> (std::path::PathBuf, String, Loaded) 
 async fn wait_for_every_event(
     service: &std::thread::JoinHandle<anyhow::Result<()>>,
     database: &str,
-    loaded: &Loaded,
+    dir: &Path,
 ) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let ch = clickhouse_ids(database).await.len() as u64;
-        let ice = iceberg_ids(loaded).await.len() as u64;
+        let ice = iceberg_ids(dir).await.len() as u64;
         if ch >= EVENTS && ice >= EVENTS {
             return;
         }
@@ -343,9 +343,9 @@ async fn wait_for_every_event(
 }
 
 /// Each sink holds every event once; drops the test's database and files either way.
-async fn verify_and_clean_up(database: &str, loaded: &Loaded, dir: &Path) {
+async fn verify_and_clean_up(database: &str, dir: &Path) {
     let ch = compare("clickhouse", &clickhouse_ids(database).await);
-    let ice = compare("iceberg", &iceberg_ids(loaded).await);
+    let ice = compare("iceberg", &iceberg_ids(dir).await);
     let conn: ClickHouseConnection =
         serde_json::from_value(serde_json::json!({ "url": clickhouse_url() })).unwrap();
     let _ = client(&conn)

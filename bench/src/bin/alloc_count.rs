@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ingest::decode::{JsonDecoder, Message};
+use ingest::{JsonDecoder, Message};
 
 struct Counting;
 

@@ -6,7 +6,7 @@
 //! back nor replays into the others.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ingest_sink_api::{OffsetMap, Sink, SinkBatch, SinkError};
 
@@ -116,22 +116,8 @@ impl Lane {
                 .is_some_and(|t| now.duration_since(t) >= self.limits.max_age)
     }
 
-    /// How long until the oldest message reaches `max_age`.
-    pub fn time_left(&self, now: Instant, pending_since: Option<Instant>) -> Option<Duration> {
-        self.opened_at
-            .into_iter()
-            .chain(pending_since)
-            .min()
-            .map(|t| self.limits.max_age.saturating_sub(now.duration_since(t)))
-    }
-
     pub fn has_open(&self) -> bool {
         self.opened_at.is_some()
-    }
-
-    /// Bytes buffered here, to stop reading when a sink cannot keep up.
-    pub fn buffered_bytes(&self) -> u64 {
-        self.bytes
     }
 
     /// A write is under way and has not finished.

@@ -3,7 +3,7 @@
 
 mod lane;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ingest_sink_api::{BatchOverride, OffsetMap, Sink, SinkBatch};
 
@@ -113,11 +113,6 @@ impl RouteBatch {
         self.lanes[lane].due(now, self.opened_at, (self.messages, self.bytes))
     }
 
-    /// Nothing buffered anywhere in the route.
-    pub fn is_empty(&self) -> bool {
-        self.opened_at.is_none() && !self.lanes.iter().any(Lane::has_open)
-    }
-
     /// Takes what the decoder holds: rows with their coordinates, and rejected records.
     pub fn take_chunk(&mut self) -> Chunk {
         let (batches, coordinates) = self.decoder.take_with_coordinates(&mut self.rejected);
@@ -169,13 +164,6 @@ impl RouteBatch {
             self.bytes = 0;
             self.messages = 0;
         }
-    }
-
-    /// How long until some lane's oldest message reaches `max_age`.
-    pub fn time_left(&self, now: Instant) -> Option<Duration> {
-        self.taking()
-            .filter_map(|lane| lane.time_left(now, self.opened_at))
-            .min()
     }
 }
 

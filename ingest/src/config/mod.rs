@@ -217,7 +217,6 @@ pub struct Loaded {
     /// Each configured sink's top-level section, by its key, in registration order.
     pub sinks: Sections,
     pub routes: Vec<Route>,
-    pub path: PathBuf,
     /// Every secret the config holds (values of sensitive keys, URI passwords, values
     /// read from `${file:...}`, S3 keys from the environment), for
     /// [`secret::register`] to mask them in logs and errors.
@@ -284,7 +283,6 @@ pub fn load_str(
         config,
         sinks: sections,
         routes,
-        path: path.to_path_buf(),
         secrets: secrets.into_iter().map(SecretString::from).collect(),
     })
 }

@@ -16,7 +16,7 @@ use arrow_json::reader::{Decoder, ReaderBuilder};
 use arrow_schema::{ArrowError, SchemaRef};
 use arrow_select::concat::concat_batches;
 
-pub use metadata::{MessageMeta, MetadataBuilder, output_schema};
+pub use metadata::{MessageMeta, MetadataBuilder};
 
 use crate::config::MetadataKind;
 use ingest_sink_api::{Coordinates, ValueCheck};
@@ -160,11 +160,6 @@ impl JsonDecoder {
     /// Whether the open chunk is full and should be flushed.
     pub fn chunk_full(&self) -> bool {
         self.chunk.spans.len() >= self.chunk_rows
-    }
-
-    /// Rows decoded and not yet taken.
-    pub fn rows(&self) -> usize {
-        self.chunk.spans.len() + self.pieces.iter().map(RecordBatch::num_rows).sum::<usize>()
     }
 
     /// Turns the open chunk into a record batch; rows that do not fit the schema are

@@ -36,7 +36,6 @@ use crate::health::Health;
 use crate::protocol::Offsets;
 
 pub use connections::check_connections;
-pub use open::open_routes;
 
 /// Runs until `shutdown` turns true, then flushes, commits and leaves the group.
 pub async fn run(

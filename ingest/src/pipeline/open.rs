@@ -13,7 +13,7 @@ use crate::config::Loaded;
 /// Builds the run-time state of every route, opening each of its tables (and creating
 /// them where their sink is configured to). Sinks that must confirm ownership before
 /// making rows durable do so with `fence`.
-pub async fn open_routes(
+pub(super) async fn open_routes(
     loaded: &Loaded,
     fence: Arc<dyn Fence>,
 ) -> anyhow::Result<Vec<RouteBatch>> {

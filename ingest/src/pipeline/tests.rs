@@ -8,6 +8,7 @@ use ingest_sink_api::{Fence, Fenced, OffsetMap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::connections::check_kafka;
+use super::open::open_routes;
 use super::*;
 use crate::config::{Loaded, load_str};
 
