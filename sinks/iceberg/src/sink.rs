@@ -38,7 +38,7 @@ const RACE_DELAY_MAX: Duration = Duration::from_secs(1);
 pub struct IcebergSink {
     name: String,
     catalog: Arc<dyn Catalog>,
-    /// The table as this sink last loaded or committed it.
+    /// The table as this sink last loaded it (or made it, by its own commit).
     table: Table,
     /// The table's schema as Arrow, with the field ids the Parquet writer needs.
     target_schema: SchemaRef,
@@ -81,7 +81,7 @@ impl IcebergSink {
         })
     }
 
-    /// Loads the table as it is now: another writer may have committed since.
+    /// Loads the table as it is now: another writer may have changed it since.
     async fn reload(&mut self) -> Result<(), SinkError> {
         self.table = self
             .catalog
@@ -109,7 +109,7 @@ impl IcebergSink {
         todo
     }
 
-    /// Writes the rows of `todo` as data files of the table (not committed yet).
+    /// Writes the rows of `todo` as data files of the table (not in it until `commit`).
     async fn write_files(&self, todo: &SinkBatch) -> Result<Vec<DataFile>, SinkError> {
         let pieces = todo
             .batches
@@ -160,7 +160,7 @@ impl Sink for IcebergSink {
             let files = self.write_files(&todo).await?;
             let mut positions = recorded;
             positions.merge(&batch.positions);
-            let committed = commit(
+            let outcome = commit(
                 &*self.catalog,
                 &self.table,
                 &self.positions_key,
@@ -168,7 +168,7 @@ impl Sink for IcebergSink {
                 &positions,
             )
             .await;
-            match committed {
+            match outcome {
                 Ok(table) => {
                     self.table = table;
                     return Ok(WriteOutcome::default());

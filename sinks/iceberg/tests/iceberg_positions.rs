@@ -49,6 +49,15 @@ impl Fixture {
         .await
     }
 
+    /// A sink that has written the first `rounds` batches of partition 0.
+    async fn sink_that_wrote(&self, rounds: i64) -> IcebergSink {
+        let mut sink = self.sink().await.unwrap();
+        for round in 0..rounds {
+            sink.write(&batch(&self.schema, 0, round)).await.unwrap();
+        }
+        sink
+    }
+
     async fn load(&self) -> Table {
         self.catalog.load_table(&self.ident).await.unwrap()
     }
@@ -105,9 +114,7 @@ fn position(table: &Table) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn positions_outlive_foreign_snapshots_and_expiry() {
     let f = Fixture::new("expiry").await;
-    let mut sink = f.sink().await.unwrap();
-    sink.write(&batch(&f.schema, 0, 0)).await.unwrap();
-    sink.write(&batch(&f.schema, 0, 1)).await.unwrap();
+    let mut sink = f.sink_that_wrote(2).await;
     f.foreign_snapshot(&[("engine", "compaction")]).await;
     let table = f.expire_all_but_current().await;
     assert_eq!(table.metadata().snapshots().count(), 1);
@@ -126,8 +133,7 @@ async fn positions_outlive_foreign_snapshots_and_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_summary_stops_the_sink() {
     let f = Fixture::new("bad-summary").await;
-    let mut sink = f.sink().await.unwrap();
-    sink.write(&batch(&f.schema, 0, 0)).await.unwrap();
+    let mut sink = f.sink_that_wrote(1).await;
     let key = positions_key("group");
     let table = f.foreign_snapshot(&[(key.as_str(), "{not json")]).await;
     let snapshot = table.metadata().current_snapshot_id().unwrap().to_string();
@@ -156,8 +162,7 @@ async fn an_unreadable_summary_stops_the_sink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_property_stops_the_sink() {
     let f = Fixture::new("bad-property").await;
-    let mut sink = f.sink().await.unwrap();
-    sink.write(&batch(&f.schema, 0, 0)).await.unwrap();
+    let mut sink = f.sink_that_wrote(1).await;
     let name = property_key(&positions_key("group"), "events");
     for value in [r#"{"0": "many"}"#, r#"{"0": -5}"#, "[]"] {
         f.set_property(&name, value).await;
@@ -247,8 +252,7 @@ async fn a_concurrent_property_writer_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_groups_properties_are_not_ours() {
     let f = Fixture::new("groups").await;
-    let mut sink = f.sink().await.unwrap();
-    sink.write(&batch(&f.schema, 0, 0)).await.unwrap();
+    f.sink_that_wrote(1).await;
     let theirs = positions_key("group/x");
     f.set_property(&property_key(&theirs, "events"), r#"{"0": 999999}"#)
         .await;
