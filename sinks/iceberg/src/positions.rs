@@ -20,8 +20,9 @@ use iceberg::table::Table;
 use ingest_sink_api::OffsetMap;
 
 /// The snapshot summary key under which a consumer group's positions are stored; the
-/// group's table properties are this key, `/`, and the topic.
-pub fn offsets_key(group: &str) -> String {
+/// group's table properties are this key, `/`, and the topic. (The stored name keeps
+/// "offsets": tables in use hold it.)
+pub fn positions_key(group: &str) -> String {
     format!("ingest.kafka-offsets.{group}")
 }
 
@@ -34,7 +35,7 @@ pub fn property_key(key: &str, topic: &str) -> String {
 /// The positions the table records for the group whose summary key is `key`: the table
 /// properties merged with the newest snapshot summary carrying the key (walking back
 /// from the current snapshot: maintenance snapshots written by other engines lack it).
-pub fn recorded_offsets(table: &Table, key: &str) -> Result<OffsetMap, String> {
+pub fn recorded_positions(table: &Table, key: &str) -> Result<OffsetMap, String> {
     let mut positions = from_properties(table, key)?;
     if let Some(summary) = from_summaries(table, key)? {
         positions.merge(&summary);

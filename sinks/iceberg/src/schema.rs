@@ -1,9 +1,9 @@
-//! From the route's Arrow schema to an Iceberg table schema and partition spec.
+//! From the route's Arrow schema to one an Iceberg table can hold (the partition spec
+//! is `partition`'s).
 
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
-use iceberg::spec::{Schema as IcebergSchema, Transform, UnboundPartitionSpec};
 
 /// Iceberg stores timestamps in microseconds, UTC-adjusted or not; other widths and
 /// zones are converted on the way in (a zoned timestamp keeps its instant, in UTC).
@@ -49,92 +49,9 @@ fn compatible_type(data_type: &DataType) -> Result<DataType, String> {
     })
 }
 
-/// Parses `day(ts)`, `bucket(16, id)`, `truncate(4, name)`, `identity(x)` or `x` into
-/// a partition spec over the table schema. Field names follow Spark's (`ts_day`, ...).
-pub fn partition_spec(
-    schema: &IcebergSchema,
-    partition_by: &[String],
-) -> Result<UnboundPartitionSpec, String> {
-    let mut builder = UnboundPartitionSpec::builder();
-    for expr in partition_by {
-        let (transform, column) = parse_partition(expr)?;
-        let source = schema
-            .field_by_name(&column)
-            .ok_or_else(|| format!("partition `{expr}`: no column `{column}` in the schema"))?;
-        let suffix = match transform {
-            Transform::Identity => String::new(),
-            Transform::Year => "_year".into(),
-            Transform::Month => "_month".into(),
-            Transform::Day => "_day".into(),
-            Transform::Hour => "_hour".into(),
-            Transform::Bucket(_) => "_bucket".into(),
-            Transform::Truncate(_) => "_trunc".into(),
-            _ => return Err(format!("partition `{expr}`: unsupported transform")),
-        };
-        builder = builder
-            .add_partition_field(source.id, format!("{column}{suffix}"), transform)
-            .map_err(|e| format!("partition `{expr}`: {e}"))?;
-    }
-    Ok(builder.build())
-}
-
-fn parse_partition(expr: &str) -> Result<(Transform, String), String> {
-    let expr = expr.trim();
-    let Some(open) = expr.find('(') else {
-        return Ok((Transform::Identity, expr.to_string()));
-    };
-    let name = expr[..open].trim().to_ascii_lowercase();
-    let args: Vec<&str> = expr[open + 1..]
-        .strip_suffix(')')
-        .ok_or_else(|| format!("partition `{expr}`: missing `)`"))?
-        .split(',')
-        .map(str::trim)
-        .collect();
-    let number = |s: &str| {
-        s.parse::<u32>()
-            .map_err(|_| format!("partition `{expr}`: `{s}` is not a number"))
-    };
-    let (transform, column) = match (name.as_str(), args.as_slice()) {
-        ("identity", [c]) => (Transform::Identity, c),
-        ("year" | "years", [c]) => (Transform::Year, c),
-        ("month" | "months", [c]) => (Transform::Month, c),
-        ("day" | "days", [c]) => (Transform::Day, c),
-        ("hour" | "hours", [c]) => (Transform::Hour, c),
-        ("bucket", [n, c]) => (Transform::Bucket(number(n)?), c),
-        ("truncate", [n, c]) => (Transform::Truncate(number(n)?), c),
-        _ => {
-            return Err(format!(
-                "partition `{expr}`: expected identity(c), year(c), month(c), day(c), hour(c), bucket(N, c) or truncate(N, c)"
-            ));
-        }
-    };
-    Ok((transform, column.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_partition_expressions() {
-        assert_eq!(
-            parse_partition("day(ts)").unwrap(),
-            (Transform::Day, "ts".into())
-        );
-        assert_eq!(
-            parse_partition("bucket(16, id)").unwrap(),
-            (Transform::Bucket(16), "id".into())
-        );
-        assert_eq!(
-            parse_partition("country").unwrap(),
-            (Transform::Identity, "country".into())
-        );
-        assert!(
-            parse_partition("weekly(ts)")
-                .unwrap_err()
-                .contains("expected")
-        );
-    }
 
     #[test]
     fn timestamps_become_microseconds() {

@@ -1,6 +1,6 @@
 //! The values an Iceberg table's columns cannot hold, found before writing.
 //!
-//! The sink casts each column to the table's type (`IcebergSink::conform`), strictly:
+//! The sink casts each column to the table's type (`conform`), strictly:
 //! a long into an `int` column, seconds or milliseconds into the table's microsecond
 //! timestamps (which overflows past about ±292,000 years), a decimal into a smaller
 //! precision. A table made by someone else may also require a column the route's schema

@@ -4,59 +4,16 @@
 //! writer that lost a commit race rebuilds its positions on the winner's snapshot
 //! instead of overwriting them.
 
-use std::sync::Arc;
+mod common;
 
-use arrow_array::{Int64Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema};
-use ingest_sink_api::{Coordinates, OffsetMap, Sink, SinkBatch};
+use arrow_array::RecordBatch;
+use common::{ROWS, batch, catalog_config, events_table};
+use ingest_sink_api::Sink;
 use ingest_sink_iceberg::{
-    CatalogConfig, CatalogKind, IcebergSink, IcebergTable, offsets_key, open_catalog,
-    recorded_offsets,
+    CatalogConfig, IcebergSink, open_catalog, positions_key, recorded_positions,
 };
 
 const COMMITS: i64 = 12;
-const ROWS: i64 = 100;
-
-fn batch(schema: &Arc<Schema>, partition: i32, round: i64) -> SinkBatch {
-    let start = (partition as i64 * 1_000_000) + round * ROWS;
-    let ids = Int64Array::from_iter_values(start..start + ROWS);
-    let mut positions = OffsetMap::default();
-    positions.advance("events", partition, (round + 1) * ROWS);
-    let coordinates = (round * ROWS..(round + 1) * ROWS)
-        .map(|offset| Coordinates {
-            topic: "events",
-            partition,
-            offset,
-        })
-        .collect();
-    SinkBatch {
-        batches: vec![RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).unwrap()],
-        coordinates: vec![coordinates],
-        positions,
-        epoch: 0,
-    }
-}
-
-/// A fresh SQLite catalog with a local warehouse under the temp directory.
-fn catalog_config(name: &str) -> CatalogConfig {
-    let dir = std::env::temp_dir().join(format!("ingest-iceberg-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    CatalogConfig {
-        kind: CatalogKind::Sql,
-        uri: format!("sqlite://{}/catalog.db", dir.display()),
-        warehouse: format!("file://{}/warehouse", dir.display()),
-        name: "ingest".into(),
-        properties: Default::default(),
-    }
-}
-
-fn events_table() -> (Arc<Schema>, IcebergTable) {
-    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-    (
-        schema,
-        serde_json::from_str(r#"{"table": "events"}"#).unwrap(),
-    )
-}
 
 /// The table as a reader sees it, and how many rows its current snapshot holds.
 async fn read_back(config: &CatalogConfig) -> (iceberg::table::Table, i64) {
@@ -119,7 +76,7 @@ async fn concurrent_writers_keep_every_file_and_every_position() {
         2 * COMMITS * ROWS,
         "every appended file is in the table once"
     );
-    let positions = recorded_offsets(&loaded, &offsets_key("group")).unwrap();
+    let positions = recorded_positions(&loaded, &positions_key("group")).unwrap();
     assert_eq!(positions.get("events", 0), Some(COMMITS * ROWS));
     assert_eq!(positions.get("events", 1), Some(COMMITS * ROWS));
     assert_eq!(
@@ -145,7 +102,7 @@ async fn a_replayed_batch_is_not_written_twice() {
     let (loaded, rows) = read_back(&config).await;
     assert_eq!(rows, 2 * ROWS);
     assert_eq!(
-        recorded_offsets(&loaded, &offsets_key("group"))
+        recorded_positions(&loaded, &positions_key("group"))
             .unwrap()
             .get("events", 0),
         Some(2 * ROWS)

@@ -4,58 +4,21 @@
 //! positions"); a table written by a version that kept them only in snapshot summaries
 //! keeps them; and another writer changing properties meanwhile loses nothing.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{Int64Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::Schema;
+use common::{ROWS, batch, catalog_config, events_table};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, TableIdent};
-use ingest_sink_api::{Coordinates, OffsetMap, Sink, SinkBatch};
+use ingest_sink_api::Sink;
 use ingest_sink_iceberg::positions::property_key;
 use ingest_sink_iceberg::{
-    CatalogConfig, CatalogKind, IcebergSink, IcebergTable, offsets_key, open_catalog,
-    recorded_offsets,
+    IcebergSink, IcebergTable, open_catalog, positions_key, recorded_positions,
 };
-
-const ROWS: i64 = 100;
-
-fn batch(schema: &Arc<Schema>, partition: i32, round: i64) -> SinkBatch {
-    let first = round * ROWS;
-    let ids = Int64Array::from_iter_values(first..first + ROWS);
-    let mut positions = OffsetMap::default();
-    positions.advance("events", partition, first + ROWS);
-    let coordinates = (first..first + ROWS)
-        .map(|offset| Coordinates {
-            topic: "events",
-            partition,
-            offset,
-        })
-        .collect();
-    SinkBatch {
-        batches: vec![RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).unwrap()],
-        coordinates: vec![coordinates],
-        positions,
-        epoch: 0,
-    }
-}
-
-/// A fresh SQLite catalog with a local warehouse under the temp directory.
-fn catalog_config(name: &str) -> CatalogConfig {
-    let dir = std::env::temp_dir().join(format!(
-        "ingest-iceberg-positions-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    CatalogConfig {
-        kind: CatalogKind::Sql,
-        uri: format!("sqlite://{}/catalog.db", dir.display()),
-        warehouse: format!("file://{}/warehouse", dir.display()),
-        name: "ingest".into(),
-        properties: Default::default(),
-    }
-}
 
 struct Fixture {
     catalog: Arc<dyn Catalog>,
@@ -66,10 +29,11 @@ struct Fixture {
 
 impl Fixture {
     async fn new(name: &str) -> Self {
+        let (schema, table) = events_table();
         Self {
             catalog: open_catalog(&catalog_config(name)).await.unwrap(),
-            schema: Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
-            table: serde_json::from_str(r#"{"table": "events"}"#).unwrap(),
+            schema,
+            table,
             ident: TableIdent::from_strs(["ns", "events"]).unwrap(),
         }
     }
@@ -85,35 +49,46 @@ impl Fixture {
         .await
     }
 
+    /// A sink that has written the first `rounds` batches of partition 0.
+    async fn sink_that_wrote(&self, rounds: i64) -> IcebergSink {
+        let mut sink = self.sink().await.unwrap();
+        for round in 0..rounds {
+            sink.write(&batch(&self.schema, 0, round)).await.unwrap();
+        }
+        sink
+    }
+
     async fn load(&self) -> Table {
         self.catalog.load_table(&self.ident).await.unwrap()
     }
 
+    /// Another writer's commit of one action built on the current table.
+    async fn commit<A: ApplyTransactionAction>(
+        &self,
+        action: impl FnOnce(&Transaction) -> A,
+    ) -> Table {
+        let table = self.load().await;
+        let tx = Transaction::new(&table);
+        let tx = action(&tx).apply(tx).unwrap();
+        tx.commit(&*self.catalog).await.unwrap()
+    }
+
     /// Another engine's commit: a snapshot with the given summary, no files of ours.
     async fn foreign_snapshot(&self, summary: &[(&str, &str)]) -> Table {
-        let table = self.load().await;
         let properties: HashMap<String, String> = summary
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let tx = Transaction::new(&table);
-        let tx = tx
-            .fast_append()
-            .set_snapshot_properties(properties)
-            .apply(tx)
-            .unwrap();
-        tx.commit(&*self.catalog).await.unwrap()
+        self.commit(|tx| tx.fast_append().set_snapshot_properties(properties))
+            .await
     }
 
     async fn set_property(&self, name: &str, value: &str) -> Table {
-        let table = self.load().await;
-        let tx = Transaction::new(&table);
-        let tx = tx
-            .update_table_properties()
-            .set(name.to_string(), value.to_string())
-            .apply(tx)
-            .unwrap();
-        tx.commit(&*self.catalog).await.unwrap()
+        self.commit(|tx| {
+            tx.update_table_properties()
+                .set(name.to_string(), value.to_string())
+        })
+        .await
     }
 
     async fn expire_all_but_current(&self) -> Table {
@@ -125,18 +100,13 @@ impl Fixture {
             .map(|s| s.snapshot_id())
             .filter(|id| *id != current)
             .collect();
-        let tx = Transaction::new(&table);
-        let tx = tx
-            .expire_snapshots()
-            .expire_snapshot_ids(older)
-            .apply(tx)
-            .unwrap();
-        tx.commit(&*self.catalog).await.unwrap()
+        self.commit(|tx| tx.expire_snapshots().expire_snapshot_ids(older))
+            .await
     }
 }
 
 fn position(table: &Table) -> Option<i64> {
-    recorded_offsets(table, &offsets_key("group"))
+    recorded_positions(table, &positions_key("group"))
         .unwrap()
         .get("events", 0)
 }
@@ -144,9 +114,7 @@ fn position(table: &Table) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn positions_outlive_foreign_snapshots_and_expiry() {
     let f = Fixture::new("expiry").await;
-    let mut sink = f.sink().await.unwrap();
-    sink.write(&batch(&f.schema, 0, 0)).await.unwrap();
-    sink.write(&batch(&f.schema, 0, 1)).await.unwrap();
+    let mut sink = f.sink_that_wrote(2).await;
     f.foreign_snapshot(&[("engine", "compaction")]).await;
     let table = f.expire_all_but_current().await;
     assert_eq!(table.metadata().snapshots().count(), 1);
@@ -165,9 +133,8 @@ async fn positions_outlive_foreign_snapshots_and_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_summary_stops_the_sink() {
     let f = Fixture::new("bad-summary").await;
-    let mut sink = f.sink().await.unwrap();
-    sink.write(&batch(&f.schema, 0, 0)).await.unwrap();
-    let key = offsets_key("group");
+    let mut sink = f.sink_that_wrote(1).await;
+    let key = positions_key("group");
     let table = f.foreign_snapshot(&[(key.as_str(), "{not json")]).await;
     let snapshot = table.metadata().current_snapshot_id().unwrap().to_string();
 
@@ -195,9 +162,8 @@ async fn an_unreadable_summary_stops_the_sink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_property_stops_the_sink() {
     let f = Fixture::new("bad-property").await;
-    let mut sink = f.sink().await.unwrap();
-    sink.write(&batch(&f.schema, 0, 0)).await.unwrap();
-    let name = property_key(&offsets_key("group"), "events");
+    let mut sink = f.sink_that_wrote(1).await;
+    let name = property_key(&positions_key("group"), "events");
     for value in [r#"{"0": "many"}"#, r#"{"0": -5}"#, "[]"] {
         f.set_property(&name, value).await;
         let error = sink.write(&batch(&f.schema, 0, 1)).await.unwrap_err();
@@ -216,7 +182,7 @@ async fn an_unreadable_property_stops_the_sink() {
 async fn summary_positions_of_older_versions_are_carried_over() {
     let f = Fixture::new("upgrade").await;
     f.sink().await.unwrap(); // creates the table
-    let key = offsets_key("group");
+    let key = positions_key("group");
     f.foreign_snapshot(&[(key.as_str(), r#"{"events": {"0": 100}, "other": {"3": 7}}"#)])
         .await;
     let mut sink = f.sink().await.unwrap();
@@ -224,7 +190,7 @@ async fn summary_positions_of_older_versions_are_carried_over() {
     sink.write(&batch(&f.schema, 0, 1)).await.unwrap();
     f.foreign_snapshot(&[("engine", "compaction")]).await;
     let table = f.expire_all_but_current().await;
-    let positions = recorded_offsets(&table, &key).unwrap();
+    let positions = recorded_positions(&table, &key).unwrap();
     assert_eq!(positions.get("events", 0), Some(2 * ROWS));
     assert_eq!(positions.get("other", 3), Some(7));
     assert_eq!(
@@ -286,9 +252,8 @@ async fn a_concurrent_property_writer_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_groups_properties_are_not_ours() {
     let f = Fixture::new("groups").await;
-    let mut sink = f.sink().await.unwrap();
-    sink.write(&batch(&f.schema, 0, 0)).await.unwrap();
-    let theirs = offsets_key("group/x");
+    f.sink_that_wrote(1).await;
+    let theirs = positions_key("group/x");
     f.set_property(&property_key(&theirs, "events"), r#"{"0": 999999}"#)
         .await;
     f.set_property(&format!("{theirs}/"), "not ours at all")
@@ -296,7 +261,9 @@ async fn another_groups_properties_are_not_ours() {
     let table = f.load().await;
     assert_eq!(position(&table), Some(ROWS));
     assert_eq!(
-        recorded_offsets(&table, &theirs).unwrap().get("events", 0),
+        recorded_positions(&table, &theirs)
+            .unwrap()
+            .get("events", 0),
         Some(999999)
     );
 }

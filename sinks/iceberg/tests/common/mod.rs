@@ -1,0 +1,57 @@
+//! What the Iceberg sink's tests share: a fresh SQLite catalog on the local filesystem,
+//! a one-column `events` table and the sink batches that fill it.
+
+use std::sync::Arc;
+
+use arrow_array::{Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use ingest_sink_api::{Coordinates, OffsetMap, SinkBatch};
+use ingest_sink_iceberg::{CatalogConfig, CatalogKind, IcebergTable};
+
+/// Rows per batch.
+pub const ROWS: i64 = 100;
+
+/// The `round`-th batch of `partition` of topic `events`: offsets `round * ROWS` on, ids
+/// unique across partitions.
+pub fn batch(schema: &Arc<Schema>, partition: i32, round: i64) -> SinkBatch {
+    let first = round * ROWS;
+    let start = (partition as i64 * 1_000_000) + first;
+    let ids = Int64Array::from_iter_values(start..start + ROWS);
+    let mut positions = OffsetMap::default();
+    positions.advance("events", partition, first + ROWS);
+    let coordinates = (first..first + ROWS)
+        .map(|offset| Coordinates {
+            topic: "events",
+            partition,
+            offset,
+        })
+        .collect();
+    SinkBatch {
+        batches: vec![RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).unwrap()],
+        coordinates: vec![coordinates],
+        positions,
+        epoch: 0,
+    }
+}
+
+/// A fresh SQLite catalog with a local warehouse under the temp directory.
+pub fn catalog_config(name: &str) -> CatalogConfig {
+    let dir = std::env::temp_dir().join(format!("ingest-iceberg-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    CatalogConfig {
+        kind: CatalogKind::Sql,
+        uri: format!("sqlite://{}/catalog.db", dir.display()),
+        warehouse: format!("file://{}/warehouse", dir.display()),
+        name: "ingest".into(),
+        properties: Default::default(),
+    }
+}
+
+/// The route's schema (one `id` column) and its `events` table.
+pub fn events_table() -> (Arc<Schema>, IcebergTable) {
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+    (
+        schema,
+        serde_json::from_str(r#"{"table": "events"}"#).unwrap(),
+    )
+}
