@@ -37,13 +37,7 @@ impl ClickHouseSink {
         let columns = setup.existing_columns().await?;
         setup.check_engine().await?;
         let ledger = Ledger::new(&conn.database, &table.table);
-        let gates = Gates::new(
-            &setup.name,
-            setup.client.clone(),
-            &conn.database,
-            &table.table,
-            setup.caps,
-        );
+        let gates = setup.gates();
         let companions = [ledger.create_statement(), gates.create_statement()];
         let columns = setup
             .add_coordinate_columns(columns, &coordinates, &companions)
@@ -97,6 +91,17 @@ impl<'a> Setup<'a> {
             conn,
             table,
         })
+    }
+
+    /// The insert gates of the table, none opened yet.
+    fn gates(&self) -> Gates {
+        Gates::new(
+            &self.name,
+            self.client.clone(),
+            &self.conn.database,
+            &self.table.table,
+            self.caps,
+        )
     }
 
     /// With `create_tables`: the database and the table, unless they exist.

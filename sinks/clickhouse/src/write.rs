@@ -15,7 +15,7 @@ use ingest_sink_api::{Coordinates, Fence, Sink, SinkBatch, SinkError, WriteOutco
 use crate::client::{fetch_json, is_retryable, json_number};
 use crate::coordinate_columns::fill_coordinates;
 use crate::gate::{Gates, Partition};
-use crate::ledger::{EntryToRecord, LedgerReader};
+use crate::ledger::{EntryToRecord, HeldRows, LedgerReader};
 use crate::native::{NativeColumn, encode_block};
 use crate::ranges::ColumnRanges;
 use crate::types::{ServerCaps, quote_ident};
@@ -117,6 +117,76 @@ impl ClickHouseSink {
         }
     }
 
+    /// A previous attempt may still be committing on the server: reading positions
+    /// before it ends would miss its rows and write them again.
+    async fn wait_out_interrupted_insert(&mut self) -> Result<(), SinkError> {
+        if let Some(query_id) = self.interrupted_insert.clone() {
+            self.wait_for_query(&query_id).await?;
+            self.interrupted_insert = None;
+        }
+        Ok(())
+    }
+
+    /// The batch without the partitions this instance gave up since the batch started
+    /// (named in `outcome`), once the fence confirmed it owns the rest.
+    async fn still_owned(
+        &self,
+        batch: &SinkBatch,
+        outcome: &mut WriteOutcome,
+    ) -> Result<SinkBatch, SinkError> {
+        let Some(fence) = &self.fence else {
+            return Ok(batch.clone());
+        };
+        let gone = fence
+            .check(&batch.positions, batch.epoch)
+            .await
+            .map_err(|e| {
+                let message = format!("not writing: {}", e.message);
+                if e.lost {
+                    SinkError::fenced(&self.name, message)
+                } else {
+                    SinkError::retryable(&self.name, message)
+                }
+            })?;
+        if gone.is_empty() {
+            return Ok(batch.clone());
+        }
+        tracing::warn!(sink = %self.name, partitions = ?gone,
+            "not writing rows of partitions given up since the batch started");
+        let owned = without(batch, &gone);
+        outcome.not_owned.extend(gone);
+        Ok(owned)
+    }
+
+    /// The rows of `todo` the table does not hold yet.
+    fn not_held(&self, todo: &SinkBatch, held: &HeldRows) -> SinkBatch {
+        let fresh = todo.retain(|c| !held.holds(c));
+        if fresh.num_rows() < todo.num_rows() {
+            tracing::info!(sink = %self.name, skipped = todo.num_rows() - fresh.num_rows(),
+                "rows already in the table (a replay) are not written again");
+        }
+        fresh
+    }
+
+    /// Inserts the encoded `rows` through the gate table `gate`. An insert sent but not
+    /// answered (the server may be inserting it still) is remembered as interrupted.
+    async fn send(
+        &mut self,
+        rows: &SinkBatch,
+        body: Vec<u8>,
+        gate: &str,
+    ) -> Result<(), clickhouse::error::Error> {
+        let token = self.caps.dedup_token().then(|| dedup_token(rows));
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let inserted = self.insert(gate, Bytes::from(body), token, &query_id).await;
+        if let Err(clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut) =
+            &inserted
+        {
+            self.interrupted_insert = Some(query_id);
+        }
+        inserted
+    }
+
     async fn insert(
         &self,
         gate: &str,
@@ -195,45 +265,16 @@ impl Sink for ClickHouseSink {
         if batch.num_rows() == 0 {
             return Ok(outcome);
         }
-        // A previous attempt may still be committing on the server: reading positions
-        // before it ends would miss its rows and write them again.
-        if let Some(query_id) = self.interrupted_insert.clone() {
-            self.wait_for_query(&query_id).await?;
-            self.interrupted_insert = None;
-        }
-        let mut todo = batch.clone();
-        let mut generation = 0;
-        if let Some(fence) = &self.fence {
-            generation = fence.generation();
-            let gone = fence
-                .check(&todo.positions, batch.epoch)
-                .await
-                .map_err(|e| {
-                    let message = format!("not writing: {}", e.message);
-                    if e.lost {
-                        SinkError::fenced(&self.name, message)
-                    } else {
-                        SinkError::retryable(&self.name, message)
-                    }
-                })?;
-            if !gone.is_empty() {
-                tracing::warn!(sink = %self.name, partitions = ?gone,
-                    "not writing rows of partitions given up since the batch started");
-                todo = without(&todo, &gone);
-                outcome.not_owned.extend(gone);
-            }
-        }
+        self.wait_out_interrupted_insert().await?;
+        let generation = self.fence.as_ref().map_or(0, |fence| fence.generation());
+        let mut todo = self.still_owned(batch, &mut outcome).await?;
         // Another writer closing our gate means it took some of these partitions; the
         // next admission finds out which.
         for _ in 0..3 {
             if todo.num_rows() == 0 {
                 return Ok(outcome);
             }
-            let partitions: Vec<Partition> = todo
-                .positions
-                .iter()
-                .map(|(t, p, _)| (t.to_string(), p))
-                .collect();
+            let partitions: Vec<Partition> = todo.positions.partitions().collect();
             let admission = self.gates.admit(&partitions, generation).await?;
             if !admission.refused.is_empty() {
                 todo = without(&todo, &admission.refused);
@@ -241,28 +282,12 @@ impl Sink for ClickHouseSink {
                 continue;
             }
             let held = self.ledger.held(&todo.positions).await?;
-            let fresh = todo.retain(|c| !held.holds(c));
-            if fresh.num_rows() < todo.num_rows() {
-                tracing::info!(sink = %self.name, skipped = todo.num_rows() - fresh.num_rows(),
-                    "rows already in the table (a replay) are not written again");
-            }
+            let fresh = self.not_held(&todo, &held);
             let inserted = if fresh.num_rows() == 0 {
                 Ok(())
             } else {
                 let body = self.encode(&fresh)?;
-                let token = self.caps.dedup_token().then(|| dedup_token(&fresh));
-                let query_id = uuid::Uuid::new_v4().to_string();
-                let inserted = self
-                    .insert(&admission.table, Bytes::from(body), token, &query_id)
-                    .await;
-                // Sent, but no answer: the server may be inserting it still.
-                if let Err(
-                    clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut,
-                ) = &inserted
-                {
-                    self.interrupted_insert = Some(query_id);
-                }
-                inserted
+                self.send(&fresh, body, &admission.table).await
             };
             if let Err(e) = inserted {
                 if self.gates.closed_by(&e) {

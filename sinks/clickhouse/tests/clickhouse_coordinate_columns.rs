@@ -52,8 +52,10 @@ async fn a_payload_offset_field_does_not_move_the_position() {
     };
     sink.write(&batch).await.unwrap();
 
-    let durable = sink.read_positions(&OffsetMap::default()).await.unwrap();
-    let positions: Vec<(String, i32, i64)> = durable
+    let positions: Vec<(String, i32, i64)> = sink
+        .read_positions(&OffsetMap::default())
+        .await
+        .unwrap()
         .iter()
         .map(|(topic, partition, next)| (topic.to_string(), partition, next))
         .collect();

@@ -37,10 +37,10 @@ async fn a_refused_insert_leaves_no_position_and_its_retry_lands_every_row() {
         }
     }
     assert!(!refused.is_empty(), "the server refused no insert");
-    let durable = sink.read_positions(&batch(0..1).positions).await.unwrap();
+    let positions = sink.read_positions(&batch(0..1).positions).await.unwrap();
     let (rows, _) = counts(&conn).await;
     assert_eq!(
-        durable.get("events", 0).unwrap_or(0),
+        positions.get("events", 0).unwrap_or(0),
         rows as i64,
         "the positions claim exactly the rows the table holds ({refused:?} were refused)"
     );
@@ -52,7 +52,7 @@ async fn a_refused_insert_leaves_no_position_and_its_retry_lands_every_row() {
         sink.write(&batch(offset..offset + 1)).await.unwrap();
     }
     assert_eq!(counts(&conn).await, (5, 5), "every row once");
-    let durable = sink.read_positions(&OffsetMap::default()).await.unwrap();
-    assert_eq!(durable.get("events", 0), Some(5));
+    let positions = sink.read_positions(&OffsetMap::default()).await.unwrap();
+    assert_eq!(positions.get("events", 0), Some(5));
     drop_database(&conn).await;
 }
