@@ -1,10 +1,10 @@
 //! The Kafka coordinate columns of the rows the sink writes, always filled from the
-//! rows' Kafka positions.
+//! rows' Kafka coordinates.
 //!
 //! The sink reads its positions back from these columns, so whatever sits in them
-//! *is* the table's progress. A decoded row may already carry a column of that name:
+//! *is* where the table stands. A decoded row may already carry a column of that name:
 //! the route's own metadata column (the same values), or a payload field that happens
-//! to be called `_offset` (any value at all). Filling the columns from the positions
+//! to be called `_offset` (any value at all). Filling the columns from the coordinates
 //! every time means a payload field can never become a position; the service also
 //! refuses such a config, so a payload field is never silently replaced.
 
@@ -13,12 +13,13 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use super::CoordinateColumns;
 use ingest_sink_api::Coordinates;
+
+use crate::ledger::CoordinateColumns;
 
 /// The route's schema with the coordinate columns typed as coordinates: a field of
 /// the same name is replaced in place, the missing ones are appended.
-pub(super) fn with_coordinate_fields(
+pub(crate) fn with_coordinate_fields(
     schema: &SchemaRef,
     coordinates: &CoordinateColumns,
 ) -> SchemaRef {
@@ -41,15 +42,15 @@ pub(super) fn with_coordinate_fields(
 }
 
 /// `piece` (rows of the route's schema) in `schema` (from [`with_coordinate_fields`]),
-/// with every coordinate column built from `positions`, one per row.
-pub(super) fn fill_coordinates(
+/// with every coordinate column built from `row_coordinates`, one per row.
+pub(crate) fn fill_coordinates(
     piece: &RecordBatch,
-    positions: &[Coordinates],
+    row_coordinates: &[Coordinates],
     schema: &SchemaRef,
     coordinates: &CoordinateColumns,
 ) -> Result<RecordBatch, String> {
-    if positions.len() != piece.num_rows() {
-        return Err("rows without Kafka positions cannot be written exactly once".into());
+    if row_coordinates.len() != piece.num_rows() {
+        return Err("rows without Kafka coordinates cannot be written exactly once".into());
     }
     let columns = schema
         .fields()
@@ -59,15 +60,15 @@ pub(super) fn fill_coordinates(
             let name = field.name();
             let column: ArrayRef = if *name == coordinates.topic {
                 Arc::new(StringArray::from_iter_values(
-                    positions.iter().map(|p| p.topic),
+                    row_coordinates.iter().map(|p| p.topic),
                 ))
             } else if *name == coordinates.partition {
                 Arc::new(Int32Array::from_iter_values(
-                    positions.iter().map(|p| p.partition),
+                    row_coordinates.iter().map(|p| p.partition),
                 ))
             } else if *name == coordinates.offset {
                 Arc::new(Int64Array::from_iter_values(
-                    positions.iter().map(|p| p.offset),
+                    row_coordinates.iter().map(|p| p.offset),
                 ))
             } else if i < piece.num_columns() {
                 piece.column(i).clone()

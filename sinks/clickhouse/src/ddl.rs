@@ -2,8 +2,8 @@
 
 use arrow_schema::SchemaRef;
 
-use super::ClickHouseTable;
-use super::types::{ServerCaps, ddl_type, quote_ident};
+use crate::config::ClickHouseTable;
+use crate::types::{ServerCaps, ddl_type, quote_ident};
 
 pub fn create_database(database: &str) -> String {
     format!("CREATE DATABASE IF NOT EXISTS {}", quote_ident(database))

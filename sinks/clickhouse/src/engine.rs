@@ -11,7 +11,7 @@
 //! Such tables are refused at startup until they are supported (see
 //! docs/exactly-once.md, "Known limits").
 
-use super::{escape_literal, is_retryable, query_json};
+use crate::client::{fetch_json, is_retryable};
 
 /// Engines the sink writes exactly once.
 const SUPPORTED: [&str; 2] = ["MergeTree", "ReplacingMergeTree"];
@@ -58,12 +58,11 @@ pub async fn check_table(
     database: &str,
     table: &str,
 ) -> Result<(), (String, bool)> {
-    let sql = format!(
-        "SELECT engine FROM system.tables WHERE database = '{}' AND name = '{}'",
-        escape_literal(database),
-        escape_literal(table)
-    );
-    let rows = query_json(client, &sql).await.map_err(|e| {
+    let query = client
+        .query("SELECT engine FROM system.tables WHERE database = ? AND name = ?")
+        .bind(database)
+        .bind(table);
+    let rows = fetch_json(query).await.map_err(|e| {
         (
             format!("cannot read the table's engine: {e}"),
             is_retryable(&e),

@@ -8,13 +8,14 @@
 //! - A writer never inserts into the table itself but into its own *gate*: a `Null`
 //!   table with the table's columns and a materialized view passing the rows on to the
 //!   table. Its ledger entries go through a second `Null` table of the gate (`_pos`),
-//!   whose view feeds the position ledger (see [`super::progress`]).
+//!   whose view feeds the position ledger (see [`crate::ledger`]).
 //! - `DROP TABLE` of a gate waits for the inserts running through it, and every later
 //!   insert into it fails with "table doesn't exist" (measured on 18.16; current servers
 //!   need `SYNC` for the wait).
 //!
 //! A writer that starts writing partitions registers its gate in a registry table under
-//! an order `(k, token)` (`k` one past the highest seen), creates it, then reads the
+//! an order `(sequence, token)` (the sequence number one past the highest seen; column
+//! `k` of the registry), creates it, then reads the
 //! registry for the gates registered for the same partitions: a higher one means another
 //! writer took them later (this writer gives them up and says so); every lower one is
 //! dropped. Only then does it read the table's positions and insert. Registration comes
@@ -29,11 +30,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use clickhouse::query::Query;
 use ingest_sink_api::SinkError;
 
-use super::types::{ServerCaps, quote_ident};
-use super::{escape_literal, is_retryable, query_json, server_error_code};
-use crate::progress::Ledger;
+use crate::client::{bind_all, execute, json_number, placeholders, select, server_error_code};
+use crate::ledger::Ledger;
+use crate::types::{ServerCaps, quote_ident};
 
 /// A Kafka partition: (topic, partition).
 pub type Partition = (String, i32);
@@ -41,7 +43,8 @@ pub type Partition = (String, i32);
 /// The gate this writer inserts through.
 #[derive(Debug, Clone)]
 struct Gate {
-    k: u64,
+    /// Its registration's sequence number: a gate registered later has a higher one.
+    sequence: u64,
     token: String,
     admitted: BTreeSet<Partition>,
     /// The consumer generation it was opened in.
@@ -96,8 +99,13 @@ impl Gates {
         }
     }
 
+    /// The name of the gate registry of `table` (in the table's database).
+    pub fn registry_of(table: &str) -> String {
+        format!("{table}__ingest_gates")
+    }
+
     fn registry(&self) -> String {
-        format!("{}__ingest_gates", self.table)
+        Self::registry_of(&self.table)
     }
 
     fn gate_name(&self, token: &str) -> String {
@@ -205,7 +213,7 @@ impl Gates {
         if generation != closed.generation {
             return Ok(());
         }
-        let mine = (closed.k, closed.token.clone());
+        let mine = (closed.sequence, closed.token.clone());
         let taken: BTreeSet<Partition> = self
             .registered(&closed.admitted, &closed.token)
             .await?
@@ -232,11 +240,11 @@ impl Gates {
     ) -> Result<(), SinkError> {
         let previous = self.current.take();
         loop {
-            let k = self.highest_k().await? + 1;
+            let sequence = self.highest_sequence().await? + 1;
             let token = uuid::Uuid::new_v4().simple().to_string();
-            self.register(k, &token, &wanted).await?;
+            self.register(sequence, &token, &wanted).await?;
             self.create_gate(&token).await?;
-            let mine = (k, token.clone());
+            let mine = (sequence, token.clone());
             let mut later = BTreeSet::new();
             let mut earlier = BTreeSet::new();
             for (order, partition) in self.registered(&wanted, &token).await? {
@@ -270,10 +278,10 @@ impl Gates {
                 self.drop_gate(other).await?;
             }
             self.forget(&earlier).await?;
-            tracing::info!(sink = %self.sink, gate = %self.gate_name(&token), k,
+            tracing::info!(sink = %self.sink, gate = %self.gate_name(&token), sequence,
                 partitions = wanted.len(), dropped = earlier.len(), "insert gate opened");
             self.current = Some(Gate {
-                k,
+                sequence,
                 generation,
                 token,
                 admitted: wanted,
@@ -289,29 +297,26 @@ impl Gates {
         if tokens.is_empty() {
             return Ok(());
         }
-        let list: Vec<String> = tokens
-            .iter()
-            .map(|t| format!("'{}'", escape_literal(t)))
-            .collect();
-        self.run(format!(
+        let statement = self.client.query(&format!(
             "ALTER TABLE {} DELETE WHERE token IN ({})",
             self.qualified(&self.registry()),
-            list.join(", ")
-        ))
-        .await
+            placeholders(tokens.len())
+        ));
+        self.run(bind_all(statement, tokens.iter().map(String::as_str)))
+            .await
     }
 
     /// Tokens of the gates (or their leftover views) on the server now.
     async fn existing_gates(&self) -> Result<BTreeSet<String>, SinkError> {
         let prefix = self.gate_name("");
-        let rows = self
-            .query(&format!(
-                "SELECT name FROM system.tables WHERE database = '{}' AND startsWith(name, '{}')",
-                escape_literal(&self.database),
-                escape_literal(&prefix)
-            ))
-            .await?;
-        Ok(rows
+        let query = self
+            .client
+            .query("SELECT name FROM system.tables WHERE database = ? AND startsWith(name, ?)")
+            .bind(&self.database)
+            .bind(&prefix);
+        Ok(self
+            .query(query)
+            .await?
             .iter()
             .filter_map(|r| {
                 let rest = r["name"].as_str()?.strip_prefix(&prefix)?;
@@ -320,53 +325,49 @@ impl Gates {
             .collect())
     }
 
-    async fn highest_k(&self) -> Result<u64, SinkError> {
-        let rows = self
-            .query(&format!(
-                "SELECT max(k) AS k FROM {}",
-                self.qualified(&self.registry())
-            ))
-            .await?;
+    async fn highest_sequence(&self) -> Result<u64, SinkError> {
+        let query = self.client.query_raw(&format!(
+            "SELECT max(k) AS k FROM {}",
+            self.qualified(&self.registry())
+        ));
+        let rows = self.query(query).await?;
         Ok(rows.first().map_or(0, |r| number(&r["k"])))
     }
 
     async fn register(
         &self,
-        k: u64,
+        sequence: u64,
         token: &str,
         partitions: &BTreeSet<Partition>,
     ) -> Result<(), SinkError> {
-        let values: Vec<String> = partitions
-            .iter()
-            .map(|(t, p)| format!("({k}, '{token}', '{}', {p})", escape_literal(t)))
-            .collect();
-        self.run(format!(
+        let values = vec![format!("({sequence}, ?, ?, ?)"); partitions.len()];
+        let mut statement = self.client.query(&format!(
             "INSERT INTO {} (k, token, topic, partition) VALUES {}",
             self.qualified(&self.registry()),
             values.join(", ")
-        ))
-        .await
+        ));
+        for (topic, partition) in partitions {
+            statement = statement.bind(token).bind(topic).bind(partition);
+        }
+        self.run(statement).await
     }
 
-    /// Other gates registered for any of `partitions`: ((k, token), partition).
+    /// Other gates registered for any of `partitions`: ((sequence, token), partition).
     async fn registered(
         &self,
         partitions: &BTreeSet<Partition>,
         token: &str,
     ) -> Result<Vec<((u64, String), Partition)>, SinkError> {
-        let list: Vec<String> = partitions
-            .iter()
-            .map(|(t, p)| format!("('{}', {p})", escape_literal(t)))
-            .collect();
-        let rows = self
-            .query(&format!(
-                "SELECT k, token, topic, partition FROM {} WHERE (topic, partition) IN ({}) \
-                 AND token != '{token}'",
-                self.qualified(&self.registry()),
-                list.join(", ")
-            ))
-            .await?;
-        Ok(rows
+        let query = self.client.query(&format!(
+            "SELECT k, token, topic, partition FROM {} WHERE (topic, partition) IN ({}) \
+             AND token != ?",
+            self.qualified(&self.registry()),
+            placeholders(partitions.len())
+        ));
+        let query = bind_all(query, partitions).bind(token);
+        Ok(self
+            .query(query)
+            .await?
             .iter()
             .map(|r| {
                 (
@@ -385,13 +386,13 @@ impl Gates {
 
     async fn create_gate(&self, token: &str) -> Result<(), SinkError> {
         let gate = self.gate_name(token);
-        self.run(format!(
+        self.run_sql(format!(
             "CREATE TABLE {} AS {} ENGINE = Null",
             self.qualified(&gate),
             self.qualified(&self.table)
         ))
         .await?;
-        self.run(format!(
+        self.run_sql(format!(
             "CREATE MATERIALIZED VIEW {} TO {} AS SELECT * FROM {}",
             self.qualified(&format!("{gate}_rows")),
             self.qualified(&self.table),
@@ -400,7 +401,7 @@ impl Gates {
         .await?;
         let ledger = Ledger::new(&self.database, &self.table);
         for sql in ledger.entry_gate_statements(&format!("{gate}_pos")) {
-            self.run(sql).await?;
+            self.run_sql(sql).await?;
         }
         Ok(())
     }
@@ -417,7 +418,7 @@ impl Gates {
             format!("{gate}_pos_ledger"),
             format!("{gate}_ledger"),
         ] {
-            self.run(format!(
+            self.run_sql(format!(
                 "DROP TABLE IF EXISTS {}{sync}",
                 self.qualified(&name)
             ))
@@ -426,29 +427,21 @@ impl Gates {
         Ok(())
     }
 
-    async fn run(&self, sql: String) -> Result<(), SinkError> {
-        self.client
-            .query(&sql)
-            .execute()
-            .await
-            .map_err(|e| self.error(format!("`{sql}` failed: {e}"), is_retryable(&e)))
+    async fn run(&self, statement: Query) -> Result<(), SinkError> {
+        execute(&self.sink, statement).await
     }
 
-    async fn query(&self, sql: &str) -> Result<Vec<serde_json::Value>, SinkError> {
-        query_json(&self.client, sql)
-            .await
-            .map_err(|e| self.error(format!("`{sql}` failed: {e}"), is_retryable(&e)))
+    /// Runs DDL (no values to bind).
+    async fn run_sql(&self, sql: String) -> Result<(), SinkError> {
+        self.run(self.client.query_raw(&sql)).await
     }
 
-    fn error(&self, message: String, retryable: bool) -> SinkError {
-        SinkError::new(self.sink.clone(), message, retryable)
+    async fn query(&self, query: Query) -> Result<Vec<serde_json::Value>, SinkError> {
+        select(&self.sink, query).await
     }
 }
 
-/// A number from JSON output (64-bit integers come quoted).
+/// A number from a JSON output row, 0 when there is none.
 fn number(value: &serde_json::Value) -> u64 {
-    value
-        .as_u64()
-        .or_else(|| value.as_str()?.parse().ok())
-        .unwrap_or(0)
+    json_number(value).unwrap_or(0)
 }

@@ -20,7 +20,7 @@ const STRICT: CastOptions<'static> = CastOptions {
 };
 use arrow_schema::{DataType, TimeUnit};
 
-use super::types::ChType;
+use crate::types::ChType;
 
 /// A table column the encoder writes: name, the server's type name, and its parse.
 #[derive(Debug, Clone)]
@@ -30,6 +30,18 @@ pub struct NativeColumn {
     pub ty: ChType,
     /// Where the values come from in the record batch.
     pub source: Source,
+}
+
+impl NativeColumn {
+    /// The column `name` of type `type_name`, filled from the batch column of that name.
+    pub fn of_field(name: &str, type_name: &str) -> Result<Self, String> {
+        Ok(Self {
+            name: name.to_string(),
+            type_name: type_name.to_string(),
+            ty: ChType::parse(type_name)?,
+            source: Source::Field,
+        })
+    }
 }
 
 /// The batch column a table column is filled from.
@@ -322,35 +334,22 @@ fn encode_strings(array: &ArrayRef, out: &mut Vec<u8>) -> Result<(), String> {
             write_string(out, v.unwrap_or_default());
         }
     }
+    fn bytes<'a>(
+        texts: impl Iterator<Item = Option<&'a str>>,
+    ) -> impl Iterator<Item = Option<&'a [u8]>> {
+        texts.map(|text| text.map(str::as_bytes))
+    }
     match array.data_type() {
-        DataType::Utf8 => write_all(
-            out,
-            array
-                .as_string::<i32>()
-                .iter()
-                .map(|v| v.map(str::as_bytes)),
-        ),
-        DataType::LargeUtf8 => write_all(
-            out,
-            array
-                .as_string::<i64>()
-                .iter()
-                .map(|v| v.map(str::as_bytes)),
-        ),
-        DataType::Utf8View => write_all(
-            out,
-            array.as_string_view().iter().map(|v| v.map(str::as_bytes)),
-        ),
+        DataType::Utf8 => write_all(out, bytes(array.as_string::<i32>().iter())),
+        DataType::LargeUtf8 => write_all(out, bytes(array.as_string::<i64>().iter())),
+        DataType::Utf8View => write_all(out, bytes(array.as_string_view().iter())),
         DataType::Binary => write_all(out, array.as_binary::<i32>().iter()),
         DataType::LargeBinary => write_all(out, array.as_binary::<i64>().iter()),
         DataType::BinaryView => write_all(out, array.as_binary_view().iter()),
         _ => {
             let text = cast_with_options(array, &DataType::Utf8, &STRICT)
                 .map_err(|e| format!("cannot write Arrow {} as String: {e}", array.data_type()))?;
-            write_all(
-                out,
-                text.as_string::<i32>().iter().map(|v| v.map(str::as_bytes)),
-            );
+            write_all(out, bytes(text.as_string::<i32>().iter()));
         }
     }
     Ok(())
@@ -380,12 +379,7 @@ mod tests {
     use std::sync::Arc;
 
     fn column(name: &str, type_name: &str) -> NativeColumn {
-        NativeColumn {
-            name: name.into(),
-            type_name: type_name.into(),
-            ty: ChType::parse(type_name).unwrap(),
-            source: Source::Field,
-        }
+        NativeColumn::of_field(name, type_name).unwrap()
     }
 
     #[test]

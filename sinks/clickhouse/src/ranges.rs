@@ -1,6 +1,6 @@
 //! The values a ClickHouse table's columns cannot hold, found before encoding.
 //!
-//! The encoder ([`super::native`]) casts every Arrow leaf to what its column stores and
+//! The encoder ([`crate::native`]) casts every Arrow leaf to what its column stores and
 //! fails the whole insert on a value that does not fit; this check finds those rows
 //! first, the same way (a safe cast of the same leaves, driven by the same column types),
 //! plus the documented ranges the Native format itself does not enforce:
@@ -19,8 +19,8 @@ use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 
-use super::native::{NativeColumn, Source, leaf_arrow_type, nested_element};
-use super::types::{ChType, ServerCaps};
+use crate::native::{NativeColumn, Source, leaf_arrow_type, nested_element};
+use crate::types::{ChType, ServerCaps};
 use ingest_sink_api::values::{
     Finding, Refusal, ValueCheck, cast_losses, fold_list_findings, outside, refusals, restrict,
     valid,
@@ -273,15 +273,6 @@ mod tests {
     use arrow_schema::Field;
     use std::sync::Arc;
 
-    fn column(name: &str, type_name: &str) -> NativeColumn {
-        NativeColumn {
-            name: name.into(),
-            type_name: type_name.into(),
-            ty: ChType::parse(type_name).unwrap(),
-            source: Source::Field,
-        }
-    }
-
     fn refused(batch: &RecordBatch, columns: Vec<NativeColumn>, version: &str) -> Vec<Refusal> {
         ColumnRanges::new(
             "clickhouse db.t",
@@ -289,6 +280,18 @@ mod tests {
             ServerCaps::from_version(version),
         )
         .refusals(batch)
+    }
+
+    /// The rows `refused` names.
+    fn refused_rows(batch: &RecordBatch, columns: Vec<NativeColumn>, version: &str) -> Vec<usize> {
+        refused(batch, columns, version)
+            .iter()
+            .map(|r| r.row)
+            .collect()
+    }
+
+    fn column(name: &str, type_name: &str) -> NativeColumn {
+        NativeColumn::of_field(name, type_name).unwrap()
     }
 
     fn day(text: &str) -> i32 {
@@ -370,11 +373,7 @@ mod tests {
         ) as ArrayRef;
         let batch = RecordBatch::try_from_iter([("d", days), ("ts", ts)]).unwrap();
         let columns = vec![column("d", "Date32"), column("ts", "DateTime64(3, 'UTC')")];
-        let new: Vec<usize> = refused(&batch, columns.clone(), "26.9.1")
-            .iter()
-            .map(|r| r.row)
-            .collect();
-        assert_eq!(new, vec![1]);
+        assert_eq!(refused_rows(&batch, columns.clone(), "26.9.1"), vec![1]);
         let old: Vec<(usize, String)> = refused(&batch, columns, "21.9.1")
             .into_iter()
             .map(|r| (r.row, r.reason))
@@ -434,13 +433,10 @@ mod tests {
         let n = Arc::new(Int64Array::from(vec![0, 127, -128, 128, -129])) as ArrayRef;
         let batch = RecordBatch::try_from_iter([("d", days), ("n", n)]).unwrap();
         let columns = vec![column("d", "Date"), column("n", "Int8")];
-        let bad: Vec<usize> = refused(&batch, columns.clone(), "18.16.1")
-            .iter()
-            .map(|r| r.row)
-            .collect();
+        let bad = refused_rows(&batch, columns.clone(), "18.16.1");
         for row in 0..batch.num_rows() {
             let one = batch.slice(row, 1);
-            let encoded = super::super::native::encode_block(&one, &columns, &mut Vec::new());
+            let encoded = crate::native::encode_block(&one, &columns, &mut Vec::new());
             assert_eq!(
                 encoded.is_err(),
                 bad.contains(&row),

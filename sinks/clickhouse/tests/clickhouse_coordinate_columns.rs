@@ -12,15 +12,13 @@ use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use common::{connection, number, sql};
-use ingest_sink_api::{Coordinates, OffsetMap, Sink, SinkBatch};
-use ingest_sink_clickhouse::{ClickHouseSink, ClickHouseTable, CoordinateColumns};
+use common::{coordinates, drop_database, events_table, fresh_database, number, sql, try_open};
+use ingest_sink_api::{OffsetMap, Sink, SinkBatch};
 
 #[tokio::test]
 async fn a_payload_offset_field_does_not_move_the_position() {
-    let conn = connection(&format!("coordinate_columns_{}", std::process::id()));
+    let conn = fresh_database("coordinate_columns").await;
     let db = conn.database.clone();
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
     // The payload has its own `_offset` (say, a byte offset in a source file) and a
     // `_topic` of another type: neither is a Kafka coordinate.
     let schema = Arc::new(Schema::new(vec![
@@ -28,13 +26,9 @@ async fn a_payload_offset_field_does_not_move_the_position() {
         Field::new("_offset", DataType::Int64, false),
         Field::new("_topic", DataType::Utf8, false),
     ]));
-    let table: ClickHouseTable =
-        serde_json::from_value(serde_json::json!({ "table": "events", "order_by": ["id"] }))
-            .unwrap();
-    let mut sink =
-        ClickHouseSink::open(&conn, &table, schema.clone(), CoordinateColumns::default())
-            .await
-            .unwrap();
+    let mut sink = try_open(&conn, &events_table(), schema.clone())
+        .await
+        .unwrap();
 
     let kafka_offsets: Vec<i64> = (0..10).collect();
     let payload_offsets: Vec<i64> = kafka_offsets.iter().map(|o| 1_000_000 + o).collect();
@@ -52,23 +46,16 @@ async fn a_payload_offset_field_does_not_move_the_position() {
             )
             .unwrap(),
         ],
-        coordinates: vec![
-            kafka_offsets
-                .iter()
-                .map(|&offset| Coordinates {
-                    topic: "events",
-                    partition: 0,
-                    offset,
-                })
-                .collect(),
-        ],
+        coordinates: vec![coordinates(&kafka_offsets)],
         positions,
         epoch: 0,
     };
     sink.write(&batch).await.unwrap();
 
-    let durable = sink.read_positions(&OffsetMap::default()).await.unwrap();
-    let positions: Vec<(String, i32, i64)> = durable
+    let positions: Vec<(String, i32, i64)> = sink
+        .read_positions(&OffsetMap::default())
+        .await
+        .unwrap()
         .iter()
         .map(|(topic, partition, next)| (topic.to_string(), partition, next))
         .collect();
@@ -90,5 +77,5 @@ async fn a_payload_offset_field_does_not_move_the_position() {
         (number(&row["topics"]), row["topic"].as_str()),
         (1, Some("events"))
     );
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
+    drop_database(&conn).await;
 }

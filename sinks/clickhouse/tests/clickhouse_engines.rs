@@ -11,24 +11,13 @@
 #[allow(dead_code)] // each test binary uses a part of the shared helpers
 mod common;
 
-use common::{connection, schema, sql};
-use ingest_sink_clickhouse::{ClickHouseSink, ClickHouseTable, CoordinateColumns};
+use common::{database_with_table, drop_database, schema, sql, table, try_open};
 
 #[tokio::test]
 async fn tables_that_are_not_local_merge_trees_are_refused_at_startup() {
-    let conn = connection(&format!("engines_{}", std::process::id()));
-    let db = conn.database.clone();
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
-    sql(&conn, &format!("CREATE DATABASE {db}")).await;
     // The local table already has the coordinate columns: opening needs no ALTER.
-    sql(
-        &conn,
-        &format!(
-            "CREATE TABLE {db}.local (id Int64, _topic String, _partition Int32, _offset Int64) \
-             ENGINE = MergeTree ORDER BY id"
-        ),
-    )
-    .await;
+    let conn = database_with_table("engines", "local", "MergeTree ORDER BY id").await;
+    let db = conn.database.clone();
     sql(
         &conn,
         &format!(
@@ -43,17 +32,8 @@ async fn tables_that_are_not_local_merge_trees_are_refused_at_startup() {
     )
     .await;
 
-    for (table, engine) in [("buffered", "Buffer"), ("merged", "Merge")] {
-        let target: ClickHouseTable =
-            serde_json::from_value(serde_json::json!({ "table": table })).unwrap();
-        let error = match ClickHouseSink::open(
-            &conn,
-            &target,
-            schema(),
-            CoordinateColumns::default(),
-        )
-        .await
-        {
+    for (name, engine) in [("buffered", "Buffer"), ("merged", "Merge")] {
+        let error = match try_open(&conn, &table(name), schema()).await {
             Ok(_) => panic!("a {engine} table was accepted as an exactly-once target"),
             Err(e) => e,
         };
@@ -61,25 +41,21 @@ async fn tables_that_are_not_local_merge_trees_are_refused_at_startup() {
         assert!(
             error
                 .message
-                .contains(&format!("table `{db}.{table}` has engine {engine}")),
+                .contains(&format!("table `{db}.{name}` has engine {engine}")),
             "{error}"
         );
         // Refused before anything was created next to it.
         let companions = sql(
             &conn,
             &format!(
-                "SELECT name FROM system.tables WHERE database = '{db}' AND name LIKE '{table}\\_\\_%'"
+                "SELECT name FROM system.tables WHERE database = '{db}' AND name LIKE '{name}\\_\\_%'"
             ),
         )
         .await;
-        assert!(companions.is_empty(), "{table}: {companions:?}");
+        assert!(companions.is_empty(), "{name}: {companions:?}");
     }
 
     // The table they front is a plain MergeTree: accepted.
-    let local: ClickHouseTable =
-        serde_json::from_value(serde_json::json!({ "table": "local" })).unwrap();
-    ClickHouseSink::open(&conn, &local, schema(), CoordinateColumns::default())
-        .await
-        .unwrap();
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
+    try_open(&conn, &table("local"), schema()).await.unwrap();
+    drop_database(&conn).await;
 }

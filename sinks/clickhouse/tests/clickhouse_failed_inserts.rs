@@ -8,33 +8,24 @@
 //! does. On 18.16 that once left the ledger ahead of the table (issue 10): the gate's
 //! ledger view ran before its rows view, and the retry skipped the rows as a replay.
 
+#[allow(dead_code)] // each test binary uses a part of the shared helpers
 mod common;
 
-use common::{batch, connection, counts, schema, sql};
+use common::{batch, counts, database_with_table, drop_database, events_table, open, sql};
 use ingest_sink_api::{OffsetMap, Sink};
-use ingest_sink_clickhouse::{ClickHouseSink, ClickHouseTable, CoordinateColumns};
 
 #[tokio::test]
 async fn a_refused_insert_leaves_no_position_and_its_retry_lands_every_row() {
-    let conn = connection(&format!("refused_{}", std::process::id()));
-    let db = conn.database.clone();
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
-    sql(&conn, &format!("CREATE DATABASE {db}")).await;
     // The user's table, made by hand with settings that refuse inserts early.
-    sql(
-        &conn,
-        &format!(
-            "CREATE TABLE {db}.events (id Int64, _topic String, _partition Int32, _offset Int64) \
-             ENGINE = MergeTree() ORDER BY id SETTINGS parts_to_throw_insert = 3, \
-             parts_to_delay_insert = 2, max_delay_to_insert = 1"
-        ),
+    let conn = database_with_table(
+        "refused",
+        "events",
+        "MergeTree() ORDER BY id SETTINGS parts_to_throw_insert = 3, \
+         parts_to_delay_insert = 2, max_delay_to_insert = 1",
     )
     .await;
-    let table: ClickHouseTable =
-        serde_json::from_value(serde_json::json!({"table": "events", "order_by": ["id"]})).unwrap();
-    let mut sink = ClickHouseSink::open(&conn, &table, schema(), CoordinateColumns::default())
-        .await
-        .unwrap();
+    let db = conn.database.clone();
+    let mut sink = open(&conn, &events_table()).await;
     sql(&conn, &format!("SYSTEM STOP MERGES {db}.events")).await;
 
     // One insert, one part: the fourth and fifth are refused.
@@ -46,10 +37,10 @@ async fn a_refused_insert_leaves_no_position_and_its_retry_lands_every_row() {
         }
     }
     assert!(!refused.is_empty(), "the server refused no insert");
-    let durable = sink.read_positions(&batch(0..1).positions).await.unwrap();
+    let positions = sink.read_positions(&batch(0..1).positions).await.unwrap();
     let (rows, _) = counts(&conn).await;
     assert_eq!(
-        durable.get("events", 0).unwrap_or(0),
+        positions.get("events", 0).unwrap_or(0),
         rows as i64,
         "the positions claim exactly the rows the table holds ({refused:?} were refused)"
     );
@@ -61,7 +52,7 @@ async fn a_refused_insert_leaves_no_position_and_its_retry_lands_every_row() {
         sink.write(&batch(offset..offset + 1)).await.unwrap();
     }
     assert_eq!(counts(&conn).await, (5, 5), "every row once");
-    let durable = sink.read_positions(&OffsetMap::default()).await.unwrap();
-    assert_eq!(durable.get("events", 0), Some(5));
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
+    let positions = sink.read_positions(&OffsetMap::default()).await.unwrap();
+    assert_eq!(positions.get("events", 0), Some(5));
+    drop_database(&conn).await;
 }

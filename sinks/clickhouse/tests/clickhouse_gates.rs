@@ -1,5 +1,5 @@
 //! Two writers of one Kafka partition never both land rows in ClickHouse: the insert
-//! gates (`sinks/src/clickhouse/gate.rs`) against the real ClickHouse server of the
+//! gates (`sinks/clickhouse/src/gate.rs`) against the real ClickHouse server of the
 //! local stack (`CLICKHOUSE_URL`, default http://127.0.0.1:8123).
 //!
 //! The ownership fence here is a stand-in that always confirms ownership: it plays a
@@ -7,17 +7,16 @@
 //! then, not on demand) and a member paused right after its check. That is the fault
 //! being injected; the server, the table and the gates are real.
 
+#[allow(dead_code)] // each test binary uses a part of the shared helpers
 mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{batch, connection, counts, number, schema, sql, url};
+use common::{batch, counts, drop_database, events_table, fresh_database, number, sql, url};
 use ingest_sink_api::{Fence, Fenced, OffsetMap, Sink, WriteOutcome};
-use ingest_sink_clickhouse::{
-    ClickHouseConnection, ClickHouseSink, ClickHouseTable, CoordinateColumns,
-};
+use ingest_sink_clickhouse::{ClickHouseConnection, ClickHouseSink};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Confirms every ownership check; its generation is moved by the test.
@@ -37,12 +36,34 @@ impl Fence for YesFence {
 }
 
 async fn open(conn: &ClickHouseConnection, fence: Arc<YesFence>) -> ClickHouseSink {
-    let table: ClickHouseTable =
-        serde_json::from_value(serde_json::json!({"table": "events", "order_by": ["id"]})).unwrap();
-    ClickHouseSink::open(conn, &table, schema(), CoordinateColumns::default())
-        .await
-        .unwrap()
-        .with_fence(fence)
+    common::open(conn, &events_table()).await.with_fence(fence)
+}
+
+/// A writer on `events` whose fence the test moves.
+struct Writer {
+    sink: ClickHouseSink,
+    fence: Arc<YesFence>,
+}
+
+impl Writer {
+    async fn open(conn: &ClickHouseConnection) -> Self {
+        let fence = Arc::new(YesFence::default());
+        let sink = open(conn, fence.clone()).await;
+        Self { sink, fence }
+    }
+
+    /// A rebalance seen by this writer.
+    fn rebalanced(&self, generation: u64) {
+        self.fence.generation.store(generation, Ordering::SeqCst);
+    }
+}
+
+/// A test's own database (emptied) and two writers of its `events` table.
+async fn two_writers(database: &str) -> (ClickHouseConnection, Writer, Writer) {
+    let conn = fresh_database(database).await;
+    let a = Writer::open(&conn).await;
+    let b = Writer::open(&conn).await;
+    (conn, a, b)
 }
 
 fn not_owned() -> WriteOutcome {
@@ -53,11 +74,8 @@ fn not_owned() -> WriteOutcome {
 
 #[tokio::test]
 async fn the_later_writer_of_a_partition_wins_and_the_earlier_writes_nothing() {
-    let conn = connection(&format!("gates_{}", std::process::id()));
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {}", conn.database)).await;
-    let (fence_a, fence_b) = (Arc::new(YesFence::default()), Arc::new(YesFence::default()));
-    let mut a = open(&conn, fence_a.clone()).await;
-    let mut b = open(&conn, fence_b.clone()).await;
+    let (conn, a, b) = two_writers("gates").await;
+    let (mut a, mut b, fence_a) = (a.sink, b.sink, a.fence);
 
     assert_eq!(
         a.write(&batch(0..100)).await.unwrap(),
@@ -84,9 +102,9 @@ async fn the_later_writer_of_a_partition_wins_and_the_earlier_writes_nothing() {
     assert_eq!(counts(&conn).await, (200, 200));
     assert_eq!(b.write(&batch(150..250)).await.unwrap(), not_owned());
     assert_eq!(counts(&conn).await, (200, 200));
-    let durable = a.read_positions(&OffsetMap::default()).await.unwrap();
-    assert_eq!(durable.get("events", 0), Some(200));
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {}", conn.database)).await;
+    let positions = a.read_positions(&OffsetMap::default()).await.unwrap();
+    assert_eq!(positions.get("events", 0), Some(200));
+    drop_database(&conn).await;
 }
 
 /// An insert already running through a writer's gate when another writer takes the
@@ -96,11 +114,9 @@ async fn the_later_writer_of_a_partition_wins_and_the_earlier_writes_nothing() {
 #[tokio::test]
 async fn an_insert_under_way_lands_before_the_taker_reads_positions() {
     const SLOW_ROWS: i64 = 400_000;
-    let conn = connection(&format!("gates_slow_{}", std::process::id()));
+    let (conn, a, b) = two_writers("gates_slow").await;
+    let (mut a, mut b) = (a.sink, b.sink);
     let db = conn.database.clone();
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
-    let mut a = open(&conn, Arc::new(YesFence::default())).await;
-    let mut b = open(&conn, Arc::new(YesFence::default())).await;
     a.write(&batch(0..10)).await.unwrap();
     let gate = sql(
         &conn,
@@ -147,7 +163,7 @@ async fn an_insert_under_way_lands_before_the_taker_reads_positions() {
         (10 + SLOW_ROWS as u64 + 100, 10 + SLOW_ROWS as u64 + 100),
         "every offset once"
     );
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
+    drop_database(&conn).await;
 }
 
 /// POSTs `body` in two halves 3 s apart; returns the response's status line.
@@ -186,23 +202,15 @@ fn urlencode(text: &str) -> String {
 /// crashed writer's gate goes once another writer takes any of its partitions.
 #[tokio::test]
 async fn the_registry_and_the_gates_do_not_grow_as_partitions_move() {
-    let conn = connection(&format!("gates_moves_{}", std::process::id()));
+    let (conn, mut a, mut b) = two_writers("gates_moves").await;
     let db = conn.database.clone();
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
-    let (fence_a, fence_b) = (Arc::new(YesFence::default()), Arc::new(YesFence::default()));
-    let mut a = open(&conn, fence_a.clone()).await;
-    let mut b = open(&conn, fence_b.clone()).await;
     for round in 0..10u64 {
         // Each rebalance hands the partition to the other writer.
-        let (writer, fence) = if round % 2 == 0 {
-            (&mut a, &fence_a)
-        } else {
-            (&mut b, &fence_b)
-        };
-        fence.generation.store(round, Ordering::SeqCst);
+        let writer = if round % 2 == 0 { &mut a } else { &mut b };
+        writer.rebalanced(round);
         let from = round as i64 * 10;
         assert_eq!(
-            writer.write(&batch(from..from + 10)).await.unwrap(),
+            writer.sink.write(&batch(from..from + 10)).await.unwrap(),
             WriteOutcome::default()
         );
     }
@@ -242,7 +250,7 @@ async fn the_registry_and_the_gates_do_not_grow_as_partitions_move() {
         2,
         "only the last writer's gate is left"
     );
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
+    drop_database(&conn).await;
 }
 
 /// Rows of partition `partition` of topic `events` at the given offsets.
@@ -266,28 +274,24 @@ fn batch_of(partition: i32, offsets: std::ops::Range<i64>) -> ingest_sink_api::S
 /// the next rebalance.
 #[tokio::test]
 async fn a_gate_renewed_after_a_rebalance_does_not_take_back_revoked_partitions() {
-    let conn = connection(&format!("gates_renew_{}", std::process::id()));
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {}", conn.database)).await;
-    let (fence_a, fence_b) = (Arc::new(YesFence::default()), Arc::new(YesFence::default()));
-    let mut a = open(&conn, fence_a.clone()).await;
-    let mut b = open(&conn, fence_b.clone()).await;
+    let (conn, mut a, mut b) = two_writers("gates_renew").await;
     let mut both = batch_of(0, 0..10);
     both.append(&batch_of(1, 0..10));
-    assert_eq!(a.write(&both).await.unwrap(), WriteOutcome::default());
+    assert_eq!(a.sink.write(&both).await.unwrap(), WriteOutcome::default());
     // Rebalance: partition 1 moves to B, A is given partition 2.
-    fence_a.generation.store(1, Ordering::SeqCst);
-    fence_b.generation.store(1, Ordering::SeqCst);
+    a.rebalanced(1);
+    b.rebalanced(1);
     assert_eq!(
-        b.write(&batch_of(1, 10..20)).await.unwrap(),
+        b.sink.write(&batch_of(1, 10..20)).await.unwrap(),
         WriteOutcome::default()
     );
     assert_eq!(
-        a.write(&batch_of(2, 0..10)).await.unwrap(),
+        a.sink.write(&batch_of(2, 0..10)).await.unwrap(),
         WriteOutcome::default()
     );
     // B still writes partition 1.
     assert_eq!(
-        b.write(&batch_of(1, 20..30)).await.unwrap(),
+        b.sink.write(&batch_of(1, 20..30)).await.unwrap(),
         WriteOutcome::default()
     );
     assert_eq!(
@@ -295,5 +299,5 @@ async fn a_gate_renewed_after_a_rebalance_does_not_take_back_revoked_partitions(
         50,
         "every row of the three partitions once"
     );
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {}", conn.database)).await;
+    drop_database(&conn).await;
 }

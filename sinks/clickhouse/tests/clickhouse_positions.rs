@@ -7,13 +7,12 @@
 //!   exactly the gaps around them; found once, they stay found.
 //! - Recovery reads the ledger and recent parts only, not the whole table.
 
+#[allow(dead_code)] // each test binary uses a part of the shared helpers
 mod common;
 
-use common::{batch, connection, counts, schema, sql};
+use common::{batch, counts, drop_database, events_table, fresh_database, sql};
 use ingest_sink_api::{OffsetMap, Sink};
-use ingest_sink_clickhouse::{
-    ClickHouseConnection, ClickHouseSink, ClickHouseTable, CoordinateColumns,
-};
+use ingest_sink_clickhouse::{ClickHouseConnection, ClickHouseSink, ClickHouseTable};
 
 /// Rows of partition 0 whose id is their offset, `numbers` in `SELECT number FROM
 /// {numbers}`, put in the table as a cut insert leaves them: no ledger entry.
@@ -29,19 +28,40 @@ async fn rows_without_entry(conn: &ClickHouseConnection, numbers: &str) {
     .await;
 }
 
+/// Opens a sink on `events`, partitioned by `partition_by`.
 async fn open(conn: &ClickHouseConnection, partition_by: Option<&str>) -> ClickHouseSink {
-    let mut table: ClickHouseTable =
-        serde_json::from_value(serde_json::json!({"table": "events", "order_by": ["id"]})).unwrap();
-    table.partition_by = partition_by.map(str::to_string);
-    ClickHouseSink::open(conn, &table, schema(), CoordinateColumns::default())
+    let table = ClickHouseTable {
+        partition_by: partition_by.map(str::to_string),
+        ..events_table()
+    };
+    common::open(conn, &table).await
+}
+
+/// A test's own database (emptied) and a sink on its unpartitioned `events` table.
+async fn fresh_sink(database: &str) -> (ClickHouseConnection, ClickHouseSink) {
+    let conn = fresh_database(database).await;
+    let sink = open(&conn, None).await;
+    (conn, sink)
+}
+
+/// The position the sink reads for partition 0 of `events`.
+async fn position(sink: &ClickHouseSink) -> Option<i64> {
+    let partition = batch(0..1).positions;
+    sink.read_positions(&partition)
         .await
         .unwrap()
+        .get("events", 0)
+}
+
+/// Every row of `events` is there once, `rows` in all; the database is dropped.
+async fn every_row_once(conn: &ClickHouseConnection, rows: u64) {
+    assert_eq!(counts(conn).await, (rows, rows), "nothing written twice");
+    drop_database(conn).await;
 }
 
 #[tokio::test]
 async fn replays_and_crash_window_rows_are_not_inserted_twice() {
-    let conn = connection(&format!("positions_{}", std::process::id()));
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {}", conn.database)).await;
+    let conn = fresh_database("positions").await;
     // Partitioned by the id, as a user table may be: one insert becomes several parts.
     let mut sink = open(&conn, Some("id % 3")).await;
     sink.write(&batch(0..100)).await.unwrap();
@@ -51,12 +71,10 @@ async fn replays_and_crash_window_rows_are_not_inserted_twice() {
     // The crash window: rows 100..150 and 170..180 reached the table, no ledger entry
     // records them (as when the writer dies between its insert and its entry, or the
     // server between the insert's parts).
-    let db = &conn.database;
     rows_without_entry(&conn, "system.numbers WHERE (number >= 100 AND number < 150) OR (number >= 170 AND number < 180) LIMIT 60").await;
     let mut sink = open(&conn, Some("id % 3")).await; // a new process
-    let durable = sink.read_positions(&batch(0..1).positions).await.unwrap();
     assert_eq!(
-        durable.get("events", 0),
+        position(&sink).await,
         Some(150),
         "ledger 100, then 100..150 found"
     );
@@ -67,9 +85,9 @@ async fn replays_and_crash_window_rows_are_not_inserted_twice() {
         (200, 200),
         "the gaps are filled, nothing doubled"
     );
-    let durable = sink.read_positions(&OffsetMap::default()).await.unwrap();
-    assert_eq!(durable.get("events", 0), Some(200));
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
+    let positions = sink.read_positions(&OffsetMap::default()).await.unwrap();
+    assert_eq!(positions.get("events", 0), Some(200));
+    drop_database(&conn).await;
 }
 
 #[tokio::test]
@@ -78,32 +96,18 @@ async fn rows_found_by_the_first_look_at_a_partition_stay_found() {
     // process, later looks read only newer parts. Rows the first look found (a first
     // insert cut short before its entry) must not be forgotten by the second: on
     // assignment the resume looks once, the write looks again.
-    let conn = connection(&format!("firstlook_{}", std::process::id()));
-    let db = conn.database.clone();
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
-    let mut sink = open(&conn, None).await;
+    let (conn, mut sink) = fresh_sink("firstlook").await;
     rows_without_entry(&conn, "numbers(50)").await;
     // Part times are whole seconds: the looks below come later than the part.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let partition = batch(0..1).positions;
+    assert_eq!(position(&sink).await, Some(50));
     assert_eq!(
-        sink.read_positions(&partition)
-            .await
-            .unwrap()
-            .get("events", 0),
-        Some(50)
-    );
-    assert_eq!(
-        sink.read_positions(&partition)
-            .await
-            .unwrap()
-            .get("events", 0),
+        position(&sink).await,
         Some(50),
         "the second look forgot the rows the first one found"
     );
     sink.write(&batch(0..100)).await.unwrap();
-    assert_eq!(counts(&conn).await, (100, 100), "nothing written twice");
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
+    every_row_once(&conn, 100).await;
 }
 
 #[tokio::test]
@@ -112,33 +116,22 @@ async fn a_shorter_retry_does_not_hide_rows_found_past_it() {
     // part holding 10..15 did not). The retry holds only 10..20: its entry must not
     // make the next look skip the parts holding 20..40, or the position moves back to
     // 20 and those rows are written again.
-    let conn = connection(&format!("shorter_{}", std::process::id()));
-    let db = conn.database.clone();
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
-    let mut sink = open(&conn, None).await;
+    let (conn, mut sink) = fresh_sink("shorter").await;
     sink.write(&batch(0..10)).await.unwrap();
     rows_without_entry(&conn, "numbers(40) WHERE number >= 15").await;
     // Part times are whole seconds: the retry's entry comes later than the part.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     sink.write(&batch(10..20)).await.unwrap();
-    let durable = sink.read_positions(&batch(0..1).positions).await.unwrap();
-    assert_eq!(
-        durable.get("events", 0),
-        Some(40),
-        "the position moved back"
-    );
+    assert_eq!(position(&sink).await, Some(40), "the position moved back");
     sink.write(&batch(20..40)).await.unwrap();
-    assert_eq!(counts(&conn).await, (40, 40), "nothing written twice");
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
+    every_row_once(&conn, 40).await;
 }
 
 #[tokio::test]
 async fn recovery_reads_recent_parts_not_the_whole_table() {
     const ROWS: u64 = 10_000_000;
-    let conn = connection(&format!("recovery_{}", std::process::id()));
+    let (conn, mut sink) = fresh_sink("recovery").await;
     let db = conn.database.clone();
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
-    let mut sink = open(&conn, None).await;
     // A big table and its ledger entry, as a long-running pipeline leaves them.
     rows_without_entry(&conn, &format!("numbers({ROWS})")).await;
     sql(
@@ -164,9 +157,9 @@ async fn recovery_reads_recent_parts_not_the_whole_table() {
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let started = std::time::Instant::now();
-    let durable = sink.read_positions(&batch(0..1).positions).await.unwrap();
+    let resumed = position(&sink).await;
     let took = started.elapsed();
-    assert_eq!(durable.get("events", 0), Some(ROWS as i64 + 1000));
+    assert_eq!(resumed, Some(ROWS as i64 + 1000));
     // The three recovery queries (ledger, recent parts, their coordinates) as logged.
     let mut read = Vec::new();
     for _ in 0..50 {
@@ -192,6 +185,5 @@ async fn recovery_reads_recent_parts_not_the_whole_table() {
         "recovery read {read_rows} rows of a {ROWS}-row table ({read:?})"
     );
     println!("recovery on a {ROWS}-row table: {read_rows} rows read, {took:?}");
-    assert_eq!(counts(&conn).await.0, ROWS + 1000);
-    sql(&conn, &format!("DROP DATABASE IF EXISTS {db}")).await;
+    every_row_once(&conn, ROWS + 1000).await;
 }

@@ -1,4 +1,4 @@
-//! Where a ClickHouse table stands in Kafka, read from ClickHouse itself.
+//! The position ledger: where a ClickHouse table stands in Kafka, read from ClickHouse itself.
 //!
 //! Every row carries its Kafka coordinates (topic, partition, offset columns). After an
 //! insert has succeeded, the writer records per partition the offset after the rows the
@@ -17,8 +17,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ingest_sink_api::{Coordinates, OffsetMap, SinkError};
 
-use super::types::quote_ident;
-use super::{escape_literal, is_retryable, query_json};
+use clickhouse::query::Query;
+
+use crate::client::{bind_all, fetch_json, is_retryable, json_number, placeholders};
+use crate::types::quote_ident;
 
 /// Names of the columns holding each row's Kafka coordinates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,22 +76,24 @@ impl Ledger {
         &self.ledger
     }
 
-    /// Statements creating the ledger (idempotent), and dropping the view that fed it
-    /// from the table's own inserts in earlier releases: a view may run before the rows
-    /// it describes are committed (or without them), so entries come from the writer alone.
-    pub fn create_statements(&self) -> [String; 2] {
-        [
-            format!(
-                "CREATE TABLE IF NOT EXISTS {} (topic String, partition Int32, \
-                 next AggregateFunction(max, Int64), at AggregateFunction(max, DateTime)) \
-                 ENGINE = AggregatingMergeTree() ORDER BY (topic, partition)",
-                self.qualified(&self.ledger)
-            ),
-            format!(
-                "DROP TABLE IF EXISTS {}",
-                self.qualified(&format!("{}__ingest_positions_mv", self.table))
-            ),
-        ]
+    /// The statement creating the ledger (idempotent).
+    pub fn create_statement(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (topic String, partition Int32, \
+             next AggregateFunction(max, Int64), at AggregateFunction(max, DateTime)) \
+             ENGINE = AggregatingMergeTree() ORDER BY (topic, partition)",
+            self.qualified(&self.ledger)
+        )
+    }
+
+    /// The statement dropping the view that fed the ledger from the table's own inserts
+    /// in earlier releases: a view may run before the rows it describes are committed
+    /// (or without them), so entries come from the writer alone.
+    pub fn drop_old_view_statement(&self) -> String {
+        format!(
+            "DROP TABLE IF EXISTS {}",
+            self.qualified(&format!("{}__ingest_positions_mv", self.table))
+        )
     }
 
     /// The `Null` table a writer records entries into, and the view folding them into
@@ -113,7 +117,12 @@ impl Ledger {
     }
 
     /// Records `entries` through the entry gate `gate`.
-    pub fn entry_statement(&self, gate: &str, entries: &[Entry]) -> String {
+    pub fn entry_statement(
+        &self,
+        client: &clickhouse::Client,
+        gate: &str,
+        entries: &[EntryToRecord],
+    ) -> Query {
         let values: Vec<String> = entries
             .iter()
             .map(|e| {
@@ -121,86 +130,78 @@ impl Ledger {
                     Some(at) => format!("toDateTime({at})"),
                     None => "now()".into(),
                 };
-                format!(
-                    "('{}', {}, {}, {at})",
-                    escape_literal(&e.topic),
-                    e.partition,
-                    e.next
-                )
+                format!("(?, {}, {}, {at})", e.partition, e.next)
             })
             .collect();
-        format!(
+        let statement = client.query(&format!(
             "INSERT INTO {} (topic, partition, next, at) VALUES {}",
             self.qualified(gate),
             values.join(", ")
-        )
+        ));
+        bind_all(statement, entries.iter().map(|e| e.topic.as_str()))
     }
 
-    /// Per partition of `topics` (of every topic when empty): the ledger's next offset
+    /// Per partition of `topics` (of every topic when empty): the ledger's position
     /// and the time of its entry.
-    pub fn ledger_query(&self, topics: &[&str]) -> String {
+    pub fn entries_query(&self, client: &clickhouse::Client, topics: &[&str]) -> Query {
         let filter = if topics.is_empty() {
             String::new()
         } else {
-            format!(" WHERE topic IN ({})", literal_list(topics))
+            format!(" WHERE topic IN ({})", placeholders(topics.len()))
         };
-        format!(
+        let query = client.query(&format!(
             "SELECT topic, partition, maxMerge(next) AS next, toUInt32(maxMerge(at)) AS at \
              FROM {}{filter} GROUP BY topic, partition",
             self.qualified(&self.ledger),
-        )
+        ));
+        bind_all(query, topics.iter().copied())
     }
 
     /// Active parts of the data table written or merged at or after `since` (unix s),
     /// with the server's clock.
-    pub fn recent_parts_query(&self, since: u32) -> String {
-        format!(
-            "SELECT name, toUInt32(now()) AS now FROM system.parts WHERE database = '{}' \
-             AND table = '{}' AND active AND modification_time >= toDateTime({since})",
-            escape_literal(&self.database),
-            escape_literal(&self.table)
-        )
+    pub fn recent_parts_query(&self, client: &clickhouse::Client, since: u32) -> Query {
+        client
+            .query(&format!(
+                "SELECT name, toUInt32(now()) AS now FROM system.parts WHERE database = ? \
+                 AND table = ? AND active AND modification_time >= toDateTime({since})"
+            ))
+            .bind(&self.database)
+            .bind(&self.table)
     }
 
-    /// CoordinateColumns past the ledger's position, looked up in the given parts only.
-    pub fn tail_query(
+    /// The coordinates of the rows past the ledger's positions `from`, looked up in the
+    /// given parts only.
+    pub fn beyond_query(
         &self,
+        client: &clickhouse::Client,
         coords: &CoordinateColumns,
         parts: &[String],
         from: &OffsetMap,
-    ) -> String {
-        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    ) -> Query {
         let conditions: Vec<String> = from
             .iter()
-            .map(|(topic, partition, next)| {
+            .map(|(_, partition, next)| {
                 format!(
-                    "({} = '{}' AND {} = {partition} AND {} >= {next})",
+                    "({} = ? AND {} = {partition} AND {} >= {next})",
                     quote_ident(&coords.topic),
-                    escape_literal(topic),
                     quote_ident(&coords.partition),
                     quote_ident(&coords.offset),
                 )
             })
             .collect();
-        format!(
+        let query = client.query(&format!(
             "SELECT {} AS topic, {} AS partition, {} AS offset FROM {} \
              WHERE _part IN ({}) AND ({})",
             quote_ident(&coords.topic),
             quote_ident(&coords.partition),
             quote_ident(&coords.offset),
             self.qualified(&self.table),
-            literal_list(&parts),
+            placeholders(parts.len()),
             conditions.join(" OR ")
-        )
+        ));
+        let query = bind_all(query, parts.iter().map(String::as_str));
+        bind_all(query, from.iter().map(|(topic, _, _)| topic))
     }
-}
-
-fn literal_list(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|t| format!("'{}'", escape_literal(t)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Reads a table's positions; shared by its sink and by the resume on assignment.
@@ -219,9 +220,9 @@ impl LedgerReader {
     /// What the table holds already for the partitions in `from` (all partitions the
     /// ledger knows when empty): the ledger, then the coordinates in parts newer than
     /// each partition's last ledger entry.
-    pub async fn progress(&self, from: &OffsetMap) -> Result<Progress, SinkError> {
-        let query = |sql: String| async move {
-            query_json(&self.client, &sql).await.map_err(|e| {
+    pub async fn held(&self, from: &OffsetMap) -> Result<HeldRows, SinkError> {
+        let query = |query: Query| async move {
+            fetch_json(query).await.map_err(|e| {
                 SinkError::new(
                     self.sink.clone(),
                     format!("reading positions: {e}"),
@@ -230,20 +231,20 @@ impl LedgerReader {
             })
         };
         let topics: Vec<&str> = from.topics().collect();
-        let entries: Vec<LedgerEntry> = query(self.ledger.ledger_query(&topics))
+        let entries: Vec<RecordedEntry> = query(self.ledger.entries_query(&self.client, &topics))
             .await?
             .iter()
-            .filter_map(LedgerEntry::from_json)
+            .filter_map(RecordedEntry::from_json)
             .collect();
-        let mut progress = Progress::default();
+        let mut held = HeldRows::default();
         if from.is_empty() {
             for e in &entries {
-                progress.next.advance(&e.topic, e.partition, e.next);
+                held.ledger.advance(&e.topic, e.partition, e.next);
             }
-            return Ok(progress);
+            return Ok(held);
         }
         // From each partition's ledger position (0 without one) and entry time.
-        let mut tail_from = OffsetMap::default();
+        let mut beyond_from = OffsetMap::default();
         let mut since = u32::MAX;
         let mut unseen = Vec::new();
         let scanned = self.scanned.lock().expect("scans poisoned").clone();
@@ -257,37 +258,37 @@ impl LedgerReader {
             let unseen_at = scanned.get(&key).copied().unwrap_or(0);
             let (next, at) = entry.map_or((0, unseen_at), |e| (e.next, e.at));
             if entry.is_some() {
-                progress.next.advance(topic, partition, next);
+                held.ledger.advance(topic, partition, next);
             }
-            progress.since.insert(key.clone(), at);
+            held.since.insert(key.clone(), at);
             if entry.is_none() {
                 unseen.push(key);
             }
-            tail_from.advance(topic, partition, next);
+            beyond_from.advance(topic, partition, next);
             // One second early: part times and `now()` are whole seconds.
             since = since.min(at.saturating_sub(1));
         }
-        let listed = query(self.ledger.recent_parts_query(since)).await?;
+        let listed = query(self.ledger.recent_parts_query(&self.client, since)).await?;
         let server_now = listed.first().and_then(|r| r["now"].as_u64());
         let parts: Vec<String> = listed
             .iter()
             .filter_map(|row| row["name"].as_str().map(str::to_string))
             .collect();
-        let tail = if parts.is_empty() {
+        let beyond = if parts.is_empty() {
             Vec::new()
         } else {
             query(
                 self.ledger
-                    .tail_query(&self.coordinates, &parts, &tail_from),
+                    .beyond_query(&self.client, &self.coordinates, &parts, &beyond_from),
             )
             .await?
         };
-        for row in tail {
-            if let Some(e) = LedgerEntry::from_json(&serde_json::json!({
+        for row in beyond {
+            if let Some(e) = RecordedEntry::from_json(&serde_json::json!({
                 "topic": row["topic"], "partition": row["partition"],
                 "next": row["offset"], "at": 0,
             })) {
-                progress.beyond.insert((e.topic, e.partition, e.next));
+                held.beyond.insert((e.topic, e.partition, e.next));
             }
         }
         // A partition without an entry whose look found nothing need not look at older
@@ -296,7 +297,7 @@ impl LedgerReader {
         if let Some(now) = server_now {
             let mut scanned = self.scanned.lock().expect("scans poisoned");
             for key in unseen {
-                let found = progress
+                let found = held
                     .beyond
                     .iter()
                     .any(|(t, p, _)| *t == key.0 && *p == key.1);
@@ -305,7 +306,7 @@ impl LedgerReader {
                 }
             }
         }
-        Ok(progress)
+        Ok(held)
     }
 }
 
@@ -316,15 +317,16 @@ impl ingest_sink_api::PositionReader for LedgerReader {
     }
 
     async fn read(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {
-        Ok(self.progress(partitions).await?.durable())
+        Ok(self.held(partitions).await?.positions())
     }
 }
 
-/// What the table holds for some partitions: every offset below `next`, plus the
-/// offsets in `beyond` (rows of an insert the ledger has not seen).
+/// What the table holds for some partitions: every offset below the `ledger`'s
+/// position, plus the offsets in `beyond` (rows of an insert the ledger has not seen).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Progress {
-    pub next: OffsetMap,
+pub struct HeldRows {
+    /// The ledger's positions.
+    pub ledger: OffsetMap,
     pub beyond: HashSet<(String, i32, i64)>,
     /// Per partition, the time since which parts were read for `beyond` (unix s).
     pub since: HashMap<(String, i32), u32>,
@@ -334,24 +336,24 @@ pub struct Progress {
 /// rows past it can only be in parts written or merged since `at` (the server's
 /// `now()` when `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub struct EntryToRecord {
     pub topic: String,
     pub partition: i32,
     pub next: i64,
     pub at: Option<u32>,
 }
 
-impl Progress {
-    /// Whether the table already holds the row at `position`.
-    pub fn holds(&self, position: &Coordinates) -> bool {
-        self.next
-            .get(position.topic, position.partition)
-            .is_some_and(|n| position.offset < n)
+impl HeldRows {
+    /// Whether the table already holds the row at `coordinates`.
+    pub fn holds(&self, coordinates: &Coordinates) -> bool {
+        self.ledger
+            .get(coordinates.topic, coordinates.partition)
+            .is_some_and(|n| coordinates.offset < n)
             || (!self.beyond.is_empty()
                 && self.beyond.contains(&(
-                    position.topic.to_string(),
-                    position.partition,
-                    position.offset,
+                    coordinates.topic.to_string(),
+                    coordinates.partition,
+                    coordinates.offset,
                 )))
     }
 
@@ -360,12 +362,12 @@ impl Progress {
     /// where they say more than the ledger does. An entry never moves `at` past rows
     /// found beyond its `next`: they stay where recovery looks until an entry covers
     /// them.
-    pub fn entries_after(&self, written: &OffsetMap) -> Vec<Entry> {
-        let durable = self.durable();
+    pub fn entries_after(&self, written: &OffsetMap) -> Vec<EntryToRecord> {
+        let positions = self.positions();
         let mut entries = Vec::new();
         for (topic, partition, end) in written.iter() {
-            let next = end.max(durable.get(topic, partition).unwrap_or(0));
-            if self.next.get(topic, partition) >= Some(next) {
+            let next = end.max(positions.get(topic, partition).unwrap_or(0));
+            if self.ledger.get(topic, partition) >= Some(next) {
                 continue;
             }
             let left_beyond = self
@@ -378,7 +380,7 @@ impl Progress {
                     .copied()
                     .unwrap_or(0)
             });
-            entries.push(Entry {
+            entries.push(EntryToRecord {
                 topic: topic.to_string(),
                 partition,
                 next,
@@ -390,8 +392,8 @@ impl Progress {
 
     /// The positions a reader may resume from: the ledger's, moved past the rows found
     /// beyond it while they form an unbroken run.
-    pub fn durable(&self) -> OffsetMap {
-        let mut out = self.next.clone();
+    pub fn positions(&self) -> OffsetMap {
+        let mut out = self.ledger.clone();
         let mut beyond: BTreeMap<(&str, i32), Vec<i64>> = BTreeMap::new();
         for (topic, partition, offset) in &self.beyond {
             beyond
@@ -414,25 +416,20 @@ impl Progress {
 }
 
 /// One ledger row as the server returns it.
-pub struct LedgerEntry {
+pub struct RecordedEntry {
     pub topic: String,
     pub partition: i32,
     pub next: i64,
     pub at: u32,
 }
 
-impl LedgerEntry {
+impl RecordedEntry {
     pub fn from_json(row: &serde_json::Value) -> Option<Self> {
-        // 64-bit integers come back quoted in JSON formats.
-        let int = |v: &serde_json::Value| {
-            v.as_i64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        };
         Some(Self {
             topic: row["topic"].as_str()?.to_string(),
-            partition: int(&row["partition"])? as i32,
-            next: int(&row["next"])?,
-            at: int(&row["at"])? as u32,
+            partition: json_number::<i64>(&row["partition"])? as i32,
+            next: json_number(&row["next"])?,
+            at: json_number::<i64>(&row["at"])? as u32,
         })
     }
 }
@@ -441,7 +438,7 @@ impl LedgerEntry {
 mod tests {
     use super::*;
 
-    fn pos(offset: i64) -> Coordinates {
+    fn at(offset: i64) -> Coordinates {
         Coordinates {
             topic: "t",
             partition: 0,
@@ -451,38 +448,74 @@ mod tests {
 
     #[test]
     fn rows_below_the_ledger_or_found_beyond_it_are_held() {
-        let mut progress = Progress::default();
-        progress.next.advance("t", 0, 10);
-        progress
-            .beyond
+        let mut held = HeldRows::default();
+        held.ledger.advance("t", 0, 10);
+        held.beyond
             .extend([("t".into(), 0, 12), ("t".into(), 0, 10)]);
-        assert!(progress.holds(&pos(9)));
-        assert!(progress.holds(&pos(10)));
-        assert!(!progress.holds(&pos(11)));
-        assert!(progress.holds(&pos(12)));
-        assert!(!progress.holds(&pos(13)));
+        assert!(held.holds(&at(9)));
+        assert!(held.holds(&at(10)));
+        assert!(!held.holds(&at(11)));
+        assert!(held.holds(&at(12)));
+        assert!(!held.holds(&at(13)));
         // 10 follows the ledger, 11 is missing: resume at 11.
-        assert_eq!(progress.durable().get("t", 0), Some(11));
+        assert_eq!(held.positions().get("t", 0), Some(11));
     }
 
     #[test]
-    fn tail_query_names_parts_and_partitions() {
+    fn the_beyond_query_names_parts_and_partitions() {
+        let client = clickhouse::Client::default();
         let ledger = Ledger::new("db", "events");
         let mut from = OffsetMap::default();
         from.advance("orders", 3, 100);
-        let sql = ledger.tail_query(&CoordinateColumns::default(), &["all_5_5_0".into()], &from);
+        let query = ledger.beyond_query(
+            &client,
+            &CoordinateColumns::default(),
+            &["all_5_5_0".into()],
+            &from,
+        );
+        let sql = query.sql_display().to_string();
         assert!(sql.contains("_part IN ('all_5_5_0')"), "{sql}");
         assert!(
             sql.contains("`_topic` = 'orders' AND `_partition` = 3 AND `_offset` >= 100"),
             "{sql}"
         );
-        let [table, _] = ledger.create_statements();
+        let table = ledger.create_statement();
         assert!(table.contains("`events__ingest_positions`"), "{table}");
         let [_, view] = ledger.entry_gate_statements("g_pos");
         assert!(
             view.contains("TO `db`.`events__ingest_positions`"),
             "{view}"
         );
+    }
+
+    #[test]
+    fn entries_bind_their_topics() {
+        let client = clickhouse::Client::default();
+        let entry = |topic: &str, at| EntryToRecord {
+            topic: topic.into(),
+            partition: 1,
+            next: 5,
+            at,
+        };
+        let statement = Ledger::new("db", "events").entry_statement(
+            &client,
+            "g_pos",
+            &[entry("it's", None), entry("b", Some(7))],
+        );
+        assert_eq!(
+            statement.sql_display().to_string(),
+            "INSERT INTO `db`.`g_pos` (topic, partition, next, at) VALUES \
+             ('it\\'s', 1, 5, now()), ('b', 1, 5, toDateTime(7))"
+        );
+    }
+
+    /// The ledger at 10 since time 500, with rows found beyond it at `beyond`.
+    fn ledger_at_10_with(beyond: std::ops::Range<i64>) -> HeldRows {
+        let mut held = HeldRows::default();
+        held.ledger.advance("t", 0, 10);
+        held.since.insert(("t".into(), 0), 500);
+        held.beyond.extend(beyond.map(|o| ("t".into(), 0, o)));
+        held
     }
 
     fn written(next: i64) -> OffsetMap {
@@ -493,12 +526,8 @@ mod tests {
 
     #[test]
     fn an_entry_covers_the_batch_and_the_unbroken_run_found_beyond_the_ledger() {
-        let mut progress = Progress::default();
-        progress.next.advance("t", 0, 10);
-        progress.since.insert(("t".into(), 0), 500);
-        progress.beyond.extend((10..20).map(|o| ("t".into(), 0, o)));
         // A replay of 10..15 after a crash: the table holds 10..20 already.
-        let entries = progress.entries_after(&written(15));
+        let entries = ledger_at_10_with(10..20).entries_after(&written(15));
         assert_eq!(entries.len(), 1);
         assert_eq!((entries[0].next, entries[0].at), (20, None));
     }
@@ -508,13 +537,10 @@ mod tests {
         // Issue 10, hole 1: rows 30..40 of an interrupted insert sit past a gap. An
         // entry for a shorter retry (10..15) must not move `at` past their parts, or
         // the next look misses them and they are written twice.
-        let mut progress = Progress::default();
-        progress.next.advance("t", 0, 10);
-        progress.since.insert(("t".into(), 0), 500);
-        progress.beyond.extend((30..40).map(|o| ("t".into(), 0, o)));
-        let entries = progress.entries_after(&written(15));
+        let held = ledger_at_10_with(30..40);
+        let entries = held.entries_after(&written(15));
         assert_eq!((entries[0].next, entries[0].at), (15, Some(500)));
         // Nothing new to say: no entry.
-        assert!(progress.entries_after(&written(8)).is_empty());
+        assert!(held.entries_after(&written(8)).is_empty());
     }
 }

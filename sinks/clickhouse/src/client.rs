@@ -1,0 +1,205 @@
+//! Talking to the server: the HTTP(S) client, queries and statements, and what their
+//! errors mean (worth a retry or not).
+//!
+//! Values go into queries with the `clickhouse` crate's `?` placeholders and `.bind()`:
+//! the crate escapes and inlines them on the client, so the server sees plain literals
+//! (every version from 18.16 on reads them). Identifiers cannot be bound as values; they
+//! are quoted with [`quote_ident`](crate::types::quote_ident).
+
+use clickhouse::query::Query;
+use clickhouse::sql::Bind;
+use ingest_sink_api::SinkError;
+use ingest_sink_api::secret::ExposeSecret;
+
+use crate::config::{BodyCompression, ClickHouseConnection};
+use crate::connect;
+use crate::types::ServerCaps;
+
+/// Opens an HTTP(S) client for the connection settings. Panics when the TLS trust
+/// cannot be loaded (config validation checks `tls.ca_file` first): services use
+/// [`try_client`].
+pub fn client(conn: &ClickHouseConnection) -> clickhouse::Client {
+    try_client(conn).unwrap_or_else(|e| panic!("clickhouse `{}`: {e}", conn.display_url()))
+}
+
+/// Opens an HTTP(S) client for the connection settings: `https://` URLs (or a `tls`
+/// section) get a TLS connector trusting `tls.ca_file` or the system's roots.
+pub fn try_client(conn: &ClickHouseConnection) -> Result<clickhouse::Client, String> {
+    let base = if connect::is_https(&conn.url) || conn.tls.is_some() {
+        connect::https_client(conn.tls.as_ref())?
+    } else {
+        clickhouse::Client::default()
+    };
+    Ok(base
+        .with_url(&conn.url)
+        .with_user(&conn.user)
+        .with_password(conn.password.expose_secret())
+        .with_validation(false)
+        .with_compression(match conn.compression {
+            BodyCompression::Lz4 => clickhouse::Compression::Lz4,
+            BodyCompression::None => clickhouse::Compression::None,
+        }))
+}
+
+/// Runs a query and returns its rows as JSON objects (works on every server version).
+pub async fn query_json(
+    client: &clickhouse::Client,
+    sql: &str,
+) -> Result<Vec<serde_json::Value>, clickhouse::error::Error> {
+    fetch_json(client.query_raw(sql)).await
+}
+
+/// Runs a query (its values bound) and returns its rows as JSON objects.
+pub(crate) async fn fetch_json(
+    query: Query,
+) -> Result<Vec<serde_json::Value>, clickhouse::error::Error> {
+    let bytes = query.fetch_bytes("JSONEachRow")?.collect().await?;
+    Ok(bytes
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| serde_json::from_slice(line).ok())
+        .collect())
+}
+
+/// Runs a query for `sink`; a failure names the query and says whether to retry.
+pub(crate) async fn select(sink: &str, query: Query) -> Result<Vec<serde_json::Value>, SinkError> {
+    let sql = query.sql_display().to_string();
+    fetch_json(query).await.map_err(|e| failed(sink, &sql, &e))
+}
+
+/// Runs a statement for `sink`; a failure names it and says whether to retry.
+pub(crate) async fn execute(sink: &str, statement: Query) -> Result<(), SinkError> {
+    let sql = statement.sql_display().to_string();
+    statement
+        .execute()
+        .await
+        .map_err(|e| failed(sink, &sql, &e))
+}
+
+fn failed(sink: &str, sql: &str, error: &clickhouse::error::Error) -> SinkError {
+    SinkError::new(
+        sink,
+        format!("`{sql}` failed: {error}"),
+        is_retryable(error),
+    )
+}
+
+/// `?, ?, ?`: one placeholder per value of an `IN (...)` list (see [`bind_all`]).
+pub(crate) fn placeholders(count: usize) -> String {
+    vec!["?"; count].join(", ")
+}
+
+/// Binds `values` to the next placeholders, in order.
+pub(crate) fn bind_all<T: Bind>(query: Query, values: impl IntoIterator<Item = T>) -> Query {
+    values
+        .into_iter()
+        .fold(query, |query, value| query.bind(value))
+}
+
+/// Asks the server its version.
+pub async fn server_caps(
+    client: &clickhouse::Client,
+) -> Result<(String, ServerCaps), clickhouse::error::Error> {
+    let rows = query_json(client, "SELECT version() AS v").await?;
+    let version = rows
+        .first()
+        .and_then(|r| r["v"].as_str())
+        .unwrap_or("0.0")
+        .to_string();
+    let caps = ServerCaps::from_version(&version);
+    Ok((version, caps))
+}
+
+/// A number from a JSON output row. ClickHouse quotes 64-bit integers in JSON formats
+/// (a JSON number could not hold them exactly), so both forms are read.
+pub(crate) fn json_number<T: std::str::FromStr>(value: &serde_json::Value) -> Option<T> {
+    match value {
+        serde_json::Value::Number(number) => number.to_string().parse().ok(),
+        serde_json::Value::String(text) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Network failures and server overload are worth retrying; anything the server rejects
+/// for what we sent (unknown column, type mismatch, bad credentials) is not.
+pub fn is_retryable(error: &clickhouse::error::Error) -> bool {
+    use clickhouse::error::Error;
+    match error {
+        Error::Network(_) | Error::TimedOut => true,
+        // TOO_MANY_PARTS also names an insert touching more table partitions than
+        // `max_partitions_per_insert_block` allows (100 by default since 19.5; 18.16 has
+        // no limit): sending the same rows again cannot succeed.
+        Error::BadResponse(text)
+            if text.contains("Too many partitions for single INSERT block") =>
+        {
+            false
+        }
+        Error::BadResponse(text) => match server_error_code(text) {
+            // TIMEOUT_EXCEEDED, TOO_MANY_SIMULTANEOUS_QUERIES, SOCKET_TIMEOUT, NETWORK_ERROR,
+            // MEMORY_LIMIT_EXCEEDED, TABLE_IS_READ_ONLY, TOO_MANY_PARTS, ALL_CONNECTION_TRIES_FAILED,
+            // KEEPER_EXCEPTION, UNEXPECTED_END_OF_FILE, CANNOT_READ_ALL_DATA (cut request)
+            Some(159 | 202 | 209 | 210 | 241 | 242 | 252 | 279 | 999 | 3 | 33) => true,
+            Some(_) => false,
+            // No code: a proxy or a server going down answered.
+            None => true,
+        },
+        _ => false,
+    }
+}
+
+/// Extracts N from `Code: N. DB::Exception: ...`.
+pub fn server_error_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + 6..];
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_server_errors() {
+        use clickhouse::error::Error;
+        let bad = |t: &str| Error::BadResponse(t.into());
+        assert!(!is_retryable(&bad(
+            "Code: 60. DB::Exception: Table x doesn't exist"
+        )));
+        assert!(is_retryable(&bad(
+            "Code: 252. DB::Exception: Too many parts"
+        )));
+        assert!(!is_retryable(&bad(
+            "Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100). \
+             The limit is controlled by 'max_partitions_per_insert_block' setting. (TOO_MANY_PARTS)"
+        )));
+        assert!(is_retryable(&bad("502 Bad Gateway")));
+        assert_eq!(
+            server_error_code("Code: 53, e.displayText() = DB::Exception"),
+            Some(53)
+        );
+    }
+
+    #[test]
+    fn numbers_are_read_quoted_or_not() {
+        use serde_json::json;
+        assert_eq!(json_number::<u64>(&json!(7)), Some(7));
+        assert_eq!(
+            json_number::<i64>(&json!("-9007199254740993")),
+            Some(-9007199254740993)
+        );
+        assert_eq!(json_number::<u64>(&json!(-1)), None);
+        assert_eq!(json_number::<i64>(&json!(null)), None);
+    }
+
+    #[test]
+    fn bound_values_are_escaped_on_the_client() {
+        let query = clickhouse::Client::default()
+            .query(&format!(
+                "SELECT 1 WHERE a = ? AND b IN ({})",
+                placeholders(2)
+            ))
+            .bind("it's");
+        let sql = bind_all(query, ["x\\y", "z"]).sql_display().to_string();
+        assert_eq!(sql, r"SELECT 1 WHERE a = 'it\'s' AND b IN ('x\\y', 'z')");
+    }
+}

@@ -1,0 +1,308 @@
+//! Opening a sink: connect, make sure the table and everything that makes its writes
+//! exactly-once exist (the Kafka coordinate columns, the position ledger, the insert
+//! gate registry), and check that every schema field can be written into the table
+//! before any data arrives.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use ingest_sink_api::{OffsetMap, SinkError};
+
+use crate::client::{execute, fetch_json, is_retryable, json_number, server_caps, try_client};
+use crate::columns::{TableColumn, match_columns, table_columns};
+use crate::config::{ClickHouseConnection, ClickHouseTable};
+use crate::connect;
+use crate::coordinate_columns::with_coordinate_fields;
+use crate::ddl;
+use crate::engine;
+use crate::gate::Gates;
+use crate::ledger::{CoordinateColumns, Ledger, LedgerReader};
+use crate::native::{NativeColumn, encode_block};
+use crate::types::{ServerCaps, quote_ident};
+use crate::write::ClickHouseSink;
+
+impl ClickHouseSink {
+    /// Connects, creates the table (with its coordinate columns and position ledger) if
+    /// configured, and checks that every schema field can be written into the table.
+    pub async fn open(
+        conn: &ClickHouseConnection,
+        table: &ClickHouseTable,
+        schema: SchemaRef,
+        coordinates: CoordinateColumns,
+    ) -> Result<Self, SinkError> {
+        let setup = Setup::connect(conn, table).await?;
+        let schema = with_coordinate_fields(&schema, &coordinates);
+        setup.create_database_and_table(&schema).await?;
+        let columns = setup.existing_columns().await?;
+        setup.check_engine().await?;
+        let ledger = Ledger::new(&conn.database, &table.table);
+        let gates = setup.gates();
+        let companions = [ledger.create_statement(), gates.create_statement()];
+        let columns = setup
+            .add_coordinate_columns(columns, &coordinates, &companions)
+            .await?;
+        setup
+            .create_ledger_and_gate_registry(&ledger, companions)
+            .await?;
+        let columns = setup.match_columns(&schema, columns)?;
+        setup.check_encoding(&schema, &columns)?;
+        let sink = setup.into_sink(schema, columns, ledger, coordinates, gates);
+        // The ledger must answer before any write relies on it.
+        sink.ledger.held(&OffsetMap::default()).await?;
+        Ok(sink)
+    }
+}
+
+/// A sink being opened: its server and table.
+struct Setup<'a> {
+    name: String,
+    client: clickhouse::Client,
+    caps: ServerCaps,
+    conn: &'a ClickHouseConnection,
+    table: &'a ClickHouseTable,
+}
+
+impl<'a> Setup<'a> {
+    /// Opens the client and asks the server its version.
+    async fn connect(
+        conn: &'a ClickHouseConnection,
+        table: &'a ClickHouseTable,
+    ) -> Result<Self, SinkError> {
+        let name = format!("clickhouse {}.{}", conn.database, table.table);
+        let client = try_client(conn).map_err(|e| {
+            SinkError::permanent(&name, format!("clickhouse `{}`: {e}", conn.display_url()))
+        })?;
+        let (version, caps) = server_caps(&client).await.map_err(|e| {
+            // Unreachable is worth waiting out; refused credentials or certificate are not.
+            let retryable = is_retryable(&e) && !connect::is_certificate_error(&e);
+            let message = format!(
+                "cannot reach {}: {}",
+                conn.display_url(),
+                connect::describe(&e)
+            );
+            SinkError::new(&name, message, retryable)
+        })?;
+        tracing::info!(sink = %name, %version, "connected to ClickHouse");
+        Ok(Self {
+            name,
+            client,
+            caps,
+            conn,
+            table,
+        })
+    }
+
+    /// The insert gates of the table, none opened yet.
+    fn gates(&self) -> Gates {
+        Gates::new(
+            &self.name,
+            self.client.clone(),
+            &self.conn.database,
+            &self.table.table,
+            self.caps,
+        )
+    }
+
+    /// With `create_tables`: the database and the table, unless they exist.
+    async fn create_database_and_table(&self, schema: &SchemaRef) -> Result<(), SinkError> {
+        if !self.conn.create_tables {
+            return Ok(());
+        }
+        self.run(ddl::create_database(&self.conn.database)).await?;
+        let create = ddl::create_table(&self.conn.database, self.table, schema, self.caps)
+            .map_err(|e| self.refused(e))?;
+        self.run(create).await
+    }
+
+    /// The table's columns; an error when the table does not exist.
+    async fn existing_columns(&self) -> Result<Vec<TableColumn>, SinkError> {
+        let columns = self.read_columns().await?;
+        if columns.is_empty() {
+            return Err(self.refused(
+                "table does not exist (set clickhouse.create_tables: true or create it)",
+            ));
+        }
+        Ok(columns)
+    }
+
+    async fn read_columns(&self) -> Result<Vec<TableColumn>, SinkError> {
+        table_columns(&self.client, &self.conn.database, &self.table.table)
+            .await
+            .map_err(|e| {
+                SinkError::new(
+                    &self.name,
+                    format!("cannot read the table's columns: {e}"),
+                    is_retryable(&e),
+                )
+            })
+    }
+
+    /// Refuses a table whose engine the sink cannot write exactly once.
+    async fn check_engine(&self) -> Result<(), SinkError> {
+        engine::check_table(&self.client, &self.conn.database, &self.table.table)
+            .await
+            .map_err(|(message, retryable)| SinkError::new(&self.name, message, retryable))
+    }
+
+    /// Adds the coordinate columns a table made before positions were kept lacks (old
+    /// rows read offset -1: they count for no partition). Without `create_tables`
+    /// nothing is changed: a missing column, ledger or gate registry (`companions`, the
+    /// statements creating them) is an error naming the statements to run.
+    async fn add_coordinate_columns(
+        &self,
+        columns: Vec<TableColumn>,
+        coordinates: &CoordinateColumns,
+        companions: &[String; 2],
+    ) -> Result<Vec<TableColumn>, SinkError> {
+        let missing = missing_coordinate_columns(&columns, coordinates);
+        let alter = (!missing.is_empty()).then(|| {
+            format!(
+                "ALTER TABLE {}.{} {}",
+                quote_ident(&self.conn.database),
+                quote_ident(&self.table.table),
+                missing.join(", ")
+            )
+        });
+        if !self.conn.create_tables {
+            let companions_missing = self.companions_missing().await?;
+            if alter.is_some() || companions_missing {
+                let statements: Vec<&str> =
+                    alter.iter().chain(companions).map(String::as_str).collect();
+                return Err(self.refused(format!(
+                    "the table lacks the Kafka coordinate columns, position ledger or gate registry that make writes exactly-once; run: {}",
+                    statements.join("; ")
+                )));
+            }
+            return Ok(columns);
+        }
+        match alter {
+            Some(alter) => {
+                self.run(alter).await?;
+                self.read_columns().await
+            }
+            None => Ok(columns),
+        }
+    }
+
+    /// Whether the ledger or the gate registry is missing from the table's database.
+    async fn companions_missing(&self) -> Result<bool, SinkError> {
+        let names = [
+            Ledger::new(&self.conn.database, &self.table.table)
+                .name()
+                .to_string(),
+            Gates::registry_of(&self.table.table),
+        ];
+        let query = self
+            .client
+            .query("SELECT count() AS n FROM system.tables WHERE database = ? AND name IN (?, ?)")
+            .bind(&self.conn.database)
+            .bind(&names[0])
+            .bind(&names[1]);
+        let rows = fetch_json(query).await.map_err(|e| {
+            SinkError::new(
+                &self.name,
+                format!("cannot read system.tables: {e}"),
+                is_retryable(&e),
+            )
+        })?;
+        let found = rows.first().and_then(|r| json_number::<u64>(&r["n"]));
+        Ok(found != Some(names.len() as u64))
+    }
+
+    /// With `create_tables`: the ledger and the gate registry (`companions`). Drops the
+    /// view that fed the ledger in earlier releases in any case.
+    async fn create_ledger_and_gate_registry(
+        &self,
+        ledger: &Ledger,
+        companions: [String; 2],
+    ) -> Result<(), SinkError> {
+        if self.conn.create_tables {
+            for sql in companions {
+                self.run(sql).await?;
+            }
+        }
+        self.run(ledger.drop_old_view_statement()).await
+    }
+
+    /// The table's columns paired with the schema's fields.
+    fn match_columns(
+        &self,
+        schema: &SchemaRef,
+        columns: Vec<TableColumn>,
+    ) -> Result<Vec<NativeColumn>, SinkError> {
+        match_columns(schema, columns).map_err(|e| self.refused(e))
+    }
+
+    /// Encoding an empty batch runs every cast check once, before any data arrives.
+    fn check_encoding(
+        &self,
+        schema: &SchemaRef,
+        columns: &[NativeColumn],
+    ) -> Result<(), SinkError> {
+        encode_block(
+            &RecordBatch::new_empty(schema.clone()),
+            columns,
+            &mut Vec::new(),
+        )
+        .map_err(|e| self.refused(e.to_string()))
+    }
+
+    fn into_sink(
+        self,
+        schema: SchemaRef,
+        columns: Vec<NativeColumn>,
+        ledger: Ledger,
+        coordinates: CoordinateColumns,
+        gates: Gates,
+    ) -> ClickHouseSink {
+        let column_list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let ledger = Arc::new(LedgerReader {
+            sink: self.name.clone(),
+            client: self.client.clone(),
+            ledger,
+            coordinates,
+            scanned: Default::default(),
+        });
+        ClickHouseSink {
+            name: self.name,
+            client: self.client,
+            database: self.conn.database.clone(),
+            column_list: format!("({})", column_list.join(", ")),
+            columns,
+            settings: self.conn.settings.clone(),
+            caps: self.caps,
+            schema,
+            ledger,
+            fence: None,
+            gates,
+            interrupted_insert: None,
+        }
+    }
+
+    /// Runs DDL.
+    async fn run(&self, sql: String) -> Result<(), SinkError> {
+        execute(&self.name, self.client.query_raw(&sql)).await
+    }
+
+    /// What the table or schema does not allow: retrying cannot help.
+    fn refused(&self, message: impl Into<String>) -> SinkError {
+        SinkError::permanent(&self.name, message)
+    }
+}
+
+/// `ADD COLUMN` clauses for the coordinate columns the table lacks.
+fn missing_coordinate_columns(
+    columns: &[TableColumn],
+    coordinates: &CoordinateColumns,
+) -> Vec<String> {
+    coordinates
+        .columns()
+        .iter()
+        .filter(|(column, _)| !columns.iter().any(|c| c.name == *column))
+        .map(|(column, ty)| {
+            let default = if *ty == "String" { "''" } else { "-1" };
+            format!("ADD COLUMN {} {ty} DEFAULT {default}", quote_ident(column))
+        })
+        .collect()
+}
