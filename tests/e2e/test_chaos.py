@@ -19,13 +19,19 @@ import random
 import re
 import time
 
-from chaos import (EVENTS, KAFKA_PROPERTIES, RESTART_DELAY, SESSION_TIMEOUT, BackgroundProducer, Merger, Notes,
-                   RestCatalogProcess, alive, assigned, broker_overlaps, clickhouse_count, clickhouse_service, drain, freeze,
-                   full_log, grep_logs, iso_now, kill9, kill9_clickhouse_server, log_report, overlaps, running_inserts,
-                   size, snapshot_total, stop_together, thaw, verify_sinks, wait_assignment, wait_ready_status,
-                   wait_until_)
+from conftest import create_topic, free_port, iceberg_count, load_iceberg_table, unique
 import lake
-from conftest import create_topic, free_port, iceberg_count, load_iceberg_table, unique, with_table_settings
+from support.chaos_run import KAFKA_PROPERTIES, RESTART_DELAY, SESSION_TIMEOUT, Notes, size
+from support.clickhouse import (Merger, clickhouse_count, clickhouse_service, kill9_clickhouse_server,
+                                running_inserts, with_table_settings)
+from support.iceberg import snapshot_total
+from support.kafka import BackgroundProducer
+from support.logs import broker_overlaps, full_log, grep_logs, iso_now, log_report, overlaps
+from support.processes import (alive, assigned, freeze, kill9, stop_together, thaw, wait_assignment,
+                               wait_ready_status, wait_until)
+from support.rest_catalog import RestCatalogProcess
+from support.stack import EVENTS
+from support.verify import drain, verify_sinks
 
 DRAIN_TIMEOUT = size("drain_timeout", 180, 900)
 
@@ -54,7 +60,7 @@ def counts_of(setup, iceberg=None):
 
 
 def grown(counts, before):
-    """A wait_until_ predicate: every sink holds more rows than in `before`."""
+    """A wait_until predicate: every sink holds more rows than in `before`."""
     def check():
         now = counts()
         return all((now[k] or 0) > (before[k] or 0) for k in now), {"before": before, "now": now}
@@ -169,7 +175,8 @@ def test_rebalance_one_three_one_while_producing(setup, capsys):
                                  timeout=60, logs=logs)
         before = counts()
         time.sleep(hold)
-        wait_until_(f"cycle {c}: both sinks progress while three instances run", grown(counts, before), timeout=30)
+        wait_until(f"cycle {c}: both sinks progress while three instances run", grown(counts, before), timeout=30,
+                   interval=0.25)
         # Scale in: SIGTERM both at once, as a Deployment scaled from 3 to 1 does.
         codes = stop_together([b, d])
         assert codes == [0, 0], f"cycle {c}: scale-in stops must exit 0, got {codes}\n{logs()}"
@@ -234,7 +241,7 @@ def test_frozen_instance_is_fenced_after_it_wakes(setup, capsys):
                 return True, f"exited with {zombie.proc.returncode}"
             counts = [assigned(i) for i in live]
             return (None not in counts and sum(counts) == partitions and counts[live.index(zombie)] > 0), counts
-        state = wait_until_(f"episode {e}: the woken instance rejoins (or exits)", settled, timeout=60)
+        state = wait_until(f"episode {e}: the woken instance rejoins (or exits)", settled, timeout=60, interval=0.25)
         lines = [line for line in full_log(zombie)[mark:].splitlines()
                  if any(w in line.lower() for w in ("fenc", "lost", "refused", "no longer", "revok", "error", "warn",
                                                     "flushed"))]
@@ -306,7 +313,8 @@ def ride_out_sink_outage(setup, note, *, name, other, stop, start_again, topic, 
     inst = start(setup, route, **({"catalog": catalog} if catalog else {}))
     inst.wait_ready(60)
     wait_assignment([inst], partitions, "the instance owns every partition", logs=logs)
-    wait_until_("rows in both sinks before the outage", grown(counts, {"clickhouse": 0, "iceberg": 0}), timeout=60)
+    wait_until("rows in both sinks before the outage", grown(counts, {"clickhouse": 0, "iceberg": 0}), timeout=60,
+               interval=0.25)
     note(stop())
     try:
         down_at, unready_after, statuses, grew, stalled, peak = ride_out_outage(inst, outage, counts, other)
@@ -412,8 +420,8 @@ def test_catalog_commit_reply_lost_after_the_commit(setup, capsys, tmp_path):
         producer = BackgroundProducer(topic, total, rate=total / 20)
         producer.start()
         injected = lambda: catalog.log_path.read_text().count("INJECTED:")  # noqa: E731
-        wait_until_("the fault injected twice while producing",
-                    lambda: (injected() >= 2 or not producer.is_alive(), injected()), timeout=60)
+        wait_until("the fault injected twice while producing",
+                   lambda: (injected() >= 2 or not producer.is_alive(), injected()), timeout=60, interval=0.25)
         finish(setup, note, producer, [inst], topic, partitions, iceberg=iceberg,
                extra="----- REST catalog -----\n" + catalog.tail())
         lost = injected()
@@ -512,13 +520,13 @@ def test_insert_refusal_storms_lose_nothing(setup, capsys):
     history = []
     try:
         for c in range(cycles):
-            wait_until_(f"cycle {c}: both sinks grow", grown(counts, counts()), timeout=30)
+            wait_until(f"cycle {c}: both sinks grow", grown(counts, counts()), timeout=30, interval=0.25)
             # Too many parts: merges stopped until inserts are refused, and a while longer.
             before = refusals(setup, 252)
             merger.stop_merges()
             stopped_at = time.time()
-            wait_until_(f"cycle {c}: inserts refused with 'Too many parts'",
-                        lambda: (refusals(setup, 252) > before, refusals(setup, 252)), timeout=30)
+            wait_until(f"cycle {c}: inserts refused with 'Too many parts'",
+                       lambda: (refusals(setup, 252) > before, refusals(setup, 252)), timeout=30, interval=0.25)
             time.sleep(max(0.0, stopped_for - (time.time() - stopped_at)))
             merger.run_merges()
             time.sleep(merging_for)
@@ -529,9 +537,9 @@ def test_insert_refusal_storms_lose_nothing(setup, capsys):
             code = inst.stop()
             assert code == 0, f"cycle {c}: a clean stop must exit 0, got {code}\n{logs()}"
             limited = start(setup, route, clickhouse_settings={"max_memory_usage": str(memory_limit)})
-            wait_until_(f"cycle {c}: inserts refused with MEMORY_LIMIT_EXCEEDED",
-                        lambda: (alive(limited) and "Code: 241" in full_log(limited), refusals(setup, 241)),
-                        timeout=60)
+            wait_until(f"cycle {c}: inserts refused with MEMORY_LIMIT_EXCEEDED",
+                       lambda: (alive(limited) and "Code: 241" in full_log(limited), refusals(setup, 241)),
+                       timeout=60, interval=0.25)
             time.sleep(memory_for)
             memory = len(re.findall(r"sink write failed.*\bCode: 241\b", full_log(limited)))
             if c % 2:
@@ -594,10 +602,10 @@ def test_clickhouse_killed_with_sigkill_during_inserts(setup, capsys):
     try:
         while landed < kills and len(kill_times) < 2 * kills:
             k = len(kill_times)
-            wait_until_(f"kill {k}: both sinks grow", grown(counts, counts()), timeout=90)
+            wait_until(f"kill {k}: both sinks grow", grown(counts, counts()), timeout=90, interval=0.25)
             time.sleep(gap)
-            running = wait_until_(f"kill {k}: an insert into {db} running",
-                                  lambda: (bool(ids := running_inserts(db)), ids), timeout=30, interval=0.002)
+            running = wait_until(f"kill {k}: an insert into {db} running",
+                                 lambda: (bool(ids := running_inserts(db)), ids), timeout=30, interval=0.002)
             kill_times.append(iso_now())
             try:
                 pid = kill9_clickhouse_server()

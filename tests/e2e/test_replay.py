@@ -5,19 +5,13 @@ acknowledged to Kafka; the service is then killed with SIGKILL and restarted aft
 ClickHouse is back. The replay must land in ClickHouse once and must not be written to
 Iceberg a second time (Iceberg skips rows whose positions its snapshots already record).
 """
-import subprocess
 import time
 
 from conftest import (ROOT, checksum_of, clickhouse, create_topic, iceberg_count,
                       ingest_produce, unique, wait_until)
+from support.clickhouse import clickhouse_service
 
-STACK = ROOT / "deploy" / "local"
 EVENTS = ROOT / "schemas/examples/events.yaml"
-
-
-def clickhouse_service(action):
-    subprocess.run([str(STACK / ("down.sh" if action == "stop" else "up.sh")), "clickhouse"],
-                   check=True, capture_output=True, timeout=120)
 
 
 def test_iceberg_is_not_duplicated_when_clickhouse_fails_and_the_service_crashes(setup):
