@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from support.clickhouse import ClickHouseServer, clickhouse, current_clickhouse
-from support.iceberg import snapshot_total
+from support.iceberg import iceberg_ids, snapshot_total
 from support.processes import Ingest, wait_until
 from support.stack import BIN, CLICKHOUSE, KAFKA, READERS, ROOT
 from readers_common import id_checksum  # tests/readers, put on sys.path by `support`
@@ -235,3 +235,12 @@ def binary_exists():
 
 def checksum_of(ids):
     return id_checksum(ids)
+
+
+def assert_sinks_hold_ids(setup, count, table="events"):
+    """ClickHouse and Iceberg each hold the ids 0..count-1 of `table`'s event_id exactly once."""
+    expected = checksum_of(range(count))
+    ids = [int(r["event_id"]) for r in clickhouse(f"SELECT event_id FROM {setup.database}.{table}")]
+    assert (len(ids), checksum_of(ids)) == (count, expected), f"ClickHouse: {len(ids)} rows, {len(set(ids))} distinct"
+    ids = iceberg_ids(load_iceberg_table(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.{table}"))
+    assert (len(ids), checksum_of(ids)) == (count, expected), f"Iceberg: {len(ids)} rows, {len(set(ids))} distinct"

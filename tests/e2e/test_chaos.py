@@ -21,7 +21,7 @@ import time
 
 from conftest import create_topic, free_port, iceberg_count, load_iceberg_table, unique
 import lake
-from support.chaos_run import KAFKA_PROPERTIES, RESTART_DELAY, SESSION_TIMEOUT, Notes, size
+from support.chaos_run import KAFKA_PROPERTIES, RESTART_DELAY, SESSION_TIMEOUT, Notes, size, sizes
 from support.clickhouse import (Merger, clickhouse_count, clickhouse_service, kill9_clickhouse_server,
                                 running_inserts, with_table_settings)
 from support.iceberg import snapshot_total
@@ -88,12 +88,14 @@ def finish(setup, note, producer, survivors, topic, partitions, iceberg=None, ex
 
 
 def test_crash_loop_kill_9_while_producing(setup, capsys):
+    """One instance at a time, killed with SIGKILL at random moments (one in five during
+    start-up) while events are produced; the replacement joins at once and resumes from
+    what the sinks hold."""
     note = Notes(capsys, "crash-loop")
     partitions = 4
-    total = size("crash_events", 20_000, 1_000_000)
-    kills = size("crash_kills", 5, 200)
-    max_uptime = size("crash_max_uptime", 5.0, 6.0, float)
-    seed = size("seed", time.time_ns() % 1_000_000, time.time_ns() % 1_000_000)
+    total, kills, max_uptime, seed = sizes(crash_events=(20_000, 1_000_000), crash_kills=(5, 200),
+                                           crash_max_uptime=(5.0, 6.0),
+                                           seed=(time.time_ns() % 1_000_000, time.time_ns() % 1_000_000))
     rng = random.Random(seed)
     topic = create_topic(unique("chaos_crash"), partitions)
     # Each sink at its own cadence: ClickHouse every 300 ms, Iceberg every 1.5 s (or 20k
@@ -151,11 +153,12 @@ def test_crash_loop_kill_9_while_producing(setup, capsys):
 
 
 def test_rebalance_one_three_one_while_producing(setup, capsys):
+    """Scale out from one instance to three and back (SIGTERM to two at once, as a
+    Deployment scaled in does) while events are produced; both sinks keep growing."""
     note = Notes(capsys, "rebalance")
     partitions = 6
-    total = size("rebalance_events", 20_000, 200_000)
-    cycles = size("rebalance_cycles", 1, 3)
-    hold = size("rebalance_hold", 4.0, 10.0, float)
+    total, cycles, hold = sizes(rebalance_events=(20_000, 200_000), rebalance_cycles=(1, 3),
+                                rebalance_hold=(4.0, 10.0))
     topic = create_topic(unique("chaos_rebalance"), partitions)
     route = events_route(topic, {"max_rows": 4000, "max_age": "500ms"},
                          iceberg_batch={"max_age": "1500ms"})
@@ -194,9 +197,8 @@ def test_frozen_instance_is_fenced_after_it_wakes(setup, capsys):
     one wakes up (SIGCONT) and must not write what it no longer owns."""
     note = Notes(capsys, "zombie")
     partitions = 4
-    total = size("zombie_events", 15_000, 200_000)
-    episodes = size("zombie_episodes", 1, 5)
-    frozen_for = size("zombie_freeze", 10.0, 10.0, float)
+    total, episodes, frozen_for = sizes(zombie_events=(15_000, 200_000), zombie_episodes=(1, 5),
+                                        zombie_freeze=(10.0, 10.0))
     topic = create_topic(unique("chaos_zombie"), partitions)
     frozen = {}
     # Iceberg batches stay open for 2 s: the frozen instance is likely to hold rows (and
@@ -438,9 +440,7 @@ def test_catalog_tokens_expire_while_producing(setup, capsys, tmp_path):
     retrying, /ready 200 at the end, both sinks exact."""
     note = Notes(capsys, "token-expiry")
     partitions = 4
-    total = size("token_events", 20_000, 100_000)
-    ttl = size("token_ttl", 4, 4)
-    producing = size("token_secs", 24.0, 60.0, float)
+    total, ttl, producing = sizes(token_events=(20_000, 100_000), token_ttl=(4, 4), token_secs=(24.0, 60.0))
     credential = "ingest-test:token-fixture-secret"
     with fixture_catalog(setup, tmp_path, "--token-ttl", str(ttl), "--client-credential", credential,
                          "--expire-tokens-before-commit-every", "7") as catalog:
@@ -489,11 +489,9 @@ def test_insert_refusal_storms_lose_nothing(setup, capsys):
     rows were skipped as a replay. Iceberg writes throughout; both sinks end exact."""
     note = Notes(capsys, "refusal-storms")
     partitions = 4
-    total = size("refusal_events", 20_000, 200_000)
-    cycles = size("refusal_cycles", 1, 3)
-    stopped_for = size("refusal_merges_stopped_secs", 8.0, 20.0, float)
-    merging_for = size("refusal_merges_running_secs", 8.0, 20.0, float)
-    memory_for = size("refusal_memory_secs", 8.0, 20.0, float)
+    total, cycles, stopped_for, merging_for, memory_for = sizes(
+        refusal_events=(20_000, 200_000), refusal_cycles=(1, 3), refusal_merges_stopped_secs=(8.0, 20.0),
+        refusal_merges_running_secs=(8.0, 20.0), refusal_memory_secs=(8.0, 20.0))
     # 32 MiB: writing a part of the events table needs more (buffers per column stream).
     memory_limit = size("refusal_max_memory_usage", 32 << 20, 32 << 20)
     db = setup.database
@@ -576,9 +574,7 @@ def test_clickhouse_killed_with_sigkill_during_inserts(setup, capsys):
     using it meanwhile fail."""
     note = Notes(capsys, "clickhouse-sigkill")
     partitions = 4
-    total = size("ch_kill_events", 30_000, 300_000)
-    kills = size("ch_kills", 3, 20)
-    gap = size("ch_kill_gap_secs", 2.0, 3.0, float)
+    total, kills, gap = sizes(ch_kill_events=(30_000, 300_000), ch_kills=(3, 20), ch_kill_gap_secs=(2.0, 3.0))
     db = setup.database
     topic = create_topic(unique("chaos_chkill"), partitions)
     route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},

@@ -30,6 +30,11 @@ def size(name, quick, full, kind=int):
     return kind(full if MODE == "full" else quick)
 
 
+def sizes(**named):
+    """`size` of each `name=(quick, full)`, in order (a float quick size reads a float)."""
+    return [size(name, quick, full, type(quick)) for name, (quick, full) in named.items()]
+
+
 class Notes:
     """Lines printed to the terminal even under pytest's capture (results of a run)."""
 

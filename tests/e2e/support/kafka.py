@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+import uuid
 
 from .stack import KAFKA
 
@@ -169,3 +170,25 @@ def fetch_first(topic, partition, offset):
         return None if m is None or m.error() else m.offset()
     finally:
         consumer.close()
+
+
+def read_messages(topic, expected, timeout=60, linger=0.0):
+    """The first `expected` messages of `topic` (fewer when they do not come within
+    `timeout` s) for a new consumer group from the start; then `linger` s more of reading,
+    where anything more would be a message sent twice."""
+    from confluent_kafka import Consumer
+    consumer = Consumer({"bootstrap.servers": KAFKA, "group.id": f"reader_{uuid.uuid4().hex[:10]}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    out, deadline = [], time.time() + timeout
+    while len(out) < expected and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            out.append(m)
+    extra_deadline = time.time() + linger
+    while time.time() < extra_deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            out.append(m)
+    consumer.close()
+    return out
