@@ -4,7 +4,7 @@ STACK := deploy/local
 PY ?= /opt/ingest-stack/venv/bin/python
 CARGO_FLAGS ?= --release
 
-.PHONY: demo test stack build unit e2e lint deploy-check clean-stack bench chaos
+.PHONY: demo test stack build unit e2e lint deploy-check k8s-manifests clean-stack bench chaos
 
 ## Installs what is missing, starts the local stack, runs the pipeline end to end and
 ## prints one aggregate answered by ClickHouse and by the Iceberg table.
@@ -31,8 +31,14 @@ unit:
 e2e:
 	. $(STACK)/env.sh && $(PY) -m pytest -q --timeout=900 tests/e2e $(PYTEST_ARGS)
 
+## Offline checks of the Dockerfile, the Helm chart, deploy/k8s and the config they ship
+## (the tools are pinned in tests/deploy/requirements.txt, installed by `make stack`).
 deploy-check:
-	deploy/check.sh
+	$(PY) -m pytest -q tests/deploy $(PYTEST_ARGS)
+
+## Regenerates deploy/k8s/ from the chart's default render (deploy-check fails when they differ).
+k8s-manifests:
+	$(PY) tests/deploy/chart.py --write-k8s
 
 ## Fault injection at full size: 100,000 simulated schedules of the offset protocol, then
 ## kill -9 loops, rebalances, a frozen instance, sink outages.

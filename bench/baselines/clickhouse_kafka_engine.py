@@ -59,8 +59,8 @@ Progress goes to stderr; the report (last stdout line):
 import os as _os
 import sys as _sys
 _sys.path.insert(0, _os.path.dirname(_os.path.abspath(__file__)))
+from cli import baseline_arguments  # noqa: E402
 from events_table import events_ddl  # noqa: E402
-import argparse
 import json
 import os
 import subprocess
@@ -226,12 +226,7 @@ def log_size():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--brokers", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    p.add_argument("--topic", required=True)
-    p.add_argument("--count", type=int, required=True, help="events preloaded in the topic")
-    p.add_argument("--clickhouse-url", default=os.environ.get("CLICKHOUSE_URL", "http://127.0.0.1:8123"))
-    p.add_argument("--database", required=True)
+    p = baseline_arguments(__doc__, "events preloaded in the topic")
     p.add_argument("--timeout", type=float, default=600, help="overall limit in seconds")
     p.add_argument("--stall", type=float, default=30, help="give up after this many seconds without new rows")
     p.add_argument("--settle", type=float, default=3,

@@ -32,8 +32,8 @@ Progress goes to stderr; the report is the last stdout line:
 import os as _os
 import sys as _sys
 _sys.path.insert(0, _os.path.dirname(_os.path.abspath(__file__)))
+from cli import baseline_arguments  # noqa: E402
 from events_table import events_ddl  # noqa: E402
-import argparse
 import json
 import os
 import sys
@@ -188,12 +188,8 @@ def open_iceberg(catalog_db, warehouse, namespace, partition):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--brokers", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    p.add_argument("--topic", required=True)
-    p.add_argument("--count", type=int, required=True, help="records to consume and write, then stop")
-    p.add_argument("--clickhouse-url", default=os.environ.get("CLICKHOUSE_URL", "http://127.0.0.1:8123"))
-    p.add_argument("--database", required=True, help="ClickHouse database and Iceberg namespace")
+    p = baseline_arguments(__doc__, "records to consume and write, then stop",
+                           "ClickHouse database and Iceberg namespace")
     p.add_argument("--catalog-db", required=True, help="SQLite file of the Iceberg SQL catalog")
     p.add_argument("--warehouse", required=True, help="Iceberg warehouse, e.g. file:///tmp/w/warehouse")
     p.add_argument("--sinks", choices=("both", "clickhouse", "iceberg"), default="both")

@@ -4,8 +4,6 @@
 #   down.sh [SERVICE...]   (default: all, in reverse start order)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-STACK_DIR=$HERE
-. "$HERE/env.sh"
 . "$HERE/lib.sh"
 
 # The command-line part that identifies each service's process (see services/*.sh).

@@ -7,10 +7,7 @@
 # step prints how long it took (a fresh machine's times are in docs/testing.md).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-STACK_DIR=$HERE
-. "$HERE/env.sh"
 . "$HERE/lib.sh"
-for f in "$HERE"/services/*.sh; do . "$f"; done
 mkdir -p "$STACK_HOME" "$STACK_JARS" "$STACK_LIB"
 
 # One install at a time (make demo and make test may race on a fresh machine).
@@ -23,7 +20,8 @@ step "apt packages"
 r=$(apt_ensure libxerial-sqlite-jdbc-java libpostgresql-jdbc-java libjarjar-java openssl curl); done_ "$r"
 
 # ---------------------------------------------------------- python venv ---
-REQ="$HERE/requirements.txt"
+# The readers' and tests' libraries, and the deployment checks' pinned tools (make deploy-check).
+REQS=("$HERE/requirements.txt" "$HERE/../../tests/deploy/requirements.txt")
 step "python venv"
 if ! "$PY" -c 'import sys' >/dev/null 2>&1; then
   rm -rf "$STACK_VENV"
@@ -35,11 +33,11 @@ if ! "$PY" -c 'import sys' >/dev/null 2>&1; then
   fi
 fi
 marker="$STACK_VENV/.requirements.sha256"
-want=$(sha256sum "$REQ" | cut -c1-64)
+want=$(cat "${REQS[@]}" | sha256sum | cut -c1-64)
 if [ "$(cat "$marker" 2>/dev/null)" = "$want" ]; then
   done_ "requirements unchanged"
 else
-  "$PY" -m pip install -q --disable-pip-version-check --no-input --progress-bar off -r "$REQ"
+  "$PY" -m pip install -q --disable-pip-version-check --no-input --progress-bar off -r "${REQS[0]}" -r "${REQS[1]}"
   echo "$want" >"$marker"
   done_ "pip installed"
 fi

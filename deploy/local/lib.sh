@@ -1,10 +1,19 @@
 # shellcheck shell=bash
-# Helpers shared by install.sh, up.sh and down.sh (sourced after env.sh).
+# Helpers shared by install.sh, up.sh and down.sh; sourcing it also sources env.sh and
+# every services/NAME.sh, so each script starts with the same one line.
 # Each service of the stack lives in services/NAME.sh and defines
 #   install_NAME   idempotent install (skips what is there), prints one line
 #   up_NAME        starts it unless it already answers, waits until it does
 #   ready_NAME     exit 0 when it answers a real request
 # and is stopped by down.sh through its pid file ($STACK_STATE/NAME/NAME.pid).
+
+STACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=env.sh
+. "$STACK_DIR/env.sh"
+for f in "$STACK_DIR"/services/*.sh; do
+  # shellcheck disable=SC1090
+  . "$f"
+done
 
 export DEBIAN_FRONTEND=noninteractive
 STACK_SERVICES=(postgresql nats kafka clickhouse seaweedfs schema_registry)

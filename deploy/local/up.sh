@@ -5,10 +5,7 @@
 #   up.sh [SERVICE...]   (default: all of postgresql nats kafka clickhouse seaweedfs schema_registry)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-STACK_DIR=$HERE
-. "$HERE/env.sh"
 . "$HERE/lib.sh"
-for f in "$HERE"/services/*.sh; do . "$f"; done
 
 [ -x "$PY" ] || { echo "up.sh: $PY missing, run deploy/local/install.sh first" >&2; exit 1; }
 mkdir -p "$STACK_STATE"

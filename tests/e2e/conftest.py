@@ -12,46 +12,25 @@ names the version (`test_x[26.9]`). Other tests use 18.16.
 """
 import json
 import os
-import re
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-READERS = ROOT / "tests" / "readers"
-sys.path.insert(0, str(READERS))
-from readers_common import id_checksum  # noqa: E402
+from support.clickhouse import ClickHouseServer, clickhouse, current_clickhouse
+from support.iceberg import iceberg_ids, snapshot_total
+from support.processes import Ingest, wait_until
+from support.stack import BIN, CLICKHOUSE, KAFKA, READERS, ROOT
+from readers_common import id_checksum  # tests/readers, put on sys.path by `support`
 
-BIN = Path(os.environ.get("INGEST_BIN", ROOT / "target" / "release" / "ingest"))
-KAFKA = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-CLICKHOUSE = os.environ.get("CLICKHOUSE_URL", "http://127.0.0.1:8123")
 CLICKHOUSE_VERSIONS = [v for v in os.environ.get("E2E_CLICKHOUSE", "18.16,26.9").split(",") if v]
 CHDB_HTTP = ROOT / "tests" / "fixtures" / "clickhouse_chdb_http.py"
 
 every_clickhouse = pytest.mark.every_clickhouse
-
-
-class ClickHouseServer:
-    """A ClickHouse HTTP endpoint and the server version behind it."""
-
-    def __init__(self, version, url):
-        self.version, self.url = version, url
-
-    def __repr__(self):
-        return f"ClickHouse {self.version} at {self.url}"
-
-
-# Where `clickhouse()` sends queries: the running test's server (set by `setup`).
-current_clickhouse = {"server": ClickHouseServer("18.16", CLICKHOUSE)}
 
 
 def unique(prefix):
@@ -62,27 +41,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def clickhouse(sql, parse_float=float):
-    """Runs a query; returns rows as dicts (JSONEachRow) or [] for statements."""
-    data = (sql + (" FORMAT JSONEachRow" if sql.lstrip().upper().startswith("SELECT") else "")).encode()
-    req = urllib.request.Request(current_clickhouse["server"].url + "/", data=data)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return [json.loads(line, parse_float=parse_float)
-                    for line in resp.read().decode().splitlines() if line]
-    except urllib.error.HTTPError as e:
-        raise AssertionError(f"ClickHouse rejected {sql!r}: {e.read().decode()}") from e
-
-
-def with_table_settings(database, table, settings):
-    """Recreates `table` (empty) with extra MergeTree settings, as a user would have made it."""
-    statement = clickhouse(f"SELECT create_table_query AS q FROM system.tables "
-                           f"WHERE database = '{database}' AND name = '{table}'")[0]["q"]
-    clickhouse(f"DROP TABLE {database}.{table}")
-    joiner = ", " if re.search(r"\bSETTINGS\b", statement) else " SETTINGS "
-    clickhouse(statement + joiner + settings)
 
 
 def create_topic(name, partitions):
@@ -117,17 +75,6 @@ def ingest_produce(topic, schema, count, id_field, start_id=0):
         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     return out.stdout
-
-
-def wait_until(what, predicate, timeout=180, interval=0.5):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        ok, last = predicate()
-        if ok:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
 def reader_uri(catalog_uri):
@@ -166,64 +113,7 @@ def load_iceberg_table(catalog_uri, warehouse, table, properties=None):
 
 def iceberg_count(catalog_uri, warehouse, table, properties=None):
     """Rows in the current snapshot per its summary (0 while the table is missing)."""
-    tbl = load_iceberg_table(catalog_uri, warehouse, table, properties)
-    snap = tbl and tbl.current_snapshot()
-    if not snap or not snap.summary:
-        return 0
-    return int(snap.summary.additional_properties.get("total-records", 0))
-
-
-class Ingest:
-    """`ingest run` as a child process, stopped with SIGTERM like Kubernetes does."""
-
-    def __init__(self, config_path, log_path):
-        self.config_path = config_path
-        self.log_path = log_path
-        self.port = json.loads(Path(config_path).read_text())["server"]["listen"].rsplit(":", 1)[1]
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen([str(BIN), "run", "--config", str(config_path)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-
-    def get(self, path):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except OSError as e:
-            return None, str(e)
-
-    def wait_ready(self, timeout=60):
-        def ready():
-            assert self.proc.poll() is None, f"ingest exited early:\n{self.logs()}"
-            status, body = self.get("/ready")
-            return status == 200, (status, body)
-        wait_until("ingest /ready", ready, timeout)
-
-    def metric(self, name):
-        status, body = self.get("/metrics")
-        if status != 200:
-            return None
-        for line in body.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
-    def stop(self, timeout=120):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(f"ingest did not stop within {timeout}s:\n{self.logs()}")
-        self.log.close()
-        return code
-
-    def logs(self):
-        if not self.log.closed:
-            self.log.flush()
-        return Path(self.log_path).read_text()[-5000:]
+    return snapshot_total(load_iceberg_table(catalog_uri, warehouse, table, properties))
 
 
 class Setup:
@@ -345,3 +235,12 @@ def binary_exists():
 
 def checksum_of(ids):
     return id_checksum(ids)
+
+
+def assert_sinks_hold_ids(setup, count, table="events"):
+    """ClickHouse and Iceberg each hold the ids 0..count-1 of `table`'s event_id exactly once."""
+    expected = checksum_of(range(count))
+    ids = [int(r["event_id"]) for r in clickhouse(f"SELECT event_id FROM {setup.database}.{table}")]
+    assert (len(ids), checksum_of(ids)) == (count, expected), f"ClickHouse: {len(ids)} rows, {len(set(ids))} distinct"
+    ids = iceberg_ids(load_iceberg_table(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.{table}"))
+    assert (len(ids), checksum_of(ids)) == (count, expected), f"Iceberg: {len(ids)} rows, {len(set(ids))} distinct"

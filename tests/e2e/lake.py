@@ -4,11 +4,9 @@ pyiceberg client to read it back, and the outage switch (down.sh/up.sh, as an op
 would stop the store).
 """
 import os
-import subprocess
 
-from conftest import ROOT
+from support.stack import stack_service
 
-STACK = ROOT / "deploy" / "local"
 S3_URL = os.environ.get("SEAWEED_S3_URL", "http://127.0.0.1:8333")
 CATALOG_URL = os.environ.get("SEAWEED_ICEBERG_URL", "http://127.0.0.1:8181")
 TABLE_BUCKET = os.environ.get("SEAWEED_TABLE_BUCKET", "warehouse")
@@ -64,7 +62,4 @@ def keys(bucket, prefix=""):
 
 def seaweedfs_service(action):
     """Stops or starts the whole store (S3 and catalog), data kept on disk."""
-    script = STACK / ("down.sh" if action == "stop" else "up.sh")
-    out = subprocess.run([str(script), "seaweedfs"], capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, f"{script.name} seaweedfs failed: {out.stdout}{out.stderr}"
-    return out.stdout.strip()
+    return stack_service("seaweedfs", action)

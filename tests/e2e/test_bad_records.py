@@ -1,12 +1,9 @@
 """Bad input never crashes the service and is never silently dropped: it goes to the
 dead-letter topic with the reason, or, without one, stops the service unacknowledged."""
 import json
-import time
 
-from confluent_kafka import Consumer
-
-from conftest import (KAFKA, clickhouse, create_topic, every_clickhouse, iceberg_count, produce_records,
-                      unique, wait_until)
+from conftest import clickhouse, create_topic, every_clickhouse, iceberg_count, produce_records, unique, wait_until
+from support.kafka import read_messages
 
 SCHEMA = """
 fields:
@@ -34,19 +31,6 @@ def interleaved():
     return records
 
 
-def read_topic(topic, expected, timeout=60):
-    consumer = Consumer({"bootstrap.servers": KAFKA, "group.id": unique("reader"),
-                         "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    out, deadline = [], time.time() + timeout
-    while len(out) < expected and time.time() < deadline:
-        m = consumer.poll(0.5)
-        if m is not None and not m.error():
-            out.append(m)
-    consumer.close()
-    return out
-
-
 @every_clickhouse
 def test_bad_records_go_to_the_dead_letter_topic(setup):
     topic = create_topic(unique("mixed"), 2)
@@ -63,7 +47,7 @@ def test_bad_records_go_to_the_dead_letter_topic(setup):
     wait_until("good rows in both sinks", lambda: (
         int(clickhouse(f"SELECT count() AS c FROM {setup.database}.t")[0]["c"]) == len(GOOD)
         and iceberg_count(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.t") == len(GOOD), None))
-    dead = read_topic(dlq, len(BAD))
+    dead = read_messages(dlq, len(BAD))
     status, _ = ingest.get("/ready")
     assert status == 200, "bad records must not make the service unready"
     assert ingest.stop() == 0, ingest.logs()

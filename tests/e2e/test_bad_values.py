@@ -8,12 +8,10 @@ exactly by the metrics."""
 import json
 import os
 import re
-import time
 
-from confluent_kafka import Consumer
-
-from conftest import (KAFKA, checksum_of, clickhouse, create_topic, every_clickhouse, produce_records,
-                      read_iceberg, reader_uri, unique, wait_until)
+from conftest import (checksum_of, clickhouse, create_topic, every_clickhouse, produce_records, read_iceberg,
+                      reader_uri, unique, wait_until)
+from support.kafka import read_messages
 
 SCHEMA = """
 fields:
@@ -87,25 +85,6 @@ def create_iceberg_table(setup):
     catalog.create_table(f"{setup.namespace}.t", schema=schema)
 
 
-def read_topic(topic, expected, timeout=60):
-    consumer = Consumer({"bootstrap.servers": KAFKA, "group.id": unique("reader"),
-                         "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    out, deadline = [], time.time() + timeout
-    while len(out) < expected and time.time() < deadline:
-        m = consumer.poll(0.5)
-        if m is not None and not m.error():
-            out.append(m)
-    # Anything more would be a record sent twice.
-    extra_deadline = time.time() + 3
-    while time.time() < extra_deadline:
-        m = consumer.poll(0.5)
-        if m is not None and not m.error():
-            out.append(m)
-    consumer.close()
-    return out
-
-
 def metrics(ingest):
     """Every sample of /metrics as {(name, labels): value}."""
     status, body = ingest.get("/metrics")
@@ -164,8 +143,8 @@ def test_values_a_sink_cannot_store_go_to_the_dead_letter_topic(setup):
     assert lake["id_checksum"] == checksum_of(GOOD_IDS), lake
 
     # Each bad record once in the dead-letter topic, untouched, its reason naming every
-    # sink and column that refused it.
-    dead = read_topic(dlq, len(BAD))
+    # sink and column that refused it (3 s more of reading: anything more was sent twice).
+    dead = read_messages(dlq, len(BAD), linger=3)
     by_id = {}
     for m in dead:
         body = json.loads(m.value())

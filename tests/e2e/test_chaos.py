@@ -19,13 +19,19 @@ import random
 import re
 import time
 
-from chaos import (EVENTS, KAFKA_PROPERTIES, RESTART_DELAY, SESSION_TIMEOUT, BackgroundProducer, Merger, Notes,
-                   RestCatalogProcess, alive, assigned, broker_overlaps, clickhouse_count, clickhouse_service, drain, freeze,
-                   full_log, grep_logs, iso_now, kill9, kill9_clickhouse_server, log_report, overlaps, running_inserts,
-                   size, snapshot_total, stop_together, thaw, verify_sinks, wait_assignment, wait_ready_status,
-                   wait_until_)
+from conftest import create_topic, free_port, iceberg_count, load_iceberg_table, unique
 import lake
-from conftest import create_topic, free_port, iceberg_count, load_iceberg_table, unique, with_table_settings
+from support.chaos_run import KAFKA_PROPERTIES, RESTART_DELAY, SESSION_TIMEOUT, Notes, size, sizes
+from support.clickhouse import (Merger, clickhouse_count, clickhouse_service, kill9_clickhouse_server,
+                                running_inserts, with_table_settings)
+from support.iceberg import snapshot_total
+from support.kafka import BackgroundProducer
+from support.logs import broker_overlaps, full_log, grep_logs, iso_now, log_report, overlaps
+from support.processes import (alive, assigned, freeze, kill9, stop_together, thaw, wait_assignment,
+                               wait_ready_status, wait_until)
+from support.rest_catalog import RestCatalogProcess
+from support.stack import EVENTS
+from support.verify import drain, verify_sinks
 
 DRAIN_TIMEOUT = size("drain_timeout", 180, 900)
 
@@ -54,7 +60,7 @@ def counts_of(setup, iceberg=None):
 
 
 def grown(counts, before):
-    """A wait_until_ predicate: every sink holds more rows than in `before`."""
+    """A wait_until predicate: every sink holds more rows than in `before`."""
     def check():
         now = counts()
         return all((now[k] or 0) > (before[k] or 0) for k in now), {"before": before, "now": now}
@@ -82,12 +88,14 @@ def finish(setup, note, producer, survivors, topic, partitions, iceberg=None, ex
 
 
 def test_crash_loop_kill_9_while_producing(setup, capsys):
+    """One instance at a time, killed with SIGKILL at random moments (one in five during
+    start-up) while events are produced; the replacement joins at once and resumes from
+    what the sinks hold."""
     note = Notes(capsys, "crash-loop")
     partitions = 4
-    total = size("crash_events", 20_000, 1_000_000)
-    kills = size("crash_kills", 5, 200)
-    max_uptime = size("crash_max_uptime", 5.0, 6.0, float)
-    seed = size("seed", time.time_ns() % 1_000_000, time.time_ns() % 1_000_000)
+    total, kills, max_uptime, seed = sizes(crash_events=(20_000, 1_000_000), crash_kills=(5, 200),
+                                           crash_max_uptime=(5.0, 6.0),
+                                           seed=(time.time_ns() % 1_000_000, time.time_ns() % 1_000_000))
     rng = random.Random(seed)
     topic = create_topic(unique("chaos_crash"), partitions)
     # Each sink at its own cadence: ClickHouse every 300 ms, Iceberg every 1.5 s (or 20k
@@ -145,11 +153,12 @@ def test_crash_loop_kill_9_while_producing(setup, capsys):
 
 
 def test_rebalance_one_three_one_while_producing(setup, capsys):
+    """Scale out from one instance to three and back (SIGTERM to two at once, as a
+    Deployment scaled in does) while events are produced; both sinks keep growing."""
     note = Notes(capsys, "rebalance")
     partitions = 6
-    total = size("rebalance_events", 20_000, 200_000)
-    cycles = size("rebalance_cycles", 1, 3)
-    hold = size("rebalance_hold", 4.0, 10.0, float)
+    total, cycles, hold = sizes(rebalance_events=(20_000, 200_000), rebalance_cycles=(1, 3),
+                                rebalance_hold=(4.0, 10.0))
     topic = create_topic(unique("chaos_rebalance"), partitions)
     route = events_route(topic, {"max_rows": 4000, "max_age": "500ms"},
                          iceberg_batch={"max_age": "1500ms"})
@@ -169,7 +178,8 @@ def test_rebalance_one_three_one_while_producing(setup, capsys):
                                  timeout=60, logs=logs)
         before = counts()
         time.sleep(hold)
-        wait_until_(f"cycle {c}: both sinks progress while three instances run", grown(counts, before), timeout=30)
+        wait_until(f"cycle {c}: both sinks progress while three instances run", grown(counts, before), timeout=30,
+                   interval=0.25)
         # Scale in: SIGTERM both at once, as a Deployment scaled from 3 to 1 does.
         codes = stop_together([b, d])
         assert codes == [0, 0], f"cycle {c}: scale-in stops must exit 0, got {codes}\n{logs()}"
@@ -187,9 +197,8 @@ def test_frozen_instance_is_fenced_after_it_wakes(setup, capsys):
     one wakes up (SIGCONT) and must not write what it no longer owns."""
     note = Notes(capsys, "zombie")
     partitions = 4
-    total = size("zombie_events", 15_000, 200_000)
-    episodes = size("zombie_episodes", 1, 5)
-    frozen_for = size("zombie_freeze", 10.0, 10.0, float)
+    total, episodes, frozen_for = sizes(zombie_events=(15_000, 200_000), zombie_episodes=(1, 5),
+                                        zombie_freeze=(10.0, 10.0))
     topic = create_topic(unique("chaos_zombie"), partitions)
     frozen = {}
     # Iceberg batches stay open for 2 s: the frozen instance is likely to hold rows (and
@@ -234,7 +243,7 @@ def test_frozen_instance_is_fenced_after_it_wakes(setup, capsys):
                 return True, f"exited with {zombie.proc.returncode}"
             counts = [assigned(i) for i in live]
             return (None not in counts and sum(counts) == partitions and counts[live.index(zombie)] > 0), counts
-        state = wait_until_(f"episode {e}: the woken instance rejoins (or exits)", settled, timeout=60)
+        state = wait_until(f"episode {e}: the woken instance rejoins (or exits)", settled, timeout=60, interval=0.25)
         lines = [line for line in full_log(zombie)[mark:].splitlines()
                  if any(w in line.lower() for w in ("fenc", "lost", "refused", "no longer", "revok", "error", "warn",
                                                     "flushed"))]
@@ -306,7 +315,8 @@ def ride_out_sink_outage(setup, note, *, name, other, stop, start_again, topic, 
     inst = start(setup, route, **({"catalog": catalog} if catalog else {}))
     inst.wait_ready(60)
     wait_assignment([inst], partitions, "the instance owns every partition", logs=logs)
-    wait_until_("rows in both sinks before the outage", grown(counts, {"clickhouse": 0, "iceberg": 0}), timeout=60)
+    wait_until("rows in both sinks before the outage", grown(counts, {"clickhouse": 0, "iceberg": 0}), timeout=60,
+               interval=0.25)
     note(stop())
     try:
         down_at, unready_after, statuses, grew, stalled, peak = ride_out_outage(inst, outage, counts, other)
@@ -412,8 +422,8 @@ def test_catalog_commit_reply_lost_after_the_commit(setup, capsys, tmp_path):
         producer = BackgroundProducer(topic, total, rate=total / 20)
         producer.start()
         injected = lambda: catalog.log_path.read_text().count("INJECTED:")  # noqa: E731
-        wait_until_("the fault injected twice while producing",
-                    lambda: (injected() >= 2 or not producer.is_alive(), injected()), timeout=60)
+        wait_until("the fault injected twice while producing",
+                   lambda: (injected() >= 2 or not producer.is_alive(), injected()), timeout=60, interval=0.25)
         finish(setup, note, producer, [inst], topic, partitions, iceberg=iceberg,
                extra="----- REST catalog -----\n" + catalog.tail())
         lost = injected()
@@ -430,9 +440,7 @@ def test_catalog_tokens_expire_while_producing(setup, capsys, tmp_path):
     retrying, /ready 200 at the end, both sinks exact."""
     note = Notes(capsys, "token-expiry")
     partitions = 4
-    total = size("token_events", 20_000, 100_000)
-    ttl = size("token_ttl", 4, 4)
-    producing = size("token_secs", 24.0, 60.0, float)
+    total, ttl, producing = sizes(token_events=(20_000, 100_000), token_ttl=(4, 4), token_secs=(24.0, 60.0))
     credential = "ingest-test:token-fixture-secret"
     with fixture_catalog(setup, tmp_path, "--token-ttl", str(ttl), "--client-credential", credential,
                          "--expire-tokens-before-commit-every", "7") as catalog:
@@ -481,11 +489,9 @@ def test_insert_refusal_storms_lose_nothing(setup, capsys):
     rows were skipped as a replay. Iceberg writes throughout; both sinks end exact."""
     note = Notes(capsys, "refusal-storms")
     partitions = 4
-    total = size("refusal_events", 20_000, 200_000)
-    cycles = size("refusal_cycles", 1, 3)
-    stopped_for = size("refusal_merges_stopped_secs", 8.0, 20.0, float)
-    merging_for = size("refusal_merges_running_secs", 8.0, 20.0, float)
-    memory_for = size("refusal_memory_secs", 8.0, 20.0, float)
+    total, cycles, stopped_for, merging_for, memory_for = sizes(
+        refusal_events=(20_000, 200_000), refusal_cycles=(1, 3), refusal_merges_stopped_secs=(8.0, 20.0),
+        refusal_merges_running_secs=(8.0, 20.0), refusal_memory_secs=(8.0, 20.0))
     # 32 MiB: writing a part of the events table needs more (buffers per column stream).
     memory_limit = size("refusal_max_memory_usage", 32 << 20, 32 << 20)
     db = setup.database
@@ -512,13 +518,13 @@ def test_insert_refusal_storms_lose_nothing(setup, capsys):
     history = []
     try:
         for c in range(cycles):
-            wait_until_(f"cycle {c}: both sinks grow", grown(counts, counts()), timeout=30)
+            wait_until(f"cycle {c}: both sinks grow", grown(counts, counts()), timeout=30, interval=0.25)
             # Too many parts: merges stopped until inserts are refused, and a while longer.
             before = refusals(setup, 252)
             merger.stop_merges()
             stopped_at = time.time()
-            wait_until_(f"cycle {c}: inserts refused with 'Too many parts'",
-                        lambda: (refusals(setup, 252) > before, refusals(setup, 252)), timeout=30)
+            wait_until(f"cycle {c}: inserts refused with 'Too many parts'",
+                       lambda: (refusals(setup, 252) > before, refusals(setup, 252)), timeout=30, interval=0.25)
             time.sleep(max(0.0, stopped_for - (time.time() - stopped_at)))
             merger.run_merges()
             time.sleep(merging_for)
@@ -529,9 +535,9 @@ def test_insert_refusal_storms_lose_nothing(setup, capsys):
             code = inst.stop()
             assert code == 0, f"cycle {c}: a clean stop must exit 0, got {code}\n{logs()}"
             limited = start(setup, route, clickhouse_settings={"max_memory_usage": str(memory_limit)})
-            wait_until_(f"cycle {c}: inserts refused with MEMORY_LIMIT_EXCEEDED",
-                        lambda: (alive(limited) and "Code: 241" in full_log(limited), refusals(setup, 241)),
-                        timeout=60)
+            wait_until(f"cycle {c}: inserts refused with MEMORY_LIMIT_EXCEEDED",
+                       lambda: (alive(limited) and "Code: 241" in full_log(limited), refusals(setup, 241)),
+                       timeout=60, interval=0.25)
             time.sleep(memory_for)
             memory = len(re.findall(r"sink write failed.*\bCode: 241\b", full_log(limited)))
             if c % 2:
@@ -568,9 +574,7 @@ def test_clickhouse_killed_with_sigkill_during_inserts(setup, capsys):
     using it meanwhile fail."""
     note = Notes(capsys, "clickhouse-sigkill")
     partitions = 4
-    total = size("ch_kill_events", 30_000, 300_000)
-    kills = size("ch_kills", 3, 20)
-    gap = size("ch_kill_gap_secs", 2.0, 3.0, float)
+    total, kills, gap = sizes(ch_kill_events=(30_000, 300_000), ch_kills=(3, 20), ch_kill_gap_secs=(2.0, 3.0))
     db = setup.database
     topic = create_topic(unique("chaos_chkill"), partitions)
     route = events_route(topic, {"max_rows": 5000, "max_age": "1s"},
@@ -594,10 +598,10 @@ def test_clickhouse_killed_with_sigkill_during_inserts(setup, capsys):
     try:
         while landed < kills and len(kill_times) < 2 * kills:
             k = len(kill_times)
-            wait_until_(f"kill {k}: both sinks grow", grown(counts, counts()), timeout=90)
+            wait_until(f"kill {k}: both sinks grow", grown(counts, counts()), timeout=90, interval=0.25)
             time.sleep(gap)
-            running = wait_until_(f"kill {k}: an insert into {db} running",
-                                  lambda: (bool(ids := running_inserts(db)), ids), timeout=30, interval=0.002)
+            running = wait_until(f"kill {k}: an insert into {db} running",
+                                 lambda: (bool(ids := running_inserts(db)), ids), timeout=30, interval=0.002)
             kill_times.append(iso_now())
             try:
                 pid = kill9_clickhouse_server()

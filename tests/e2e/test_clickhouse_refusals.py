@@ -6,8 +6,8 @@ the gate once recorded positions before that push, so the retries skipped the re
 rows as a replay: 352 of 20,000 rows landed, the service exited 0. Positions are now
 recorded only after the server acknowledged the rows; this test is the user's reproduction,
 through the service, on every ClickHouse version."""
-from conftest import (ROOT, clickhouse, create_topic, every_clickhouse, ingest_produce, unique, wait_until,
-                      with_table_settings)
+from conftest import ROOT, clickhouse, create_topic, every_clickhouse, ingest_produce, unique, wait_until
+from support.clickhouse import with_table_settings
 
 EVENTS = ROOT / "schemas/examples/events.yaml"
 TOTAL = 20_000

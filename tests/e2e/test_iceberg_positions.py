@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 import lake
 from conftest import (KAFKA, ROOT, checksum_of, create_topic, ingest_produce, load_iceberg_table, unique,
                       wait_until)
+from support.iceberg import iceberg_ids, snapshot_total
 
 EVENTS = ROOT / "schemas/examples/events.yaml"
 PARTITIONS = 3
@@ -37,9 +38,7 @@ class Lake:
         return load_iceberg_table(self.setup.catalog_uri, self.setup.warehouse, ident)
 
     def rows(self, name):
-        table = self.table(name)
-        snapshot = table and table.current_snapshot()
-        return int(snapshot.summary.additional_properties.get("total-records", 0)) if snapshot else 0
+        return snapshot_total(self.table(name))
 
 
 @pytest.fixture(params=["rest", "sql"])
@@ -97,23 +96,24 @@ def test_positions_survive_compaction_and_snapshot_expiry(setup, catalog):
 
     # The group's offsets are gone too: only the sink's own positions say where it stands.
     reset_group_offsets(setup.group, topic)
-    second = setup.start(config)
-    second.wait_ready()
+    resume_with_more_records(setup, catalog, topic, config)
+
+
+def resume_with_more_records(setup, catalog, topic, config, after=""):
+    """Starts the service again and produces MORE records: it must read those alone, and
+    the table end with every id of FIRST + MORE once. `after`: words for the messages."""
+    again = setup.start(config)
+    again.wait_ready()
     ingest_produce(topic, EVENTS, MORE, "event_id", start_id=FIRST)
     total = FIRST + MORE
     wait_until(f"{total} rows in Iceberg", lambda: (catalog.rows("events") >= total, catalog.rows("events")))
     time.sleep(3)  # a replay, if any, lands within a few batch ages
-    consumed = second.metric("ingest_records_consumed_total")
-    assert second.stop() == 0, second.logs()
-
-    ids = read_ids(catalog)
+    consumed = again.metric("ingest_records_consumed_total")
+    assert again.stop() == 0, again.logs()
+    ids = iceberg_ids(catalog.table("events"))
     assert (len(ids), checksum_of(ids)) == (total, checksum_of(range(total))), \
-        f"{len(ids)} rows, {len(ids) - len(set(ids))} duplicates; the service read {consumed} records"
-    assert consumed == MORE, f"read {consumed} records; only the {MORE} new ones were due"
-
-
-def read_ids(catalog):
-    return catalog.table("events").scan(selected_fields=("event_id",)).to_arrow().column("event_id").to_pylist()
+        f"{len(ids)} rows{after}, {len(ids) - len(set(ids))} duplicates; the service read {consumed} records"
+    assert consumed == MORE, f"read {consumed} records{after}; only the {MORE} new ones were due"
 
 
 @pytest.mark.parametrize("where", ["summary", "property"])
@@ -158,18 +158,7 @@ def test_an_unreadable_position_stops_the_service(setup, catalog, where):
     else:
         with table.transaction() as tx:
             tx.set_properties({prop: good})
-    third = setup.start(config)
-    third.wait_ready()
-    ingest_produce(topic, EVENTS, MORE, "event_id", start_id=FIRST)
-    total = FIRST + MORE
-    wait_until(f"{total} rows in Iceberg", lambda: (catalog.rows("events") >= total, catalog.rows("events")))
-    time.sleep(3)
-    consumed = third.metric("ingest_records_consumed_total")
-    assert third.stop() == 0, third.logs()
-    ids = read_ids(catalog)
-    assert (len(ids), checksum_of(ids)) == (total, checksum_of(range(total))), \
-        f"{len(ids)} rows after the repair; the service read {consumed} records"
-    assert consumed == MORE, f"read {consumed} records after the repair; only the {MORE} new ones were due"
+    resume_with_more_records(setup, catalog, topic, config, after=" after the repair")
 
 
 def test_rest_catalog_applies_property_changes_key_by_key(setup):

@@ -5,19 +5,13 @@ acknowledged to Kafka; the service is then killed with SIGKILL and restarted aft
 ClickHouse is back. The replay must land in ClickHouse once and must not be written to
 Iceberg a second time (Iceberg skips rows whose positions its snapshots already record).
 """
-import subprocess
 import time
 
-from conftest import (ROOT, checksum_of, clickhouse, create_topic, iceberg_count,
-                      ingest_produce, unique, wait_until)
+from conftest import (ROOT, assert_sinks_hold_ids, clickhouse, create_topic, iceberg_count, ingest_produce, unique,
+                      wait_until)
+from support.clickhouse import clickhouse_service
 
-STACK = ROOT / "deploy" / "local"
 EVENTS = ROOT / "schemas/examples/events.yaml"
-
-
-def clickhouse_service(action):
-    subprocess.run([str(STACK / ("down.sh" if action == "stop" else "up.sh")), "clickhouse"],
-                   check=True, capture_output=True, timeout=120)
 
 
 def test_iceberg_is_not_duplicated_when_clickhouse_fails_and_the_service_crashes(setup):
@@ -57,11 +51,4 @@ def test_iceberg_is_not_duplicated_when_clickhouse_fails_and_the_service_crashes
     time.sleep(1)
     assert second.stop() == 0, second.logs()
     assert "are not written again" in second.logs(), second.logs()
-
-    expected = checksum_of(range(5000))
-    ch_ids = [int(r["event_id"]) for r in clickhouse(f"SELECT event_id FROM {setup.database}.events")]
-    assert (len(ch_ids), checksum_of(ch_ids)) == (5000, expected)
-    from conftest import load_iceberg_table
-    ids = (load_iceberg_table(setup.catalog_uri, setup.warehouse, table)
-           .scan(selected_fields=("event_id",)).to_arrow().column("event_id").to_pylist())
-    assert (len(ids), checksum_of(ids)) == (5000, expected)
+    assert_sinks_hold_ids(setup, 5000)

@@ -5,8 +5,8 @@ import time
 
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import (KAFKA, ROOT, checksum_of, clickhouse, create_topic, every_clickhouse, iceberg_count,
-                      ingest_produce, load_iceberg_table, unique, wait_until)
+from conftest import (KAFKA, ROOT, assert_sinks_hold_ids, clickhouse, create_topic, every_clickhouse, iceberg_count,
+                      ingest_produce, unique, wait_until)
 
 EVENTS = ROOT / "schemas/examples/events.yaml"
 
@@ -49,10 +49,4 @@ def test_resume_at_the_sinks_positions_when_group_offsets_are_gone(setup):
     assert second.stop() == 0, second.logs()
     assert "resuming at the minimum of the sinks' positions" in second.logs(), second.logs()
     assert consumed == 500, f"read {consumed} records; only the 500 new ones were due"
-
-    expected = checksum_of(range(3500))
-    ids = [int(r["event_id"]) for r in clickhouse(f"SELECT event_id FROM {setup.database}.events")]
-    assert (len(ids), checksum_of(ids)) == (3500, expected)
-    ids = (load_iceberg_table(setup.catalog_uri, setup.warehouse, table)
-           .scan(selected_fields=("event_id",)).to_arrow().column("event_id").to_pylist())
-    assert (len(ids), checksum_of(ids)) == (3500, expected)
+    assert_sinks_hold_ids(setup, 3500)

@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from pyiceberg.table.snapshots import ancestors_of
 
-from conftest import (KAFKA, ROOT, checksum_of, clickhouse, create_topic, iceberg_count, ingest_produce,
+from conftest import (KAFKA, ROOT, assert_sinks_hold_ids, clickhouse, create_topic, iceberg_count, ingest_produce,
                       load_iceberg_table, unique, wait_until)
 
 EVENTS = ROOT / "schemas/examples/events.yaml"
@@ -44,12 +44,29 @@ def sink_counts(setup):
     return ch, iceberg_count(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.events")
 
 
-def write_3000_then_stop(setup, topic, config):
+def first_3000_written(setup):
+    """A new topic's first 3000 records in both sinks: (topic, config, the running service)."""
+    topic = create_topic(unique("events"), 3)
+    config = setup.config([route_for(topic)])
     first = setup.start(config)
     first.wait_ready()
     ingest_produce(topic, EVENTS, 3000, "event_id")
     wait_until("3000 in both sinks", lambda: (sink_counts(setup) == (3000, 3000), sink_counts(setup)))
+    return topic, config, first
+
+
+def recreated_after_3000(setup):
+    """The topic of `first_3000_written`, the service stopped, then deleted and recreated
+    with 1000 new records: (topic, the service's config)."""
+    topic, config, first = first_3000_written(setup)
     assert first.stop() == 0, first.logs()
+    recreate_with_1000_new(topic)
+    return topic, config
+
+
+def recreate_with_1000_new(topic):
+    recreate_topic(topic, 3)
+    ingest_produce(topic, EVENTS, 1000, "event_id", start_id=3000)
 
 
 def assert_refused(ingest, topic, timeout=90):
@@ -72,13 +89,7 @@ def assert_refused(ingest, topic, timeout=90):
 
 
 def test_restart_after_the_topic_was_recreated_refuses_instead_of_skipping(setup):
-    topic = create_topic(unique("events"), 3)
-    config = setup.config([route_for(topic)])
-    write_3000_then_stop(setup, topic, config)
-
-    recreate_topic(topic, 3)
-    ingest_produce(topic, EVENTS, 1000, "event_id", start_id=3000)
-
+    topic, config = recreated_after_3000(setup)
     second = setup.start(config)
     assert_refused(second, topic)
     # Nothing of the new log was skipped as "already written" or committed past: the
@@ -87,15 +98,8 @@ def test_restart_after_the_topic_was_recreated_refuses_instead_of_skipping(setup
 
 
 def test_topic_recreated_while_running_is_refused(setup):
-    topic = create_topic(unique("events"), 3)
-    config = setup.config([route_for(topic)])
-    first = setup.start(config)
-    first.wait_ready()
-    ingest_produce(topic, EVENTS, 3000, "event_id")
-    wait_until("3000 in both sinks", lambda: (sink_counts(setup) == (3000, 3000), sink_counts(setup)))
-
-    recreate_topic(topic, 3)
-    ingest_produce(topic, EVENTS, 1000, "event_id", start_id=3000)
+    topic, _, first = first_3000_written(setup)
+    recreate_with_1000_new(topic)
     assert_refused(first, topic, timeout=120)
     assert sink_counts(setup) == (3000, 3000)
 
@@ -132,11 +136,7 @@ def forget_topic_positions(setup, topic):
 
 
 def test_documented_recovery_lets_the_new_records_in_exactly_once(setup):
-    topic = create_topic(unique("events"), 3)
-    config = setup.config([route_for(topic)])
-    write_3000_then_stop(setup, topic, config)
-    recreate_topic(topic, 3)
-    ingest_produce(topic, EVENTS, 1000, "event_id", start_id=3000)
+    topic, config = recreated_after_3000(setup)
     assert_refused(setup.start(config), topic)
 
     forget_topic_positions(setup, topic)
@@ -146,11 +146,6 @@ def test_documented_recovery_lets_the_new_records_in_exactly_once(setup):
     assert third.stop() == 0, third.logs()
     assert "log end" not in third.logs(), third.logs()
 
-    expected = checksum_of(range(4000))
-    ids = [int(r["event_id"]) for r in clickhouse(f"SELECT event_id FROM {setup.database}.events")]
-    assert (len(ids), checksum_of(ids)) == (4000, expected)
+    assert_sinks_hold_ids(setup, 4000)
     new = clickhouse(f"SELECT count() AS c FROM {setup.database}.events WHERE _topic = '{topic}'")
     assert int(new[0]["c"]) == 1000
-    ids = (load_iceberg_table(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.events")
-           .scan(selected_fields=("event_id",)).to_arrow().column("event_id").to_pylist())
-    assert (len(ids), checksum_of(ids)) == (4000, expected)
