@@ -1,6 +1,6 @@
 """What the ClickHouse sink assumes of each server version, shown on the server itself
 (18.16, and 26.9 through the chDB stand-in: see conftest). Each difference here is one
-the sink handles by `ServerCaps` (sinks/src/clickhouse/types.rs)."""
+the sink handles by `ServerCaps` (sinks/clickhouse/src/types.rs)."""
 from conftest import clickhouse, every_clickhouse
 
 LEDGER = ("(topic String, partition Int32, next AggregateFunction(max, Int64), at AggregateFunction(max, DateTime)) "

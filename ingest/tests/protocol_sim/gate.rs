@@ -1,4 +1,4 @@
-//! One writer's side of the ClickHouse insert gates, as `sinks/src/clickhouse/gate.rs`
+//! One writer's side of the ClickHouse insert gates, as `sinks/clickhouse/src/gate.rs`
 //! does it: a writer keeps one gate for the partitions it writes; taking a partition
 //! registers a new, later gate and closes the earlier gates of those partitions; a
 //! writer whose gate was closed leaves the partitions registered after it alone until

@@ -1,5 +1,5 @@
 //! What the sink would send to a server it cannot reach: the CREATE statements and the
-//! Native payload (the service's `clickhouse-payload` command and the benchmarks).
+//! Native payload (the service's `dry-run --sink clickhouse` command and the benchmarks).
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
