@@ -15,18 +15,18 @@
 mod client;
 mod columns;
 mod config;
-pub mod connect;
+mod connect;
 mod coordinate_columns;
-pub mod ddl;
+mod ddl;
 mod dry_run;
-pub mod engine;
-pub mod gate;
-pub mod ledger;
-pub mod native;
+mod engine;
+mod gate;
+mod ledger;
+mod native;
 mod plugin;
-pub mod ranges;
+mod ranges;
 mod setup;
-pub mod types;
+mod types;
 mod write;
 
 pub use client::{client, is_retryable, query_json, server_caps, server_error_code, try_client};

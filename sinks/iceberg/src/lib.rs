@@ -10,7 +10,7 @@
 //! and positions in one compare-and-swap, `pinned`), `positions` (where they are kept)
 //! and `reader` (reading them back). `plugin` registers the sink with the service.
 
-pub mod catalog;
+mod catalog;
 mod commit;
 mod config;
 mod conform;
@@ -18,17 +18,17 @@ mod data_files;
 mod partition;
 mod pinned;
 mod plugin;
-pub mod positions;
+mod positions;
 mod reader;
 mod rest_auth;
-pub mod schema;
+mod schema;
 mod sink;
 mod table;
-pub mod values;
+mod values;
 
 pub use catalog::{CatalogConfig, CatalogKind, open_catalog};
 pub use config::IcebergTable;
 pub use plugin::IcebergPlugin;
-pub use positions::{positions_key, recorded_positions};
+pub use positions::{positions_key, property_key, recorded_positions};
 pub use rest_auth::is_permanent_refusal;
 pub use sink::IcebergSink;

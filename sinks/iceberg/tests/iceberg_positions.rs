@@ -15,7 +15,7 @@ use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, TableIdent};
 use ingest_sink_api::Sink;
-use ingest_sink_iceberg::positions::property_key;
+use ingest_sink_iceberg::property_key;
 use ingest_sink_iceberg::{
     IcebergSink, IcebergTable, open_catalog, positions_key, recorded_positions,
 };
