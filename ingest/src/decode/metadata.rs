@@ -1,5 +1,6 @@
 //! Kafka coordinates (topic, partition, offset, timestamp, key) as extra columns.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_array::builder::{BinaryBuilder, StringBuilder};
@@ -9,11 +10,11 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use super::Message;
 use crate::config::MetadataKind;
 
-/// Per-row coordinates, small and `Copy` so a chunk keeps them without allocating.
-#[derive(Debug, Clone, Copy)]
+/// Per-row coordinates, small so a chunk keeps them without allocating.
+#[derive(Debug, Clone)]
 pub struct MessageMeta {
-    /// Topic names are interned per process: routes see few distinct topics.
-    pub topic: &'static str,
+    /// Shared with every row of the same topic (see [`TopicNames`]).
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub timestamp: Option<i64>,
@@ -21,14 +22,14 @@ pub struct MessageMeta {
 }
 
 impl MessageMeta {
-    pub fn new(message: &Message<'_>, keys: &mut Vec<u8>) -> Self {
+    pub fn new(message: &Message<'_>, keys: &mut Vec<u8>, topics: &mut TopicNames) -> Self {
         let key = message.key.map(|k| {
             let start = keys.len();
             keys.extend_from_slice(k);
             (start, keys.len())
         });
         Self {
-            topic: intern(message.topic),
+            topic: topics.get(message.topic),
             partition: message.partition,
             offset: message.offset,
             timestamp: message.timestamp,
@@ -41,19 +42,31 @@ impl MessageMeta {
     }
 }
 
-/// Leaks each distinct topic name once; the set of topics is bounded by the cluster.
-fn intern(topic: &str) -> &'static str {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-    static TOPICS: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
-    let mut guard = TOPICS.lock().expect("topic interner poisoned");
-    let set = guard.get_or_insert_with(HashSet::new);
-    if let Some(existing) = set.get(topic) {
-        return existing;
+/// The topic names a decoder has seen: each is allocated once and shared by its rows
+/// (a route reads few topics), and freed with the decoder.
+#[derive(Debug, Default)]
+pub struct TopicNames {
+    known: HashSet<Arc<str>>,
+    /// Consecutive records mostly come from one topic: no hashing then.
+    last: Option<Arc<str>>,
+}
+
+impl TopicNames {
+    pub fn get(&mut self, topic: &str) -> Arc<str> {
+        if let Some(last) = self.last.as_ref().filter(|last| ***last == *topic) {
+            return Arc::clone(last);
+        }
+        let name = match self.known.get(topic) {
+            Some(known) => Arc::clone(known),
+            None => {
+                let name: Arc<str> = Arc::from(topic);
+                self.known.insert(Arc::clone(&name));
+                name
+            }
+        };
+        self.last = Some(Arc::clone(&name));
+        name
     }
-    let leaked: &'static str = Box::leak(topic.to_string().into_boxed_str());
-    set.insert(leaked);
-    leaked
 }
 
 /// The Arrow type of each metadata column.
@@ -114,7 +127,7 @@ impl MetadataBuilder {
             let array: ArrayRef = match kind {
                 MetadataKind::Topic => {
                     let mut b = StringBuilder::with_capacity(meta.len(), meta.len() * 16);
-                    meta.iter().for_each(|m| b.append_value(m.topic));
+                    meta.iter().for_each(|m| b.append_value(&m.topic));
                     Arc::new(b.finish())
                 }
                 MetadataKind::Partition => Arc::new(Int32Array::from_iter_values(

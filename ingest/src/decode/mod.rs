@@ -16,7 +16,7 @@ use arrow_json::reader::{Decoder, ReaderBuilder};
 use arrow_schema::{ArrowError, SchemaRef};
 use arrow_select::concat::concat_batches;
 
-pub use metadata::{MessageMeta, MetadataBuilder};
+pub use metadata::{MessageMeta, MetadataBuilder, TopicNames};
 
 use crate::config::MetadataKind;
 use ingest_sink_api::{Coordinates, ValueCheck};
@@ -77,8 +77,10 @@ pub struct JsonDecoder {
     chunk: Chunk,
     chunk_rows: usize,
     pieces: Vec<RecordBatch>,
-    /// CoordinateColumns of each piece's rows, to drop a revoked partition's rows.
+    /// Coordinates of each piece's rows, to drop a revoked partition's rows.
     piece_meta: Vec<Vec<MessageMeta>>,
+    /// Topic names shared by the rows' coordinates.
+    topics: TopicNames,
     /// The route's sinks' checks of the values they can store.
     checks: ValueChecks,
 }
@@ -99,6 +101,7 @@ impl JsonDecoder {
             chunk_rows,
             pieces: Vec::new(),
             piece_meta: Vec::new(),
+            topics: TopicNames::default(),
             checks: ValueChecks::default(),
         })
     }
@@ -139,9 +142,11 @@ impl JsonDecoder {
         let start = self.chunk.raw.len();
         self.chunk.raw.extend_from_slice(payload);
         self.chunk.spans.push((start, self.chunk.raw.len()));
-        self.chunk
-            .meta
-            .push(MessageMeta::new(message, &mut self.chunk.keys));
+        self.chunk.meta.push(MessageMeta::new(
+            message,
+            &mut self.chunk.keys,
+            &mut self.topics,
+        ));
     }
 
     /// After a tape-level failure the decoder holds garbage: start a fresh one with the
@@ -189,7 +194,7 @@ impl JsonDecoder {
                     .iter()
                     .zip(&keep)
                     .filter(|(_, k)| **k)
-                    .map(|(m, _)| *m)
+                    .map(|(m, _)| m.clone())
                     .collect();
                 self.chunk.meta = kept;
                 kept_rows = Some((0..rows).filter(|row| keep[*row]).collect::<Vec<_>>());
@@ -288,11 +293,11 @@ impl JsonDecoder {
         rejected: &mut Vec<Rejected>,
     ) -> (Vec<RecordBatch>, Vec<Vec<Coordinates>>) {
         self.flush_chunk(rejected);
-        let positions = self
+        let coordinates = self
             .piece_meta
             .drain(..)
             .map(|rows| {
-                rows.iter()
+                rows.into_iter()
                     .map(|m| Coordinates {
                         topic: m.topic,
                         partition: m.partition,
@@ -301,7 +306,7 @@ impl JsonDecoder {
                     .collect()
             })
             .collect();
-        (std::mem::take(&mut self.pieces), positions)
+        (std::mem::take(&mut self.pieces), coordinates)
     }
 
     /// Forgets buffered rows whose partition `drop` selects (partitions this instance
@@ -313,16 +318,16 @@ impl JsonDecoder {
     ) {
         self.flush_chunk(rejected);
         for (piece, meta) in self.pieces.iter_mut().zip(self.piece_meta.iter_mut()) {
-            if !meta.iter().any(|m| drop(m.topic, m.partition)) {
+            if !meta.iter().any(|m| drop(&m.topic, m.partition)) {
                 continue;
             }
             let keep: arrow_array::BooleanArray = meta
                 .iter()
-                .map(|m| Some(!drop(m.topic, m.partition)))
+                .map(|m| Some(!drop(&m.topic, m.partition)))
                 .collect();
             *piece = arrow_select::filter::filter_record_batch(piece, &keep)
                 .expect("mask matches the batch");
-            meta.retain(|m| !drop(m.topic, m.partition));
+            meta.retain(|m| !drop(&m.topic, m.partition));
         }
         rejected.retain(|r| !drop(&r.topic, r.partition));
     }

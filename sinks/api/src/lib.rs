@@ -21,10 +21,10 @@ use std::time::Duration;
 use arrow_array::{BooleanArray, RecordBatch};
 use serde::Deserialize;
 
-/// Where one row came from in Kafka.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where one row came from in Kafka. The topic name is shared by the rows of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Coordinates {
-    pub topic: &'static str,
+    pub topic: std::sync::Arc<str>,
     pub partition: i32,
     pub offset: i64,
 }
@@ -48,19 +48,19 @@ impl SinkBatch {
         self.batches.iter().map(RecordBatch::num_rows).sum()
     }
 
-    /// The rows a sink does not hold yet: those at or past its durable position for
-    /// their partition. A replay after a crash thus writes nothing twice to a sink that
+    /// The rows a sink does not hold yet: those at or past its position for their
+    /// partition. A replay after a crash thus writes nothing twice to a sink that
     /// records its positions with its data.
-    pub fn skip_held(&self, durable: &OffsetMap) -> SinkBatch {
+    pub fn skip_held(&self, positions: &OffsetMap) -> SinkBatch {
         self.retain(|p| {
-            durable
-                .get(p.topic, p.partition)
+            positions
+                .get(&p.topic, p.partition)
                 .is_none_or(|d| p.offset >= d)
         })
     }
 
-    /// The rows whose position `keep` accepts (all rows when positions are unknown);
-    /// `positions` are kept as they are.
+    /// The rows whose coordinates `keep` accepts (all rows when coordinates are
+    /// unknown); `positions` are kept as they are.
     pub fn retain(&self, keep: impl Fn(&Coordinates) -> bool) -> SinkBatch {
         if self.coordinates.len() != self.batches.len()
             || self.coordinates.iter().flatten().all(&keep)
@@ -72,13 +72,13 @@ impl SinkBatch {
             epoch: self.epoch,
             ..SinkBatch::default()
         };
-        for (batch, positions) in self.batches.iter().zip(&self.coordinates) {
-            let mask: BooleanArray = positions.iter().map(|p| Some(keep(p))).collect();
+        for (batch, coordinates) in self.batches.iter().zip(&self.coordinates) {
+            let mask: BooleanArray = coordinates.iter().map(|p| Some(keep(p))).collect();
             let kept = arrow_select::filter::filter_record_batch(batch, &mask)
                 .expect("mask matches the batch");
             if kept.num_rows() > 0 {
                 out.coordinates
-                    .push(positions.iter().copied().filter(|p| keep(p)).collect());
+                    .push(coordinates.iter().filter(|p| keep(p)).cloned().collect());
                 out.batches.push(kept);
             }
         }
@@ -94,7 +94,7 @@ impl SinkBatch {
 
     /// Forgets everything about the partitions `gone` selects: their rows and positions.
     pub fn drop_partitions(&mut self, gone: impl Fn(&str, i32) -> bool) {
-        let kept = self.retain(|p| !gone(p.topic, p.partition));
+        let kept = self.retain(|p| !gone(&p.topic, p.partition));
         self.batches = kept.batches;
         self.coordinates = kept.coordinates;
         self.positions.retain(|topic, p| !gone(topic, p));

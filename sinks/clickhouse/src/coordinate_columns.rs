@@ -60,7 +60,7 @@ pub(crate) fn fill_coordinates(
             let name = field.name();
             let column: ArrayRef = if *name == coordinates.topic {
                 Arc::new(StringArray::from_iter_values(
-                    row_coordinates.iter().map(|p| p.topic),
+                    row_coordinates.iter().map(|p| &*p.topic),
                 ))
             } else if *name == coordinates.partition {
                 Arc::new(Int32Array::from_iter_values(

@@ -46,9 +46,10 @@ pub fn offline_payload(
     for batch in batches {
         let batch = match coordinates {
             Some(coordinates) if full.fields().len() > batch.num_columns() => {
+                let topic: std::sync::Arc<str> = "dry-run".into();
                 let positions: Vec<Coordinates> = (row..row + batch.num_rows() as i64)
                     .map(|offset| Coordinates {
-                        topic: "dry-run",
+                        topic: std::sync::Arc::clone(&topic),
                         partition: 0,
                         offset,
                     })

@@ -347,7 +347,7 @@ impl HeldRows {
     /// Whether the table already holds the row at `coordinates`.
     pub fn holds(&self, coordinates: &Coordinates) -> bool {
         self.ledger
-            .get(coordinates.topic, coordinates.partition)
+            .get(&coordinates.topic, coordinates.partition)
             .is_some_and(|n| coordinates.offset < n)
             || (!self.beyond.is_empty()
                 && self.beyond.contains(&(
@@ -440,7 +440,7 @@ mod tests {
 
     fn at(offset: i64) -> Coordinates {
         Coordinates {
-            topic: "t",
+            topic: "t".into(),
             partition: 0,
             offset,
         }

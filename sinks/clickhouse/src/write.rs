@@ -240,7 +240,7 @@ fn dedup_token(batch: &SinkBatch) -> String {
     let mut ranges: BTreeMap<(&str, i32), (i64, i64)> = BTreeMap::new();
     for p in batch.coordinates.iter().flatten() {
         let range = ranges
-            .entry((p.topic, p.partition))
+            .entry((&*p.topic, p.partition))
             .or_insert((p.offset, p.offset));
         range.0 = range.0.min(p.offset);
         range.1 = range.1.max(p.offset);

@@ -85,7 +85,7 @@ pub fn coordinates(offsets: &[i64]) -> Vec<Coordinates> {
     offsets
         .iter()
         .map(|&offset| Coordinates {
-            topic: "events",
+            topic: "events".into(),
             partition: 0,
             offset,
         })

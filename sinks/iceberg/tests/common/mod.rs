@@ -21,7 +21,7 @@ pub fn batch(schema: &Arc<Schema>, partition: i32, round: i64) -> SinkBatch {
     positions.advance("events", partition, first + ROWS);
     let coordinates = (first..first + ROWS)
         .map(|offset| Coordinates {
-            topic: "events",
+            topic: "events".into(),
             partition,
             offset,
         })
