@@ -96,11 +96,11 @@ impl Lane {
 
     /// Full with `pending` more messages and bytes still in the route's decoder.
     pub fn full_with(&self, pending_messages: u64, pending_bytes: u64) -> bool {
-        self.holds_times(1, pending_messages, pending_bytes)
+        self.over_limit(1, pending_messages, pending_bytes)
     }
 
-    /// Whether it holds `factor` times its row or byte limit, `pending` included.
-    pub fn holds_times(&self, factor: u64, pending_messages: u64, pending_bytes: u64) -> bool {
+    /// Whether it holds `factor` times its row or byte limit or more, `pending` included.
+    pub fn over_limit(&self, factor: u64, pending_messages: u64, pending_bytes: u64) -> bool {
         self.messages + pending_messages >= factor * self.limits.max_rows as u64
             || self.bytes + pending_bytes >= factor * self.limits.max_bytes.as_u64()
     }

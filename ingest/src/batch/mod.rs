@@ -33,7 +33,7 @@ pub struct RouteBatch {
 }
 
 /// Rows decoded since the last hand-over, and the records that failed to decode.
-pub struct Chunk {
+pub struct Decoded {
     pub rows: SinkBatch,
     pub rejected: Vec<Rejected>,
     messages: u64,
@@ -90,7 +90,7 @@ impl RouteBatch {
     pub fn full(&self) -> bool {
         self.taking().any(|lane| {
             let factor = if lane.busy() { 2 } else { 1 };
-            lane.holds_times(factor, self.messages, self.bytes)
+            lane.over_limit(factor, self.messages, self.bytes)
         })
     }
 
@@ -114,9 +114,9 @@ impl RouteBatch {
     }
 
     /// Takes what the decoder holds: rows with their coordinates, and rejected records.
-    pub fn take_chunk(&mut self) -> Chunk {
+    pub fn take_decoded(&mut self) -> Decoded {
         let (batches, coordinates) = self.decoder.take_with_coordinates(&mut self.rejected);
-        let chunk = Chunk {
+        let chunk = Decoded {
             rows: SinkBatch {
                 batches,
                 coordinates,
@@ -135,7 +135,7 @@ impl RouteBatch {
     }
 
     /// Hands a chunk's rows to every lane (once its rejected records are disposed of).
-    pub fn distribute(&mut self, chunk: &Chunk) {
+    pub fn distribute(&mut self, chunk: &Decoded) {
         let Some(opened_at) = chunk.opened_at else {
             return;
         };

@@ -86,7 +86,7 @@ fn each_lane_fills_on_its_own_limits() {
     assert!(route.full(), "the fast lane holds 10 rows");
     let now = Instant::now();
     assert!(route.lane_due(0, now) && !route.lane_due(1, now));
-    let chunk = route.take_chunk();
+    let chunk = route.take_decoded();
     route.distribute(&chunk);
     let fast = route.lanes[0].take();
     assert_eq!(fast.num_rows(), 10);
@@ -102,11 +102,11 @@ fn revoking_drops_buffered_rows_of_the_partition() {
     let mut route = route();
     push(&mut route, 0, 0..5);
     push(&mut route, 1, 0..5);
-    let chunk = route.take_chunk();
+    let chunk = route.take_decoded();
     route.distribute(&chunk);
     push(&mut route, 1, 5..8);
     route.revoke(&[("t".to_string(), 1)]);
-    let chunk = route.take_chunk();
+    let chunk = route.take_decoded();
     assert_eq!(chunk.rows.num_rows(), 0);
     assert_eq!(chunk.rows.positions.get("t", 1), None);
     let slow = route.lanes[1].take();

@@ -48,14 +48,14 @@ pub struct Rejected {
 
 /// Rows of the open chunk: raw payloads (for bisecting) and their Kafka coordinates.
 #[derive(Default)]
-struct Chunk {
+struct RawRows {
     raw: Vec<u8>,
     spans: Vec<(usize, usize)>,
     meta: Vec<MessageMeta>,
     keys: Vec<u8>,
 }
 
-impl Chunk {
+impl RawRows {
     fn payload(&self, row: usize) -> &[u8] {
         let (start, end) = self.spans[row];
         &self.raw[start..end]
@@ -74,7 +74,7 @@ pub struct JsonDecoder {
     payload_schema: SchemaRef,
     metadata: MetadataBuilder,
     decoder: Decoder,
-    chunk: Chunk,
+    chunk: RawRows,
     chunk_rows: usize,
     pieces: Vec<RecordBatch>,
     /// Coordinates of each piece's rows, to drop a revoked partition's rows.
@@ -97,7 +97,7 @@ impl JsonDecoder {
             decoder: new_decoder(&payload_schema, chunk_rows)?,
             metadata: MetadataBuilder::new(&payload_schema, metadata),
             payload_schema,
-            chunk: Chunk::default(),
+            chunk: RawRows::default(),
             chunk_rows,
             pieces: Vec::new(),
             piece_meta: Vec::new(),

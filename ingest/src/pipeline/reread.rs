@@ -36,7 +36,7 @@ impl Pipeline<'_> {
         if !route.lanes[lane].is_shed() {
             return Ok(());
         }
-        let chunk = route.take_chunk();
+        let chunk = route.take_decoded();
         self.dispose_rejected(route, &chunk.rejected).await?;
         route.distribute(&chunk);
         let partitions: Vec<Partition> = route.lanes[lane]
@@ -52,15 +52,15 @@ impl Pipeline<'_> {
             // Every lane's need: the shed one's durable position, the others' next
             // record not handed to them yet (or their durable position).
             // (Lanes still shed are left out: they read again once their sink is back.)
-            let durable = |index: usize| known.get(index)?.get(topic, *partition);
-            let mut needs = vec![durable(lane)];
-            if let Some(next) = durable(lane) {
+            let position = |index: usize| known.get(index)?.get(topic, *partition);
+            let mut needs = vec![position(lane)];
+            if let Some(next) = position(lane) {
                 route.lanes[lane].skip_below(topic, *partition, next);
             }
             for (index, state) in route.lanes.iter_mut().enumerate() {
                 if index != lane && !state.is_shed() {
                     let handed = state.skip_replay(topic, *partition);
-                    needs.push(handed.or_else(|| durable(index)));
+                    needs.push(handed.or_else(|| position(index)));
                 }
             }
             let offset = match needs.into_iter().collect::<Option<Vec<i64>>>() {

@@ -48,7 +48,7 @@ impl Pipeline<'_> {
         let due: Vec<bool> = (0..route.lanes.len())
             .map(|lane| all || route.lane_due(lane, now))
             .collect();
-        let chunk = route.take_chunk();
+        let chunk = route.take_decoded();
         self.dispose_rejected(route, &chunk.rejected).await?;
         route.distribute(&chunk);
         for (lane, due) in due.into_iter().enumerate() {
@@ -57,7 +57,7 @@ impl Pipeline<'_> {
             }
             let state = &route.lanes[lane];
             if state.busy() && !all {
-                if !state.holds_times(2, 0, 0) {
+                if !state.over_limit(2, 0, 0) {
                     continue;
                 }
                 if self.may_shed(route, lane) {

@@ -31,9 +31,9 @@ pub type Partition = (String, i32);
 #[derive(Debug, Default, Clone)]
 pub struct Offsets {
     assigned: BTreeSet<Partition>,
-    /// Per route, per lane (sink): the offset after the last record the sink made
-    /// durable, per partition, since the partition was assigned here.
-    durable: Vec<Vec<OffsetMap>>,
+    /// Per route, per lane: the sink's positions (the offset after the last record it
+    /// made durable, per partition) since the partition was assigned here.
+    sink_positions: Vec<Vec<OffsetMap>>,
     /// What was committed per owned partition (never moves backwards).
     committed: OffsetMap,
 }
@@ -41,8 +41,9 @@ pub struct Offsets {
 /// How a finished write turned out for the protocol.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// The positions that now count as durable in the lane's sink.
-    pub durable: OffsetMap,
+    /// The lane's sink positions that now count (owned, not revoked, not left to
+    /// another writer).
+    pub counted: OffsetMap,
     /// What to commit to Kafka now (the furthest position every sink of the route
     /// reached, for the partitions of the write).
     pub commit: OffsetMap,
@@ -52,7 +53,7 @@ impl Offsets {
     /// Bookkeeping for routes (by index) with these many sinks each.
     pub fn new(lanes_per_route: impl IntoIterator<Item = usize>) -> Self {
         Self {
-            durable: lanes_per_route
+            sink_positions: lanes_per_route
                 .into_iter()
                 .map(|lanes| vec![OffsetMap::default(); lanes])
                 .collect(),
@@ -96,17 +97,17 @@ impl Offsets {
         revoked: &[Partition],
         not_owned: &[Partition],
     ) -> Outcome {
-        let mut durable = positions.clone();
+        let mut counted = positions.clone();
         let excluded = |t: &str, p: i32| {
             revoked
                 .iter()
                 .chain(not_owned)
                 .any(|(rt, rp)| rt == t && *rp == p)
         };
-        durable.retain(|t, p| self.owns(t, p) && !excluded(t, p));
-        self.durable[route][lane].merge(&durable);
+        counted.retain(|t, p| self.owns(t, p) && !excluded(t, p));
+        self.sink_positions[route][lane].merge(&counted);
         let commit = self.commit(&self.committable(route, positions));
-        Outcome { durable, commit }
+        Outcome { counted, commit }
     }
 
     /// Per partition of `partitions`, the offset every sink of the route made durable
@@ -114,7 +115,7 @@ impl Offsets {
     pub fn committable(&self, route: usize, partitions: &OffsetMap) -> OffsetMap {
         let mut out = OffsetMap::default();
         for (topic, partition, _) in partitions.iter() {
-            if let Some(next) = min_over(&self.durable[route], topic, partition) {
+            if let Some(next) = min_over(&self.sink_positions[route], topic, partition) {
                 out.advance(topic, partition, next);
             }
         }
@@ -164,7 +165,7 @@ impl Offsets {
     }
 
     fn forget(&mut self, partitions: &[Partition]) {
-        for lanes in &mut self.durable {
+        for lanes in &mut self.sink_positions {
             for lane in lanes {
                 for (topic, partition) in partitions {
                     lane.remove(topic, *partition);

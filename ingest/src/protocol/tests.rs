@@ -23,7 +23,7 @@ fn two_sinks() -> Offsets {
 fn commits_the_minimum_over_the_sinks_once_every_sink_wrote() {
     let mut o = two_sinks();
     let first = o.written(0, 0, &map(&[(0, 10), (1, 5)]), &[], &[]);
-    assert_eq!(first.durable, map(&[(0, 10), (1, 5)]));
+    assert_eq!(first.counted, map(&[(0, 10), (1, 5)]));
     assert!(first.commit.is_empty(), "the other sink wrote nothing yet");
     let second = o.written(0, 1, &map(&[(0, 7)]), &[], &[]);
     assert_eq!(second.commit, map(&[(0, 7)]));
@@ -47,7 +47,7 @@ fn a_group_offset_never_moves_backwards() {
 fn revoked_since_the_batch_started_or_left_to_another_writer_does_not_count() {
     let mut o = two_sinks();
     let out = o.written(0, 0, &map(&[(0, 10), (1, 10)]), &parts(&[0]), &parts(&[1]));
-    assert!(out.durable.is_empty());
+    assert!(out.counted.is_empty());
     o.written(0, 1, &map(&[(0, 10), (1, 10)]), &[], &[]);
     assert!(o.committable(0, &map(&[(0, 0), (1, 0)])).is_empty());
 }
@@ -62,7 +62,7 @@ fn a_revoked_partition_is_forgotten_and_never_committed_again() {
     // A write that finishes after the revocation (the partition is not owned) counts
     // for nothing, also once the partition is assigned again.
     let late = o.written(0, 0, &map(&[(0, 20)]), &[], &[]);
-    assert!(late.durable.is_empty() && late.commit.is_empty());
+    assert!(late.counted.is_empty() && late.commit.is_empty());
     o.assign(&parts(&[0]));
     let fresh = o.written(0, 0, &map(&[(0, 30)]), &[], &[]);
     assert!(

@@ -501,10 +501,10 @@ impl World {
             .collect();
         let known = [self.ch.read(&owned), self.ice.read(&owned)];
         for p in &owned {
-            let durable = |l: usize| known[l].get(TOPIC, *p);
+            let position = |l: usize| known[l].get(TOPIC, *p);
             let member = &mut self.members[m];
-            let mut needs = vec![durable(lane)];
-            if let Some(next) = durable(lane) {
+            let mut needs = vec![position(lane)];
+            if let Some(next) = position(lane) {
                 let slot = member.lanes[lane].skip_below.entry(*p).or_insert(next);
                 *slot = (*slot).max(next);
             }
@@ -515,7 +515,7 @@ impl World {
                         let slot = state.skip_below.entry(*p).or_insert(next);
                         *slot = (*slot).max(next);
                     }
-                    needs.push(handed.or_else(|| durable(l)));
+                    needs.push(handed.or_else(|| position(l)));
                 }
             }
             let start = match needs.into_iter().collect::<Option<Vec<i64>>>() {
