@@ -162,7 +162,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 let sinks: Vec<String> = route
                     .sinks
                     .iter()
-                    .map(|s| format!("{}:{}", s.key, s.table.table()))
+                    .map(|s| format!("{}:{}", s.key, s.name))
                     .collect();
                 println!(
                     "route {}: {} fields -> {}",

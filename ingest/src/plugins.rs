@@ -4,9 +4,9 @@
 use ingest_sink_api::SinkPlugin;
 
 /// Every registered sink, in the order routes list their tables.
-pub fn registered() -> [&'static dyn SinkPlugin; 2] {
+pub fn registered() -> [&'static SinkPlugin; 2] {
     [
-        &ingest_sink_clickhouse::ClickHousePlugin,
-        &ingest_sink_iceberg::IcebergPlugin,
+        &ingest_sink_clickhouse::CLICKHOUSE,
+        &ingest_sink_iceberg::ICEBERG,
     ]
 }

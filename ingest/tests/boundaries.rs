@@ -1,5 +1,5 @@
 //! The service names a sink in one place only, `src/plugins.rs`; everything else
-//! reaches sinks through the plug-in traits of `ingest-sink-api` (see
+//! reaches sinks through the plug-in registration of `ingest-sink-api` (see
 //! docs/architecture.md). Checked by reading the service's sources.
 
 use std::path::Path;

@@ -58,8 +58,8 @@ routes:
     let loaded = load_str(text, &dir.join("c.yaml"), &|_| None).unwrap();
     let route = loaded.routes[0].clone();
     let mut state = RouteBatch::new(route.clone(), 0).unwrap();
-    state.add_sink(Box::new(Accepting("fast")), route.sinks[0].table.batch());
-    state.add_sink(Box::new(Accepting("slow")), route.sinks[1].table.batch());
+    state.add_sink(Box::new(Accepting("fast")), &route.sinks[0].batch);
+    state.add_sink(Box::new(Accepting("slow")), &route.sinks[1].batch);
     state
 }
 

@@ -207,6 +207,10 @@ pub type Sections = Vec<(&'static str, Arc<dyn SinkSection>)>;
 pub struct RouteSink {
     /// The sink's config key (`clickhouse`).
     pub key: &'static str,
+    /// The table's name, as the config gives it.
+    pub name: String,
+    /// The sink's batching, overriding the route's key by key.
+    pub batch: ingest_sink_api::BatchOverride,
     pub table: Arc<dyn SinkTable>,
 }
 

@@ -123,9 +123,9 @@ fn open_tables(
     if blocks.is_empty() {
         let keys: Vec<String> = plugins::registered()
             .iter()
-            .map(|p| format!("`{}`", p.key()))
+            .map(|p| format!("`{}`", p.key))
             .collect();
-        let first = plugins::registered()[0].key();
+        let first = plugins::registered()[0].key;
         return Err(problem(
             first,
             format!("the route has no sink (add {})", keys.join(" or ")),
@@ -133,35 +133,39 @@ fn open_tables(
     }
     let mut sinks = Vec::with_capacity(blocks.len());
     for (plugin, block) in blocks {
-        let key = plugin.key();
+        let key = plugin.key;
         let Some((_, section)) = sections.iter().find(|(k, _)| *k == key) else {
             return Err(problem(
                 key,
                 format!(
                     "the route writes to {} but there is no top-level `{key}` section",
-                    plugin.title()
+                    plugin.title
                 ),
             ));
         };
         let table = Arc::clone(section)
             .table(block, spec)
             .map_err(|p| (p.at, p.message))?;
-        if !seen.tables.insert((key, table.table().to_string())) {
+        if !seen.tables.insert((key, table.name.clone())) {
             return Err(problem(
                 &format!("{key}.table"),
                 format!(
                     "{} table `{}` is written by another route; route both topics in one route",
-                    plugin.title(),
-                    table.table()
+                    plugin.title, table.name
                 ),
             ));
         }
         route
             .batch
-            .overridden(table.batch())
+            .overridden(&table.batch)
             .check()
             .map_err(|e| problem(&format!("{key}.batch"), e))?;
-        sinks.push(RouteSink { key, table });
+        sinks.push(RouteSink {
+            key,
+            name: table.name,
+            batch: table.batch,
+            table: table.table,
+        });
     }
     Ok(sinks)
 }

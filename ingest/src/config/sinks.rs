@@ -10,7 +10,7 @@ use serde_norway::Value;
 use crate::plugins;
 
 /// One route's sink blocks, by plug-in, in registration order.
-pub type Blocks = Vec<(&'static dyn SinkPlugin, serde_json::Value)>;
+pub type Blocks = Vec<(&'static SinkPlugin, serde_json::Value)>;
 
 /// The sink parts of a config.
 #[derive(Default)]
@@ -43,11 +43,11 @@ pub fn take_blocks(config: &mut Value) -> Result<Taken, String> {
 fn take(map: &mut serde_norway::Mapping, at: &str) -> Result<Blocks, String> {
     let mut blocks = Vec::new();
     for plugin in plugins::registered() {
-        match map.remove(plugin.key()) {
+        match map.remove(plugin.key) {
             None | Some(Value::Null) => {}
             Some(block) => {
                 let block = serde_json::to_value(&block)
-                    .map_err(|e| format!("at `{at}{}`: {e}", plugin.key()))?;
+                    .map_err(|e| format!("at `{at}{}`: {e}", plugin.key))?;
                 blocks.push((plugin, block));
             }
         }
@@ -60,10 +60,9 @@ pub fn open_sections(sections: Blocks, base: &Path) -> Result<super::Sections, S
     sections
         .into_iter()
         .map(|(plugin, block)| {
-            let section = plugin
-                .section(block, base)
+            let section = (plugin.section)(block, base)
                 .map_err(|p| format!("at `{}`: {}", p.at, p.message))?;
-            Ok((plugin.key(), section))
+            Ok((plugin.key, section))
         })
         .collect()
 }
@@ -76,12 +75,7 @@ pub fn environment_secrets(
 ) -> Vec<String> {
     plugins::registered()
         .into_iter()
-        .filter(|plugin| config.get(plugin.key()).is_some())
-        .flat_map(|plugin| {
-            plugin
-                .secret_env()
-                .iter()
-                .filter_map(|name| env_lookup(name))
-        })
+        .filter(|plugin| config.get(plugin.key).is_some())
+        .flat_map(|plugin| plugin.secret_env.iter().filter_map(|name| env_lookup(name)))
         .collect()
 }

@@ -55,7 +55,7 @@ fn loads_a_full_config() {
     let tables: Vec<(&str, &str)> = loaded.routes[0]
         .sinks
         .iter()
-        .map(|s| (s.key, s.table.table()))
+        .map(|s| (s.key, s.name.as_str()))
         .collect();
     assert_eq!(tables, [("clickhouse", "events"), ("iceberg", "events")]);
     assert_eq!(

@@ -27,7 +27,7 @@ pub(super) async fn open_routes(
         };
         for sink in &route.sinks {
             let opened = sink.table.open(context.clone()).await?;
-            state.add_sink(opened, sink.table.batch());
+            state.add_sink(opened, &sink.batch);
         }
         states.push(state);
     }

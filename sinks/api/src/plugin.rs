@@ -17,54 +17,56 @@ use serde::de::DeserializeOwned;
 
 use crate::{BatchOverride, Fence, Sink, SinkError};
 
-/// A kind of sink (ClickHouse, Iceberg), registered once.
-pub trait SinkPlugin: Send + Sync {
+/// A kind of sink (ClickHouse, Iceberg), registered once: a value, so that a sink's
+/// registration is a few fields, not a trait implementation.
+pub struct SinkPlugin {
     /// The config key of its section and route blocks (`clickhouse`); also the first
     /// word of each of its sinks' names in logs.
-    fn key(&self) -> &'static str;
-
+    pub key: &'static str,
     /// The name people know it by, for messages (`ClickHouse`).
-    fn title(&self) -> &'static str;
-
-    /// Parses and checks the top-level section. Relative file paths in it are resolved
-    /// against `base`, the config file's folder.
-    fn section(
-        &self,
-        value: serde_json::Value,
-        base: &Path,
-    ) -> Result<Arc<dyn SinkSection>, ConfigProblem>;
-
+    pub title: &'static str,
+    /// Parses and checks the top-level section (its problems are at keys relative to
+    /// the section). Relative file paths in it are resolved against the second
+    /// argument, the config file's folder.
+    pub section: SectionParser,
     /// Environment variables it reads secrets from when the config leaves them out, to
     /// be masked in logs like the config's own secrets.
-    fn secret_env(&self) -> &'static [&'static str] {
-        &[]
-    }
+    pub secret_env: &'static [&'static str],
 }
+
+/// Parses a sink's top-level section; the path is the config file's folder.
+pub type SectionParser =
+    fn(serde_json::Value, &Path) -> Result<Arc<dyn SinkSection>, ConfigProblem>;
 
 /// A sink's top-level section, parsed and checked.
 #[async_trait::async_trait]
 pub trait SinkSection: Send + Sync + std::fmt::Debug {
-    /// Parses and checks a route's block (`routes[i].<key>`) against the route.
+    /// Parses and checks a route's block (`routes[i].<key>`, problems at keys relative
+    /// to the block) against the route.
     fn table(
         self: Arc<Self>,
         value: serde_json::Value,
         route: &RouteSpec,
-    ) -> Result<Arc<dyn SinkTable>, ConfigProblem>;
+    ) -> Result<RouteTable, ConfigProblem>;
 
     /// `validate --connect`: reaches the server or catalog once and says what it saw
     /// (`server 26.9.1`).
     async fn check_connection(&self, timeout: Duration) -> anyhow::Result<String>;
 }
 
-/// One route's table in one sink.
+/// One route's table in one sink, as the sink's section parsed it.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    /// The table as the config names it; two routes may not write the same one.
+    pub name: String,
+    /// This sink's batching, overriding the route's key by key.
+    pub batch: BatchOverride,
+    pub table: Arc<dyn SinkTable>,
+}
+
+/// Opening one route's table (and writing what it would send, without a server).
 #[async_trait::async_trait]
 pub trait SinkTable: Send + Sync + std::fmt::Debug {
-    /// The table as the config names it; two routes may not write the same one.
-    fn table(&self) -> &str;
-
-    /// This sink's batching, overriding the route's key by key.
-    fn batch(&self) -> &BatchOverride;
-
     /// Connects and prepares the table. Errors that may go away (a server still
     /// starting) are retryable: the service waits them out.
     async fn open(&self, context: OpenContext) -> Result<Box<dyn Sink>, SinkError>;

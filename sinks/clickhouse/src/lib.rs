@@ -34,5 +34,5 @@ pub use config::{BodyCompression, ClickHouseConnection, ClickHouseTable};
 pub use connect::ClickHouseTls;
 pub use dry_run::offline_payload;
 pub use ledger::CoordinateColumns;
-pub use plugin::ClickHousePlugin;
+pub use plugin::CLICKHOUSE;
 pub use write::ClickHouseSink;

@@ -8,39 +8,34 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use ingest_sink_api::{
-    BatchOverride, ConfigProblem, DryRun, MetadataKind, OpenContext, RouteSpec, Sink, SinkError,
+    ConfigProblem, DryRun, MetadataKind, OpenContext, RouteSpec, RouteTable, Sink, SinkError,
     SinkPlugin, SinkSection, SinkTable, parse_block,
 };
 
 use crate::{ClickHouseConnection, ClickHouseSink, ClickHouseTable, CoordinateColumns};
 
-/// The registration of the ClickHouse sink.
-pub struct ClickHousePlugin;
-
 const KEY: &str = "clickhouse";
 
-impl SinkPlugin for ClickHousePlugin {
-    fn key(&self) -> &'static str {
-        KEY
-    }
+/// The registration of the ClickHouse sink.
+pub const CLICKHOUSE: SinkPlugin = SinkPlugin {
+    key: KEY,
+    title: "ClickHouse",
+    section: open_section,
+    secret_env: &[],
+};
 
-    fn title(&self) -> &'static str {
-        "ClickHouse"
+/// The `clickhouse:` section: how to reach the server.
+fn open_section(
+    value: serde_json::Value,
+    base: &Path,
+) -> Result<Arc<dyn SinkSection>, ConfigProblem> {
+    let mut conn: ClickHouseConnection = parse_block(value).map_err(|p| p.within(KEY))?;
+    if let Some(ca_file) = conn.tls.as_mut().and_then(|t| t.ca_file.as_mut()) {
+        *ca_file = base.join(&*ca_file);
     }
-
-    fn section(
-        &self,
-        value: serde_json::Value,
-        base: &Path,
-    ) -> Result<Arc<dyn SinkSection>, ConfigProblem> {
-        let mut conn: ClickHouseConnection = parse_block(value).map_err(|p| p.within(KEY))?;
-        if let Some(ca_file) = conn.tls.as_mut().and_then(|t| t.ca_file.as_mut()) {
-            *ca_file = base.join(&*ca_file);
-        }
-        check_tls(&conn)?;
-        check_acknowledged_inserts(&conn)?;
-        Ok(Arc::new(Section { conn }))
-    }
+    check_tls(&conn)?;
+    check_acknowledged_inserts(&conn)?;
+    Ok(Arc::new(Section { conn }))
 }
 
 #[derive(Debug)]
@@ -54,7 +49,7 @@ impl SinkSection for Section {
         self: Arc<Self>,
         value: serde_json::Value,
         route: &RouteSpec,
-    ) -> Result<Arc<dyn SinkTable>, ConfigProblem> {
+    ) -> Result<RouteTable, ConfigProblem> {
         let config: ClickHouseTable = parse_block(value).map_err(|p| p.within(KEY))?;
         if self.conn.create_tables {
             crate::engine::check_engine(&config.table, &config.engine)
@@ -62,11 +57,15 @@ impl SinkSection for Section {
         }
         let coordinates = coordinate_columns(route);
         check_coordinate_names(route, &coordinates)?;
-        Ok(Arc::new(Table {
-            section: self,
-            config,
-            coordinates,
-        }))
+        Ok(RouteTable {
+            name: config.table.clone(),
+            batch: config.batch.clone(),
+            table: Arc::new(Table {
+                section: self,
+                config,
+                coordinates,
+            }),
+        })
     }
 
     async fn check_connection(&self, timeout: Duration) -> anyhow::Result<String> {
@@ -95,14 +94,6 @@ struct Table {
 
 #[async_trait::async_trait]
 impl SinkTable for Table {
-    fn table(&self) -> &str {
-        &self.config.table
-    }
-
-    fn batch(&self) -> &BatchOverride {
-        &self.config.batch
-    }
-
     async fn open(&self, context: OpenContext) -> Result<Box<dyn Sink>, SinkError> {
         let sink = ClickHouseSink::open(
             &self.section.conn,

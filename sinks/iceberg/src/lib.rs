@@ -28,7 +28,7 @@ mod values;
 
 pub use catalog::{CatalogConfig, CatalogKind, open_catalog};
 pub use config::IcebergTable;
-pub use plugin::IcebergPlugin;
+pub use plugin::ICEBERG;
 pub use positions::{positions_key, property_key, recorded_positions};
 pub use rest_auth::is_permanent_refusal;
 pub use sink::IcebergSink;

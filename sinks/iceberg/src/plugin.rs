@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use iceberg::Catalog;
 use ingest_sink_api::{
-    BatchOverride, ConfigProblem, OpenContext, RouteSpec, Sink, SinkError, SinkPlugin, SinkSection,
+    ConfigProblem, OpenContext, RouteSpec, RouteTable, Sink, SinkError, SinkPlugin, SinkSection,
     SinkTable, parse_block, secret,
 };
 use serde::Deserialize;
@@ -16,36 +16,28 @@ use tokio::sync::OnceCell;
 
 use crate::{CatalogConfig, IcebergSink, IcebergTable, open_catalog};
 
-/// The registration of the Iceberg sink.
-pub struct IcebergPlugin;
-
 const KEY: &str = "iceberg";
 
-impl SinkPlugin for IcebergPlugin {
-    fn key(&self) -> &'static str {
-        KEY
-    }
+/// The registration of the Iceberg sink. The secrets are read by the catalog's object
+/// store client when the config leaves them out.
+pub const ICEBERG: SinkPlugin = SinkPlugin {
+    key: KEY,
+    title: "Iceberg",
+    section: open_section,
+    secret_env: &["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"],
+};
 
-    fn title(&self) -> &'static str {
-        "Iceberg"
-    }
-
-    fn section(
-        &self,
-        value: serde_json::Value,
-        _base: &Path,
-    ) -> Result<Arc<dyn SinkSection>, ConfigProblem> {
-        let config: IcebergConfig = parse_block(value).map_err(|p| p.within(KEY))?;
-        Ok(Arc::new(Section {
-            config,
-            catalog: OnceCell::new(),
-        }))
-    }
-
-    /// Read by the catalog's object store client when the config leaves them out.
-    fn secret_env(&self) -> &'static [&'static str] {
-        &["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
-    }
+/// The `iceberg:` section: the catalog and the namespace; the catalog itself is
+/// opened by the first table that needs it.
+fn open_section(
+    value: serde_json::Value,
+    _base: &Path,
+) -> Result<Arc<dyn SinkSection>, ConfigProblem> {
+    let config: IcebergConfig = parse_block(value).map_err(|p| p.within(KEY))?;
+    Ok(Arc::new(Section {
+        config,
+        catalog: OnceCell::new(),
+    }))
 }
 
 /// The `iceberg:` section of the service config.
@@ -85,12 +77,16 @@ impl SinkSection for Section {
         self: Arc<Self>,
         value: serde_json::Value,
         _route: &RouteSpec,
-    ) -> Result<Arc<dyn SinkTable>, ConfigProblem> {
+    ) -> Result<RouteTable, ConfigProblem> {
         let config: IcebergTable = parse_block(value).map_err(|p| p.within(KEY))?;
-        Ok(Arc::new(Table {
-            section: self,
-            config,
-        }))
+        Ok(RouteTable {
+            name: config.table.clone(),
+            batch: config.batch.clone(),
+            table: Arc::new(Table {
+                section: self,
+                config,
+            }),
+        })
     }
 
     async fn check_connection(&self, timeout: Duration) -> anyhow::Result<String> {
@@ -118,14 +114,6 @@ struct Table {
 
 #[async_trait::async_trait]
 impl SinkTable for Table {
-    fn table(&self) -> &str {
-        &self.config.table
-    }
-
-    fn batch(&self) -> &BatchOverride {
-        &self.config.batch
-    }
-
     async fn open(&self, context: OpenContext) -> Result<Box<dyn Sink>, SinkError> {
         let namespace = &self.section.config.namespace;
         let catalog = self.section.catalog().await.map_err(|message| {
