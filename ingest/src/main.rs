@@ -1,5 +1,6 @@
 //! `ingest`: run the pipeline, check a config, generate load, or dry-run a payload.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -202,11 +203,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             options,
         } => {
             let loaded = load_config(&config)?;
-            let out = DryRun {
-                out,
-                options: options.into_iter().collect(),
-            };
-            dry_run(&loaded, &sink, route.as_deref(), &input, &out)
+            let options = options.into_iter().collect();
+            dry_run(&loaded, &sink, route.as_deref(), &input, (out, options))
         }
     }
 }
@@ -244,7 +242,7 @@ fn dry_run(
     sink: &str,
     route: Option<&str>,
     input: &std::path::Path,
-    out: &DryRun,
+    (out, options): (PathBuf, BTreeMap<String, String>),
 ) -> anyhow::Result<()> {
     let (route, table) = loaded
         .routes
@@ -280,10 +278,16 @@ fn dry_run(
             bad.error
         );
     }
-    std::fs::create_dir_all(&out.out)?;
+    std::fs::create_dir_all(&out)?;
+    let run = DryRun {
+        schema: decoder.output_schema(),
+        batches: &batches,
+        out,
+        options,
+    };
     let done = table
         .table
-        .dry_run(&decoder.output_schema(), &batches, out)
+        .dry_run(&run)
         .map_err(|e| anyhow::anyhow!("{sink}: {e}"))?;
     println!("{done}");
     Ok(())

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use ingest_sink_api::RouteSpec;
+use ingest_sink_api::{RouteBlock, RouteSpec};
 use regex::Regex;
 
 use super::sinks::Blocks;
@@ -143,8 +143,13 @@ fn open_tables(
                 ),
             ));
         };
+        let block = RouteBlock {
+            key,
+            value: block,
+            route: spec,
+        };
         let table = Arc::clone(section)
-            .table(block, spec)
+            .table(block)
             .map_err(|p| (p.at, p.message))?;
         if !seen.tables.insert((key, table.name.clone())) {
             return Err(problem(

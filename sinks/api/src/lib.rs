@@ -11,8 +11,8 @@ pub mod values;
 
 pub use offsets::OffsetMap;
 pub use plugin::{
-    ConfigProblem, DryRun, MetadataKind, OpenContext, RouteSpec, RouteTable, SinkPlugin,
-    SinkSection, SinkTable, parse_block,
+    ConfigProblem, DryRun, MetadataKind, OpenContext, RouteBlock, RouteSpec, RouteTable,
+    SinkPlugin, SinkSection, SinkTable, parse_block,
 };
 pub use values::{Refusal, ValueCheck};
 

@@ -41,13 +41,8 @@ pub type SectionParser =
 /// A sink's top-level section, parsed and checked.
 #[async_trait::async_trait]
 pub trait SinkSection: Send + Sync + std::fmt::Debug {
-    /// Parses and checks a route's block (`routes[i].<key>`, problems at keys relative
-    /// to the block) against the route.
-    fn table(
-        self: Arc<Self>,
-        value: serde_json::Value,
-        route: &RouteSpec,
-    ) -> Result<RouteTable, ConfigProblem>;
+    /// Parses and checks a route's block (`routes[i].<key>`) against the route.
+    fn table(self: Arc<Self>, block: RouteBlock<'_>) -> Result<RouteTable, ConfigProblem>;
 
     /// `validate --connect`: reaches the server or catalog once and says what it saw
     /// (`server 26.9.1`).
@@ -71,15 +66,10 @@ pub trait SinkTable: Send + Sync + std::fmt::Debug {
     /// starting) are retryable: the service waits them out.
     async fn open(&self, context: OpenContext) -> Result<Box<dyn Sink>, SinkError>;
 
-    /// Writes into `out` what the sink would send for `batches` (rows of `schema`, the
-    /// route's output schema), without reaching any server; returns one line saying what.
-    fn dry_run(
-        &self,
-        schema: &SchemaRef,
-        batches: &[RecordBatch],
-        out: &DryRun,
-    ) -> Result<String, String> {
-        let _ = (schema, batches, out);
+    /// Writes what the sink would send for the run's rows into its folder, without
+    /// reaching any server; returns one line saying what.
+    fn dry_run(&self, run: &DryRun<'_>) -> Result<String, String> {
+        let _ = run;
         Err("this sink has no dry run".into())
     }
 }
@@ -125,11 +115,32 @@ pub struct OpenContext {
     pub fence: Arc<dyn Fence>,
 }
 
-/// Where a dry run writes, and the sink's own options (`server_version=18.16`).
+/// A dry run: the rows, where to write, and the sink's own options
+/// (`server_version=18.16`).
 #[derive(Debug, Clone)]
-pub struct DryRun {
+pub struct DryRun<'a> {
+    /// The route's output schema (payload and metadata columns).
+    pub schema: SchemaRef,
+    pub batches: &'a [RecordBatch],
+    /// The folder the sink writes its files into.
     pub out: std::path::PathBuf,
     pub options: BTreeMap<String, String>,
+}
+
+/// A route's block of one sink, as the config gives it.
+#[derive(Debug, Clone)]
+pub struct RouteBlock<'a> {
+    /// The sink's key: problems are reported under it.
+    pub key: &'static str,
+    pub value: serde_json::Value,
+    pub route: &'a RouteSpec,
+}
+
+impl RouteBlock<'_> {
+    /// The block, deserialized strictly; a problem names the key path from the route.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigProblem> {
+        parse_block(self.value.clone()).map_err(|p| p.within(self.key))
+    }
 }
 
 /// A config problem: where it is, relative to the block being parsed (`tls.ca_file`;

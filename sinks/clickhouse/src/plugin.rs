@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
 use ingest_sink_api::{
-    ConfigProblem, DryRun, MetadataKind, OpenContext, RouteSpec, RouteTable, Sink, SinkError,
-    SinkPlugin, SinkSection, SinkTable, parse_block,
+    ConfigProblem, DryRun, MetadataKind, OpenContext, RouteBlock, RouteSpec, RouteTable, Sink,
+    SinkError, SinkPlugin, SinkSection, SinkTable, parse_block,
 };
 
 use crate::{ClickHouseConnection, ClickHouseSink, ClickHouseTable, CoordinateColumns};
@@ -45,12 +44,9 @@ struct Section {
 
 #[async_trait::async_trait]
 impl SinkSection for Section {
-    fn table(
-        self: Arc<Self>,
-        value: serde_json::Value,
-        route: &RouteSpec,
-    ) -> Result<RouteTable, ConfigProblem> {
-        let config: ClickHouseTable = parse_block(value).map_err(|p| p.within(KEY))?;
+    fn table(self: Arc<Self>, block: RouteBlock<'_>) -> Result<RouteTable, ConfigProblem> {
+        let config: ClickHouseTable = block.parse()?;
+        let route = block.route;
         if self.conn.create_tables {
             crate::engine::check_engine(&config.table, &config.engine)
                 .map_err(|e| ConfigProblem::new("clickhouse.engine", e))?;
@@ -109,17 +105,12 @@ impl SinkTable for Table {
     /// Writes `<table>.sql` (the CREATE statements) and `<table>.native` (the insert
     /// body) for a server of option `server_version` (default 26.9); option
     /// `positions=false` leaves out the coordinate columns and the ledger.
-    fn dry_run(
-        &self,
-        schema: &SchemaRef,
-        batches: &[RecordBatch],
-        out: &DryRun,
-    ) -> Result<String, String> {
-        let version = out
+    fn dry_run(&self, run: &DryRun<'_>) -> Result<String, String> {
+        let version = run
             .options
             .get("server_version")
             .map_or("26.9", String::as_str);
-        let positions = match out.options.get("positions").map(String::as_str) {
+        let positions = match run.options.get("positions").map(String::as_str) {
             None | Some("true") => true,
             Some("false") => false,
             Some(other) => return Err(format!("positions={other}: use true or false")),
@@ -127,19 +118,19 @@ impl SinkTable for Table {
         let (ddl, payload) = crate::offline_payload(
             &self.section.conn.database,
             &self.config,
-            schema,
+            &run.schema,
             version,
-            batches,
+            run.batches,
             positions.then_some(&self.coordinates),
         )?;
         let write = |extension: &str, bytes: &[u8]| {
-            let path = out.out.join(format!("{}.{extension}", self.config.table));
+            let path = run.out.join(format!("{}.{extension}", self.config.table));
             std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
             Ok::<_, String>(path.display().to_string())
         };
         let ddl_path = write("sql", ddl.as_bytes())?;
         let payload_path = write("native", &payload)?;
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let rows: usize = run.batches.iter().map(RecordBatch::num_rows).sum();
         Ok(format!(
             "{rows} rows, {} payload bytes for ClickHouse {version}: {ddl_path}, {payload_path}",
             payload.len()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use iceberg::Catalog;
 use ingest_sink_api::{
-    ConfigProblem, OpenContext, RouteSpec, RouteTable, Sink, SinkError, SinkPlugin, SinkSection,
+    ConfigProblem, OpenContext, RouteBlock, RouteTable, Sink, SinkError, SinkPlugin, SinkSection,
     SinkTable, parse_block, secret,
 };
 use serde::Deserialize;
@@ -73,12 +73,8 @@ impl Section {
 
 #[async_trait::async_trait]
 impl SinkSection for Section {
-    fn table(
-        self: Arc<Self>,
-        value: serde_json::Value,
-        _route: &RouteSpec,
-    ) -> Result<RouteTable, ConfigProblem> {
-        let config: IcebergTable = parse_block(value).map_err(|p| p.within(KEY))?;
+    fn table(self: Arc<Self>, block: RouteBlock<'_>) -> Result<RouteTable, ConfigProblem> {
+        let config: IcebergTable = block.parse()?;
         Ok(RouteTable {
             name: config.table.clone(),
             batch: config.batch.clone(),
