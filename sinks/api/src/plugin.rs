@@ -59,6 +59,16 @@ pub struct RouteTable {
     pub table: Arc<dyn SinkTable>,
 }
 
+impl RouteTable {
+    pub fn new(name: &str, batch: &BatchOverride, table: impl SinkTable + 'static) -> Self {
+        Self {
+            name: name.to_string(),
+            batch: batch.clone(),
+            table: Arc::new(table),
+        }
+    }
+}
+
 /// Opening one route's table (and writing what it would send, without a server).
 #[async_trait::async_trait]
 pub trait SinkTable: Send + Sync + std::fmt::Debug {

@@ -53,15 +53,13 @@ impl SinkSection for Section {
         }
         let coordinates = coordinate_columns(route);
         check_coordinate_names(route, &coordinates)?;
-        Ok(RouteTable {
-            name: config.table.clone(),
-            batch: config.batch.clone(),
-            table: Arc::new(Table {
-                section: self,
-                config,
-                coordinates,
-            }),
-        })
+        let (name, batch) = (config.table.clone(), config.batch.clone());
+        let table = Table {
+            section: self,
+            config,
+            coordinates,
+        };
+        Ok(RouteTable::new(&name, &batch, table))
     }
 
     async fn check_connection(&self, timeout: Duration) -> anyhow::Result<String> {

@@ -75,14 +75,16 @@ impl Section {
 impl SinkSection for Section {
     fn table(self: Arc<Self>, block: RouteBlock<'_>) -> Result<RouteTable, ConfigProblem> {
         let config: IcebergTable = block.parse()?;
-        Ok(RouteTable {
-            name: config.table.clone(),
-            batch: config.batch.clone(),
-            table: Arc::new(Table {
+        let name = config.table.clone();
+        let batch = config.batch.clone();
+        Ok(RouteTable::new(
+            &name,
+            &batch,
+            Table {
                 section: self,
                 config,
-            }),
-        })
+            },
+        ))
     }
 
     async fn check_connection(&self, timeout: Duration) -> anyhow::Result<String> {
