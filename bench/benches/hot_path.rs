@@ -19,14 +19,7 @@ fn decode_all(events: &[Vec<u8>]) -> Vec<RecordBatch> {
     let mut decoder = JsonDecoder::new(ingest_bench::events_schema(), vec![], EVENTS).unwrap();
     let mut rejected = Vec::new();
     for (offset, payload) in events.iter().enumerate() {
-        let message = Message {
-            topic: "bench",
-            partition: 0,
-            offset: offset as i64,
-            timestamp: None,
-            key: None,
-            payload: Some(payload),
-        };
+        let message = Message::payload_only("bench", 0, offset as i64, payload);
         decoder.push(&message, &mut rejected);
     }
     let batches = decoder.take(&mut rejected);

@@ -259,14 +259,7 @@ fn dry_run(
         .filter(|l| !l.is_empty())
         .enumerate()
     {
-        let message = Message {
-            topic: "file",
-            partition: 0,
-            offset: line_no as i64,
-            timestamp: None,
-            key: None,
-            payload: Some(line),
-        };
+        let message = Message::payload_only("file", 0, line_no as i64, line);
         decoder.push(&message, &mut rejected);
     }
     let batches = decoder.take(&mut rejected);

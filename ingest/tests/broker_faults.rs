@@ -189,12 +189,33 @@ fn start(
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_event_lands_once_in_each_sink_despite_broker_faults() {
+/// The service's warnings go to the test's output.
+fn log_warnings() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("warn")
         .try_init();
+}
+
+/// Waits until both sinks hold every event, then stops the service, which must end
+/// without error.
+async fn stop_once_every_event_is_in(
+    service: std::thread::JoinHandle<anyhow::Result<()>>,
+    stop: watch::Sender<bool>,
+    database: &str,
+    dir: &Path,
+) {
+    wait_for_every_event(&service, database, dir).await;
+    stop.send(true).unwrap();
+    service
+        .join()
+        .unwrap()
+        .expect("the service ends without error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_lands_once_in_each_sink_despite_broker_faults() {
+    log_warnings();
     let cluster = MockCluster::new(3).unwrap();
     cluster.create_topic("events", PARTITIONS, 3).unwrap();
     // Broker 2 leads two partitions and coordinates the group: taking it down later
@@ -249,12 +270,7 @@ async fn every_event_lands_once_in_each_sink_despite_broker_faults() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.broker_up(2).unwrap();
 
-    wait_for_every_event(&service, &database, &dir).await;
-    stop.send(true).unwrap();
-    service
-        .join()
-        .unwrap()
-        .expect("the service ends without error");
+    stop_once_every_event_is_in(service, stop, &database, &dir).await;
 
     // A second instance of the same group starts from the committed offsets (or the
     // sinks' own positions) and must add nothing.
@@ -273,10 +289,7 @@ async fn every_event_lands_once_in_each_sink_despite_broker_faults() {
 /// as if another member owned them (that left a gap: the consumer read on past them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_refused_during_a_rebalance_loses_nothing() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("warn")
-        .try_init();
+    log_warnings();
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("events", PARTITIONS, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
@@ -299,12 +312,7 @@ async fn a_commit_refused_during_a_rebalance_loses_nothing() {
         ],
     );
     produce(&bootstrap, EVENTS / 2, EVENTS).await;
-    wait_for_every_event(&service, &database, &dir).await;
-    stop.send(true).unwrap();
-    service
-        .join()
-        .unwrap()
-        .expect("the service ends without error");
+    stop_once_every_event_is_in(service, stop, &database, &dir).await;
     verify_and_clean_up(&database, &dir).await;
 }
 

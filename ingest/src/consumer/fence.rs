@@ -64,14 +64,10 @@ impl Fence for GroupFence {
                 gone.extend(unassigned);
                 gone
             }),
-            Ok(Err(e)) => Err(Fenced {
-                message: format!("ownership check failed: {e}"),
-                lost: false,
-            }),
-            Err(_) => Err(Fenced {
-                message: "the group coordinator did not confirm ownership in time".into(),
-                lost: false,
-            }),
+            Ok(Err(e)) => Err(Fenced::unconfirmed(format!("ownership check failed: {e}"))),
+            Err(_) => Err(Fenced::unconfirmed(
+                "the group coordinator did not confirm ownership in time",
+            )),
         }
     }
 
@@ -89,15 +85,13 @@ fn probe(
     committed: &OffsetMap,
 ) -> Result<Vec<(String, i32)>, Fenced> {
     if consumer.assignment_lost() {
-        return Err(Fenced {
-            message: "the group session expired: the assignment is lost".into(),
-            lost: true,
-        });
+        return Err(Fenced::lost(
+            "the group session expired: the assignment is lost",
+        ));
     }
-    let assignment = consumer.assignment().map_err(|e| Fenced {
-        message: format!("cannot read the assignment: {e}"),
-        lost: false,
-    })?;
+    let assignment = consumer
+        .assignment()
+        .map_err(|e| Fenced::unconfirmed(format!("cannot read the assignment: {e}")))?;
     let mut tpl = TopicPartitionList::new();
     let mut unassigned = Vec::new();
     for (topic, partition, _) in partitions.iter() {
@@ -117,23 +111,16 @@ fn probe(
         Ok(()) => Ok(unassigned),
         Err(KafkaError::ConsumerCommit(
             code @ (RDKafkaErrorCode::IllegalGeneration | RDKafkaErrorCode::RebalanceInProgress),
-        )) => Err(Fenced {
-            message: format!(
-                "the consumer group is rebalancing ({code:?}): ownership not confirmed yet"
-            ),
-            lost: false,
-        }),
+        )) => Err(Fenced::unconfirmed(format!(
+            "the consumer group is rebalancing ({code:?}): ownership not confirmed yet"
+        ))),
         Err(KafkaError::ConsumerCommit(
             code @ (RDKafkaErrorCode::UnknownMemberId | RDKafkaErrorCode::FencedInstanceId),
-        )) => Err(Fenced {
-            message: format!(
-                "the consumer group refused this member ({code:?}): another instance owns the partitions"
-            ),
-            lost: true,
-        }),
-        Err(e) => Err(Fenced {
-            message: format!("cannot confirm partition ownership with the group coordinator: {e}"),
-            lost: false,
-        }),
+        )) => Err(Fenced::lost(format!(
+            "the consumer group refused this member ({code:?}): another instance owns the partitions"
+        ))),
+        Err(e) => Err(Fenced::unconfirmed(format!(
+            "cannot confirm partition ownership with the group coordinator: {e}"
+        ))),
     }
 }

@@ -34,6 +34,20 @@ pub struct Message<'a> {
     pub payload: Option<&'a [u8]>,
 }
 
+impl<'a> Message<'a> {
+    /// A record with only a payload (no timestamp or key), e.g. a line of a file.
+    pub fn payload_only(topic: &'a str, partition: i32, offset: i64, payload: &'a [u8]) -> Self {
+        Self {
+            topic,
+            partition,
+            offset,
+            timestamp: None,
+            key: None,
+            payload: Some(payload),
+        }
+    }
+}
+
 /// A record that could not be decoded, kept whole for the dead-letter topic.
 #[derive(Debug, Clone)]
 pub struct Rejected {

@@ -63,13 +63,11 @@ impl Pipeline<'_> {
                     needs.push(handed.or_else(|| position(index)));
                 }
             }
-            let offset = match needs.into_iter().collect::<Option<Vec<i64>>>() {
-                Some(needs) => Offset::Offset(needs.into_iter().min().unwrap_or(0)),
-                None => self.group_start(topic, *partition)?,
-            };
-            self.consumer
-                .seek(topic, *partition, offset, Duration::from_secs(10))
-                .map_err(|e| rewind_failed(&partitions, &e))?;
+            let start = needs
+                .into_iter()
+                .collect::<Option<Vec<i64>>>()
+                .map(|needs| needs.into_iter().min().unwrap_or(0));
+            let offset = self.seek(topic, *partition, start, &partitions)?;
             tracing::info!(
                 topic,
                 partition,
@@ -100,13 +98,8 @@ impl Pipeline<'_> {
         route.revoke(&owned);
         let known = self.sink_positions(route, &owned).await?;
         for (topic, partition) in &owned {
-            let offset = match start_offset(&known, topic, *partition) {
-                Some(start) => Offset::Offset(start),
-                None => self.group_start(topic, *partition)?,
-            };
-            self.consumer
-                .seek(topic, *partition, offset, Duration::from_secs(10))
-                .map_err(|e| rewind_failed(&owned, &e))?;
+            let start = start_offset(&known, topic, *partition);
+            let offset = self.seek(topic, *partition, start, &owned)?;
             tracing::info!(
                 topic,
                 partition,
@@ -137,6 +130,25 @@ impl Pipeline<'_> {
             .into_iter()
             .collect::<Result<Vec<OffsetMap>, _>>()
             .map_err(|e| rewind_failed(partitions, &e))
+    }
+
+    /// Moves the consumer of a partition back to `start`, or to where the group stands
+    /// when no sink knows the partition; `partitions` are named if that fails.
+    fn seek(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: Option<i64>,
+        partitions: &[Partition],
+    ) -> anyhow::Result<Offset> {
+        let offset = match start {
+            Some(start) => Offset::Offset(start),
+            None => self.group_start(topic, partition)?,
+        };
+        self.consumer
+            .seek(topic, partition, offset, Duration::from_secs(10))
+            .map_err(|e| rewind_failed(partitions, &e))?;
+        Ok(offset)
     }
 
     /// Where a partition some sink has no position for starts again: where a new

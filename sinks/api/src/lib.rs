@@ -260,3 +260,21 @@ pub struct Fenced {
     /// The partitions are certainly gone (not just unconfirmed, e.g. broker unreachable).
     pub lost: bool,
 }
+
+impl Fenced {
+    /// The partitions are certainly someone else's now.
+    pub fn lost(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            lost: true,
+        }
+    }
+
+    /// Ownership could not be confirmed (yet): worth another try.
+    pub fn unconfirmed(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            lost: false,
+        }
+    }
+}
