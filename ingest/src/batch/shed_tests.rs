@@ -1,6 +1,7 @@
 //! A lane whose sink is down sheds: it takes no rows and never makes reading wait;
 //! when its partitions are read again, the other lanes skip what they had.
 
+use super::RouteBatch;
 use super::tests::{push, route};
 
 fn offsets(batch: &ingest_sink_api::SinkBatch, partition: i32) -> Vec<i64> {
@@ -13,20 +14,24 @@ fn offsets(batch: &ingest_sink_api::SinkBatch, partition: i32) -> Vec<i64> {
         .collect()
 }
 
+/// What the decoder holds goes to the lanes, as a flush does.
+fn hand_over(route: &mut RouteBatch) {
+    let decoded = route.take_decoded();
+    route.distribute(&decoded);
+}
+
 #[test]
 fn a_shed_lane_takes_no_rows_and_never_makes_reading_wait() {
     let mut route = route();
     push(&mut route, 0, 0..5);
-    let chunk = route.take_decoded();
-    route.distribute(&chunk);
+    hand_over(&mut route);
     route.lanes[0].shed();
     assert!(!route.lanes[0].has_open(), "its open rows are dropped");
     // Far past the fast lane's 10 rows: only the slow lane's limit counts now.
     push(&mut route, 0, 5..50);
     push(&mut route, 1, 0..3);
     assert!(!route.full());
-    let chunk = route.take_decoded();
-    route.distribute(&chunk);
+    hand_over(&mut route);
     assert!(!route.lanes[0].has_open());
     assert_eq!(
         route.lanes[1].take().num_rows(),
@@ -42,8 +47,7 @@ fn a_shed_lane_takes_no_rows_and_never_makes_reading_wait() {
 fn a_partition_read_again_is_skipped_by_the_lanes_that_had_it() {
     let mut route = route();
     push(&mut route, 0, 0..30);
-    let chunk = route.take_decoded();
-    route.distribute(&chunk);
+    hand_over(&mut route);
     // The fast lane's sink holds 0..10; it shed the rest and is back.
     route.lanes[0].take();
     route.lanes[0].shed();
@@ -51,8 +55,7 @@ fn a_partition_read_again_is_skipped_by_the_lanes_that_had_it() {
     route.lanes[0].skip_below("t", 0, 10);
     assert_eq!(route.lanes[1].skip_replay("t", 0), Some(30));
     push(&mut route, 0, 10..35);
-    let chunk = route.take_decoded();
-    route.distribute(&chunk);
+    hand_over(&mut route);
     let fast = route.lanes[0].take();
     assert_eq!(offsets(&fast, 0), (10..35).collect::<Vec<_>>());
     let slow = route.lanes[1].take();
@@ -64,14 +67,12 @@ fn a_partition_read_again_is_skipped_by_the_lanes_that_had_it() {
 fn a_chunk_of_only_skipped_rows_leaves_no_position_behind() {
     let mut route = route();
     push(&mut route, 0, 0..20);
-    let chunk = route.take_decoded();
-    route.distribute(&chunk);
+    hand_over(&mut route);
     let slow = route.lanes[1].take();
     assert_eq!(slow.num_rows(), 20);
     route.lanes[1].skip_replay("t", 0);
     push(&mut route, 0, 5..15);
-    let chunk = route.take_decoded();
-    route.distribute(&chunk);
+    hand_over(&mut route);
     assert!(!route.lanes[1].has_open(), "nothing new for the slow lane");
     assert!(route.lanes[1].take().positions.is_empty());
 }
@@ -80,13 +81,11 @@ fn a_chunk_of_only_skipped_rows_leaves_no_position_behind() {
 fn a_revoked_partition_is_not_skipped_when_it_comes_back() {
     let mut route = route();
     push(&mut route, 0, 0..20);
-    let chunk = route.take_decoded();
-    route.distribute(&chunk);
+    hand_over(&mut route);
     route.revoke(&[("t".to_string(), 0)]);
     // Assigned again, it starts where the sinks stand (here: 0) for every lane.
     assert_eq!(route.lanes[1].skip_replay("t", 0), None);
     push(&mut route, 0, 0..20);
-    let chunk = route.take_decoded();
-    route.distribute(&chunk);
+    hand_over(&mut route);
     assert_eq!(route.lanes[1].take().num_rows(), 20);
 }

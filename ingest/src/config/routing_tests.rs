@@ -12,6 +12,11 @@ fn load_with(text: &str, files: &[(&str, &str)]) -> Result<Loaded, ConfigError> 
     load_str(text, &dir.join("config.yaml"), &|_| None)
 }
 
+/// The one-line error a config without files of its own is refused with.
+fn refusal(text: &str) -> String {
+    load_with(text, &[]).unwrap_err().to_string()
+}
+
 const HEAD: &str = r#"
 kafka: { brokers: "127.0.0.1:9092", group_id: analytics }
 clickhouse: { url: "http://127.0.0.1:8123", database: analytics }
@@ -96,7 +101,7 @@ fn patterns_whose_meaning_differs_between_dialects_are_refused() {
         let text = format!(
             "{HEAD}  - topic_pattern: \"{pattern}\"\n    schema: events.yaml\n    iceberg: {{ table: logs }}\n"
         );
-        let err = load_with(&text, &[]).unwrap_err().to_string();
+        let err = refusal(&text);
         assert!(
             err.contains("routes[0].topic_pattern") && err.contains("librdkafka"),
             "{pattern}: {err}"
@@ -121,7 +126,7 @@ fn listed_topics_must_be_topic_names() {
         let text = format!(
             "{HEAD}  - topics: [\"{topic}\"]\n    schema: events.yaml\n    iceberg: {{ table: e }}\n"
         );
-        let err = load_with(&text, &[]).unwrap_err().to_string();
+        let err = refusal(&text);
         assert!(
             err.contains("routes[0].topics") && err.contains("not a Kafka topic name"),
             "{topic}: {err}"
@@ -134,7 +139,7 @@ fn a_dead_letter_topic_read_by_a_route_is_refused() {
     // The global dead-letter topic matches a route's pattern.
     let text = HEAD.replace("routes:\n", "dead_letter: { topic: logs.dead }\nroutes:\n")
         + "  - name: logs\n    topic_pattern: \"logs\\\\..+\"\n    schema: events.yaml\n    iceberg: { table: logs }\n";
-    let err = load_with(&text, &[]).unwrap_err().to_string();
+    let err = refusal(&text);
     for expected in ["dead_letter.topic", "`logs.dead`", "route `logs`", "loop"] {
         assert!(err.contains(expected), "expected `{expected}` in: {err}");
     }
@@ -142,7 +147,7 @@ fn a_dead_letter_topic_read_by_a_route_is_refused() {
     let text = format!(
         "{HEAD}  - topics: [events]\n    schema: events.yaml\n    iceberg: {{ table: events }}\n    dead_letter: {{ topic: rejects }}\n  - topics: [rejects]\n    schema: events.yaml\n    iceberg: {{ table: rejects }}\n"
     );
-    let err = load_with(&text, &[]).unwrap_err().to_string();
+    let err = refusal(&text);
     assert!(
         err.contains("routes[0].dead_letter.topic") && err.contains("route `rejects`"),
         "{err}"
@@ -185,7 +190,7 @@ fn new_topics_are_picked_up_within_the_discovery_interval() {
             "group_id: analytics }",
             &format!("group_id: analytics, {setting} }}"),
         ) + route;
-        let err = load_with(&text, &[]).unwrap_err().to_string();
+        let err = refusal(&text);
         assert!(err.contains(expected), "{setting}: {err}");
     }
 }
@@ -199,7 +204,7 @@ fn a_replicated_or_distributed_engine_for_created_tables_is_refused() {
         let text = format!(
             "{HEAD}  - topics: [events]\n    schema: events.yaml\n    clickhouse: {{ table: events, engine: {engine} }}\n"
         );
-        let err = load_with(&text, &[]).unwrap_err().to_string();
+        let err = refusal(&text);
         assert!(
             err.contains("routes[0].clickhouse.engine") && err.contains("does not support"),
             "{engine}: {err}"

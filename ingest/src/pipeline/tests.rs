@@ -114,24 +114,20 @@ async fn silent_server() -> u16 {
     port
 }
 
-/// The top-level section of the sink configured under `key`.
-fn section<'a>(loaded: &'a Loaded, key: &str) -> &'a dyn ingest_sink_api::SinkSection {
+/// What `validate --connect` says of the sink configured under `key`, checked to
+/// hold no secret.
+async fn connection_error(loaded: &Loaded, key: &str, timeout: Duration) -> String {
     let (_, section) = loaded.sinks.iter().find(|(k, _)| *k == key).unwrap();
-    section.as_ref()
+    let err = format!("{:#}", section.check_connection(timeout).await.unwrap_err());
+    assert_hidden("validate --connect", &err);
+    err
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_refusing_the_login_is_reported_without_the_password() {
     let port = refusing_postgres().await;
     let loaded = catalog(&format!("postgres://ingest:{SECRET}@127.0.0.1:{port}/db"));
-    let err = format!(
-        "{:#}",
-        section(&loaded, "iceberg")
-            .check_connection(Duration::from_secs(20))
-            .await
-            .unwrap_err()
-    );
-    assert_hidden("validate --connect", &err);
+    let err = connection_error(&loaded, "iceberg", Duration::from_secs(20)).await;
     assert!(
         err.contains(&format!("postgres://ingest:***@127.0.0.1:{port}/db")),
         "{err}"
@@ -150,14 +146,7 @@ async fn catalog_refusing_the_login_is_reported_without_the_password() {
 async fn catalog_timeout_is_reported_without_the_password() {
     let port = silent_server().await;
     let loaded = catalog(&format!("postgres://ingest:{SECRET}@127.0.0.1:{port}/db"));
-    let err = format!(
-        "{:#}",
-        section(&loaded, "iceberg")
-            .check_connection(Duration::from_millis(300))
-            .await
-            .unwrap_err()
-    );
-    assert_hidden("validate --connect", &err);
+    let err = connection_error(&loaded, "iceberg", Duration::from_millis(300)).await;
     assert!(err.contains("timed out"), "{err}");
 }
 
@@ -169,14 +158,7 @@ async fn clickhouse_url_credentials_are_not_shown() {
         &format!("clickhouse: {{ url: \"http://ingest:{SECRET}@127.0.0.1:{port}\" }}"),
         "clickhouse: { table: e }",
     );
-    let err = format!(
-        "{:#}",
-        section(&loaded, "clickhouse")
-            .check_connection(Duration::from_millis(300))
-            .await
-            .unwrap_err()
-    );
-    assert_hidden("validate --connect", &err);
+    let err = connection_error(&loaded, "clickhouse", Duration::from_millis(300)).await;
     assert!(err.contains("http://ingest:***@127.0.0.1"), "{err}");
 
     // Nothing listens on a port just released: the sink cannot connect.
