@@ -45,7 +45,8 @@ fn take(map: &mut serde_norway::Mapping, at: &str) -> Result<Blocks, String> {
     for plugin in plugins::registered() {
         match map.remove(plugin.key) {
             None | Some(Value::Null) => {}
-            Some(block) => {
+            Some(mut block) => {
+                untag(&mut block);
                 let block = serde_json::to_value(&block)
                     .map_err(|e| format!("at `{at}{}`: {e}", plugin.key))?;
                 blocks.push((plugin, block));
@@ -53,6 +54,21 @@ fn take(map: &mut serde_norway::Mapping, at: &str) -> Result<Blocks, String> {
         }
     }
     Ok(blocks)
+}
+
+/// Drops YAML tags (`!secret x` is `x`), as reading the YAML into typed structs does:
+/// serialized as JSON a tag would become a map.
+fn untag(value: &mut Value) {
+    match value {
+        Value::Tagged(tagged) => {
+            let mut inner = std::mem::take(&mut tagged.value);
+            untag(&mut inner);
+            *value = inner;
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(untag),
+        Value::Mapping(map) => map.values_mut().for_each(untag),
+        _ => {}
+    }
 }
 
 /// Parses each sink's top-level section.

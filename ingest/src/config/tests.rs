@@ -335,3 +335,17 @@ fn every_secret_is_collected_for_masking() {
     }
     assert!(!secrets.contains(&"ingest") && !secrets.contains(&"AKIDEXAMPLE"));
 }
+
+#[test]
+fn tags_in_sink_sections_are_read_as_their_values() {
+    // YAML tags (`!secret`, `!!str`) were dropped before the sinks' sections were
+    // handed to their plug-ins as JSON; they still are.
+    let text = BASE.replace(
+        "password: \"${CH_PASSWORD}\"",
+        "password: !secret tagged-pw",
+    ) + "  - topics: [e]\n    schema: events.yaml\n    clickhouse: { table: !!str e }\n";
+    let loaded = load_text(&text).unwrap();
+    assert_eq!(loaded.routes[0].sinks[0].name, "e");
+    let registered: Vec<&str> = loaded.secrets.iter().map(|s| s.expose_secret()).collect();
+    assert!(registered.contains(&"tagged-pw"), "{registered:?}");
+}

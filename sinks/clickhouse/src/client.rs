@@ -85,6 +85,17 @@ fn failed(sink: &str, sql: &str, error: &clickhouse::error::Error) -> SinkError 
 }
 
 /// `?, ?, ?`: one placeholder per value of an `IN (...)` list (see [`bind_all`]).
+/// A quoted identifier for a statement whose values are bound with `?`: a `?` in the
+/// name is doubled, which the `clickhouse` crate reads as a `?` and not a placeholder.
+pub(crate) fn bound_ident(name: &str) -> String {
+    crate::types::quote_ident(name).replace('?', "??")
+}
+
+/// `database.name`, quoted for a statement whose values are bound (see [`bound_ident`]).
+pub(crate) fn bound_qualified(database: &str, name: &str) -> String {
+    format!("{}.{}", bound_ident(database), bound_ident(name))
+}
+
 pub(crate) fn placeholders(count: usize) -> String {
     vec!["?"; count].join(", ")
 }

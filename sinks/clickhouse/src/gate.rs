@@ -33,7 +33,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use clickhouse::query::Query;
 use ingest_sink_api::SinkError;
 
-use crate::client::{bind_all, execute, json_number, placeholders, select, server_error_code};
+use crate::client::{
+    bind_all, bound_qualified, execute, json_number, placeholders, select, server_error_code,
+};
 use crate::ledger::Ledger;
 use crate::types::{ServerCaps, quote_ident};
 
@@ -299,7 +301,7 @@ impl Gates {
         }
         let statement = self.client.query(&format!(
             "ALTER TABLE {} DELETE WHERE token IN ({})",
-            self.qualified(&self.registry()),
+            bound_qualified(&self.database, &self.registry()),
             placeholders(tokens.len())
         ));
         self.run(bind_all(statement, tokens.iter().map(String::as_str)))
@@ -343,7 +345,7 @@ impl Gates {
         let values = vec![format!("({sequence}, ?, ?, ?)"); partitions.len()];
         let mut statement = self.client.query(&format!(
             "INSERT INTO {} (k, token, topic, partition) VALUES {}",
-            self.qualified(&self.registry()),
+            bound_qualified(&self.database, &self.registry()),
             values.join(", ")
         ));
         for (topic, partition) in partitions {
@@ -361,7 +363,7 @@ impl Gates {
         let query = self.client.query(&format!(
             "SELECT k, token, topic, partition FROM {} WHERE (topic, partition) IN ({}) \
              AND token != ?",
-            self.qualified(&self.registry()),
+            bound_qualified(&self.database, &self.registry()),
             placeholders(partitions.len())
         ));
         let query = bind_all(query, partitions).bind(token);

@@ -19,7 +19,9 @@ use ingest_sink_api::{Coordinates, OffsetMap, SinkError};
 
 use clickhouse::query::Query;
 
-use crate::client::{bind_all, fetch_json, is_retryable, json_number, placeholders};
+use crate::client::{
+    bind_all, bound_ident, bound_qualified, fetch_json, is_retryable, json_number, placeholders,
+};
 use crate::types::quote_ident;
 
 /// Names of the columns holding each row's Kafka coordinates.
@@ -135,7 +137,7 @@ impl Ledger {
             .collect();
         let statement = client.query(&format!(
             "INSERT INTO {} (topic, partition, next, at) VALUES {}",
-            self.qualified(gate),
+            bound_qualified(&self.database, gate),
             values.join(", ")
         ));
         bind_all(statement, entries.iter().map(|e| e.topic.as_str()))
@@ -152,7 +154,7 @@ impl Ledger {
         let query = client.query(&format!(
             "SELECT topic, partition, maxMerge(next) AS next, toUInt32(maxMerge(at)) AS at \
              FROM {}{filter} GROUP BY topic, partition",
-            self.qualified(&self.ledger),
+            bound_qualified(&self.database, &self.ledger),
         ));
         bind_all(query, topics.iter().copied())
     }
@@ -183,19 +185,19 @@ impl Ledger {
             .map(|(_, partition, next)| {
                 format!(
                     "({} = ? AND {} = {partition} AND {} >= {next})",
-                    quote_ident(&coords.topic),
-                    quote_ident(&coords.partition),
-                    quote_ident(&coords.offset),
+                    bound_ident(&coords.topic),
+                    bound_ident(&coords.partition),
+                    bound_ident(&coords.offset),
                 )
             })
             .collect();
         let query = client.query(&format!(
             "SELECT {} AS topic, {} AS partition, {} AS offset FROM {} \
              WHERE _part IN ({}) AND ({})",
-            quote_ident(&coords.topic),
-            quote_ident(&coords.partition),
-            quote_ident(&coords.offset),
-            self.qualified(&self.table),
+            bound_ident(&coords.topic),
+            bound_ident(&coords.partition),
+            bound_ident(&coords.offset),
+            bound_qualified(&self.database, &self.table),
             placeholders(parts.len()),
             conditions.join(" OR ")
         ));
@@ -437,6 +439,42 @@ impl RecordedEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `?` in a name must not be taken for a placeholder by the `clickhouse` crate
+    /// (it would shift the bound values and leave one unbound).
+    #[test]
+    fn names_with_a_question_mark_are_not_placeholders() {
+        let client = clickhouse::Client::default();
+        let ledger = Ledger::new("d?b", "t?able");
+        let coordinates = CoordinateColumns {
+            topic: "to?pic".into(),
+            partition: "_partition".into(),
+            offset: "_offset".into(),
+        };
+        let mut from = OffsetMap::default();
+        from.advance("events", 0, 5);
+        let parts = ["all_1_1_0".to_string()];
+        let sql = ledger
+            .beyond_query(&client, &coordinates, &parts, &from)
+            .sql_display()
+            .to_string();
+        for expected in [
+            "SELECT `to?pic` AS topic",
+            "FROM `d?b`.`t?able`",
+            "_part IN ('all_1_1_0')",
+            "(`to?pic` = 'events' AND",
+        ] {
+            assert!(sql.contains(expected), "`{expected}` not in: {sql}");
+        }
+        let sql = ledger
+            .entries_query(&client, &["events"])
+            .sql_display()
+            .to_string();
+        assert!(
+            sql.contains("FROM `d?b`.`t?able__ingest_positions` WHERE topic IN ('events')"),
+            "{sql}"
+        );
+    }
 
     fn at(offset: i64) -> Coordinates {
         Coordinates {
