@@ -274,7 +274,7 @@ pub fn load_str(
     let blocks = sinks::take_blocks(&mut value).map_err(&fail)?;
     let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
         let at = e.path().to_string();
-        let inner = e.into_inner().to_string();
+        let inner = sinks::name_sinks_in(&at, e.into_inner().to_string());
         if at == "." {
             fail(inner)
         } else {

@@ -56,6 +56,22 @@ fn take(map: &mut serde_norway::Mapping, at: &str) -> Result<Blocks, String> {
     Ok(blocks)
 }
 
+/// An unknown-key error lists the keys serde knows; where sink keys are allowed too
+/// (the top level and a route: `at` is the unknown key's path), they are added.
+pub fn name_sinks_in(at: &str, message: String) -> String {
+    let parent = at.rsplit_once('.').map_or("", |(parent, _)| parent);
+    let sinks_allowed =
+        parent.is_empty() || (parent.starts_with("routes[") && !parent.contains('.'));
+    if !sinks_allowed || !message.starts_with("unknown field") {
+        return message;
+    }
+    let keys: Vec<String> = plugins::registered()
+        .iter()
+        .map(|p| format!("`{}`", p.key))
+        .collect();
+    format!("{message}, or a sink: {}", keys.join(", "))
+}
+
 /// Drops YAML tags (`!secret x` is `x`), as reading the YAML into typed structs does:
 /// serialized as JSON a tag would become a map.
 fn untag(value: &mut Value) {

@@ -349,3 +349,23 @@ fn tags_in_sink_sections_are_read_as_their_values() {
     let registered: Vec<&str> = loaded.secrets.iter().map(|s| s.expose_secret()).collect();
     assert!(registered.contains(&"tagged-pw"), "{registered:?}");
 }
+
+#[test]
+fn an_unknown_key_error_names_the_sinks_too() {
+    // The sinks' keys are taken out before the rest is read strictly: a misspelt sink
+    // must still be told what it could have been.
+    let err = load_text(&BASE.replace("clickhouse:", "clikhouse:"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`clikhouse`") && err.contains("`clickhouse`"),
+        "{err}"
+    );
+    let text =
+        format!("{BASE}  - topics: [e]\n    schema: events.yaml\n    icebrg: {{ table: e }}\n");
+    let err = load_text(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("routes[0]") && err.contains("`iceberg`"),
+        "{err}"
+    );
+}
