@@ -27,16 +27,16 @@ impl Pipeline<'_> {
 
     /// At shutdown: async commits may still be in flight, so everything is committed
     /// once more, and waited for.
-    pub(super) fn final_commit(&mut self) {
+    pub(super) fn final_commit(&mut self) -> anyhow::Result<()> {
         let last = self.offsets.final_commit();
         if last.is_empty() {
-            return;
+            return Ok(());
         }
-        let result =
-            offset_list(&last).and_then(|tpl| Ok(self.consumer.commit(&tpl, CommitMode::Sync)?));
-        if let Err(e) = result {
+        let tpl = offset_list(&last)?;
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
             tracing::warn!(error = %e, "final offset commit failed");
         }
+        Ok(())
     }
 }
 

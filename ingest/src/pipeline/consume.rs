@@ -188,8 +188,7 @@ impl Pipeline<'_> {
                 self.finish_lane(route, lane).await?;
             }
         }
-        self.final_commit();
-        Ok(())
+        self.final_commit()
     }
 
     fn route_index(&mut self, topic: &str) -> Option<usize> {
