@@ -1,8 +1,9 @@
 //! The ingestion service: Kafka topics decoded once into Arrow and written to every
 //! sink the configured routes name (see `pipeline` for the path of one record).
 //!
-//! Modules are private: what the binary, the benchmarks and the tests use is
-//! re-exported below, so the compiler reports anything else nobody uses.
+//! Modules are private but `protocol`, which the simulation in `tests/protocol_sim`
+//! drives: what the binary, the benchmarks and the tests use is re-exported below, so
+//! the compiler reports anything else nobody uses.
 
 mod batch;
 mod config;

@@ -166,7 +166,7 @@ def test_rest_catalog_applies_property_changes_key_by_key(setup):
     Another tool setting a property meanwhile does not move the branch, so the catalog
     must accept the sink's commit (its snapshot requirement still holds) and apply its
     property changes to the current metadata, keeping the other tool's key. Checked on
-    the real REST catalog; the SQLite one in sinks/tests/iceberg_positions.rs."""
+    the real REST catalog; the SQLite one in sinks/iceberg/tests/iceberg_positions.rs."""
     import pyarrow as pa
     from pyiceberg.table.update import AssertRefSnapshotId, SetPropertiesUpdate
 

@@ -7,9 +7,10 @@
 //! 3. batch: `batch/mod.rs` gives the rows to one lane per sink, each with its limits;
 //! 4. sink write: `pipeline/write.rs` hands a due lane's batch to its sink (the sink's
 //!    `write.rs`), retrying while it fails;
-//! 5. sink commit: the sink makes the rows durable with the positions they reach, in
-//!    one step it can be asked about after a crash (ClickHouse: `ledger.rs`, Iceberg:
-//!    `commit.rs`);
+//! 5. sink commit: the sink makes the rows durable and records the positions they
+//!    reach where it can read them back after a crash (Iceberg: in the same commit,
+//!    `commit.rs`; ClickHouse: a ledger entry once the insert is acknowledged,
+//!    `ledger.rs`);
 //! 6. Kafka commit: `pipeline/commit.rs` commits what every sink of the route holds
 //!    (which offsets may be committed is `protocol/`'s rule).
 //!

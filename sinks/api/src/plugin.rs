@@ -1,7 +1,7 @@
 //! How a sink plugs into the service.
 //!
 //! The service knows sinks only through these traits and one registration list
-//! (`ingest/src/sinks.rs`): adding a sink is a crate of its own and one line there.
+//! (`ingest/src/plugins.rs`): adding a sink is a crate of its own and one entry there.
 //! A sink's config has two parts, both under its [`SinkPlugin::key`]: a top-level
 //! section (how to reach the server or catalog) and, in each route writing to it, a
 //! block naming the table.

@@ -2,10 +2,11 @@
 //!
 //! Everything the sink relies on lives on the one server it talks to: the insert gates
 //! (a `DROP` that waits for the inserts through a gate on *this* server), the position
-//! ledger fed by a view of *this* server's inserts, the recent parts in `system.parts`
-//! and running inserts in `system.processes`. A replicated table takes inserts on other
-//! replicas that none of these see, and a distributed table forwards rows to shards
-//! asynchronously, so their positions would claim rows that are not (yet) anywhere.
+//! ledger entries written through the gates on *this* server, the recent parts in
+//! `system.parts` and running inserts in `system.processes`. A replicated table takes
+//! inserts on other replicas that none of these see, and a distributed table forwards
+//! rows to shards asynchronously, so their positions would claim rows that are not
+//! (yet) anywhere.
 //! Engines whose merges combine rows (summing, collapsing, aggregating) merge the
 //! Kafka coordinate columns too, so recovery would read positions no record had.
 //! Such tables are refused at startup until they are supported (see

@@ -4,7 +4,7 @@
 //! The test server has no cluster configuration (`system.clusters` is empty on the
 //! local 18.16, so `Distributed(test_shard_localhost, ...)` cannot be created) and no
 //! ZooKeeper (so no `Replicated*MergeTree`): those two are refused by the same check,
-//! shown on their engine names in `clickhouse::engine`'s unit tests. Here the check
+//! shown on their engine names in the unit tests of `src/engine.rs`. Here the check
 //! runs end to end on engines the server can create: a `Buffer` and a `Merge` table in
 //! front of a MergeTree table, which, like a distributed table, pass rows on elsewhere.
 
