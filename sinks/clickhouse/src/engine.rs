@@ -9,6 +9,10 @@
 //! (yet) anywhere.
 //! Engines whose merges combine rows (summing, collapsing, aggregating) merge the
 //! Kafka coordinate columns too, so recovery would read positions no record had.
+//! A `ReplacingMergeTree` without a version column keeps the row inserted last: a row
+//! collapsed away with a newer one while its ledger entry was not written yet is found
+//! missing by recovery and inserted again, after the newer one, so the stale value
+//! would win. With a version column the replay cannot win.
 //! Such tables are refused at startup until they are supported (see
 //! docs/exactly-once.md, "Known limits").
 
@@ -27,9 +31,30 @@ pub fn engine_name(engine: &str) -> &str {
     &engine[..end]
 }
 
+/// The engine's arguments as written: `ReplacingMergeTree(v) ORDER BY id` gives `v`;
+/// none, or empty parentheses, give "".
+fn engine_arguments(engine: &str) -> &str {
+    let engine = engine.trim();
+    let rest = engine[engine_name(engine).len()..].trim_start();
+    rest.strip_prefix('(')
+        .and_then(|args| args.split_once(')'))
+        .map_or("", |(args, _)| args.trim())
+}
+
 /// `Ok` for an engine the sink supports, otherwise why not and what to do instead.
+/// `engine` is the whole engine clause (`system.tables.engine_full`, or the config's).
 pub fn check_engine(table: &str, engine: &str) -> Result<(), String> {
     let name = engine_name(engine);
+    if name == "ReplacingMergeTree" && engine_arguments(engine).is_empty() {
+        return Err(format!(
+            "table `{table}` has engine ReplacingMergeTree without a version column, which the \
+             exactly-once sink does not support: it keeps the row inserted last, so a row \
+             replayed after a crash could replace a newer one. Give it a version column \
+             (`ReplacingMergeTree(version)`: an event time, or the offset column when the \
+             record key decides the Kafka partition), or use MergeTree (see \
+             docs/exactly-once.md, \"Known limits\")"
+        ));
+    }
     if SUPPORTED.contains(&name) {
         return Ok(());
     }
@@ -60,7 +85,7 @@ pub async fn check_table(
     table: &str,
 ) -> Result<(), (String, bool)> {
     let query = client
-        .query("SELECT engine FROM system.tables WHERE database = ? AND name = ?")
+        .query("SELECT engine_full FROM system.tables WHERE database = ? AND name = ?")
         .bind(database)
         .bind(table);
     let rows = fetch_json(query).await.map_err(|e| {
@@ -69,7 +94,7 @@ pub async fn check_table(
             is_retryable(&e),
         )
     })?;
-    match rows.first().and_then(|r| r["engine"].as_str()) {
+    match rows.first().and_then(|r| r["engine_full"].as_str()) {
         Some(engine) => {
             check_engine(&format!("{database}.{table}"), engine).map_err(|e| (e, false))
         }
@@ -92,6 +117,26 @@ mod tests {
         assert_eq!(
             engine_name("Distributed(test_shard_localhost, db, t)"),
             "Distributed"
+        );
+    }
+
+    #[test]
+    fn replacing_merge_tree_needs_a_version_column() {
+        for engine in [
+            "ReplacingMergeTree",
+            "ReplacingMergeTree()",
+            "ReplacingMergeTree ORDER BY id",
+            "ReplacingMergeTree() PARTITION BY toYYYYMM(ts) ORDER BY id",
+        ] {
+            let error = check_engine("db.t", engine).unwrap_err();
+            assert!(
+                error.contains("without a version column"),
+                "{engine}: {error}"
+            );
+        }
+        assert_eq!(
+            check_engine("db.t", "ReplacingMergeTree(version) ORDER BY id"),
+            Ok(())
         );
     }
 

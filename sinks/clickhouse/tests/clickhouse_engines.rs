@@ -59,3 +59,35 @@ async fn tables_that_are_not_local_merge_trees_are_refused_at_startup() {
     try_open(&conn, &table("local"), schema()).await.unwrap();
     drop_database(&conn).await;
 }
+
+/// A `ReplacingMergeTree` without a version column keeps the row inserted last, so a
+/// row replayed after a crash (its ledger entry not written yet, the row itself merged
+/// away with a newer one) would replace the newer value: refused. With a version column
+/// the replay cannot win: accepted (issue 16, item 9).
+#[tokio::test]
+async fn replacing_merge_tree_without_a_version_column_is_refused() {
+    let conn =
+        database_with_table("replacing", "unversioned", "ReplacingMergeTree ORDER BY id").await;
+    let db = conn.database.clone();
+    sql(
+        &conn,
+        &format!(
+            "CREATE TABLE {db}.versioned (id Int64, v UInt64 DEFAULT 0, _topic String, _partition Int32, \
+             _offset Int64) ENGINE = ReplacingMergeTree(v) ORDER BY id"
+        ),
+    )
+    .await;
+    let error = match try_open(&conn, &table("unversioned"), schema()).await {
+        Ok(_) => panic!("a ReplacingMergeTree without a version column was accepted"),
+        Err(e) => e,
+    };
+    assert!(!error.is_retryable(), "{error}");
+    assert!(
+        error.message.contains("without a version column"),
+        "{error}"
+    );
+    try_open(&conn, &table("versioned"), schema())
+        .await
+        .unwrap();
+    drop_database(&conn).await;
+}
