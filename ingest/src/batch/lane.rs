@@ -33,6 +33,12 @@ pub struct Lane {
     /// While its sink is down this lane takes no rows (see [`Lane::shed`]): the
     /// partitions whose rows it dropped or did not take, to read again for it later.
     shed: Option<BTreeSet<Partition>>,
+    /// Per partition, the sink's position as last known here: read from the sink on
+    /// assignment or before a re-read, or reached by a write. Checked against the log
+    /// start while the lane is shed (records its sink still needs may be deleted).
+    held: OffsetMap,
+    /// The positions its write under way reaches, once it succeeds.
+    in_flight_positions: OffsetMap,
 }
 
 /// What a finished write hands back.
@@ -60,6 +66,8 @@ impl Lane {
             appended: OffsetMap::default(),
             skip_below: OffsetMap::default(),
             shed: None,
+            held: OffsetMap::default(),
+            in_flight_positions: OffsetMap::default(),
         }
     }
 
@@ -169,6 +177,41 @@ impl Lane {
         self.shed.is_some()
     }
 
+    /// The partitions whose rows it dropped or did not take while shed.
+    pub fn shed_partitions(&self) -> impl Iterator<Item = &Partition> {
+        self.shed.iter().flatten()
+    }
+
+    /// The sink holds these positions (read from it, or reached by a write).
+    pub fn learn_positions(&mut self, positions: &OffsetMap) {
+        self.held.merge(positions);
+    }
+
+    /// Where this lane needs a partition from when reading resumes at `reading_from`:
+    /// there, or past it where the lane was handed those records already.
+    pub fn first_needed(&self, topic: &str, partition: i32, reading_from: i64) -> i64 {
+        self.skip_below
+            .get(topic, partition)
+            .map_or(reading_from, |below| below.max(reading_from))
+    }
+
+    /// The sink's position in a partition as last known here.
+    pub fn held(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.held.get(topic, partition)
+    }
+
+    /// Where its sink will stand once the write under way succeeds (as last known
+    /// otherwise): records below it are not needed from Kafka any more.
+    pub fn position_when_written(&self, topic: &str, partition: i32) -> Option<i64> {
+        let writing = self.in_flight_positions.get(topic, partition);
+        self.held(topic, partition).max(writing)
+    }
+
+    /// A write reaching `positions` starts; `None` when it finished.
+    pub fn writing(&mut self, positions: Option<&OffsetMap>) {
+        self.in_flight_positions = positions.cloned().unwrap_or_default();
+    }
+
     /// Takes rows again; returns the partitions to read again for it.
     pub fn unshed(&mut self) -> Vec<Partition> {
         self.shed.take().into_iter().flatten().collect()
@@ -191,6 +234,8 @@ impl Lane {
     pub fn revoke(&mut self, gone: &impl Fn(&str, i32) -> bool) {
         self.appended.retain(|t, p| !gone(t, p));
         self.skip_below.retain(|t, p| !gone(t, p));
+        self.held.retain(|t, p| !gone(t, p));
+        self.in_flight_positions.retain(|t, p| !gone(t, p));
         if let Some(shed) = &mut self.shed {
             shed.retain(|(t, p)| !gone(t, *p));
         }

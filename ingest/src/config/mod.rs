@@ -115,6 +115,23 @@ pub struct RouteConfig {
     /// Overrides the global dead-letter topic for this route.
     #[serde(default)]
     pub dead_letter: Option<DeadLetterConfig>,
+    /// What happens when Kafka deleted records a sink still needs (retention overtook
+    /// a sink that was down).
+    #[serde(default)]
+    pub on_lost_records: OnLostRecords,
+}
+
+/// The policy for records Kafka deleted before every sink of the route held them.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLostRecords {
+    /// Stop the service (non-zero exit) before any position passes the gap: an operator
+    /// decides (docs/exactly-once.md, "Records Kafka deleted").
+    #[default]
+    Fail,
+    /// Report the gap (an ERROR and `ingest_records_lost_total`) and write on from the
+    /// partition's log start.
+    Skip,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -1,14 +1,16 @@
 //! The Kafka consumer: a group member with manual offsets and cooperative rebalancing.
 
+mod continuity;
 mod fence;
-mod log_end;
+mod log_bounds;
 mod ownership;
 mod resume;
 
+pub use continuity::{Continuity, Step};
 pub use fence::GroupFence;
-pub use log_end::{Refused, refusal};
+pub use log_bounds::{Bounds, LogBounds, Lost, Refused, Why, cached_bounds, refusal};
 pub use ownership::Ownership;
-pub use resume::Resume;
+pub use resume::{Assignment, Resume};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -29,12 +31,12 @@ use crate::config::KafkaConfig;
 pub enum RebalanceEvent {
     Assigned(Vec<(String, i32)>),
     Revoked(Vec<(String, i32)>),
-    /// Assigned partitions whose sinks hold positions past the log end: the service
-    /// must stop before it consumes anything of them.
+    /// Assigned partitions whose sinks hold positions past the log end (or could not be
+    /// checked): the service must stop before it consumes anything of them.
     Refused(Vec<Refused>),
-    /// A partition librdkafka moved to `auto.offset.reset` after its fetch position
-    /// failed (not a rebalance, but it must be checked before the next record is used).
-    LogReset(String, i32),
+    /// What the check of newly assigned partitions found: where each starts, what every
+    /// sink holds, and gaps Kafka's retention left in single sinks (before `Assigned`).
+    Checked(Assignment),
 }
 
 #[derive(Default)]
@@ -57,32 +59,6 @@ impl IngestContext {
     /// From now on, assigned partitions start at their sinks' positions.
     pub fn set_resume(&self, resume: Resume) {
         let _ = self.resume.set(resume);
-    }
-
-    /// After a log reset: the partitions whose sinks hold positions past the log end
-    /// (each logged as an ERROR), or an error when the sinks' positions cannot be read.
-    pub fn check_log_end(
-        &self,
-        ends: &dyn log_end::LogEnds,
-        topic: &str,
-        partition: i32,
-    ) -> anyhow::Result<Vec<Refused>> {
-        let Some(resume) = self.resume.get() else {
-            return Ok(Vec::new());
-        };
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(topic, partition);
-        let refused = resume.check_log_ends(&tpl, ends).ok_or_else(|| {
-            anyhow::anyhow!(
-                "topic `{topic}` partition {partition}: the log was reset under the consumer \
-                 and the sinks did not report their positions in time to check it against the \
-                 log end; stopping rather than risk skipping records (a restart checks again)"
-            )
-        })?;
-        for partition in &refused {
-            tracing::error!("{partition}");
-        }
-        Ok(refused)
     }
 
     fn push_event(&self, event: RebalanceEvent) {
@@ -110,9 +86,6 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 
 impl ClientContext for IngestContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        if let Some((topic, partition)) = log_end::reset_after_error(level, fac, message) {
-            self.push_event(RebalanceEvent::LogReset(topic, partition));
-        }
         forward_log(level, fac, message);
     }
 }
@@ -144,13 +117,15 @@ impl ConsumerContext for IngestContext {
         let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
         self.ownership.rebalanced();
         if assign && let Some(resume) = self.resume.get() {
-            let refused = resume.set_start_offsets(tpl, base);
+            let mut assignment = resume.set_start_offsets(tpl, base);
+            let refused = std::mem::take(&mut assignment.refused);
             if !refused.is_empty() {
                 for partition in &refused {
                     tracing::error!("{partition}");
                 }
                 self.push_event(RebalanceEvent::Refused(refused));
             }
+            self.push_event(RebalanceEvent::Checked(assignment));
         }
         if !assign {
             // From now on fences refuse these partitions; then let writes already past

@@ -5,8 +5,9 @@
 //! when the group offset is behind (a crash between a sink write and the Kafka commit:
 //! less to re-read) or gone (offsets expired, reset by hand: nothing is skipped or
 //! re-read past what the sinks hold). A partition some sink has no position for keeps
-//! the group offset. A partition whose sinks hold positions past its log end is refused
-//! (see `log_end`).
+//! the group offset. Every position is checked against the partition's log bounds first
+//! (see `log_bounds`): past the log end, or unanswered, the partition is refused; below
+//! the log start, the gap is reported and the partition starts at the log start.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,14 +16,14 @@ use std::time::Duration;
 use ingest_sink_api::{OffsetMap, PositionReader};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::log_end::{self, LogEnds, Refused, SinkPositions};
+use super::log_bounds::{self, LogBounds, Lost, Refused, SinkPositions};
 use crate::protocol::start_offset;
 
 /// Bounds how long an assignment may wait for the sinks to answer.
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Start offsets: (topic, partition, offset).
-type Starts = Vec<(String, i32, i64)>;
+pub type Starts = Vec<(String, i32, i64)>;
 
 /// Which route a topic belongs to.
 pub type RouteOf = Box<dyn Fn(&str) -> Option<usize> + Send + Sync>;
@@ -48,22 +49,39 @@ impl Resume {
     }
 
     /// Sets the start offset of every partition in `assigned` whose sinks all know a
-    /// position. Runs inside librdkafka's rebalance callback, which must finish before
-    /// fetching starts: it blocks on the sinks' answers (bounded by a timeout). Returns
-    /// the partitions refused because a sink's position lies past their log end.
+    /// position, after checking those positions against the partitions' log bounds.
+    /// Runs inside librdkafka's rebalance callback, which must finish before fetching
+    /// starts: it blocks on the sinks' answers (bounded by a timeout). A partition whose
+    /// sinks did not all answer is refused: nothing could be checked.
     pub fn set_start_offsets(
         &self,
         assigned: &mut TopicPartitionList,
-        ends: &dyn LogEnds,
-    ) -> Vec<Refused> {
-        let Some((mut starts, held)) = self.read_positions(assigned) else {
-            tracing::warn!(
-                "sinks did not report their positions in time: starting at the group offsets"
-            );
-            return Vec::new();
+        bounds: &dyn LogBounds,
+    ) -> Assignment {
+        let read = self.read_positions(assigned);
+        let mut checked = super::blocking(|| log_bounds::check(&read.held, bounds));
+        checked
+            .refused
+            .extend(log_bounds::unanswered(&read.silent, &read.why_silent));
+        let refused = |t: &str, p: i32| {
+            checked
+                .refused
+                .iter()
+                .any(|r| r.topic == t && r.partition == p)
         };
-        let refused = super::blocking(|| log_end::refused(&held, ends));
-        starts.retain(|(t, p, _)| !refused.iter().any(|r| (&r.topic, r.partition) == (t, *p)));
+        let mut starts = read.starts;
+        starts.retain(|(t, p, _)| !refused(t, *p));
+        // A sink below the log start reads on from there (whatever `auto.offset.reset`
+        // says): the route's `on_lost_records` decides whether that happens at all.
+        for (topic, partition, log_start) in &checked.starts {
+            match starts
+                .iter_mut()
+                .find(|(t, p, _)| t == topic && p == partition)
+            {
+                Some(start) => start.2 = start.2.max(*log_start),
+                None => starts.push((topic.clone(), *partition, *log_start)),
+            }
+        }
         for (topic, partition, start) in &starts {
             if let Err(e) = assigned.set_partition_offset(topic, *partition, Offset::Offset(*start))
             {
@@ -73,26 +91,17 @@ impl Resume {
         if !starts.is_empty() {
             tracing::info!(?starts, "resuming at the minimum of the sinks' positions");
         }
-        refused
+        Assignment {
+            refused: checked.refused,
+            lost: checked.lost,
+            starts,
+            known: read.known,
+        }
     }
 
-    /// The partitions of `partitions` whose sinks hold positions past the log end, for a
-    /// log reset under a running consumer; `None` when the sinks did not answer in time.
-    pub fn check_log_ends(
-        &self,
-        partitions: &TopicPartitionList,
-        ends: &dyn LogEnds,
-    ) -> Option<Vec<Refused>> {
-        let (_, held) = self.read_positions(partitions)?;
-        Some(super::blocking(|| log_end::refused(&held, ends)))
-    }
-
-    /// Each partition's start (the minimum of its sinks' positions, where all know one)
-    /// and every sink's position; `None` when the sinks did not answer in time.
-    fn read_positions(
-        &self,
-        assigned: &TopicPartitionList,
-    ) -> Option<(Starts, Vec<SinkPositions>)> {
+    /// Each partition's start (the minimum of its sinks' positions, where all know one),
+    /// every sink's position, and the partitions whose sinks did not all answer in time.
+    fn read_positions(&self, assigned: &TopicPartitionList) -> Read {
         let mut by_route: HashMap<usize, OffsetMap> = HashMap::new();
         for element in assigned.elements() {
             if let Some(route) = (self.route_of)(element.topic()) {
@@ -102,31 +111,37 @@ impl Resume {
                     .advance(element.topic(), element.partition(), 0);
             }
         }
-        let lookups = by_route.into_iter().map(|(route, partitions)| {
-            let readers = self.readers[route].clone();
+        let wanted: Vec<(usize, OffsetMap)> = by_route.into_iter().collect();
+        let lookups = wanted.iter().map(|(route, partitions)| {
+            let readers = self.readers[*route].clone();
             async move {
-                let reads = readers.iter().map(|r| r.read(&partitions));
+                let reads = readers.iter().map(|r| r.read(partitions));
                 let results = futures::future::join_all(reads).await;
                 let sinks: Vec<String> = readers.iter().map(|r| r.sink().to_string()).collect();
-                (partitions, sinks, results)
+                (sinks, results)
             }
         });
         let work = async move {
             tokio::time::timeout(READ_TIMEOUT, futures::future::join_all(lookups)).await
         };
         let answers = super::blocking(|| self.runtime.block_on(work));
-        let answers = answers.ok()?;
-        let mut starts = Vec::new();
-        let mut held = Vec::new();
-        for (partitions, sinks, results) in answers {
-            let Ok(known) = results.into_iter().collect::<Result<Vec<OffsetMap>, _>>() else {
-                tracing::warn!(
-                    "a sink could not report its positions: starting at the group offsets"
-                );
-                continue;
+        let mut read = Read::default();
+        let Ok(answers) = answers else {
+            read.why_silent = format!("the sinks did not answer within {READ_TIMEOUT:?}");
+            read.silent = wanted.iter().flat_map(|(_, p)| partitions_of(p)).collect();
+            return read;
+        };
+        for ((route, partitions), (sinks, results)) in wanted.iter().zip(answers) {
+            let known = match results.into_iter().collect::<Result<Vec<OffsetMap>, _>>() {
+                Ok(known) => known,
+                Err(e) => {
+                    read.why_silent = e.to_string();
+                    read.silent.extend(partitions_of(partitions));
+                    continue;
+                }
             };
             for (topic, partition, _) in partitions.iter() {
-                held.push(SinkPositions {
+                read.held.push(SinkPositions {
                     topic: topic.to_string(),
                     partition,
                     positions: (sinks.iter().zip(&known))
@@ -134,10 +149,38 @@ impl Resume {
                         .collect(),
                 });
                 if let Some(start) = start_offset(&known, topic, partition) {
-                    starts.push((topic.to_string(), partition, start));
+                    read.starts.push((topic.to_string(), partition, start));
                 }
             }
+            read.known.push((*route, known));
         }
-        Some((starts, held))
+        read
     }
+}
+
+/// What the sinks said about a set of partitions.
+#[derive(Default)]
+struct Read {
+    starts: Starts,
+    held: Vec<SinkPositions>,
+    /// Per route, each sink's positions (in the route's lane order).
+    known: Vec<(usize, Vec<OffsetMap>)>,
+    /// Partitions some sink of whose route did not answer, and why.
+    silent: Vec<(String, i32)>,
+    why_silent: String,
+}
+
+/// What an assignment found: partitions to refuse, gaps to report, where each
+/// partition starts and what every sink holds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub refused: Vec<Refused>,
+    pub lost: Vec<Lost>,
+    pub starts: Starts,
+    /// Per route (by index), each sink's positions, in the route's lane order.
+    pub known: Vec<(usize, Vec<OffsetMap>)>,
+}
+
+fn partitions_of(map: &OffsetMap) -> Vec<(String, i32)> {
+    map.iter().map(|(t, p, _)| (t.to_string(), p)).collect()
 }

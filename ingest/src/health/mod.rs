@@ -24,6 +24,7 @@ struct Inner {
     rows: IntCounterVec,
     rejected: IntCounterVec,
     flushes: IntCounterVec,
+    lost: IntCounterVec,
     assigned: IntGauge,
     consumed: IntCounter,
 }
@@ -57,6 +58,11 @@ impl Health {
             "Batches written to a sink",
             &["route", "sink"],
         );
+        let lost = counter(
+            "ingest_records_lost_total",
+            "Offsets Kafka deleted (retention, DeleteRecords) before a sink held them: a gap in that sink",
+            &["route", "sink"],
+        );
         let assigned = IntGauge::new(
             "ingest_assigned_partitions",
             "Partitions owned by this instance",
@@ -79,6 +85,7 @@ impl Health {
                 rows,
                 rejected,
                 flushes,
+                lost,
                 assigned,
                 consumed,
             }),
@@ -128,6 +135,14 @@ impl Health {
             .inc_by(rejected);
     }
 
+    /// A gap of `offsets` records Kafka deleted before the sink held them.
+    pub fn record_lost(&self, route: &str, sink: &str, offsets: u64) {
+        self.inner
+            .lost
+            .with_label_values(&[route, sink])
+            .inc_by(offsets);
+    }
+
     /// Ready when consuming and every sink accepts writes.
     pub fn ready(&self) -> Result<(), String> {
         if !self.inner.consuming.load(Ordering::Relaxed) {
@@ -143,7 +158,7 @@ impl Health {
         Ok(())
     }
 
-    fn metrics_text(&self) -> String {
+    pub(crate) fn metrics_text(&self) -> String {
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.inner.registry.gather(), &mut out)

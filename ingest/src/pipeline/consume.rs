@@ -55,6 +55,10 @@ pub(super) async fn consume(
         offsets: Offsets::new(routes.iter().map(|r| r.lanes.len())),
         committed,
         shutdown,
+        continuity: Default::default(),
+        lost_reported: HashMap::new(),
+        lost_fail: Vec::new(),
+        last_log_check: Instant::now(),
     };
     let result = pipeline.consume_until_stopped(&mut routes).await;
     health.set_ready(false);
@@ -140,6 +144,7 @@ impl Pipeline<'_> {
                 if quiet || now.duration_since(last_tick) >= TICK {
                     last_tick = now;
                     self.handle_rebalances(routes)?;
+                    self.check_log_bounds(routes)?;
                     self.flush_due(routes).await?;
                 }
             }
@@ -159,6 +164,7 @@ impl Pipeline<'_> {
             tracing::warn!(topic, "message from a topic no route matches");
             return Ok(());
         };
+        self.check_step(routes, index, topic, message.partition(), message.offset())?;
         let view = Message {
             topic,
             partition: message.partition(),
@@ -191,7 +197,7 @@ impl Pipeline<'_> {
         self.final_commit()
     }
 
-    fn route_index(&mut self, topic: &str) -> Option<usize> {
+    pub(super) fn route_index(&mut self, topic: &str) -> Option<usize> {
         // Consecutive messages mostly come from one topic: skip the map then.
         if let Some((last, found)) = &self.last_route
             && last == topic
@@ -218,17 +224,15 @@ impl Pipeline<'_> {
         for event in self.consumer.context().take_events() {
             match event {
                 RebalanceEvent::Refused(refused) => return Err(consumer::refusal(&refused)),
-                RebalanceEvent::LogReset(topic, partition) => {
-                    let context = self.consumer.context();
-                    let refused =
-                        context.check_log_end(self.consumer.as_ref(), &topic, partition)?;
-                    if !refused.is_empty() {
-                        return Err(consumer::refusal(&refused));
-                    }
+                RebalanceEvent::Checked(assignment) => {
+                    self.assignment_checked(routes, assignment)?;
                 }
                 RebalanceEvent::Revoked(partitions) => {
                     for route in routes.iter_mut() {
                         route.revoke(&partitions);
+                    }
+                    for (topic, partition) in &partitions {
+                        self.continuity.forget(topic, *partition);
                     }
                     // Never commit for a partition another member now owns.
                     self.offsets.revoke(&partitions);

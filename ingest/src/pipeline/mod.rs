@@ -20,18 +20,20 @@
 mod commit;
 mod connections;
 mod consume;
+mod log_check;
 mod open;
 mod reread;
 mod write;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ingest_sink_api::{Fence, OffsetMap, PositionReader};
 use tokio::sync::watch;
 
 use crate::config::Loaded;
-use crate::consumer::{self, Consumer, GroupFence};
+use crate::consumer::{self, Consumer, Continuity, GroupFence};
 use crate::dead_letter::DeadLetters;
 use crate::health::Health;
 use crate::protocol::Offsets;
@@ -72,6 +74,13 @@ struct Pipeline<'a> {
     shutdown: watch::Receiver<bool>,
     /// Per route name, its sinks' position readers.
     positions: HashMap<String, Vec<Arc<dyn PositionReader>>>,
+    /// Where each partition's next record should come from (see `log_check.rs`).
+    continuity: Continuity,
+    /// Per (route, lane, topic, partition): the offset up to which a gap was reported.
+    lost_reported: HashMap<(usize, usize, String, i32), i64>,
+    /// Gaps found on routes with `on_lost_records: fail`, told before the service stops.
+    lost_fail: Vec<String>,
+    last_log_check: Instant,
 }
 
 #[cfg(test)]

@@ -13,15 +13,14 @@ use crate::batch::RouteBatch;
 use crate::protocol::{Partition, start_offset};
 
 impl Pipeline<'_> {
-    /// A lane may shed while its sink is failing, unless it is the route's last lane
-    /// taking rows (then there is nobody to keep reading for: reading waits for it).
+    /// A lane may shed unless it is the route's last lane taking rows (then there is
+    /// nobody to keep reading for: reading waits for it).
     pub(super) fn may_shed(&self, route: &RouteBatch, lane: usize) -> bool {
-        self.health.sink_failing(&route.lanes[lane].name)
-            && route
-                .lanes
-                .iter()
-                .enumerate()
-                .any(|(other, state)| other != lane && !state.is_shed())
+        route
+            .lanes
+            .iter()
+            .enumerate()
+            .any(|(other, state)| other != lane && !state.is_shed())
     }
 
     /// A shed lane's sink is back (its write finished): the partitions it dropped rows
@@ -48,6 +47,7 @@ impl Pipeline<'_> {
             return Ok(());
         }
         let known = self.sink_positions(route, &partitions).await?;
+        learn(route, &known);
         for (topic, partition) in &partitions {
             // Every lane's need: the shed one's durable position, the others' next
             // record not handed to them yet (or their durable position).
@@ -55,6 +55,7 @@ impl Pipeline<'_> {
             let position = |index: usize| known.get(index)?.get(topic, *partition);
             let mut needs = vec![position(lane)];
             if let Some(next) = position(lane) {
+                self.check_before_seek(route, topic, *partition, &[(lane, next)])?;
                 route.lanes[lane].skip_below(topic, *partition, next);
             }
             for (index, state) in route.lanes.iter_mut().enumerate() {
@@ -76,7 +77,7 @@ impl Pipeline<'_> {
                 "sink back: reading the rows it dropped again"
             );
         }
-        Ok(())
+        self.stop_if_lost()
     }
 
     /// A sink left these partitions to another writer (its ClickHouse insert gate lost
@@ -97,7 +98,12 @@ impl Pipeline<'_> {
         self.consumer.context().ownership.revoke(&owned);
         route.revoke(&owned);
         let known = self.sink_positions(route, &owned).await?;
+        learn(route, &known);
         for (topic, partition) in &owned {
+            let needs: Vec<(usize, i64)> = (known.iter().enumerate())
+                .filter_map(|(lane, k)| Some((lane, k.get(topic, *partition)?)))
+                .collect();
+            self.check_before_seek(route, topic, *partition, &needs)?;
             let start = start_offset(&known, topic, *partition);
             let offset = self.seek(topic, *partition, start, &owned)?;
             tracing::info!(
@@ -107,7 +113,7 @@ impl Pipeline<'_> {
                 "a sink did not write this partition's latest rows: reading it again from the sinks' positions"
             );
         }
-        Ok(())
+        self.stop_if_lost()
     }
 
     /// Each sink's own positions for `partitions`, in the route's lane order.
@@ -135,7 +141,7 @@ impl Pipeline<'_> {
     /// Moves the consumer of a partition back to `start`, or to where the group stands
     /// when no sink knows the partition; `partitions` are named if that fails.
     fn seek(
-        &self,
+        &mut self,
         topic: &str,
         partition: i32,
         start: Option<i64>,
@@ -145,10 +151,22 @@ impl Pipeline<'_> {
             Some(start) => Offset::Offset(start),
             None => self.group_start(topic, partition)?,
         };
+        let next = match offset {
+            Offset::Offset(next) => Some(next),
+            _ => None,
+        };
+        // Never below the log start: librdkafka would reset the position as
+        // `auto.offset.reset` says, which may be the log end. Reading from the log start
+        // instead, the continuity check reports the gap (see `log_check.rs`).
+        let target = match next {
+            Some(next) => Offset::Offset(next.max(self.bounds(topic, partition)?.start)),
+            None => offset,
+        };
         self.consumer
-            .seek(topic, partition, offset, Duration::from_secs(10))
+            .seek(topic, partition, target, Duration::from_secs(10))
             .map_err(|e| rewind_failed(partitions, &e))?;
-        Ok(offset)
+        self.continuity.start(topic, partition, next);
+        Ok(target)
     }
 
     /// Where a partition some sink has no position for starts again: where a new
@@ -181,6 +199,13 @@ impl Pipeline<'_> {
             .properties
             .get("auto.offset.reset")
             .is_none_or(|v| matches!(v.as_str(), "earliest" | "smallest" | "beginning"))
+    }
+}
+
+/// Each lane learns its sink's positions, just read (`known` is in lane order).
+fn learn(route: &mut RouteBatch, known: &[OffsetMap]) {
+    for (lane, positions) in route.lanes.iter_mut().zip(known) {
+        lane.learn_positions(positions);
     }
 }
 

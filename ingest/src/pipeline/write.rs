@@ -17,6 +17,19 @@ use crate::decode::Rejected;
 use crate::health::Health;
 use crate::protocol::Partition;
 
+/// How long reading waits for a busy lane that holds twice its limits before it sheds
+/// (when another lane of the route takes rows): the longest a slow or hanging sink can
+/// hold back the healthy ones.
+const LANE_WAIT: Duration = Duration::from_secs(5);
+const WAIT_STEP: Duration = Duration::from_millis(20);
+
+/// A write attempt without an answer for this long marks its sink failing (`/ready` 503,
+/// its lane may shed); one without an answer for [`ATTEMPT_DEADLINE`] is abandoned and
+/// retried (the sink finds out on the next attempt what the abandoned one did: see
+/// `Sink::write`).
+const NO_ANSWER: Duration = Duration::from_secs(30);
+const ATTEMPT_DEADLINE: Duration = Duration::from_secs(600);
+
 impl Pipeline<'_> {
     pub(super) async fn flush_due(&mut self, routes: &mut [RouteBatch]) -> anyhow::Result<()> {
         let now = Instant::now();
@@ -40,9 +53,11 @@ impl Pipeline<'_> {
     /// Hands the decoded rows to every lane (after the dead-letter topic took the bad
     /// records), then starts a write for each lane that is due (every lane with rows
     /// when `all`). A lane still writing its previous batch keeps collecting, unless it
-    /// holds twice its limits: then reading waits for it, or, when its sink is failing
-    /// and another lane of the route still takes rows, the lane sheds (drops its rows
-    /// and takes none until its write succeeds, then its partitions are read again).
+    /// holds twice its limits: then reading waits for it, at most [`LANE_WAIT`] and only
+    /// while its sink is not failing, when another lane of the route still takes rows;
+    /// past that the lane sheds (drops its rows and takes none until its write
+    /// succeeds, then its partitions are read again). The last lane taking rows is
+    /// waited for: there is nobody else to read for.
     pub(super) async fn flush(&mut self, route: &mut RouteBatch, all: bool) -> anyhow::Result<()> {
         let now = Instant::now();
         let due: Vec<bool> = (0..route.lanes.len())
@@ -60,14 +75,7 @@ impl Pipeline<'_> {
                 if !state.over_limit(2, 0, 0) {
                     continue;
                 }
-                if self.may_shed(route, lane) {
-                    route.lanes[lane].shed();
-                    tracing::warn!(
-                        route = %route.route.name,
-                        sink = %route.lanes[lane].name,
-                        "sink down and its lane full: dropping its unwritten rows, to be read \
-                         again from its own positions once it is back"
-                    );
+                if !self.wait_or_shed(route, lane).await {
                     continue;
                 }
             }
@@ -77,6 +85,37 @@ impl Pipeline<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A busy lane holding twice its limits: waits for its write to finish (true), or
+    /// sheds it (false) once its sink is failing or the write took [`LANE_WAIT`] longer,
+    /// while another lane of the route takes rows. Never waits on a write that may hang or
+    /// retry for as long as its sink is down: the healthy lanes would stop with it.
+    async fn wait_or_shed(&self, route: &mut RouteBatch, lane: usize) -> bool {
+        let deadline = Instant::now() + LANE_WAIT;
+        loop {
+            let state = &route.lanes[lane];
+            if !state.busy() {
+                return true;
+            }
+            if !self.may_shed(route, lane) {
+                // The route's last lane taking rows: reading waits for it.
+                return true;
+            }
+            let failing = self.health.sink_failing(&state.name);
+            if failing || Instant::now() >= deadline {
+                route.lanes[lane].shed();
+                tracing::warn!(
+                    route = %route.route.name,
+                    sink = %route.lanes[lane].name,
+                    failing,
+                    "sink failing or not answering and its lane full: dropping its unwritten \
+                     rows, to be read again from its own positions once it is back"
+                );
+                return false;
+            }
+            tokio::time::sleep(WAIT_STEP).await;
+        }
     }
 
     /// Bad records go to the route's dead-letter topic (their offsets count once it
@@ -121,6 +160,7 @@ impl Pipeline<'_> {
         let mut sink = state.sink.take().expect("the lane's sink is home");
         let mut batch = state.take();
         batch.epoch = self.consumer.context().ownership.epoch();
+        state.writing(Some(&batch.positions));
         let health = self.health.clone();
         let shutdown = self.shutdown.clone();
         let consumer = Arc::clone(self.consumer);
@@ -154,6 +194,7 @@ impl Pipeline<'_> {
         };
         let outcome = handle.await?;
         state.sink = Some(outcome.sink);
+        state.writing(None);
         let written = match outcome.result {
             Ok(written) => written,
             Err(e) if e.is_fenced() => {
@@ -183,7 +224,8 @@ impl Pipeline<'_> {
             &revoked,
             &written.not_owned,
         );
-        let state = &route.lanes[lane];
+        let state = &mut route.lanes[lane];
+        state.learn_positions(&counted.counted);
         self.health
             .record_flush(&route.route.name, &state.name, outcome.rows as u64);
         tracing::info!(
@@ -218,11 +260,11 @@ pub(super) async fn write_with_retry(
     loop {
         let attempt = {
             let _writing = ownership.writing(&batch.positions);
-            sink.write(batch).await
+            attempt_with_deadline(sink, batch, health).await
         };
         match attempt {
             Ok(written) => {
-                if failures > 0 {
+                if failures > 0 || health.sink_failing(sink.name()) {
                     tracing::info!(sink = sink.name(), failures, "sink recovered");
                     health.set_sink_failing(sink.name(), false);
                 }
@@ -243,6 +285,39 @@ pub(super) async fn write_with_retry(
                 }
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One write attempt, bounded: after [`NO_ANSWER`] its sink is marked failing (the
+/// attempt goes on), after [`ATTEMPT_DEADLINE`] it is abandoned as a retryable failure.
+async fn attempt_with_deadline(
+    sink: &mut dyn Sink,
+    batch: &SinkBatch,
+    health: &Health,
+) -> Result<WriteOutcome, SinkError> {
+    let name = sink.name().to_string();
+    let write = tokio::time::timeout(ATTEMPT_DEADLINE, sink.write(batch));
+    tokio::pin!(write);
+    let silence = tokio::time::sleep(NO_ANSWER);
+    tokio::pin!(silence);
+    let mut marked = false;
+    loop {
+        tokio::select! {
+            done = &mut write => {
+                return done.unwrap_or_else(|_| {
+                    Err(SinkError::retryable(
+                        &name,
+                        format!("no answer within {ATTEMPT_DEADLINE:?}: the attempt is abandoned"),
+                    ))
+                });
+            }
+            _ = &mut silence, if !marked => {
+                marked = true;
+                health.set_sink_failing(&name, true);
+                tracing::warn!(sink = %name, waited_s = NO_ANSWER.as_secs(),
+                    "sink write not answered yet: marking the sink failing");
+            }
         }
     }
 }
