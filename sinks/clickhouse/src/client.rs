@@ -158,6 +158,18 @@ pub fn is_retryable(error: &clickhouse::error::Error) -> bool {
     }
 }
 
+/// Whether the outcome of a request that writes is known: the server acknowledged it,
+/// or refused it with an exception of its own (`Code: N` in the reply). Anything else
+/// (a cut connection, a timeout, a proxy's `502 Bad Gateway`) may have reached the
+/// server, or may still reach it later.
+pub(crate) fn outcome_known<T>(result: &Result<T, clickhouse::error::Error>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(clickhouse::error::Error::BadResponse(text)) => server_error_code(text).is_some(),
+        Err(_) => false,
+    }
+}
+
 /// Extracts N from `Code: N. DB::Exception: ...`.
 pub fn server_error_code(text: &str) -> Option<u32> {
     let rest = &text[text.find("Code: ")? + 6..];
@@ -184,6 +196,12 @@ mod tests {
              The limit is controlled by 'max_partitions_per_insert_block' setting. (TOO_MANY_PARTS)"
         )));
         assert!(is_retryable(&bad("502 Bad Gateway")));
+        // A proxy's answer says nothing about the insert behind it; the server's does.
+        assert!(!outcome_known::<()>(&Err(bad("502 Bad Gateway"))));
+        assert!(!outcome_known::<()>(&Err(Error::TimedOut)));
+        assert!(outcome_known::<()>(&Err(bad(
+            "Code: 252. DB::Exception: Too many parts"
+        ))));
         assert_eq!(
             server_error_code("Code: 53, e.displayText() = DB::Exception"),
             Some(53)

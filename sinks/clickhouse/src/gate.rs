@@ -56,6 +56,8 @@ struct Gate {
 /// What a write may do: the table to insert into and the partitions it must not write.
 #[derive(Debug)]
 pub struct Admission {
+    /// The gate's token (empty when no partition is admitted).
+    pub token: String,
     /// The gate table's name (in the sink's database).
     pub table: String,
     /// The gate's table for ledger entries.
@@ -179,16 +181,32 @@ impl Gates {
                     .cloned(),
             )
             .collect();
-        let table = match &self.current {
-            Some(g) => self.gate_name(&g.token),
-            None => String::new(),
+        let (token, table) = match &self.current {
+            Some(g) => (g.token.clone(), self.gate_name(&g.token)),
+            None => (String::new(), String::new()),
         };
         let entries = format!("{table}_pos");
         Ok(Admission {
+            token,
             table,
             entries,
             refused,
         })
+    }
+
+    /// Makes every insert sent through this writer's gate `token` unable to land from
+    /// now on: drops the gate, which waits for the inserts running through it, and any
+    /// insert arriving later (one a proxy still holds, say) fails with UNKNOWN_TABLE.
+    /// The next admission opens a new gate. For an insert whose outcome is unknown.
+    pub async fn retire(&mut self, token: &str) -> Result<(), SinkError> {
+        self.drop_gate(token).await?;
+        if self.current.as_ref().is_some_and(|g| g.token == token) {
+            let gate = self.gate_name(token);
+            tracing::info!(sink = %self.sink, %gate,
+                "insert gate retired after an insert with unknown outcome");
+            self.current = None;
+        }
+        Ok(())
     }
 
     /// True when `error` says this writer's gate is gone: another writer took (some of)

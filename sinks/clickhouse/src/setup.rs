@@ -276,7 +276,7 @@ impl<'a> Setup<'a> {
             ledger,
             fence: None,
             gates,
-            interrupted_insert: None,
+            in_flight: None,
         }
     }
 
