@@ -54,11 +54,33 @@ pub(crate) async fn fetch_json(
     query: Query,
 ) -> Result<Vec<serde_json::Value>, clickhouse::error::Error> {
     let bytes = query.fetch_bytes("JSONEachRow")?.collect().await?;
-    Ok(bytes
-        .split(|b| *b == b'\n')
-        .filter(|line| !line.is_empty())
-        .filter_map(|line| serde_json::from_slice(line).ok())
-        .collect())
+    json_rows(&bytes)
+}
+
+/// The rows of a `JSONEachRow` reply. A line that is not JSON is an error, never
+/// skipped: 18.16 sends an exception raised after the first blocks went out (a memory
+/// limit, a timeout, a failing function) as the reply's last line, with status 200, so
+/// skipping it would read a short result as a whole one. The error is the server's
+/// (`Code: N, e.displayText() = ...`, classified by its code) when the line is one.
+fn json_rows(reply: &[u8]) -> Result<Vec<serde_json::Value>, clickhouse::error::Error> {
+    let mut rows = Vec::new();
+    for line in reply.split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
+        match serde_json::from_slice(line) {
+            Ok(row) => rows.push(row),
+            Err(e) => {
+                let text = String::from_utf8_lossy(line);
+                let text = text.trim();
+                let message = if text.starts_with("Code: ") && server_error_code(text).is_some() {
+                    format!("{text} (after {} rows of the reply)", rows.len())
+                } else {
+                    let shown: String = text.chars().take(200).collect();
+                    format!("a line of the reply is not JSON ({e}): {shown}")
+                };
+                return Err(clickhouse::error::Error::BadResponse(message));
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// Runs a query for `sink`; a failure names the query and says whether to retry.
@@ -206,6 +228,26 @@ mod tests {
             server_error_code("Code: 53, e.displayText() = DB::Exception"),
             Some(53)
         );
+    }
+
+    /// 18.16 sends an exception raised after the first blocks of a reply went out as
+    /// the reply's last line, with status 200 (issue 16, item 10).
+    #[test]
+    fn an_exception_at_the_end_of_a_reply_is_an_error() {
+        let reply = b"{\"n\":\"1\"}\n{\"n\":\"2\"}\nCode: 241, e.displayText() = DB::Exception: \
+            Memory limit (for query) exceeded, e.what() = DB::Exception\n";
+        let error = json_rows(reply).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("Memory limit (for query) exceeded"), "{text}");
+        let clickhouse::error::Error::BadResponse(message) = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(server_error_code(message), Some(241), "{message}");
+        assert!(is_retryable(&error));
+        // Any line that is not JSON (a cut or garbled reply) is an error too.
+        assert!(json_rows(b"{\"n\":1}\n{\"n\":").is_err());
+        assert!(json_rows(b"<html>502</html>\n").is_err());
+        assert_eq!(json_rows(b"{\"n\":1}\n\n{\"n\":2}\n").unwrap().len(), 2);
     }
 
     #[test]
