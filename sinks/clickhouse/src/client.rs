@@ -6,6 +6,8 @@
 //! (every version from 18.16 on reads them). Identifiers cannot be bound as values; they
 //! are quoted with [`quote_ident`](crate::types::quote_ident).
 
+use std::time::Duration;
+
 use clickhouse::query::Query;
 use clickhouse::sql::Bind;
 use ingest_sink_api::SinkError;
@@ -53,8 +55,37 @@ pub async fn query_json(
 pub(crate) async fn fetch_json(
     query: Query,
 ) -> Result<Vec<serde_json::Value>, clickhouse::error::Error> {
-    let bytes = query.fetch_bytes("JSONEachRow")?.collect().await?;
+    fetch_json_within(query, QUERY_TIMEOUT).await
+}
+
+/// How long a query or statement of the sink may take: each reads or writes a few
+/// rows (the ledger, recent parts, the gate registry, system tables) or is DDL, and
+/// answers in milliseconds; no answer within a minute means the server or the path to
+/// it is stuck (a server that stops answering without refusing would otherwise hang the
+/// write forever).
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// As [`fetch_json`], given up after `deadline` with [`Error::TimedOut`](clickhouse::error::Error::TimedOut).
+pub(crate) async fn fetch_json_within(
+    query: Query,
+    deadline: Duration,
+) -> Result<Vec<serde_json::Value>, clickhouse::error::Error> {
+    let reply = async { query.fetch_bytes("JSONEachRow")?.collect().await };
+    let bytes = tokio::time::timeout(deadline, reply)
+        .await
+        .map_err(|_| clickhouse::error::Error::TimedOut)??;
     json_rows(&bytes)
+}
+
+/// Runs a statement, given up after `deadline` with [`Error::TimedOut`](clickhouse::error::Error::TimedOut):
+/// a statement that writes may then still take effect.
+pub(crate) async fn run_within(
+    statement: Query,
+    deadline: Duration,
+) -> Result<(), clickhouse::error::Error> {
+    tokio::time::timeout(deadline, statement.execute())
+        .await
+        .map_err(|_| clickhouse::error::Error::TimedOut)?
 }
 
 /// The rows of a `JSONEachRow` reply. A line that is not JSON is an error, never
@@ -89,21 +120,33 @@ pub(crate) async fn select(sink: &str, query: Query) -> Result<Vec<serde_json::V
     fetch_json(query).await.map_err(|e| failed(sink, &sql, &e))
 }
 
-/// Runs a statement for `sink`; a failure names it and says whether to retry.
+/// Runs a statement for `sink` (within [`QUERY_TIMEOUT`]); a failure names it and
+/// says whether to retry.
 pub(crate) async fn execute(sink: &str, statement: Query) -> Result<(), SinkError> {
+    execute_within(sink, statement, QUERY_TIMEOUT).await
+}
+
+/// As [`execute`], within `deadline`.
+pub(crate) async fn execute_within(
+    sink: &str,
+    statement: Query,
+    deadline: Duration,
+) -> Result<(), SinkError> {
     let sql = statement.sql_display().to_string();
-    statement
-        .execute()
+    run_within(statement, deadline)
         .await
         .map_err(|e| failed(sink, &sql, &e))
 }
 
 fn failed(sink: &str, sql: &str, error: &clickhouse::error::Error) -> SinkError {
-    SinkError::new(
-        sink,
-        format!("`{sql}` failed: {error}"),
-        is_retryable(error),
-    )
+    let message = match error {
+        // Retryable; a statement that writes (a registry row) may still take effect.
+        clickhouse::error::Error::TimedOut => {
+            format!("`{sql}` got no answer in time (its outcome is unknown)")
+        }
+        _ => format!("`{sql}` failed: {error}"),
+    };
+    SinkError::new(sink, message, is_retryable(error))
 }
 
 /// `?, ?, ?`: one placeholder per value of an `IN (...)` list (see [`bind_all`]).
@@ -248,6 +291,42 @@ mod tests {
         assert!(json_rows(b"{\"n\":1}\n{\"n\":").is_err());
         assert!(json_rows(b"<html>502</html>\n").is_err());
         assert_eq!(json_rows(b"{\"n\":1}\n\n{\"n\":2}\n").unwrap().len(), 2);
+    }
+
+    /// A STAND-IN for a server that stops answering without refusing (hung, or paused
+    /// by SIGSTOP): it accepts connections and never answers. Stopping the stack's real
+    /// server would stop every other test using it.
+    async fn silent_server() -> clickhouse::Client {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+            }
+        });
+        clickhouse::Client::default().with_url(url)
+    }
+
+    /// Issue 16, item 2: queries and statements had no deadline.
+    #[tokio::test]
+    async fn queries_and_statements_to_a_silent_server_time_out() {
+        use clickhouse::error::Error;
+        let client = silent_server().await;
+        let deadline = Duration::from_millis(300);
+        let guard = deadline + Duration::from_secs(3);
+        let query = fetch_json_within(client.query("SELECT 1"), deadline);
+        let answer = tokio::time::timeout(guard, query).await;
+        assert!(
+            matches!(answer, Ok(Err(Error::TimedOut))),
+            "no deadline on a query: {answer:?}"
+        );
+        let statement = run_within(client.query("DROP TABLE IF EXISTS t"), deadline);
+        let answer = tokio::time::timeout(guard, statement).await;
+        assert!(
+            matches!(answer, Ok(Err(Error::TimedOut))),
+            "no deadline on a statement: {answer:?}"
+        );
     }
 
     #[test]

@@ -29,18 +29,27 @@
 //! each other on every batch.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use clickhouse::query::Query;
 use ingest_sink_api::SinkError;
 
 use crate::client::{
-    bind_all, bound_qualified, execute, json_number, placeholders, select, server_error_code,
+    bind_all, bound_qualified, execute, execute_within, json_number, placeholders, select,
+    server_error_code,
 };
 use crate::ledger::Ledger;
 use crate::types::{ServerCaps, quote_ident};
 
 /// A Kafka partition: (topic, partition).
 pub type Partition = (String, i32);
+
+/// How long dropping a gate may take. The DROP waits for the inserts running through
+/// the gate: ours end within the insert's own timeouts (3 minutes), but one whose writer
+/// stopped in the middle of its body is held open until the server's `receive_timeout`
+/// (300 s by default; 18.16 ignores it as a URL setting). A shorter deadline would only
+/// fail the write, and its retry wait for the same insert again.
+const GATE_DROP_TIMEOUT: Duration = Duration::from_secs(330);
 
 /// The gate this writer inserts through.
 #[derive(Debug, Clone)]
@@ -79,6 +88,10 @@ pub struct Gates {
     closed: Option<Gate>,
     /// Partitions taken by a later gate, with the consumer generation they were lost in.
     lost: BTreeMap<Partition, u64>,
+    /// Tokens this writer registered whose registrations may still be in the registry:
+    /// never "later" than its own gate, whatever their order (a registration whose
+    /// INSERT got no answer in time may land after the retry's).
+    own: BTreeSet<String>,
 }
 
 impl Gates {
@@ -100,6 +113,7 @@ impl Gates {
             current: None,
             closed: None,
             lost: BTreeMap::new(),
+            own: BTreeSet::new(),
         }
     }
 
@@ -238,7 +252,7 @@ impl Gates {
             .registered(&closed.admitted, &closed.token)
             .await?
             .into_iter()
-            .filter(|(order, _)| *order > mine)
+            .filter(|(order, _)| *order > mine && !self.own.contains(&order.1))
             .map(|(_, p)| p)
             .collect();
         if !taken.is_empty() {
@@ -262,13 +276,14 @@ impl Gates {
         loop {
             let sequence = self.highest_sequence().await? + 1;
             let token = uuid::Uuid::new_v4().simple().to_string();
+            self.own.insert(token.clone());
             self.register(sequence, &token, &wanted).await?;
             self.create_gate(&token).await?;
             let mine = (sequence, token.clone());
             let mut later = BTreeSet::new();
             let mut earlier = BTreeSet::new();
             for (order, partition) in self.registered(&wanted, &token).await? {
-                if order > mine {
+                if order > mine && !self.own.contains(&order.1) {
                     later.insert(partition);
                 } else {
                     earlier.insert(order.1);
@@ -298,6 +313,7 @@ impl Gates {
                 self.drop_gate(other).await?;
             }
             self.forget(&earlier).await?;
+            self.own.retain(|t| !earlier.contains(t));
             tracing::info!(sink = %self.sink, gate = %self.gate_name(&token), sequence,
                 partitions = wanted.len(), dropped = earlier.len(), "insert gate opened");
             self.current = Some(Gate {
@@ -438,11 +454,11 @@ impl Gates {
             format!("{gate}_pos_ledger"),
             format!("{gate}_ledger"),
         ] {
-            self.run_sql(format!(
+            let statement = self.client.query_raw(&format!(
                 "DROP TABLE IF EXISTS {}{sync}",
                 self.qualified(&name)
-            ))
-            .await?;
+            ));
+            execute_within(&self.sink, statement, GATE_DROP_TIMEOUT).await?;
         }
         Ok(())
     }

@@ -18,7 +18,9 @@ use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use ingest_sink_api::{Coordinates, Fence, Sink, SinkBatch, SinkError, WriteOutcome, retry};
 
-use crate::client::{fetch_json, is_retryable, json_number, outcome_known};
+use crate::client::{
+    QUERY_TIMEOUT, fetch_json, is_retryable, json_number, outcome_known, run_within,
+};
 use crate::coordinate_columns::fill_coordinates;
 use crate::gate::{Admission, Gates, Partition};
 use crate::ledger::{EntryToRecord, HeldRows, LedgerReader};
@@ -268,7 +270,7 @@ impl ClickHouseSink {
             .ledger
             .entry_statement(&self.client, &admission.entries, entries)
             .with_setting("query_id", query_id);
-        let recorded = statement.execute().await;
+        let recorded = run_within(statement, QUERY_TIMEOUT).await;
         self.answered(&recorded);
         recorded
     }
