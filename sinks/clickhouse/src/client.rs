@@ -172,6 +172,65 @@ pub(crate) fn bind_all<T: Bind>(query: Query, values: impl IntoIterator<Item = T
         .fold(query, |query, value| query.bind(value))
 }
 
+/// Settings that pin what the server's acknowledgement of an insert means: the rows
+/// are in the table (or the entries in the ledger, or the registration in the gate
+/// registry, visible to the next read). A server or user profile may change each of
+/// them, and the ledger would then claim rows the table does not hold:
+/// - `async_insert=1` queues the insert; with `wait_for_async_insert=0` the server
+///   answers before the rows are written (and a registration is not yet visible);
+/// - `materialized_views_ignore_errors=1` acknowledges an insert whose push through a
+///   view failed: every row reaches the table through the gate's view;
+/// - `ignore_materialized_views_with_dropped_target_table=1` skips a view whose
+///   target is gone instead of failing;
+/// - `input_format_allow_errors_*` skip rows that do not parse (ledger entries and
+///   registrations are sent as VALUES) and acknowledge the rest.
+///
+/// `insert_deduplicate` and `deduplicate_blocks_in_dependent_materialized_views` only
+/// act on replicated tables, which the sink refuses.
+const PINNED_SETTINGS: [(&str, &str); 6] = [
+    ("async_insert", "0"),
+    ("wait_for_async_insert", "1"),
+    ("materialized_views_ignore_errors", "0"),
+    ("ignore_materialized_views_with_dropped_target_table", "0"),
+    ("input_format_allow_errors_num", "0"),
+    ("input_format_allow_errors_ratio", "0"),
+];
+
+/// The settings pinning acknowledgements (see [`PINNED_SETTINGS`]) that a server
+/// knowing the settings `known` accepts: 18.16 refuses a setting it does not know.
+pub(crate) fn pinned_settings(
+    known: &std::collections::BTreeSet<String>,
+) -> Vec<(&'static str, &'static str)> {
+    PINNED_SETTINGS
+        .into_iter()
+        .filter(|(name, _)| known.contains(*name))
+        .collect()
+}
+
+/// The settings pinning acknowledgements that this server knows.
+pub async fn server_pinned_settings(
+    client: &clickhouse::Client,
+) -> Result<Vec<(&'static str, &'static str)>, clickhouse::error::Error> {
+    let names = PINNED_SETTINGS.map(|(name, _)| name);
+    let query = client.query(&format!(
+        "SELECT name FROM system.settings WHERE name IN ({})",
+        placeholders(names.len())
+    ));
+    let known = fetch_json(bind_all(query, names))
+        .await?
+        .iter()
+        .filter_map(|row| row["name"].as_str().map(str::to_string))
+        .collect();
+    Ok(pinned_settings(&known))
+}
+
+/// `statement` with the `pinned` settings (see [`PINNED_SETTINGS`]).
+pub(crate) fn pin(statement: Query, pinned: &[(&'static str, &'static str)]) -> Query {
+    pinned.iter().fold(statement, |statement, (name, value)| {
+        statement.with_setting(*name, *value)
+    })
+}
+
 /// Asks the server its version.
 pub async fn server_caps(
     client: &clickhouse::Client,
@@ -327,6 +386,38 @@ mod tests {
             matches!(answer, Ok(Err(Error::TimedOut))),
             "no deadline on a statement: {answer:?}"
         );
+    }
+
+    #[test]
+    fn acknowledgements_are_pinned_with_the_settings_the_server_knows() {
+        let known = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        // 18.16: neither async inserts nor the view settings exist.
+        let old = pinned_settings(&known(&[
+            "input_format_allow_errors_num",
+            "input_format_allow_errors_ratio",
+            "insert_deduplicate",
+        ]));
+        assert_eq!(
+            old,
+            [
+                ("input_format_allow_errors_num", "0"),
+                ("input_format_allow_errors_ratio", "0")
+            ]
+        );
+        // A current server knows them all.
+        let all: Vec<&str> = PINNED_SETTINGS.iter().map(|(n, _)| *n).collect();
+        let current = pinned_settings(&known(&all));
+        for pinned in [
+            ("async_insert", "0"),
+            ("wait_for_async_insert", "1"),
+            ("materialized_views_ignore_errors", "0"),
+        ] {
+            assert!(current.contains(&pinned), "{pinned:?} not in {current:?}");
+        }
+        let sql = pin(clickhouse::Client::default().query("SELECT 1"), &current)
+            .sql_display()
+            .to_string();
+        assert_eq!(sql, "SELECT 1", "settings go in the URL, not the statement");
     }
 
     #[test]

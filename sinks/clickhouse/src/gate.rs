@@ -35,7 +35,7 @@ use clickhouse::query::Query;
 use ingest_sink_api::SinkError;
 
 use crate::client::{
-    bind_all, bound_qualified, execute, execute_within, json_number, placeholders, select,
+    bind_all, bound_qualified, execute, execute_within, json_number, pin, placeholders, select,
     server_error_code,
 };
 use crate::ledger::Ledger;
@@ -82,6 +82,9 @@ pub struct Gates {
     database: String,
     table: String,
     drop_sync: bool,
+    /// Settings pinning what an acknowledged registration means (see
+    /// [`crate::client::pin`]): visible to the next read of the registry.
+    pinned: Vec<(&'static str, &'static str)>,
     current: Option<Gate>,
     /// This writer's gate that another writer dropped, until the next admission looks
     /// at who took which partitions.
@@ -101,6 +104,7 @@ impl Gates {
         database: &str,
         table: &str,
         caps: ServerCaps,
+        pinned: Vec<(&'static str, &'static str)>,
     ) -> Self {
         Self {
             sink: sink.into(),
@@ -110,6 +114,7 @@ impl Gates {
             // Atomic databases (default since 20.10) drop tables in the background
             // unless told SYNC, which waits for the queries using them.
             drop_sync: caps.version >= (20, 10),
+            pinned,
             current: None,
             closed: None,
             lost: BTreeMap::new(),
@@ -385,7 +390,7 @@ impl Gates {
         for (topic, partition) in partitions {
             statement = statement.bind(token).bind(topic).bind(partition);
         }
-        self.run(statement).await
+        self.run(pin(statement, &self.pinned)).await
     }
 
     /// Other gates registered for any of `partitions`: ((sequence, token), partition).

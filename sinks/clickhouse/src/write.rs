@@ -19,7 +19,7 @@ use bytes::Bytes;
 use ingest_sink_api::{Coordinates, Fence, Sink, SinkBatch, SinkError, WriteOutcome, retry};
 
 use crate::client::{
-    QUERY_TIMEOUT, fetch_json, is_retryable, json_number, outcome_known, run_within,
+    QUERY_TIMEOUT, fetch_json, is_retryable, json_number, outcome_known, pin, run_within,
 };
 use crate::coordinate_columns::fill_coordinates;
 use crate::gate::{Admission, Gates, Partition};
@@ -46,6 +46,9 @@ pub struct ClickHouseSink {
     pub(crate) columns: Vec<NativeColumn>,
     pub(crate) settings: BTreeMap<String, String>,
     pub(crate) caps: ServerCaps,
+    /// Settings pinning what an acknowledged insert means, sent with every insert
+    /// after the configured `settings` (see [`crate::client::pin`]).
+    pub(crate) pinned: Vec<(&'static str, &'static str)>,
     /// The encoded schema: the route's fields plus the coordinate columns it lacks.
     pub(crate) schema: SchemaRef,
     pub(crate) ledger: Arc<LedgerReader>,
@@ -245,6 +248,9 @@ impl ClickHouseSink {
         for (k, v) in &self.settings {
             insert = insert.with_setting(k, v);
         }
+        for (k, v) in &self.pinned {
+            insert = insert.with_setting(*k, *v);
+        }
         if let Some(token) = token {
             insert = insert.with_setting("insert_deduplication_token", token);
         }
@@ -270,6 +276,7 @@ impl ClickHouseSink {
             .ledger
             .entry_statement(&self.client, &admission.entries, entries)
             .with_setting("query_id", query_id);
+        let statement = pin(statement, &self.pinned);
         let recorded = run_within(statement, QUERY_TIMEOUT).await;
         self.answered(&recorded);
         recorded
