@@ -6,6 +6,8 @@
 //! (every version from 18.16 on reads them). Identifiers cannot be bound as values; they
 //! are quoted with [`quote_ident`](crate::types::quote_ident).
 
+use std::time::Duration;
+
 use clickhouse::query::Query;
 use clickhouse::sql::Bind;
 use ingest_sink_api::SinkError;
@@ -53,12 +55,63 @@ pub async fn query_json(
 pub(crate) async fn fetch_json(
     query: Query,
 ) -> Result<Vec<serde_json::Value>, clickhouse::error::Error> {
-    let bytes = query.fetch_bytes("JSONEachRow")?.collect().await?;
-    Ok(bytes
-        .split(|b| *b == b'\n')
-        .filter(|line| !line.is_empty())
-        .filter_map(|line| serde_json::from_slice(line).ok())
-        .collect())
+    fetch_json_within(query, QUERY_TIMEOUT).await
+}
+
+/// How long a query or statement of the sink may take: each reads or writes a few
+/// rows (the ledger, recent parts, the gate registry, system tables) or is DDL, and
+/// answers in milliseconds; no answer within a minute means the server or the path to
+/// it is stuck (a server that stops answering without refusing would otherwise hang the
+/// write forever).
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// As [`fetch_json`], given up after `deadline` with [`Error::TimedOut`](clickhouse::error::Error::TimedOut).
+pub(crate) async fn fetch_json_within(
+    query: Query,
+    deadline: Duration,
+) -> Result<Vec<serde_json::Value>, clickhouse::error::Error> {
+    let reply = async { query.fetch_bytes("JSONEachRow")?.collect().await };
+    let bytes = tokio::time::timeout(deadline, reply)
+        .await
+        .map_err(|_| clickhouse::error::Error::TimedOut)??;
+    json_rows(&bytes)
+}
+
+/// Runs a statement, given up after `deadline` with [`Error::TimedOut`](clickhouse::error::Error::TimedOut):
+/// a statement that writes may then still take effect.
+pub(crate) async fn run_within(
+    statement: Query,
+    deadline: Duration,
+) -> Result<(), clickhouse::error::Error> {
+    tokio::time::timeout(deadline, statement.execute())
+        .await
+        .map_err(|_| clickhouse::error::Error::TimedOut)?
+}
+
+/// The rows of a `JSONEachRow` reply. A line that is not JSON is an error, never
+/// skipped: 18.16 sends an exception raised after the first blocks went out (a memory
+/// limit, a timeout, a failing function) as the reply's last line, with status 200, so
+/// skipping it would read a short result as a whole one. The error is the server's
+/// (`Code: N, e.displayText() = ...`, classified by its code) when the line is one.
+fn json_rows(reply: &[u8]) -> Result<Vec<serde_json::Value>, clickhouse::error::Error> {
+    let mut rows = Vec::new();
+    for line in reply.split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
+        match serde_json::from_slice(line) {
+            Ok(row) => rows.push(row),
+            Err(e) => {
+                let text = String::from_utf8_lossy(line);
+                let text = text.trim();
+                let message = if text.starts_with("Code: ") && server_error_code(text).is_some() {
+                    format!("{text} (after {} rows of the reply)", rows.len())
+                } else {
+                    let shown: String = text.chars().take(200).collect();
+                    format!("a line of the reply is not JSON ({e}): {shown}")
+                };
+                return Err(clickhouse::error::Error::BadResponse(message));
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// Runs a query for `sink`; a failure names the query and says whether to retry.
@@ -67,21 +120,33 @@ pub(crate) async fn select(sink: &str, query: Query) -> Result<Vec<serde_json::V
     fetch_json(query).await.map_err(|e| failed(sink, &sql, &e))
 }
 
-/// Runs a statement for `sink`; a failure names it and says whether to retry.
+/// Runs a statement for `sink` (within [`QUERY_TIMEOUT`]); a failure names it and
+/// says whether to retry.
 pub(crate) async fn execute(sink: &str, statement: Query) -> Result<(), SinkError> {
+    execute_within(sink, statement, QUERY_TIMEOUT).await
+}
+
+/// As [`execute`], within `deadline`.
+pub(crate) async fn execute_within(
+    sink: &str,
+    statement: Query,
+    deadline: Duration,
+) -> Result<(), SinkError> {
     let sql = statement.sql_display().to_string();
-    statement
-        .execute()
+    run_within(statement, deadline)
         .await
         .map_err(|e| failed(sink, &sql, &e))
 }
 
 fn failed(sink: &str, sql: &str, error: &clickhouse::error::Error) -> SinkError {
-    SinkError::new(
-        sink,
-        format!("`{sql}` failed: {error}"),
-        is_retryable(error),
-    )
+    let message = match error {
+        // Retryable; a statement that writes (a registry row) may still take effect.
+        clickhouse::error::Error::TimedOut => {
+            format!("`{sql}` got no answer in time (its outcome is unknown)")
+        }
+        _ => format!("`{sql}` failed: {error}"),
+    };
+    SinkError::new(sink, message, is_retryable(error))
 }
 
 /// `?, ?, ?`: one placeholder per value of an `IN (...)` list (see [`bind_all`]).
@@ -105,6 +170,65 @@ pub(crate) fn bind_all<T: Bind>(query: Query, values: impl IntoIterator<Item = T
     values
         .into_iter()
         .fold(query, |query, value| query.bind(value))
+}
+
+/// Settings that pin what the server's acknowledgement of an insert means: the rows
+/// are in the table (or the entries in the ledger, or the registration in the gate
+/// registry, visible to the next read). A server or user profile may change each of
+/// them, and the ledger would then claim rows the table does not hold:
+/// - `async_insert=1` queues the insert; with `wait_for_async_insert=0` the server
+///   answers before the rows are written (and a registration is not yet visible);
+/// - `materialized_views_ignore_errors=1` acknowledges an insert whose push through a
+///   view failed: every row reaches the table through the gate's view;
+/// - `ignore_materialized_views_with_dropped_target_table=1` skips a view whose
+///   target is gone instead of failing;
+/// - `input_format_allow_errors_*` skip rows that do not parse (ledger entries and
+///   registrations are sent as VALUES) and acknowledge the rest.
+///
+/// `insert_deduplicate` and `deduplicate_blocks_in_dependent_materialized_views` only
+/// act on replicated tables, which the sink refuses.
+const PINNED_SETTINGS: [(&str, &str); 6] = [
+    ("async_insert", "0"),
+    ("wait_for_async_insert", "1"),
+    ("materialized_views_ignore_errors", "0"),
+    ("ignore_materialized_views_with_dropped_target_table", "0"),
+    ("input_format_allow_errors_num", "0"),
+    ("input_format_allow_errors_ratio", "0"),
+];
+
+/// The settings pinning acknowledgements (see [`PINNED_SETTINGS`]) that a server
+/// knowing the settings `known` accepts: 18.16 refuses a setting it does not know.
+pub(crate) fn pinned_settings(
+    known: &std::collections::BTreeSet<String>,
+) -> Vec<(&'static str, &'static str)> {
+    PINNED_SETTINGS
+        .into_iter()
+        .filter(|(name, _)| known.contains(*name))
+        .collect()
+}
+
+/// The settings pinning acknowledgements that this server knows.
+pub async fn server_pinned_settings(
+    client: &clickhouse::Client,
+) -> Result<Vec<(&'static str, &'static str)>, clickhouse::error::Error> {
+    let names = PINNED_SETTINGS.map(|(name, _)| name);
+    let query = client.query(&format!(
+        "SELECT name FROM system.settings WHERE name IN ({})",
+        placeholders(names.len())
+    ));
+    let known = fetch_json(bind_all(query, names))
+        .await?
+        .iter()
+        .filter_map(|row| row["name"].as_str().map(str::to_string))
+        .collect();
+    Ok(pinned_settings(&known))
+}
+
+/// `statement` with the `pinned` settings (see [`PINNED_SETTINGS`]).
+pub(crate) fn pin(statement: Query, pinned: &[(&'static str, &'static str)]) -> Query {
+    pinned.iter().fold(statement, |statement, (name, value)| {
+        statement.with_setting(*name, *value)
+    })
 }
 
 /// Asks the server its version.
@@ -158,6 +282,18 @@ pub fn is_retryable(error: &clickhouse::error::Error) -> bool {
     }
 }
 
+/// Whether the outcome of a request that writes is known: the server acknowledged it,
+/// or refused it with an exception of its own (`Code: N` in the reply). Anything else
+/// (a cut connection, a timeout, a proxy's `502 Bad Gateway`) may have reached the
+/// server, or may still reach it later.
+pub(crate) fn outcome_known<T>(result: &Result<T, clickhouse::error::Error>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(clickhouse::error::Error::BadResponse(text)) => server_error_code(text).is_some(),
+        Err(_) => false,
+    }
+}
+
 /// Extracts N from `Code: N. DB::Exception: ...`.
 pub fn server_error_code(text: &str) -> Option<u32> {
     let rest = &text[text.find("Code: ")? + 6..];
@@ -184,10 +320,104 @@ mod tests {
              The limit is controlled by 'max_partitions_per_insert_block' setting. (TOO_MANY_PARTS)"
         )));
         assert!(is_retryable(&bad("502 Bad Gateway")));
+        // A proxy's answer says nothing about the insert behind it; the server's does.
+        assert!(!outcome_known::<()>(&Err(bad("502 Bad Gateway"))));
+        assert!(!outcome_known::<()>(&Err(Error::TimedOut)));
+        assert!(outcome_known::<()>(&Err(bad(
+            "Code: 252. DB::Exception: Too many parts"
+        ))));
         assert_eq!(
             server_error_code("Code: 53, e.displayText() = DB::Exception"),
             Some(53)
         );
+    }
+
+    /// 18.16 sends an exception raised after the first blocks of a reply went out as
+    /// the reply's last line, with status 200 (issue 16, item 10).
+    #[test]
+    fn an_exception_at_the_end_of_a_reply_is_an_error() {
+        let reply = b"{\"n\":\"1\"}\n{\"n\":\"2\"}\nCode: 241, e.displayText() = DB::Exception: \
+            Memory limit (for query) exceeded, e.what() = DB::Exception\n";
+        let error = json_rows(reply).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("Memory limit (for query) exceeded"), "{text}");
+        let clickhouse::error::Error::BadResponse(message) = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(server_error_code(message), Some(241), "{message}");
+        assert!(is_retryable(&error));
+        // Any line that is not JSON (a cut or garbled reply) is an error too.
+        assert!(json_rows(b"{\"n\":1}\n{\"n\":").is_err());
+        assert!(json_rows(b"<html>502</html>\n").is_err());
+        assert_eq!(json_rows(b"{\"n\":1}\n\n{\"n\":2}\n").unwrap().len(), 2);
+    }
+
+    /// A STAND-IN for a server that stops answering without refusing (hung, or paused
+    /// by SIGSTOP): it accepts connections and never answers. Stopping the stack's real
+    /// server would stop every other test using it.
+    async fn silent_server() -> clickhouse::Client {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+            }
+        });
+        clickhouse::Client::default().with_url(url)
+    }
+
+    /// Issue 16, item 2: queries and statements had no deadline.
+    #[tokio::test]
+    async fn queries_and_statements_to_a_silent_server_time_out() {
+        use clickhouse::error::Error;
+        let client = silent_server().await;
+        let deadline = Duration::from_millis(300);
+        let guard = deadline + Duration::from_secs(3);
+        let query = fetch_json_within(client.query("SELECT 1"), deadline);
+        let answer = tokio::time::timeout(guard, query).await;
+        assert!(
+            matches!(answer, Ok(Err(Error::TimedOut))),
+            "no deadline on a query: {answer:?}"
+        );
+        let statement = run_within(client.query("DROP TABLE IF EXISTS t"), deadline);
+        let answer = tokio::time::timeout(guard, statement).await;
+        assert!(
+            matches!(answer, Ok(Err(Error::TimedOut))),
+            "no deadline on a statement: {answer:?}"
+        );
+    }
+
+    #[test]
+    fn acknowledgements_are_pinned_with_the_settings_the_server_knows() {
+        let known = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        // 18.16: neither async inserts nor the view settings exist.
+        let old = pinned_settings(&known(&[
+            "input_format_allow_errors_num",
+            "input_format_allow_errors_ratio",
+            "insert_deduplicate",
+        ]));
+        assert_eq!(
+            old,
+            [
+                ("input_format_allow_errors_num", "0"),
+                ("input_format_allow_errors_ratio", "0")
+            ]
+        );
+        // A current server knows them all.
+        let all: Vec<&str> = PINNED_SETTINGS.iter().map(|(n, _)| *n).collect();
+        let current = pinned_settings(&known(&all));
+        for pinned in [
+            ("async_insert", "0"),
+            ("wait_for_async_insert", "1"),
+            ("materialized_views_ignore_errors", "0"),
+        ] {
+            assert!(current.contains(&pinned), "{pinned:?} not in {current:?}");
+        }
+        let sql = pin(clickhouse::Client::default().query("SELECT 1"), &current)
+            .sql_display()
+            .to_string();
+        assert_eq!(sql, "SELECT 1", "settings go in the URL, not the statement");
     }
 
     #[test]

@@ -29,18 +29,27 @@
 //! each other on every batch.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use clickhouse::query::Query;
 use ingest_sink_api::SinkError;
 
 use crate::client::{
-    bind_all, bound_qualified, execute, json_number, placeholders, select, server_error_code,
+    bind_all, bound_qualified, execute, execute_within, json_number, pin, placeholders, select,
+    server_error_code,
 };
 use crate::ledger::Ledger;
 use crate::types::{ServerCaps, quote_ident};
 
 /// A Kafka partition: (topic, partition).
 pub type Partition = (String, i32);
+
+/// How long dropping a gate may take. The DROP waits for the inserts running through
+/// the gate: ours end within the insert's own timeouts (3 minutes), but one whose writer
+/// stopped in the middle of its body is held open until the server's `receive_timeout`
+/// (300 s by default; 18.16 ignores it as a URL setting). A shorter deadline would only
+/// fail the write, and its retry wait for the same insert again.
+const GATE_DROP_TIMEOUT: Duration = Duration::from_secs(330);
 
 /// The gate this writer inserts through.
 #[derive(Debug, Clone)]
@@ -56,6 +65,8 @@ struct Gate {
 /// What a write may do: the table to insert into and the partitions it must not write.
 #[derive(Debug)]
 pub struct Admission {
+    /// The gate's token (empty when no partition is admitted).
+    pub token: String,
     /// The gate table's name (in the sink's database).
     pub table: String,
     /// The gate's table for ledger entries.
@@ -71,12 +82,19 @@ pub struct Gates {
     database: String,
     table: String,
     drop_sync: bool,
+    /// Settings pinning what an acknowledged registration means (see
+    /// [`crate::client::pin`]): visible to the next read of the registry.
+    pinned: Vec<(&'static str, &'static str)>,
     current: Option<Gate>,
     /// This writer's gate that another writer dropped, until the next admission looks
     /// at who took which partitions.
     closed: Option<Gate>,
     /// Partitions taken by a later gate, with the consumer generation they were lost in.
     lost: BTreeMap<Partition, u64>,
+    /// Tokens this writer registered whose registrations may still be in the registry:
+    /// never "later" than its own gate, whatever their order (a registration whose
+    /// INSERT got no answer in time may land after the retry's).
+    own: BTreeSet<String>,
 }
 
 impl Gates {
@@ -86,6 +104,7 @@ impl Gates {
         database: &str,
         table: &str,
         caps: ServerCaps,
+        pinned: Vec<(&'static str, &'static str)>,
     ) -> Self {
         Self {
             sink: sink.into(),
@@ -95,9 +114,11 @@ impl Gates {
             // Atomic databases (default since 20.10) drop tables in the background
             // unless told SYNC, which waits for the queries using them.
             drop_sync: caps.version >= (20, 10),
+            pinned,
             current: None,
             closed: None,
             lost: BTreeMap::new(),
+            own: BTreeSet::new(),
         }
     }
 
@@ -179,16 +200,32 @@ impl Gates {
                     .cloned(),
             )
             .collect();
-        let table = match &self.current {
-            Some(g) => self.gate_name(&g.token),
-            None => String::new(),
+        let (token, table) = match &self.current {
+            Some(g) => (g.token.clone(), self.gate_name(&g.token)),
+            None => (String::new(), String::new()),
         };
         let entries = format!("{table}_pos");
         Ok(Admission {
+            token,
             table,
             entries,
             refused,
         })
+    }
+
+    /// Makes every insert sent through this writer's gate `token` unable to land from
+    /// now on: drops the gate, which waits for the inserts running through it, and any
+    /// insert arriving later (one a proxy still holds, say) fails with UNKNOWN_TABLE.
+    /// The next admission opens a new gate. For an insert whose outcome is unknown.
+    pub async fn retire(&mut self, token: &str) -> Result<(), SinkError> {
+        self.drop_gate(token).await?;
+        if self.current.as_ref().is_some_and(|g| g.token == token) {
+            let gate = self.gate_name(token);
+            tracing::info!(sink = %self.sink, %gate,
+                "insert gate retired after an insert with unknown outcome");
+            self.current = None;
+        }
+        Ok(())
     }
 
     /// True when `error` says this writer's gate is gone: another writer took (some of)
@@ -220,7 +257,7 @@ impl Gates {
             .registered(&closed.admitted, &closed.token)
             .await?
             .into_iter()
-            .filter(|(order, _)| *order > mine)
+            .filter(|(order, _)| *order > mine && !self.own.contains(&order.1))
             .map(|(_, p)| p)
             .collect();
         if !taken.is_empty() {
@@ -244,13 +281,14 @@ impl Gates {
         loop {
             let sequence = self.highest_sequence().await? + 1;
             let token = uuid::Uuid::new_v4().simple().to_string();
+            self.own.insert(token.clone());
             self.register(sequence, &token, &wanted).await?;
             self.create_gate(&token).await?;
             let mine = (sequence, token.clone());
             let mut later = BTreeSet::new();
             let mut earlier = BTreeSet::new();
             for (order, partition) in self.registered(&wanted, &token).await? {
-                if order > mine {
+                if order > mine && !self.own.contains(&order.1) {
                     later.insert(partition);
                 } else {
                     earlier.insert(order.1);
@@ -280,6 +318,7 @@ impl Gates {
                 self.drop_gate(other).await?;
             }
             self.forget(&earlier).await?;
+            self.own.retain(|t| !earlier.contains(t));
             tracing::info!(sink = %self.sink, gate = %self.gate_name(&token), sequence,
                 partitions = wanted.len(), dropped = earlier.len(), "insert gate opened");
             self.current = Some(Gate {
@@ -351,7 +390,7 @@ impl Gates {
         for (topic, partition) in partitions {
             statement = statement.bind(token).bind(topic).bind(partition);
         }
-        self.run(statement).await
+        self.run(pin(statement, &self.pinned)).await
     }
 
     /// Other gates registered for any of `partitions`: ((sequence, token), partition).
@@ -420,11 +459,11 @@ impl Gates {
             format!("{gate}_pos_ledger"),
             format!("{gate}_ledger"),
         ] {
-            self.run_sql(format!(
+            let statement = self.client.query_raw(&format!(
                 "DROP TABLE IF EXISTS {}{sync}",
                 self.qualified(&name)
-            ))
-            .await?;
+            ));
+            execute_within(&self.sink, statement, GATE_DROP_TIMEOUT).await?;
         }
         Ok(())
     }

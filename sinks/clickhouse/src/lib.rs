@@ -29,7 +29,10 @@ mod setup;
 mod types;
 mod write;
 
-pub use client::{client, is_retryable, query_json, server_caps, server_error_code, try_client};
+pub use client::{
+    client, is_retryable, query_json, server_caps, server_error_code, server_pinned_settings,
+    try_client,
+};
 pub use config::{BodyCompression, ClickHouseConnection, ClickHouseTable};
 pub use connect::ClickHouseTls;
 pub use dry_run::offline_payload;

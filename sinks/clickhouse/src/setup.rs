@@ -9,7 +9,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use ingest_sink_api::{OffsetMap, SinkError};
 
-use crate::client::{execute, fetch_json, is_retryable, json_number, server_caps, try_client};
+use crate::client::{
+    execute, fetch_json, is_retryable, json_number, server_caps, server_pinned_settings, try_client,
+};
 use crate::columns::{TableColumn, match_columns, table_columns};
 use crate::config::{ClickHouseConnection, ClickHouseTable};
 use crate::connect;
@@ -59,6 +61,8 @@ struct Setup<'a> {
     name: String,
     client: clickhouse::Client,
     caps: ServerCaps,
+    /// The settings pinning what an acknowledged insert means, as this server knows them.
+    pinned: Vec<(&'static str, &'static str)>,
     conn: &'a ClickHouseConnection,
     table: &'a ClickHouseTable,
 }
@@ -83,11 +87,19 @@ impl<'a> Setup<'a> {
             );
             SinkError::new(&name, message, retryable)
         })?;
-        tracing::info!(sink = %name, %version, "connected to ClickHouse");
+        let pinned = server_pinned_settings(&client).await.map_err(|e| {
+            SinkError::new(
+                &name,
+                format!("cannot read system.settings: {e}"),
+                is_retryable(&e),
+            )
+        })?;
+        tracing::info!(sink = %name, %version, ?pinned, "connected to ClickHouse");
         Ok(Self {
             name,
             client,
             caps,
+            pinned,
             conn,
             table,
         })
@@ -101,6 +113,7 @@ impl<'a> Setup<'a> {
             &self.conn.database,
             &self.table.table,
             self.caps,
+            self.pinned.clone(),
         )
     }
 
@@ -272,11 +285,12 @@ impl<'a> Setup<'a> {
             columns,
             settings: self.conn.settings.clone(),
             caps: self.caps,
+            pinned: self.pinned,
             schema,
             ledger,
             fence: None,
             gates,
-            interrupted_insert: None,
+            in_flight: None,
         }
     }
 

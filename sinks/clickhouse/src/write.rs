@@ -1,7 +1,13 @@
 //! Writing a batch: check ownership, pass this writer's insert gate, drop the rows the
 //! table holds already, insert the rest as Native blocks, then record the ledger entry.
-//! An insert whose outcome is unknown (timed out, connection cut) is waited out before
-//! the next write reads the table's positions.
+//!
+//! An insert (rows or ledger entries) is marked as possibly in flight before its request
+//! is sent, and the mark is cleared only once its outcome is known: acknowledged, or a
+//! ClickHouse exception in the reply. Anything else (a cut connection, a timeout, a
+//! proxy's 502, a write future dropped by the caller's deadline) leaves the insert free
+//! to land later, so the next write first retires the gate it went through (see
+//! [`Gates::retire`]), waits until the server no longer runs its query id, and only
+//! then reads the table's positions.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,9 +18,11 @@ use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use ingest_sink_api::{Coordinates, Fence, Sink, SinkBatch, SinkError, WriteOutcome, retry};
 
-use crate::client::{fetch_json, is_retryable, json_number};
+use crate::client::{
+    QUERY_TIMEOUT, fetch_json, is_retryable, json_number, outcome_known, pin, run_within,
+};
 use crate::coordinate_columns::fill_coordinates;
-use crate::gate::{Gates, Partition};
+use crate::gate::{Admission, Gates, Partition};
 use crate::ledger::{EntryToRecord, HeldRows, LedgerReader};
 use crate::native::{NativeColumn, encode_block};
 use crate::ranges::ColumnRanges;
@@ -38,6 +46,9 @@ pub struct ClickHouseSink {
     pub(crate) columns: Vec<NativeColumn>,
     pub(crate) settings: BTreeMap<String, String>,
     pub(crate) caps: ServerCaps,
+    /// Settings pinning what an acknowledged insert means, sent with every insert
+    /// after the configured `settings` (see [`crate::client::pin`]).
+    pub(crate) pinned: Vec<(&'static str, &'static str)>,
     /// The encoded schema: the route's fields plus the coordinate columns it lacks.
     pub(crate) schema: SchemaRef,
     pub(crate) ledger: Arc<LedgerReader>,
@@ -45,9 +56,16 @@ pub struct ClickHouseSink {
     /// Inserts go through this writer's gate, which the server serializes against
     /// other writers of the same partitions (see [`crate::gate`]).
     pub(crate) gates: Gates,
-    /// The query id of an insert whose outcome is unknown (timed out, connection cut):
-    /// the server may still be running it, so positions are read only once it is gone.
-    pub(crate) interrupted_insert: Option<String>,
+    /// An insert sent whose outcome is not known (yet): set before its request is sent,
+    /// cleared once acknowledged or refused by the server. Until then it may still land.
+    pub(crate) in_flight: Option<InFlight>,
+}
+
+/// An insert that may still land: its query id and the gate it was sent through.
+#[derive(Debug, Clone)]
+pub(crate) struct InFlight {
+    query_id: String,
+    gate: String,
 }
 
 impl ClickHouseSink {
@@ -117,14 +135,37 @@ impl ClickHouseSink {
         }
     }
 
-    /// A previous attempt may still be committing on the server: reading positions
-    /// before it ends would miss its rows and write them again.
-    async fn wait_out_interrupted_insert(&mut self) -> Result<(), SinkError> {
-        if let Some(query_id) = self.interrupted_insert.clone() {
-            self.wait_for_query(&query_id).await?;
-            self.interrupted_insert = None;
+    /// A previous attempt's insert may still land (a proxy holding it, say) or be
+    /// committing on the server: reading positions before it can no longer land would
+    /// miss its rows and write them again. Its gate is retired first (an insert running
+    /// through it is waited for, a later one fails), then its query id is waited out.
+    async fn settle_in_flight(&mut self) -> Result<(), SinkError> {
+        if let Some(in_flight) = self.in_flight.clone() {
+            tracing::warn!(sink = %self.name, query_id = %in_flight.query_id,
+                "an earlier insert's outcome is unknown: retiring its gate before reading positions");
+            self.gates.retire(&in_flight.gate).await?;
+            self.wait_for_query(&in_flight.query_id).await?;
+            self.in_flight = None;
         }
         Ok(())
+    }
+
+    /// Marks an insert through gate `gate` as possibly in flight, before its request is
+    /// sent; returns its query id.
+    fn sending(&mut self, gate: &str) -> String {
+        let query_id = uuid::Uuid::new_v4().to_string();
+        self.in_flight = Some(InFlight {
+            query_id: query_id.clone(),
+            gate: gate.to_string(),
+        });
+        query_id
+    }
+
+    /// Clears the mark when `result` says what became of the insert.
+    fn answered<T>(&mut self, result: &Result<T, clickhouse::error::Error>) {
+        if outcome_known(result) {
+            self.in_flight = None;
+        }
     }
 
     /// The batch without the partitions this instance gave up since the batch started
@@ -168,22 +209,20 @@ impl ClickHouseSink {
         fresh
     }
 
-    /// Inserts the encoded `rows` through the gate table `gate`. An insert sent but not
-    /// answered (the server may be inserting it still) is remembered as interrupted.
+    /// Inserts the encoded `rows` through the gate `admission`. The insert stays marked
+    /// as in flight unless the server acknowledged or refused it.
     async fn send(
         &mut self,
         rows: &SinkBatch,
         body: Vec<u8>,
-        gate: &str,
+        admission: &Admission,
     ) -> Result<(), clickhouse::error::Error> {
         let token = self.caps.dedup_token().then(|| dedup_token(rows));
-        let query_id = uuid::Uuid::new_v4().to_string();
-        let inserted = self.insert(gate, Bytes::from(body), token, &query_id).await;
-        if let Err(clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut) =
-            &inserted
-        {
-            self.interrupted_insert = Some(query_id);
-        }
+        let query_id = self.sending(&admission.token);
+        let inserted = self
+            .insert(&admission.table, Bytes::from(body), token, &query_id)
+            .await;
+        self.answered(&inserted);
         inserted
     }
 
@@ -209,6 +248,9 @@ impl ClickHouseSink {
         for (k, v) in &self.settings {
             insert = insert.with_setting(k, v);
         }
+        for (k, v) in &self.pinned {
+            insert = insert.with_setting(*k, *v);
+        }
         if let Some(token) = token {
             insert = insert.with_setting("insert_deduplication_token", token);
         }
@@ -217,20 +259,27 @@ impl ClickHouseSink {
         insert.end().await
     }
 
-    /// Records ledger entries through the gate's entry table.
+    /// Records ledger entries through the gate's entry table; marked as in flight like
+    /// the rows (an entry landing late could move a partition's entry time past rows
+    /// recovery must still find).
     async fn record(
-        &self,
-        gate: &str,
+        &mut self,
+        admission: &Admission,
         entries: &[EntryToRecord],
     ) -> Result<(), clickhouse::error::Error> {
         if entries.is_empty() {
             return Ok(());
         }
+        let query_id = self.sending(&admission.token);
         let statement = self
             .ledger
             .ledger
-            .entry_statement(&self.client, gate, entries);
-        statement.execute().await
+            .entry_statement(&self.client, &admission.entries, entries)
+            .with_setting("query_id", query_id);
+        let statement = pin(statement, &self.pinned);
+        let recorded = run_within(statement, QUERY_TIMEOUT).await;
+        self.answered(&recorded);
+        recorded
     }
 }
 
@@ -265,7 +314,7 @@ impl Sink for ClickHouseSink {
         if batch.num_rows() == 0 {
             return Ok(outcome);
         }
-        self.wait_out_interrupted_insert().await?;
+        self.settle_in_flight().await?;
         let generation = self.fence.as_ref().map_or(0, |fence| fence.generation());
         let mut todo = self.still_owned(batch, &mut outcome).await?;
         // Another writer closing our gate means it took some of these partitions; the
@@ -287,7 +336,7 @@ impl Sink for ClickHouseSink {
                 Ok(())
             } else {
                 let body = self.encode(&fresh)?;
-                self.send(&fresh, body, &admission.table).await
+                self.send(&fresh, body, &admission).await
             };
             if let Err(e) = inserted {
                 if self.gates.closed_by(&e) {
@@ -303,7 +352,7 @@ impl Sink for ClickHouseSink {
             }
             // Only now that the server acknowledged every row may the ledger say so.
             let entries = held.entries_after(&todo.positions);
-            return match self.record(&admission.entries, &entries).await {
+            return match self.record(&admission, &entries).await {
                 Ok(()) => Ok(outcome),
                 // The rows are in; whoever took the gate finds them past the ledger.
                 Err(e) if self.gates.closed_by(&e) => Ok(outcome),
