@@ -202,6 +202,46 @@ async fn summary_positions_of_older_versions_are_carried_over() {
     );
 }
 
+/// An older version's full-map summary lies below newer summaries holding only what
+/// their commit wrote, a compaction snapshot without the key in between, and an older
+/// instance (rolling upgrade) commits a summary but no properties: per partition, the
+/// higher of properties and newest summary is still exact, also after expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_full_summary_below_partial_ones_keeps_every_position() {
+    let f = Fixture::new("full-below-partial").await;
+    f.sink().await.unwrap(); // creates the table
+    let key = positions_key("group");
+    let expect = |table: &Table, want: [i64; 3]| {
+        let positions = recorded_positions(table, &key).unwrap();
+        let got: Vec<_> = (0..3).map(|p| positions.get("events", p)).collect();
+        assert_eq!(got, want.map(Some), "partitions 0, 1, 2");
+    };
+    // An older version: all positions in the summary, none in the properties.
+    f.foreign_snapshot(&[(
+        key.as_str(),
+        r#"{"events": {"0": 100, "1": 500, "2": 300}}"#,
+    )])
+    .await;
+    let mut sink = f.sink().await.unwrap();
+    sink.write(&batch(&f.schema, 0, 1)).await.unwrap(); // offsets 100..200
+    f.foreign_snapshot(&[("engine", "compaction")]).await;
+    expect(&f.load().await, [200, 500, 300]);
+    // An older instance still running: it read the newest summary with the key and
+    // wrote partition 1 up to 600, in the summary only.
+    f.foreign_snapshot(&[(key.as_str(), r#"{"events": {"0": 200, "1": 600}}"#)])
+        .await;
+    expect(&f.load().await, [200, 600, 300]);
+    sink.write(&batch(&f.schema, 2, 3)).await.unwrap(); // offsets 300..400
+    sink.write(&batch(&f.schema, 1, 5)).await.unwrap(); // 500..600: a replay
+    sink.write(&batch(&f.schema, 0, 1)).await.unwrap(); // a replay
+    let table = f.load().await;
+    expect(&table, [200, 600, 400]);
+    let summary = table.metadata().current_snapshot().unwrap().summary();
+    assert_eq!(summary.additional_properties["total-records"], "200");
+    let table = f.expire_all_but_current().await;
+    expect(&table, [200, 600, 400]);
+}
+
 /// Another writer changing table properties while the sink commits: the catalog applies
 /// each commit's property changes key by key, so both its properties and every position
 /// are kept (the sink's compare-and-swap is on the snapshot, which properties do not move).
