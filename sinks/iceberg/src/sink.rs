@@ -166,6 +166,7 @@ impl Sink for IcebergSink {
                 &self.positions_key,
                 files,
                 &positions,
+                &batch.positions,
             )
             .await;
             match outcome {

@@ -1,6 +1,6 @@
 //! Two sinks (as two service instances would) append to one Iceberg table at the same
 //! time through a real SQLite catalog on the local filesystem. Every file must land
-//! once, and the snapshot summary must end with both writers' Kafka positions: a
+//! once, and the table's positions must end with both writers' Kafka positions: a
 //! writer that lost a commit race rebuilds its positions on the winner's snapshot
 //! instead of overwriting them.
 
