@@ -6,13 +6,13 @@ boto3/pyarrow for the objects themselves.
 Faults a real catalog cannot be told to make (a commit applied and then answered with
 500) stay with the fixture in tests/fixtures/rest_catalog.py (test_chaos.py).
 """
-import json
 
 import pyarrow.fs
 import pyarrow.parquet as pq
 
 import lake
 from conftest import ROOT, checksum_of, create_topic, ingest_produce, unique, wait_until
+from support.iceberg import iceberg_offsets
 
 EVENTS = ROOT / "schemas/examples/events.yaml"
 COUNT = 20000
@@ -42,9 +42,9 @@ def test_rest_catalog_on_s3(setup):
     assert len(ids) == COUNT and checksum_of(ids) == checksum_of(range(COUNT))
     assert [f.transform.__class__.__name__ for f in table.spec().fields] == ["DayTransform"]
 
-    # The Kafka positions committed with the data, as the catalog serves them.
-    summary = table.current_snapshot().summary.additional_properties
-    offsets = json.loads(summary[f"ingest.kafka-offsets.{setup.group}"])
+    # The Kafka positions committed with the data, as the catalog serves them (a summary
+    # holds only the partitions of its commit: read as the service reads them).
+    offsets = iceberg_offsets(table, setup.group)
     assert set(offsets) == {topic} and set(offsets[topic]) == {"0", "1", "2"}, offsets
     assert sum(offsets[topic].values()) == COUNT, offsets
 

@@ -1,7 +1,8 @@
 //! One commit of the sink: its data files appended and the positions they bring the
-//! table to recorded (snapshot summary and table properties, see `positions`), in one
-//! catalog commit that is a compare-and-swap on the table the sink last loaded (see
-//! `pinned`): a lost race comes back as a conflict error, never silently rebased.
+//! table to recorded (all of them in the table properties, those of the partitions it
+//! wrote in the snapshot summary, see `positions`), in one catalog commit that is a
+//! compare-and-swap on the table the sink last loaded (see `pinned`): a lost race comes
+//! back as a conflict error, never silently rebased.
 
 use std::collections::HashMap;
 
@@ -16,18 +17,18 @@ use ingest_sink_api::OffsetMap;
 
 /// Appends `files` to `table` and records `positions` under the group's `key`; returns
 /// the table as committed. The properties (which survive compaction and snapshot
-/// expiry) change only where a topic's recorded value differs.
+/// expiry) hold every position and change only where a topic's recorded value
+/// differs; the summary holds only the partitions in `written` (those of the batch),
+/// so it does not grow with the partitions of the table times its snapshots.
 pub async fn commit(
     catalog: &dyn Catalog,
     table: &Table,
     key: &str,
     files: Vec<DataFile>,
     positions: &OffsetMap,
+    written: &OffsetMap,
 ) -> iceberg::Result<Table> {
-    let summary = HashMap::from([(
-        key.to_string(),
-        serde_json::to_string(positions).expect("positions serialize"),
-    )]);
+    let summary = HashMap::from([(key.to_string(), summary_value(positions, written))]);
     let properties = property_updates(table, key, positions);
     let tx = Transaction::new(table);
     let tx = tx
@@ -44,4 +45,11 @@ pub async fn commit(
         .apply(tx)?;
     let pinned = PinnedCatalog::new(catalog, table.clone());
     tx.commit(&pinned).await
+}
+
+/// The summary's value: `positions` of the partitions in `written` only.
+fn summary_value(positions: &OffsetMap, written: &OffsetMap) -> String {
+    let mut these = positions.clone();
+    these.retain(|topic, partition| written.contains(topic, partition));
+    serde_json::to_string(&these).expect("positions serialize")
 }

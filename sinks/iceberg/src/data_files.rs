@@ -1,5 +1,6 @@
 //! Writing rows as zstd Parquet data files in the table's location, split by the table's
-//! partition spec. Nothing is visible in the table until `commit` adds the files.
+//! partition spec, and keeping them for the next commit attempt while they still hold
+//! what it must write. Nothing is visible in the table until `commit` adds the files.
 
 use arrow_array::RecordBatch;
 use iceberg::arrow::RecordBatchPartitionSplitter;
@@ -18,6 +19,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::config::IcebergTable;
+use ingest_sink_api::{Coordinates, SinkBatch};
 
 /// How one table's data files are written: partitioned as the table was when the sink
 /// opened, with the route's Parquet settings.
@@ -98,5 +100,42 @@ impl ParquetFiles {
                 writer.close().await
             }
         }
+    }
+}
+
+/// Data files written for some rows and not committed yet. A commit that lost a race
+/// leaves them unreferenced; when the reloaded table leaves the same rows to write (the
+/// other writer recorded none of them) and still has the schema and partition spec they
+/// were written for, the next attempt commits them instead of writing the rows again.
+pub struct WrittenFiles {
+    pub files: Vec<DataFile>,
+    /// The rows' coordinates (empty when unknown: then no row is ever skipped).
+    rows: Vec<Vec<Coordinates>>,
+    num_rows: usize,
+    schema_id: i32,
+    spec_id: i32,
+}
+
+impl WrittenFiles {
+    /// `files` holding the rows of `todo`, written for `table` as it is now.
+    pub fn new(files: Vec<DataFile>, table: &Table, todo: &SinkBatch) -> Self {
+        let metadata = table.metadata();
+        Self {
+            files,
+            rows: todo.coordinates.clone(),
+            num_rows: todo.num_rows(),
+            schema_id: metadata.current_schema_id(),
+            spec_id: metadata.default_partition_spec_id(),
+        }
+    }
+
+    /// Whether these files are what writing `todo` into `table` would give. `todo` is
+    /// always a subset of the same batch, so the same coordinates are the same rows.
+    pub fn hold(&self, table: &Table, todo: &SinkBatch) -> bool {
+        let metadata = table.metadata();
+        self.num_rows == todo.num_rows()
+            && self.schema_id == metadata.current_schema_id()
+            && self.spec_id == metadata.default_partition_spec_id()
+            && self.rows == todo.coordinates
     }
 }

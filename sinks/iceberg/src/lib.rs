@@ -6,9 +6,10 @@
 //! block), `catalog` (opening the catalog; `rest_auth` renews its tokens), `table`
 //! (finding or creating the table, with `schema` and `partition`), `sink` (open, and a
 //! write as its steps), `conform` (a batch cast to the table's schema; `values` finds
-//! the rows that would not fit first), `data_files` (the Parquet files), `commit` (files
-//! and positions in one compare-and-swap, `pinned`), `positions` (where they are kept)
-//! and `reader` (reading them back). `plugin` registers the sink with the service.
+//! the rows that would not fit first), `data_files` (the Parquet files, kept across a
+//! lost race), `commit` (files and positions in one compare-and-swap, `pinned`),
+//! `positions` (where they are kept) and `reader` (reading them back). `plugin`
+//! registers the sink with the service.
 
 mod catalog;
 mod commit;

@@ -6,12 +6,16 @@
 //!   other engines (their snapshots lack our key) and `expire_snapshots`. One key per
 //!   topic keeps each value small (a few bytes per partition);
 //! - the snapshot summary key `ingest.kafka-offsets.<group>` = `{topic: {partition: next}}`,
-//!   all the positions, which is what versions before the properties wrote and read.
+//!   the positions of the partitions that commit wrote only (all of them would grow the
+//!   metadata by partitions × snapshots). Versions before the properties wrote every
+//!   position there, and read only the newest summary.
 //!
-//! Reading takes, per partition, the higher of the two, so a table written by an older
-//! version (or by an older instance during a rolling upgrade) keeps its positions. A
-//! value that does not parse is an error, never "no position": starting from scratch
-//! would write every record again.
+//! Reading takes, per partition, the higher of the properties and the newest summary
+//! carrying the key: the properties hold every position this version wrote, the
+//! summary adds what a table written by an older version (or an older instance during a
+//! rolling upgrade) recorded only there. Nothing relies on one summary holding every
+//! partition. A value that does not parse is an error, never "no position": starting
+//! from scratch would write every record again.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -35,6 +39,9 @@ pub fn property_key(key: &str, topic: &str) -> String {
 /// The positions the table records for the group whose summary key is `key`: the table
 /// properties merged with the newest snapshot summary carrying the key (walking back
 /// from the current snapshot: maintenance snapshots written by other engines lack it).
+/// Older summaries are not read: the newest one shadows them (the documented repair of
+/// a recreated topic relies on that), and what they held is in the properties since
+/// the first commit of this version.
 pub fn recorded_positions(table: &Table, key: &str) -> Result<OffsetMap, String> {
     let mut positions = from_properties(table, key)?;
     if let Some(summary) = from_summaries(table, key)? {

@@ -15,7 +15,7 @@ use iceberg::table::Table;
 use crate::commit::commit;
 use crate::config::IcebergTable;
 use crate::conform::conform;
-use crate::data_files::ParquetFiles;
+use crate::data_files::{ParquetFiles, WrittenFiles};
 use crate::pinned::is_conflict;
 use crate::positions::{positions_key, recorded_positions};
 use crate::reader::TablePositionReader;
@@ -123,6 +123,27 @@ impl IcebergSink {
             .map_err(|e| self.error("writing data files", e))
     }
 
+    /// The data files for `todo`: those an attempt that lost its race wrote, when they
+    /// hold exactly these rows (nothing of them was recorded meanwhile), else new ones
+    /// (the earlier ones stay orphans, never referenced by a snapshot).
+    async fn files_for(
+        &self,
+        todo: &SinkBatch,
+        earlier: Option<WrittenFiles>,
+    ) -> Result<WrittenFiles, SinkError> {
+        match earlier {
+            Some(earlier) if earlier.hold(&self.table, todo) => Ok(earlier),
+            earlier => {
+                if let Some(orphans) = earlier {
+                    tracing::info!(sink = %self.name, files = orphans.files.len(),
+                        "the rows to write changed after a lost race; writing new files");
+                }
+                let files = self.write_files(todo).await?;
+                Ok(WrittenFiles::new(files, &self.table, todo))
+            }
+        }
+    }
+
     fn error(&self, context: &str, e: iceberg::Error) -> SinkError {
         // Storage and catalog I/O surface as Unexpected; conflicts are retryable too.
         let retryable = e.retryable()
@@ -143,13 +164,15 @@ impl Sink for IcebergSink {
     /// Each attempt starts from the table as it is now: rows whose positions the table
     /// already records (written before a crash, or by another instance) are skipped,
     /// the rest is written and committed as a compare-and-swap. A lost race waits a
-    /// jittered backoff and starts over.
+    /// jittered backoff and starts over, with the files already written if the rows to
+    /// write are still the same.
     async fn write(&mut self, batch: &SinkBatch) -> Result<WriteOutcome, SinkError> {
         if batch.num_rows() == 0 {
             return Ok(WriteOutcome::default());
         }
         let mut attempt = 0;
         let mut delays = retry::backoff(RACE_DELAY_FIRST, RACE_DELAY_MAX);
+        let mut written = None;
         loop {
             self.reload().await?;
             let recorded = self.recorded()?;
@@ -157,15 +180,16 @@ impl Sink for IcebergSink {
             if todo.num_rows() == 0 {
                 return Ok(WriteOutcome::default());
             }
-            let files = self.write_files(&todo).await?;
+            let files = self.files_for(&todo, written.take()).await?;
             let mut positions = recorded;
             positions.merge(&batch.positions);
             let outcome = commit(
                 &*self.catalog,
                 &self.table,
                 &self.positions_key,
-                files,
+                files.files.clone(),
                 &positions,
+                &batch.positions,
             )
             .await;
             match outcome {
@@ -174,6 +198,7 @@ impl Sink for IcebergSink {
                     return Ok(WriteOutcome::default());
                 }
                 Err(e) if is_conflict(&e) && attempt < MAX_COMMIT_ATTEMPTS => {
+                    written = Some(files);
                     attempt += 1;
                     let delay = delays.next().expect("the backoff never ends");
                     tracing::info!(sink = %self.name, attempt, ?delay,

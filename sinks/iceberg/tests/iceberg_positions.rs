@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_schema::Schema;
-use common::{ROWS, batch, catalog_config, events_table};
+use common::{ROWS, batch, catalog_config, events_table, one_row_per_partition};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, TableIdent};
@@ -175,6 +175,72 @@ async fn an_unreadable_property_stops_the_sink() {
     }
 }
 
+/// Bytes of the group's key in the summary of each snapshot, oldest first (0: no key).
+fn summary_bytes(table: &Table) -> Vec<usize> {
+    let key = positions_key("group");
+    let mut snapshots: Vec<_> = table.metadata().snapshots().collect();
+    snapshots.sort_by_key(|s| s.sequence_number());
+    snapshots
+        .iter()
+        .map(|s| {
+            s.summary()
+                .additional_properties
+                .get(&key)
+                .map_or(0, String::len)
+        })
+        .collect()
+}
+
+/// Bytes of the table's current metadata file (it holds every snapshot's summary).
+fn metadata_bytes(table: &Table) -> u64 {
+    let location = table.metadata_location().unwrap();
+    std::fs::metadata(location.trim_start_matches("file://"))
+        .unwrap()
+        .len()
+}
+
+/// Positions covering 1,000 partitions, then commits touching one partition each: a
+/// commit's summary holds the partitions it wrote, not all 1,000 (before, every summary
+/// held every partition, so the metadata grew by partitions × snapshots until expiry),
+/// while the positions read back still cover every partition exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_holds_only_the_partitions_its_commit_wrote() {
+    const PARTITIONS: i32 = 1_000;
+    const OFFSET: i64 = 123_456_789; // a realistic width for the offsets
+    let f = Fixture::new("summary-size").await;
+    let mut sink = f.sink().await.unwrap();
+    sink.write(&one_row_per_partition(&f.schema, 1..PARTITIONS + 1, OFFSET))
+        .await
+        .unwrap();
+    let mut metadata = vec![metadata_bytes(&f.load().await)];
+    for round in 0..5 {
+        sink.write(&batch(&f.schema, 0, round)).await.unwrap();
+        metadata.push(metadata_bytes(&f.load().await));
+    }
+    let table = f.load().await;
+    let sizes = summary_bytes(&table);
+    let growth: Vec<u64> = metadata.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("summary bytes per snapshot: {sizes:?}; metadata file growth per commit: {growth:?}");
+    assert!(
+        sizes[0] > 10_000,
+        "the first commit wrote 1,000 partitions: {sizes:?}"
+    );
+    assert!(
+        sizes[1..].iter().all(|&n| n < 64),
+        "a one-partition commit's summary holds that partition only: {sizes:?}"
+    );
+    let positions = recorded_positions(&table, &positions_key("group")).unwrap();
+    assert_eq!(positions.get("events", 0), Some(5 * ROWS));
+    for partition in 1..=PARTITIONS {
+        assert_eq!(positions.get("events", partition), Some(OFFSET + 1));
+    }
+    // A replay of the wide batch writes nothing: every partition's position was read.
+    sink.write(&one_row_per_partition(&f.schema, 1..PARTITIONS + 1, OFFSET))
+        .await
+        .unwrap();
+    assert_eq!(f.load().await.metadata().snapshots().count(), 6);
+}
+
 /// A table written by a version that kept positions only in snapshot summaries: they
 /// are read from there, and the first commit copies them into the properties, so a
 /// later expiry keeps them.
@@ -200,6 +266,94 @@ async fn summary_positions_of_older_versions_are_carried_over() {
             .get(&property_key(&key, "other")),
         Some(&r#"{"3":7}"#.to_string())
     );
+}
+
+/// An older version's full-map summary lies below newer summaries holding only what
+/// their commit wrote, a compaction snapshot without the key in between, and an older
+/// instance (rolling upgrade) commits a summary but no properties: per partition, the
+/// higher of properties and newest summary is still exact, also after expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_full_summary_below_partial_ones_keeps_every_position() {
+    let f = Fixture::new("full-below-partial").await;
+    f.sink().await.unwrap(); // creates the table
+    let key = positions_key("group");
+    let expect = |table: &Table, want: [i64; 3]| {
+        let positions = recorded_positions(table, &key).unwrap();
+        let got: Vec<_> = (0..3).map(|p| positions.get("events", p)).collect();
+        assert_eq!(got, want.map(Some), "partitions 0, 1, 2");
+    };
+    // An older version: all positions in the summary, none in the properties.
+    f.foreign_snapshot(&[(
+        key.as_str(),
+        r#"{"events": {"0": 100, "1": 500, "2": 300}}"#,
+    )])
+    .await;
+    let mut sink = f.sink().await.unwrap();
+    sink.write(&batch(&f.schema, 0, 1)).await.unwrap(); // offsets 100..200
+    f.foreign_snapshot(&[("engine", "compaction")]).await;
+    expect(&f.load().await, [200, 500, 300]);
+    // An older instance still running: it read the newest summary with the key and
+    // wrote partition 1 up to 600, in the summary only.
+    f.foreign_snapshot(&[(key.as_str(), r#"{"events": {"0": 200, "1": 600}}"#)])
+        .await;
+    expect(&f.load().await, [200, 600, 300]);
+    sink.write(&batch(&f.schema, 2, 3)).await.unwrap(); // offsets 300..400
+    sink.write(&batch(&f.schema, 1, 5)).await.unwrap(); // 500..600: a replay
+    sink.write(&batch(&f.schema, 0, 1)).await.unwrap(); // a replay
+    let table = f.load().await;
+    expect(&table, [200, 600, 400]);
+    let summary = table.metadata().current_snapshot().unwrap().summary();
+    assert_eq!(summary.additional_properties["total-records"], "200");
+    let table = f.expire_all_but_current().await;
+    expect(&table, [200, 600, 400]);
+}
+
+/// The repair of docs/exactly-once.md for a recreated topic (its property removed and,
+/// in the same commit, an empty snapshot whose summary is the newest one minus the
+/// topic) still forgets the topic when that summary holds only some partitions and an
+/// older summary below holds others: only the newest summary is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recreated_topic_repair_forgets_the_topic() {
+    let f = Fixture::new("recreated").await;
+    f.sink().await.unwrap(); // creates the table
+    let key = positions_key("group");
+    f.foreign_snapshot(&[(key.as_str(), r#"{"events": {"1": 50}, "other": {"3": 7}}"#)])
+        .await;
+    let mut sink = f.sink().await.unwrap();
+    sink.write(&batch(&f.schema, 0, 0)).await.unwrap();
+    let table = f.load().await;
+    let newest = &table.metadata().current_snapshot().unwrap().summary();
+    let mut kept: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&newest.additional_properties[&key]).unwrap();
+    kept.remove("events");
+    let tx = Transaction::new(&table);
+    let tx = tx
+        .fast_append()
+        .set_snapshot_properties(HashMap::from([(
+            key.clone(),
+            serde_json::Value::Object(kept).to_string(),
+        )]))
+        .apply(tx)
+        .unwrap();
+    let tx = tx
+        .update_table_properties()
+        .remove(property_key(&key, "events"))
+        .apply(tx)
+        .unwrap();
+    let table = tx.commit(&*f.catalog).await.unwrap();
+
+    let positions = recorded_positions(&table, &key).unwrap();
+    assert_eq!(positions.get("events", 0), None);
+    assert_eq!(
+        positions.get("events", 1),
+        None,
+        "read from an older summary"
+    );
+    assert_eq!(positions.get("other", 3), Some(7));
+    sink.write(&batch(&f.schema, 0, 0)).await.unwrap(); // the new log's records
+    let summary = f.load().await;
+    let summary = summary.metadata().current_snapshot().unwrap().summary();
+    assert_eq!(summary.additional_properties["total-records"], "200");
 }
 
 /// Another writer changing table properties while the sink commits: the catalog applies

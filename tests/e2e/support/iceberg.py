@@ -18,10 +18,30 @@ def iceberg_ids(table):
 
 
 def iceberg_offsets(table, group):
-    """The Kafka positions the current snapshot records for `group` ({topic: {partition: next}})."""
+    """The Kafka positions the table records for `group` ({topic: {partition: next}}), read
+    as the service reads them: per partition, the higher of the table properties
+    `ingest.kafka-offsets.<group>/<topic>` and the newest snapshot summary carrying
+    `ingest.kafka-offsets.<group>` (a summary holds only the partitions its commit wrote)."""
+    from pyiceberg.table.snapshots import ancestors_of
+    key = f"ingest.kafka-offsets.{group}"
+    offsets = {}
+
+    def merge(topic, partitions):
+        held = offsets.setdefault(topic, {})
+        for partition, next_offset in partitions.items():
+            held[str(partition)] = max(int(next_offset), held.get(str(partition), 0))
+
+    for name, value in table.properties.items():
+        topic = name[len(key) + 1:] if name.startswith(key + "/") else ""
+        if topic and "/" not in topic:
+            merge(topic, json.loads(value))
     snap = table.current_snapshot()
-    raw = snap and snap.summary and snap.summary.additional_properties.get(f"ingest.kafka-offsets.{group}")
-    return json.loads(raw) if raw else None
+    newest = snap and next((s for s in ancestors_of(snap, table.metadata)
+                            if s.summary and key in s.summary.additional_properties), None)
+    if newest:
+        for topic, partitions in json.loads(newest.summary[key]).items():
+            merge(topic, partitions)
+    return offsets or None
 
 
 def iceberg_files_holding(table, ids):
@@ -55,7 +75,7 @@ def iceberg_history(table, group, last=12):
 
 def verify_iceberg(table, topic, ends, expected, producer, group):
     """(problems, notes): the table (None: missing) against the `expected` ids, the
-    positions its snapshot records for `group` against the topic's end offsets `ends`."""
+    positions it records for `group` against the topic's end offsets `ends`."""
     if table is None:
         return ["Iceberg table missing"], []
     problems = []
@@ -70,6 +90,6 @@ def verify_iceberg(table, topic, ends, expected, producer, group):
     recorded = (offsets or {}).get(topic, {})
     want = {str(p): end for p, end in ends.items() if end > 0}
     if {k: int(v) for k, v in recorded.items()} != want:
-        problems.append(f"Iceberg snapshot summary ingest.kafka-offsets.{group}: {offsets}; "
+        problems.append(f"Iceberg positions of {group} (properties and newest summary): {offsets}; "
                         f"the topic's end offsets: {want}")
     return problems, notes

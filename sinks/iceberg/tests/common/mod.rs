@@ -34,6 +34,34 @@ pub fn batch(schema: &Arc<Schema>, partition: i32, round: i64) -> SinkBatch {
     }
 }
 
+/// One row in each of `partitions` of topic `events`, at offset `offset` (ids past
+/// those `batch` makes): a batch whose positions cover many partitions at once.
+#[allow(dead_code)] // not every test file uses it
+pub fn one_row_per_partition(
+    schema: &Arc<Schema>,
+    partitions: std::ops::Range<i32>,
+    offset: i64,
+) -> SinkBatch {
+    let ids = Int64Array::from_iter_values(partitions.clone().map(|p| -(p as i64) - 1));
+    let mut positions = OffsetMap::default();
+    let coordinates = partitions
+        .map(|partition| {
+            positions.advance("events", partition, offset + 1);
+            Coordinates {
+                topic: "events".into(),
+                partition,
+                offset,
+            }
+        })
+        .collect();
+    SinkBatch {
+        batches: vec![RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).unwrap()],
+        coordinates: vec![coordinates],
+        positions,
+        epoch: 0,
+    }
+}
+
 /// A fresh SQLite catalog with a local warehouse under the temp directory.
 pub fn catalog_config(name: &str) -> CatalogConfig {
     let dir = std::env::temp_dir().join(format!("ingest-iceberg-{name}-{}", std::process::id()));
