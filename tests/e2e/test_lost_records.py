@@ -32,8 +32,8 @@ from conftest import create_topic, iceberg_count, load_iceberg_table, unique
 from support.clickhouse import clickhouse, clickhouse_count, clickhouse_ledger
 from support.iceberg import iceberg_ids
 from support.kafka import BackgroundProducer
-from support.logs import full_log, log_report
-from support.processes import alive, wait_ready_status, wait_until
+from support.logs import full_log, log_report, wait_or_report
+from support.processes import alive, wait_ready_status
 from support.stack import EVENTS, KAFKA
 from support.tcp_proxy import TcpProxy, config_through
 
@@ -233,8 +233,8 @@ def records_deleted_while_clickhouse_down(setup, proxy, on_lost_records, note):
 
     first = produce(topic, FIRST, 0)
     first.finish()
-    wait_until(f"{FIRST} in both sinks", lambda: (sink_counts(setup) == (FIRST, FIRST), sink_counts(setup)),
-               timeout=90)
+    wait_or_report(f"{FIRST} in both sinks", lambda: (sink_counts(setup) == (FIRST, FIRST), sink_counts(setup)),
+                   setup.processes, timeout=90)
     sink = clickhouse_sink_label(ingest)
     watch = CommitWatch(setup, topic)
     watch.sample()
@@ -249,8 +249,8 @@ def records_deleted_while_clickhouse_down(setup, proxy, on_lost_records, note):
     def iceberg_took_all():
         assert alive(ingest), f"the service exited while ClickHouse was down:\n{logs()}"
         return sink_counts(setup)[1] == total, sink_counts(setup)
-    wait_until(f"Iceberg to take all {total} while ClickHouse is down (a setup check: a failing sink must not "
-               f"stop the healthy one, issue 16 item 2)", iceberg_took_all, timeout=90)
+    wait_or_report(f"Iceberg to take all {total} while ClickHouse is down (a setup check: a failing sink must not "
+                   f"stop the healthy one, issue 16 item 2)", iceberg_took_all, setup.processes, timeout=90)
     watch.sample()
 
     ends = {p: 0 for p in range(PARTITIONS)}
@@ -312,7 +312,8 @@ def test_records_deleted_before_clickhouse_wrote_them_stop_the_service(setup, ca
         assert not watch.violations, \
             f"the group committed past ClickHouse's positions: {watch.violations[:5]}\n{logs()}"
         if seen_lost:  # sampled while it ran: it may exit before a scrape sees the count
-            assert seen_lost <= sum(gap.values()), (seen_lost, gap)
+            assert seen_lost <= sum(gap.values()), \
+                f"ingest_records_lost_total {seen_lost} is more than the gap {gap}\n{logs()}"
 
         # The documented way out: accept the loss for this route, restart.
         second = setup.start(config_through(setup, proxy, [route_for(topic, "skip")]))
@@ -322,18 +323,19 @@ def test_records_deleted_before_clickhouse_wrote_them_stop_the_service(setup, ca
             assert alive(second), f"the restart with on_lost_records: skip exited:\n{logs()}"
             lost = lost_metric(second, sink) or 0.0
             return bool(lost_lines(second, topic)) and lost > 0, (lost, lost_lines(second, topic)[-2:])
-        lost = wait_until("the restart to log and count the gap", gap_reported, timeout=90)
+        lost = wait_or_report("the restart to log and count the gap", gap_reported, setup.processes, timeout=90)
         after = produce(topic, AFTER, FIRST + OUTAGE)
         after.finish()
         want = (len(held) + AFTER, FIRST + OUTAGE + AFTER)
-        wait_until(f"both sinks at {want}", lambda: (sink_counts(setup) == want, sink_counts(setup)), timeout=120)
+        wait_or_report(f"both sinks at {want}", lambda: (all((n or 0) >= w for n, w in zip(sink_counts(setup), want)),
+                                                         sink_counts(setup)), setup.processes, timeout=120)
         time.sleep(2)
         assert second.stop() == 0, logs()
         problems, _, _ = check_clickhouse_rows(setup, starts, set(range(FIRST + OUTAGE, FIRST + OUTAGE + AFTER)))
         assert not problems, "ClickHouse after the recovery:\n" + "\n".join(problems) + f"\n{logs()}"
         ids = iceberg_id_list(setup)
         assert len(ids) == len(set(ids)) == FIRST + OUTAGE + AFTER and set(ids) == set(range(FIRST + OUTAGE + AFTER)), \
-            f"Iceberg: {len(ids)} rows, {len(set(ids))} distinct"
+            f"Iceberg: {len(ids)} rows, {len(set(ids))} distinct\n{logs()}"
         note(f"recovery: gap reported ({lost}), ClickHouse {len(held)} + {AFTER}, Iceberg {len(ids)}")
     finally:
         proxy.stop()
@@ -360,7 +362,7 @@ def test_records_deleted_before_clickhouse_wrote_them_are_reported_when_skipped(
                 f"SELECT event_id FROM {setup.database}.events WHERE event_id >= {FIRST + OUTAGE}")}
             return ch == new_ids and sink_counts(setup)[1] == FIRST + OUTAGE + AFTER, \
                 (len(ch), sink_counts(setup))
-        wait_until("the new records in both sinks", caught_up, timeout=120, interval=1)
+        wait_or_report("the new records in both sinks", caught_up, setup.processes, timeout=120, interval=1)
         wait_ready_status(ingest, 200, 60, "/ready 200 with on_lost_records: skip")
         problems, gap, held = check_clickhouse_rows(setup, starts, new_ids)
         lost = lost_metric(ingest, sink)
@@ -378,6 +380,7 @@ def test_records_deleted_before_clickhouse_wrote_them_are_reported_when_skipped(
                     f"no ERROR about lost records names partition {p}: {lines}\n{logs()}"
         assert ingest.stop() == 0, logs()
         ids = iceberg_id_list(setup)
-        assert len(ids) == len(set(ids)) == FIRST + OUTAGE + AFTER, f"Iceberg: {len(ids)} rows, {len(set(ids))} distinct"
+        assert len(ids) == len(set(ids)) == FIRST + OUTAGE + AFTER, \
+            f"Iceberg: {len(ids)} rows, {len(set(ids))} distinct\n{logs()}"
     finally:
         proxy.stop()

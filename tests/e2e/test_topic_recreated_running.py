@@ -21,9 +21,9 @@ import time
 
 import pytest
 
-from conftest import ROOT, clickhouse, create_topic, iceberg_count, unique, wait_until
+from conftest import ROOT, clickhouse, create_topic, iceberg_count, unique
 from support.kafka import BackgroundProducer
-from support.logs import full_log, log_report
+from support.logs import full_log, log_report, wait_or_report
 from test_topic_recreated import recreate_topic, route_for
 
 EVENTS = ROOT / "schemas/examples/events.yaml"
@@ -45,7 +45,8 @@ def running_across_a_recreate(setup, new, rate):
     old = BackgroundProducer(topic, OLD)
     old.start()
     old.finish()
-    wait_until(f"{OLD} in both sinks", lambda: (sink_counts(setup) == (OLD, OLD), sink_counts(setup)), timeout=90)
+    wait_or_report(f"{OLD} in both sinks", lambda: (sink_counts(setup) == (OLD, OLD), sink_counts(setup)),
+                   setup.processes, timeout=90)
     assert ingest.proc.poll() is None, ingest.logs()
     recreate_topic(topic, PARTITIONS)
     producer = BackgroundProducer(topic, new, start_id=OLD, rate=rate)
