@@ -118,3 +118,12 @@ def broker_overlaps(processes, frozen):
         if not inside:
             found[a[2]].append(f"{a[0]} and {b[0]} from {lo[11:23]} to {hi[11:23]}")
     return dict(found)
+
+
+def wait_or_report(what, predicate, processes, timeout=180, interval=0.5):
+    """`wait_until`, failing with the instances' log report when it times out."""
+    from .processes import wait_until
+    try:
+        return wait_until(what, predicate, timeout, interval)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{log_report(list(processes))}") from None
