@@ -42,6 +42,9 @@ const REFUSING: u8 = 1;
 /// Never answers while set (a server that keeps the connection open and says nothing).
 const HANGING: u8 = 2;
 
+/// Writes, but cannot say where it stands: its position reads fail.
+const UNREADABLE: u8 = 3;
+
 /// Writes into `held`, or fails or hangs as `mode` says.
 struct StandIn {
     name: &'static str,
@@ -73,15 +76,25 @@ impl Sink for StandIn {
     }
 
     fn position_reader(&self) -> Arc<dyn PositionReader> {
-        Arc::new(HeldPositions(self.name, Arc::clone(&self.held)))
+        Arc::new(HeldPositions(
+            self.name,
+            Arc::clone(&self.held),
+            Arc::clone(&self.mode),
+        ))
     }
 }
 
-struct HeldPositions(&'static str, Arc<Mutex<Held>>);
+struct HeldPositions(&'static str, Arc<Mutex<Held>>, Arc<AtomicU8>);
 
 #[async_trait::async_trait]
 impl PositionReader for HeldPositions {
     async fn read(&self, wanted: &OffsetMap) -> Result<OffsetMap, SinkError> {
+        if self.2.load(Ordering::SeqCst) == UNREADABLE {
+            return Err(SinkError::retryable(
+                self.0,
+                "positions: connection refused",
+            ));
+        }
         let mut known = self.1.lock().unwrap().positions.clone();
         if !wanted.is_empty() {
             known.retain(|t, p| wanted.get(t, p).is_some());
@@ -521,4 +534,28 @@ async fn with_skip_a_gap_is_reported_and_the_sink_writes_on() {
     assert_eq!(healthy.len(), 3900);
     assert!(harness.gap(&starts) > 0);
     assert_eq!(harness.lost_metric(), harness.gap(&starts), "counted once");
+}
+
+/// A sink that cannot say where it stands when partitions are assigned: nothing can be
+/// checked against the log, so the partitions are refused and the service stops (issue
+/// 16, item 6: they used to start at the group offset, unchecked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_whose_sinks_cannot_say_where_they_stand_are_refused() {
+    let (harness, loaded, route) =
+        Harness::new("    batch: { max_rows: 100, max_age: 300ms }\n").await;
+    harness.mode.store(UNREADABLE, Ordering::SeqCst);
+    let harness = Arc::new(harness);
+    let (result, _) = Arc::clone(&harness)
+        .run(loaded, route, |h, stop| async move {
+            let _stop = stop;
+            h.produce(0, 300, 300).await;
+            // The loop must stop by itself meanwhile; dropping `_stop` ends it otherwise.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        })
+        .await;
+    let error = result.expect_err("partitions were consumed without any check");
+    let message = format!("{error:#}");
+    assert!(message.contains(&harness.topic), "{message}");
+    assert_eq!(harness.rows(&harness.failing), 0);
+    assert_eq!(harness.rows(&harness.healthy), 0);
 }
