@@ -230,19 +230,44 @@ impl Gates {
 
     /// True when `error` says this writer's gate is gone: another writer took (some of)
     /// its partitions. The gate is forgotten; the next admission finds out which.
-    pub fn closed_by(&mut self, error: &clickhouse::error::Error) -> bool {
+    ///
+    /// Two errors say so. UNKNOWN_TABLE (60) naming the gate: the insert came after the
+    /// DROP. TABLE_IS_DROPPED (218): the insert resolved the gate while another writer's
+    /// DROP of it was waiting for an insert under way, and was refused when it went to
+    /// lock the gate, once the DROP was done (issue 16, item 12a). 18.16 names no table
+    /// in that message ("Table is dropped"), so the gate's absence from the server
+    /// decides: a 218 about another table (the target dropped) leaves the gate in place
+    /// and stays an error. Either refusal comes before the server reads a row of the
+    /// insert, and the reply says the insert is over: its outcome is known (nothing
+    /// landed), and the write re-admits and re-reads positions before inserting again.
+    pub async fn closed_by(&mut self, error: &clickhouse::error::Error) -> Result<bool, SinkError> {
         let clickhouse::error::Error::BadResponse(text) = error else {
-            return false;
+            return Ok(false);
         };
         let Some(gate) = &self.current else {
-            return false;
+            return Ok(false);
         };
-        // UNKNOWN_TABLE naming our gate.
-        if server_error_code(text) == Some(60) && text.contains(&self.gate_name(&gate.token)) {
+        let name = self.gate_name(&gate.token);
+        let closed = match server_error_code(text) {
+            Some(60) => text.contains(&name),
+            Some(218) => !self.table_exists(&name).await?,
+            _ => false,
+        };
+        if closed {
             self.closed = self.current.take();
-            return true;
         }
-        false
+        Ok(closed)
+    }
+
+    /// Whether the table `name` (in the sink's database) exists on the server now.
+    async fn table_exists(&self, name: &str) -> Result<bool, SinkError> {
+        let query = self
+            .client
+            .query("SELECT count() AS n FROM system.tables WHERE database = ? AND name = ?")
+            .bind(&self.database)
+            .bind(name);
+        let rows = self.query(query).await?;
+        Ok(rows.first().is_some_and(|r| number(&r["n"]) > 0))
     }
 
     /// After `closed` was dropped by another writer: the partitions registered after it
