@@ -69,6 +69,13 @@ pub(crate) struct InFlight {
 }
 
 impl ClickHouseSink {
+    /// What follows `DROP TABLE … ` of this writer's gates (see [`crate::gate`]):
+    /// `" SYNC"`, `" NO DELAY"` or nothing, by the database's engine.
+    #[doc(hidden)]
+    pub fn gate_drop_clause(&self) -> &'static str {
+        self.gates.drop_clause()
+    }
+
     /// Checks ownership of the partitions right before each insert (see [`Fence`]).
     pub fn with_fence(mut self, fence: Arc<dyn Fence>) -> Self {
         self.fence = Some(fence);
