@@ -88,6 +88,7 @@ impl<'a> Setup<'a> {
             );
             SinkError::new(&name, message, retryable)
         })?;
+        crate::one_server::check(&name, &client, &conn.display_url()).await?;
         let pinned = server_pinned_settings(&client).await.map_err(|e| {
             SinkError::new(
                 &name,
