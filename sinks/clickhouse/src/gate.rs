@@ -81,7 +81,9 @@ pub struct Gates {
     client: clickhouse::Client,
     database: String,
     table: String,
-    drop_sync: bool,
+    /// What follows `DROP TABLE … ` of a gate so that it waits for the inserts running
+    /// through it (see [`drop_clause`]).
+    drop_clause: &'static str,
     /// Settings pinning what an acknowledged registration means (see
     /// [`crate::client::pin`]): visible to the next read of the registry.
     pinned: Vec<(&'static str, &'static str)>,
@@ -104,6 +106,7 @@ impl Gates {
         database: &str,
         table: &str,
         caps: ServerCaps,
+        database_engine: Option<&str>,
         pinned: Vec<(&'static str, &'static str)>,
     ) -> Self {
         Self {
@@ -111,15 +114,18 @@ impl Gates {
             client,
             database: database.into(),
             table: table.into(),
-            // Atomic databases (default since 20.10) drop tables in the background
-            // unless told SYNC, which waits for the queries using them.
-            drop_sync: caps.version >= (20, 10),
+            drop_clause: drop_clause(database_engine, caps),
             pinned,
             current: None,
             closed: None,
             lost: BTreeMap::new(),
             own: BTreeSet::new(),
         }
+    }
+
+    /// What follows `DROP TABLE … ` of a gate: `" SYNC"`, `" NO DELAY"` or nothing.
+    pub fn drop_clause(&self) -> &'static str {
+        self.drop_clause
     }
 
     /// The name of the gate registry of `table` (in the table's database).
@@ -230,19 +236,44 @@ impl Gates {
 
     /// True when `error` says this writer's gate is gone: another writer took (some of)
     /// its partitions. The gate is forgotten; the next admission finds out which.
-    pub fn closed_by(&mut self, error: &clickhouse::error::Error) -> bool {
+    ///
+    /// Two errors say so. UNKNOWN_TABLE (60) naming the gate: the insert came after the
+    /// DROP. TABLE_IS_DROPPED (218): the insert resolved the gate while another writer's
+    /// DROP of it was waiting for an insert under way, and was refused when it went to
+    /// lock the gate, once the DROP was done (issue 16, item 12a). 18.16 names no table
+    /// in that message ("Table is dropped"), so the gate's absence from the server
+    /// decides: a 218 about another table (the target dropped) leaves the gate in place
+    /// and stays an error. Either refusal comes before the server reads a row of the
+    /// insert, and the reply says the insert is over: its outcome is known (nothing
+    /// landed), and the write re-admits and re-reads positions before inserting again.
+    pub async fn closed_by(&mut self, error: &clickhouse::error::Error) -> Result<bool, SinkError> {
         let clickhouse::error::Error::BadResponse(text) = error else {
-            return false;
+            return Ok(false);
         };
         let Some(gate) = &self.current else {
-            return false;
+            return Ok(false);
         };
-        // UNKNOWN_TABLE naming our gate.
-        if server_error_code(text) == Some(60) && text.contains(&self.gate_name(&gate.token)) {
+        let name = self.gate_name(&gate.token);
+        let closed = match server_error_code(text) {
+            Some(60) => text.contains(&name),
+            Some(218) => !self.table_exists(&name).await?,
+            _ => false,
+        };
+        if closed {
             self.closed = self.current.take();
-            return true;
         }
-        false
+        Ok(closed)
+    }
+
+    /// Whether the table `name` (in the sink's database) exists on the server now.
+    async fn table_exists(&self, name: &str) -> Result<bool, SinkError> {
+        let query = self
+            .client
+            .query("SELECT count() AS n FROM system.tables WHERE database = ? AND name = ?")
+            .bind(&self.database)
+            .bind(name);
+        let rows = self.query(query).await?;
+        Ok(rows.first().is_some_and(|r| number(&r["n"]) > 0))
     }
 
     /// After `closed` was dropped by another writer: the partitions registered after it
@@ -451,7 +482,7 @@ impl Gates {
     /// (gates of earlier releases lack `_pos`).
     async fn drop_gate(&self, token: &str) -> Result<(), SinkError> {
         let gate = self.gate_name(token);
-        let sync = if self.drop_sync { " SYNC" } else { "" };
+        let sync = self.drop_clause;
         for name in [
             gate.clone(),
             format!("{gate}_pos"),
@@ -482,7 +513,51 @@ impl Gates {
     }
 }
 
+/// What follows `DROP TABLE … ` of a gate in a database of `engine` (from
+/// `system.databases`; `None` where the server does not say) so that the DROP waits for
+/// the inserts running through the gate, which the gates rely on (issue 16, item 12b):
+/// - `Atomic` and `Replicated`: a DROP detaches the table and drops it in the
+///   background once unused, without waiting; `SYNC` waits (the keyword since 20.10),
+///   `NO DELAY` before it (Atomic exists since 20.1, experimental until 20.10, where it
+///   became the default; the version rule alone sent nothing there);
+/// - `Ordinary` (18.16's only kind, still possible on current servers): a DROP locks the
+///   table, waiting for the queries using it, with or without `SYNC`;
+/// - so: `SYNC` wherever the server knows it (every engine accepts it, and it never
+///   waits less), `NO DELAY` for Atomic and Replicated databases of older servers,
+///   nothing otherwise (18.16 refuses both keywords).
+pub(crate) fn drop_clause(engine: Option<&str>, caps: ServerCaps) -> &'static str {
+    match engine {
+        _ if caps.version >= (20, 10) => " SYNC",
+        Some("Atomic" | "Replicated") => " NO DELAY",
+        _ => "",
+    }
+}
+
 /// A number from a JSON output row, 0 when there is none.
 fn number(value: &serde_json::Value) -> u64 {
     json_number(value).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gates_are_dropped_waiting_for_their_inserts_in_every_database_engine() {
+        let v = |major, minor| ServerCaps {
+            version: (major, minor),
+        };
+        assert_eq!(drop_clause(Some("Ordinary"), v(18, 16)), "");
+        assert_eq!(drop_clause(None, v(18, 16)), "");
+        assert_eq!(drop_clause(Some("Ordinary"), v(26, 9)), " SYNC");
+        assert_eq!(drop_clause(Some("Ordinary"), v(20, 5)), "");
+        assert_eq!(drop_clause(Some("Atomic"), v(26, 9)), " SYNC");
+        assert_eq!(drop_clause(Some("Replicated"), v(26, 9)), " SYNC");
+        // Atomic before SYNC was a keyword, and before it was the default: the version
+        // rule (SYNC from 20.10) sent nothing there, and the DROP did not wait.
+        assert_eq!(drop_clause(Some("Atomic"), v(20, 5)), " NO DELAY");
+        assert_eq!(drop_clause(Some("Memory"), v(26, 9)), " SYNC");
+        assert_eq!(drop_clause(None, v(26, 9)), " SYNC");
+        assert_eq!(drop_clause(None, v(20, 3)), "");
+    }
 }

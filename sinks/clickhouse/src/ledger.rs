@@ -206,6 +206,31 @@ impl Ledger {
     }
 }
 
+/// How many bytes of part names one statement lists at most: the statement must stay
+/// under the server's `max_query_size` (262,144 bytes by default, the statement's text
+/// with the values inlined), beside its conditions, one per partition read.
+const PART_LIST_BYTES: usize = 64 * 1024;
+
+/// `parts` cut into consecutive lists of at most [`PART_LIST_BYTES`] of names (quoted,
+/// with their separators), each with at least one part (issue 16, item 11: the first
+/// look at a partition without a ledger entry lists every active part of the table).
+fn part_lists(parts: &[String]) -> Vec<&[String]> {
+    let mut lists = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, part) in parts.iter().enumerate() {
+        let size = part.len() + 4;
+        if i > start && bytes + size > PART_LIST_BYTES {
+            lists.push(&parts[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < parts.len() {
+        lists.push(&parts[start..]);
+    }
+    lists
+}
+
 /// Reads a table's positions; shared by its sink and by the resume on assignment.
 pub struct LedgerReader {
     /// The sink's name, for errors.
@@ -276,15 +301,20 @@ impl LedgerReader {
             .iter()
             .filter_map(|row| row["name"].as_str().map(str::to_string))
             .collect();
-        let beyond = if parts.is_empty() {
-            Vec::new()
-        } else {
-            query(
-                self.ledger
-                    .beyond_query(&self.client, &self.coordinates, &parts, &beyond_from),
-            )
-            .await?
-        };
+        // The parts are named in lists of bounded length: all of them in one statement
+        // exceeded the server's `max_query_size` on finely partitioned tables.
+        let mut beyond = Vec::new();
+        for chunk in part_lists(&parts) {
+            beyond.extend(
+                query(self.ledger.beyond_query(
+                    &self.client,
+                    &self.coordinates,
+                    chunk,
+                    &beyond_from,
+                ))
+                .await?,
+            );
+        }
         for row in beyond {
             if let Some(e) = RecordedEntry::from_json(&serde_json::json!({
                 "topic": row["topic"], "partition": row["partition"],
@@ -474,6 +504,21 @@ mod tests {
             sql.contains("FROM `d?b`.`t?able__ingest_positions` WHERE topic IN ('events')"),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn part_names_are_listed_in_bounded_statements() {
+        assert!(part_lists(&[]).is_empty());
+        let parts: Vec<String> = (0..15_000).map(|i| format!("{i}_{i}_{i}_0")).collect();
+        let lists = part_lists(&parts);
+        assert!(lists.len() > 1, "{}", lists.len());
+        assert_eq!(lists.concat(), parts, "every part once, in order");
+        for list in &lists {
+            let names: usize = list.iter().map(|p| p.len() + 4).sum();
+            assert!(names <= PART_LIST_BYTES, "{names}");
+        }
+        let one = vec!["x".repeat(PART_LIST_BYTES * 2)];
+        assert_eq!(part_lists(&one), vec![&one[..]], "a long name still goes");
     }
 
     fn at(offset: i64) -> Coordinates {

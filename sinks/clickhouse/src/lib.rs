@@ -23,6 +23,7 @@ mod engine;
 mod gate;
 mod ledger;
 mod native;
+mod one_server;
 mod plugin;
 mod ranges;
 mod setup;

@@ -10,7 +10,8 @@ use arrow_schema::SchemaRef;
 use ingest_sink_api::{OffsetMap, SinkError};
 
 use crate::client::{
-    execute, fetch_json, is_retryable, json_number, server_caps, server_pinned_settings, try_client,
+    execute, fetch_json, is_retryable, json_number, server_caps, server_error_code,
+    server_pinned_settings, try_client,
 };
 use crate::columns::{TableColumn, match_columns, table_columns};
 use crate::config::{ClickHouseConnection, ClickHouseTable};
@@ -39,7 +40,7 @@ impl ClickHouseSink {
         let columns = setup.existing_columns().await?;
         setup.check_engine().await?;
         let ledger = Ledger::new(&conn.database, &table.table);
-        let gates = setup.gates();
+        let gates = setup.gates().await?;
         let companions = [ledger.create_statement(), gates.create_statement()];
         let columns = setup
             .add_coordinate_columns(columns, &coordinates, &companions)
@@ -87,6 +88,7 @@ impl<'a> Setup<'a> {
             );
             SinkError::new(&name, message, retryable)
         })?;
+        crate::one_server::check(&name, &client, &conn.display_url()).await?;
         let pinned = server_pinned_settings(&client).await.map_err(|e| {
             SinkError::new(
                 &name,
@@ -105,16 +107,45 @@ impl<'a> Setup<'a> {
         })
     }
 
-    /// The insert gates of the table, none opened yet.
-    fn gates(&self) -> Gates {
-        Gates::new(
+    /// The insert gates of the table, none opened yet; how they are dropped depends on
+    /// the database's engine.
+    async fn gates(&self) -> Result<Gates, SinkError> {
+        let engine = self.database_engine().await?;
+        Ok(Gates::new(
             &self.name,
             self.client.clone(),
             &self.conn.database,
             &self.table.table,
             self.caps,
+            engine.as_deref(),
             self.pinned.clone(),
-        )
+        ))
+    }
+
+    /// The engine of the sink's database (`Ordinary`, `Atomic`, ...), `None` on a
+    /// server whose `system.databases` has no `engine` column.
+    async fn database_engine(&self) -> Result<Option<String>, SinkError> {
+        let query = self
+            .client
+            .query("SELECT engine FROM system.databases WHERE name = ?")
+            .bind(&self.conn.database);
+        match fetch_json(query).await {
+            Ok(rows) => Ok(rows
+                .first()
+                .and_then(|r| r["engine"].as_str())
+                .map(str::to_string)),
+            // UNKNOWN_IDENTIFIER: no such column.
+            Err(clickhouse::error::Error::BadResponse(text))
+                if server_error_code(&text) == Some(47) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(SinkError::new(
+                &self.name,
+                format!("cannot read system.databases: {e}"),
+                is_retryable(&e),
+            )),
+        }
     }
 
     /// With `create_tables`: the database and the table, unless they exist.

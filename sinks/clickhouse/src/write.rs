@@ -69,6 +69,13 @@ pub(crate) struct InFlight {
 }
 
 impl ClickHouseSink {
+    /// What follows `DROP TABLE … ` of this writer's gates (see [`crate::gate`]):
+    /// `" SYNC"`, `" NO DELAY"` or nothing, by the database's engine.
+    #[doc(hidden)]
+    pub fn gate_drop_clause(&self) -> &'static str {
+        self.gates.drop_clause()
+    }
+
     /// Checks ownership of the partitions right before each insert (see [`Fence`]).
     pub fn with_fence(mut self, fence: Arc<dyn Fence>) -> Self {
         self.fence = Some(fence);
@@ -339,7 +346,7 @@ impl Sink for ClickHouseSink {
                 self.send(&fresh, body, &admission).await
             };
             if let Err(e) = inserted {
-                if self.gates.closed_by(&e) {
+                if self.gates.closed_by(&e).await? {
                     tracing::warn!(sink = %self.name,
                         "another instance closed this writer's insert gate: checking which partitions it took");
                     continue;
@@ -352,18 +359,20 @@ impl Sink for ClickHouseSink {
             }
             // Only now that the server acknowledged every row may the ledger say so.
             let entries = held.entries_after(&todo.positions);
-            return match self.record(&admission, &entries).await {
-                Ok(()) => Ok(outcome),
-                // The rows are in; whoever took the gate finds them past the ledger.
-                Err(e) if self.gates.closed_by(&e) => Ok(outcome),
-                Err(e) => Err(SinkError::new(
-                    &self.name,
-                    format!(
-                        "recording positions after the insert failed (the retry finds its rows): {e}"
-                    ),
-                    is_retryable(&e),
-                )),
+            let Err(e) = self.record(&admission, &entries).await else {
+                return Ok(outcome);
             };
+            // The rows are in; whoever took the gate finds them past the ledger.
+            if self.gates.closed_by(&e).await? {
+                return Ok(outcome);
+            }
+            return Err(SinkError::new(
+                &self.name,
+                format!(
+                    "recording positions after the insert failed (the retry finds its rows): {e}"
+                ),
+                is_retryable(&e),
+            ));
         }
         Err(SinkError::retryable(
             &self.name,

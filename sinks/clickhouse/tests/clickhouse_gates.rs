@@ -301,3 +301,83 @@ async fn a_gate_renewed_after_a_rebalance_does_not_take_back_revoked_partitions(
     );
     drop_database(&conn).await;
 }
+
+/// Issue 16, item 12a: an insert that resolved this writer's gate while another writer's
+/// DROP of it was waiting for an insert under way fails with TABLE_IS_DROPPED (218) once
+/// the DROP is done, not UNKNOWN_TABLE (60); 18.16's message ("Table is dropped") names
+/// no table. It is the same news (the gate is gone, the partitions were taken), and the
+/// insert landed nothing (the server refuses it when it locks the table, before reading
+/// a row of the body). Before, 218 was a permanent error and the service exited.
+#[tokio::test]
+async fn an_insert_into_a_gate_being_dropped_is_told_the_gate_is_gone() {
+    const SLOW_ROWS: i64 = 400_000;
+    let (conn, a, b) = two_writers("gates_dropping").await;
+    let (mut a, mut b) = (a.sink, b.sink);
+    let db = conn.database.clone();
+    a.write(&batch(0..10)).await.unwrap();
+    let gate = sql(
+        &conn,
+        &format!(
+            "SELECT name FROM system.tables WHERE database = '{db}' AND engine = 'Null' \
+             AND startsWith(name, 'events__gate_') AND NOT endsWith(name, '_pos')"
+        ),
+    )
+    .await[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // An insert of A's under way through its gate, sent slowly: it holds the gate.
+    let body: String = (10..10 + SLOW_ROWS)
+        .map(|o| format!("{o}\tevents\t0\t{o}\n"))
+        .collect();
+    let query = format!("INSERT INTO {db}.{gate} (id, _topic, _partition, _offset) FORMAT TSV");
+    let slow = tokio::spawn(slow_post(query, body.into_bytes()));
+    wait_for_process(&conn, &format!("INSERT INTO {db}.{gate} %")).await;
+
+    // B takes the partition: its DROP of A's gate waits for the slow insert.
+    let taker = tokio::spawn(async move {
+        let written = b.write(&batch(0..10 + SLOW_ROWS + 100)).await;
+        (b, written)
+    });
+    wait_for_process(&conn, &format!("DROP TABLE IF EXISTS %{gate}%")).await;
+
+    // A's next insert finds the gate still there, waits behind the DROP, and is refused
+    // once the gate is gone.
+    let written = a.write(&batch(10..20)).await;
+    assert_eq!(
+        written.as_ref().ok(),
+        Some(&not_owned()),
+        "A is told the partition was taken: {written:?}"
+    );
+    let (_b, taken) = taker.await.unwrap();
+    assert_eq!(taken.unwrap(), WriteOutcome::default());
+    let status = slow.await.unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(
+        counts(&conn).await,
+        (10 + SLOW_ROWS as u64 + 100, 10 + SLOW_ROWS as u64 + 100),
+        "every offset once"
+    );
+    drop_database(&conn).await;
+}
+
+/// Waits (up to 10 s) until the server runs a query matching `pattern` (LIKE).
+async fn wait_for_process(conn: &ClickHouseConnection, pattern: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let running = sql(
+            conn,
+            &format!(
+                "SELECT count() AS n FROM system.processes WHERE query LIKE '{pattern}' \
+                 AND query NOT LIKE '%system.processes%'"
+            ),
+        )
+        .await;
+        if number(&running[0]["n"]) > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no query like {pattern} ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -3,6 +3,8 @@
 //! one-column table of ids and batches of partition 0 of topic `events` whose ids are
 //! their offsets.
 
+pub mod chdb;
+
 use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch};
