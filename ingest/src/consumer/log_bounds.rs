@@ -116,7 +116,12 @@ pub enum Why {
     /// A record came from below the offset the consumer stood at, without a seek of
     /// ours: librdkafka moved the position back (an out-of-range reset to the start of
     /// a new log, or a truncation found through the leader epoch).
-    MovedBack { expected: i64, got: i64 },
+    MovedBack {
+        expected: i64,
+        got: i64,
+        /// The partition's log end now, when it could be read (for the operator).
+        log_end: Option<i64>,
+    },
 }
 
 /// A partition the service refuses to consume, and why.
@@ -159,14 +164,21 @@ impl fmt::Display for Refused {
                  checked against the log; refusing to consume the partition rather than risk \
                  skipping records (a restart checks again)"
             ),
-            Why::MovedBack { expected, got } => write!(
-                f,
-                "the consumer stood at offset {expected} and the next record came from offset \
-                 {got}: the log under the consumer was replaced or truncated (the topic was \
-                 deleted and recreated, or an unclean leader election), and the sinks would \
-                 skip the new records below their positions; refusing to consume the partition. \
-                 Recovery: {RECOVERY_DOC}"
-            ),
+            Why::MovedBack {
+                expected,
+                got,
+                log_end,
+            } => {
+                let end = log_end.map_or("unknown".to_string(), |e| e.to_string());
+                write!(
+                    f,
+                    "the consumer stood at offset {expected} and the next record came from \
+                     offset {got}: the log under the consumer was replaced or truncated (the \
+                     topic was deleted and recreated, or an unclean leader election; log end \
+                     {end}), and the sinks ({positions}) would skip the new records below their \
+                     positions; refusing to consume the partition. Recovery: {RECOVERY_DOC}"
+                )
+            }
         }
     }
 }
@@ -519,6 +531,32 @@ mod tests {
         // The script panics on any question: no position asks none.
         let bounds = Script::new(&[]);
         assert_eq!(run(&[held("t", 0, &[])], &bounds), Checked::default());
+    }
+
+    #[test]
+    fn a_log_moved_back_under_the_consumer_is_told_with_every_position_and_the_log_end() {
+        let refused = Refused {
+            topic: "t".into(),
+            partition: 2,
+            positions: vec![("sink-a db.e".into(), 1004), ("sink-b ns.e".into(), 1004)],
+            why: Why::MovedBack {
+                expected: 1004,
+                got: 0,
+                log_end: Some(350),
+            },
+        };
+        let message = refused.to_string();
+        for part in [
+            "topic `t` partition 2",
+            "stood at offset 1004",
+            "from offset 0",
+            "sink-a db.e at 1004",
+            "sink-b ns.e at 1004",
+            "log end 350",
+            RECOVERY_DOC,
+        ] {
+            assert!(message.contains(part), "{part:?} missing in: {message}");
+        }
     }
 
     #[test]

@@ -45,6 +45,7 @@ impl Pipeline<'_> {
                     why: Why::MovedBack {
                         expected,
                         got: offset,
+                        log_end: self.bounds(topic, partition).ok().map(|b| b.end),
                     },
                 };
                 tracing::error!("{refused}");
