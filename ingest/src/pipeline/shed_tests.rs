@@ -276,6 +276,21 @@ impl Harness {
             .unwrap();
     }
 
+    /// The failing sink writes the first 600 records, then refuses while 3,000 more
+    /// arrive (the healthy sink takes them, the failing lane sheds), then Kafka deletes
+    /// every record: returns each partition's new log start.
+    async fn outage_then_retention(&self) -> Vec<i64> {
+        let first = self.produce(0, 600, 600).await;
+        self.wait_for(&self.failing, first.len(), Duration::from_secs(20))
+            .await;
+        self.mode.store(REFUSING, Ordering::SeqCst);
+        self.produce(600, 3000, 300).await;
+        self.wait_for(&self.healthy, 3600, Duration::from_secs(20))
+            .await;
+        self.delete_all_records().await;
+        self.log_starts()
+    }
+
     /// Each partition's log start (the offsets below it were deleted).
     fn log_starts(&self) -> Vec<i64> {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -458,14 +473,7 @@ async fn records_deleted_while_a_sink_is_down_stop_the_service() {
         .run(loaded, route, |h, stop| async move {
             // Held until the end: dropping it stops the loop.
             let _stop = stop;
-            let first = h.produce(0, 600, 600).await;
-            h.wait_for(&h.failing, first.len(), Duration::from_secs(20))
-                .await;
-            h.mode.store(REFUSING, Ordering::SeqCst);
-            h.produce(600, 3000, 300).await;
-            h.wait_for(&h.healthy, 3600, Duration::from_secs(20)).await;
-            h.delete_all_records().await;
-            let starts = h.log_starts();
+            let starts = h.outage_then_retention().await;
             h.mode.store(UP, Ordering::SeqCst);
             // The loop must stop by itself meanwhile; dropping `_stop` ends it otherwise.
             tokio::time::sleep(Duration::from_secs(15)).await;
@@ -499,14 +507,7 @@ async fn with_skip_a_gap_is_reported_and_the_sink_writes_on() {
     let harness = Arc::new(harness);
     let (result, (starts, after)) = Arc::clone(&harness)
         .run(loaded, route, |h, stop| async move {
-            let first = h.produce(0, 600, 600).await;
-            h.wait_for(&h.failing, first.len(), Duration::from_secs(20))
-                .await;
-            h.mode.store(REFUSING, Ordering::SeqCst);
-            h.produce(600, 3000, 300).await;
-            h.wait_for(&h.healthy, 3600, Duration::from_secs(20)).await;
-            h.delete_all_records().await;
-            let starts = h.log_starts();
+            let starts = h.outage_then_retention().await;
             // Past the periodic check: the gap is seen while the sink is still down.
             tokio::time::sleep(Duration::from_secs(6)).await;
             h.mode.store(UP, Ordering::SeqCst);

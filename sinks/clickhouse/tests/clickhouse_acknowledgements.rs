@@ -9,9 +9,7 @@
 #[allow(dead_code)] // each test binary uses a part of the shared helpers
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
+use common::chdb::start_chdb;
 use common::{batch, counts, drop_database, events_table, fresh_database, open};
 use ingest_sink_api::Sink;
 use ingest_sink_clickhouse::{ClickHouseConnection, client, server_pinned_settings};
@@ -44,70 +42,10 @@ async fn clickhouse_18_16_takes_the_settings_it_knows() {
     drop_database(&conn).await;
 }
 
-/// The chDB fixture on a free port; killed on drop.
-struct Chdb {
-    child: Child,
-    url: String,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Chdb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_chdb() -> Chdb {
-    let python = std::env::var("PY").unwrap_or_else(|_| "/opt/ingest-stack/venv/bin/python".into());
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/clickhouse_chdb_http.py"
-    );
-    let dir = std::env::temp_dir().join(format!("ingest-ch-pinned-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(python)
-        .args([fixture, "--port", "0", "--path"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the stack's venv python (PY) runs the chDB fixture");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("the chDB fixture exited before listening")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("listening on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Keep reading its log, so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Chdb {
-        child,
-        url,
-        _dir: TempDir(dir),
-    }
-}
-
 #[tokio::test]
 async fn clickhouse_26_9_takes_every_pinned_setting() {
     let chdb = start_chdb();
-    let conn: ClickHouseConnection = serde_json::from_value(serde_json::json!({
-        "url": chdb.url, "database": "pinned_current"
-    }))
-    .unwrap();
+    let conn = chdb.connection("pinned_current");
     let pinned = server_pinned_settings(&client(&conn)).await.unwrap();
     for expected in [
         ("async_insert", "0"),
