@@ -188,11 +188,14 @@ impl Lane {
     }
 
     /// Where this lane needs a partition from when reading resumes at `reading_from`:
-    /// there, or past it where the lane was handed those records already.
+    /// there, or past it where the lane was handed those records already or its sink
+    /// holds them.
     pub fn first_needed(&self, topic: &str, partition: i32, reading_from: i64) -> i64 {
-        self.skip_below
-            .get(topic, partition)
-            .map_or(reading_from, |below| below.max(reading_from))
+        let handed = self.skip_below.get(topic, partition);
+        let held = self.held(topic, partition);
+        reading_from
+            .max(handed.unwrap_or(i64::MIN))
+            .max(held.unwrap_or(i64::MIN))
     }
 
     /// The sink's position in a partition as last known here.

@@ -89,3 +89,20 @@ fn a_revoked_partition_is_not_skipped_when_it_comes_back() {
     hand_over(&mut route);
     assert_eq!(route.lanes[1].take().num_rows(), 20);
 }
+
+#[test]
+fn a_lane_needs_nothing_below_what_its_sink_holds_or_was_handed() {
+    // Reading resumes at 1000 for another lane; lane 1's sink holds up to 8000 (it
+    // wrote them in an earlier life): records 1000..8000 Kafka deleted are no gap
+    // for it. Lane 0 was handed up to 20 and holds nothing: it needs from 1000.
+    let mut route = route();
+    push(&mut route, 0, 0..20);
+    hand_over(&mut route);
+    let mut held = ingest_sink_api::OffsetMap::default();
+    held.advance("t", 0, 8000);
+    route.lanes[1].learn_positions(&held);
+    assert_eq!(route.lanes[1].first_needed("t", 0, 1000), 8000);
+    assert_eq!(route.lanes[0].first_needed("t", 0, 1000), 1000);
+    route.lanes[0].skip_replay("t", 0);
+    assert_eq!(route.lanes[0].first_needed("t", 0, 5), 20);
+}
