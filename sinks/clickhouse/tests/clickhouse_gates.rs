@@ -116,27 +116,7 @@ async fn an_insert_under_way_lands_before_the_taker_reads_positions() {
     const SLOW_ROWS: i64 = 400_000;
     let (conn, a, b) = two_writers("gates_slow").await;
     let (mut a, mut b) = (a.sink, b.sink);
-    let db = conn.database.clone();
-    a.write(&batch(0..10)).await.unwrap();
-    let gate = sql(
-        &conn,
-        &format!(
-            "SELECT name FROM system.tables WHERE database = '{db}' AND engine = 'Null' \
-             AND startsWith(name, 'events__gate_')"
-        ),
-    )
-    .await[0]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
-
-    // A's insert of offsets 10..10+SLOW_ROWS, sent slowly (more than max_query_size
-    // first, so the server starts the insert before the rest arrives).
-    let body: String = (10..10 + SLOW_ROWS)
-        .map(|o| format!("{o}\tevents\t0\t{o}\n"))
-        .collect();
-    let query = format!("INSERT INTO {db}.{gate} (id, _topic, _partition, _offset) FORMAT TSV");
-    let slow = tokio::spawn(slow_post(query.clone(), body.into_bytes()));
+    let (gate, slow) = slow_insert_through_its_gate(&conn, &mut a, SLOW_ROWS).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let running = sql(
@@ -167,6 +147,36 @@ async fn an_insert_under_way_lands_before_the_taker_reads_positions() {
 }
 
 /// POSTs `body` in two halves 3 s apart; returns the response's status line.
+/// After a first write of offsets 0..10 by `a`: its gate (the rows table, not `_pos`),
+/// and an insert of offsets 10..10+`rows` through it sent slowly (more than
+/// max_query_size first, so the server starts the insert before the rest arrives): a
+/// writer paused in the middle of its body. Returns the gate and the task sending it.
+async fn slow_insert_through_its_gate(
+    conn: &ClickHouseConnection,
+    a: &mut ClickHouseSink,
+    rows: i64,
+) -> (String, tokio::task::JoinHandle<String>) {
+    let db = &conn.database;
+    a.write(&batch(0..10)).await.unwrap();
+    let gate = sql(
+        conn,
+        &format!(
+            "SELECT name FROM system.tables WHERE database = '{db}' AND engine = 'Null' \
+             AND startsWith(name, 'events__gate_') AND NOT endsWith(name, '_pos')"
+        ),
+    )
+    .await[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body: String = (10..10 + rows)
+        .map(|o| format!("{o}\tevents\t0\t{o}\n"))
+        .collect();
+    let query = format!("INSERT INTO {db}.{gate} (id, _topic, _partition, _offset) FORMAT TSV");
+    let slow = tokio::spawn(slow_post(query, body.into_bytes()));
+    (gate, slow)
+}
+
 async fn slow_post(query: String, body: Vec<u8>) -> String {
     let address = url()
         .trim_start_matches("http://")
@@ -314,25 +324,7 @@ async fn an_insert_into_a_gate_being_dropped_is_told_the_gate_is_gone() {
     let (conn, a, b) = two_writers("gates_dropping").await;
     let (mut a, mut b) = (a.sink, b.sink);
     let db = conn.database.clone();
-    a.write(&batch(0..10)).await.unwrap();
-    let gate = sql(
-        &conn,
-        &format!(
-            "SELECT name FROM system.tables WHERE database = '{db}' AND engine = 'Null' \
-             AND startsWith(name, 'events__gate_') AND NOT endsWith(name, '_pos')"
-        ),
-    )
-    .await[0]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
-
-    // An insert of A's under way through its gate, sent slowly: it holds the gate.
-    let body: String = (10..10 + SLOW_ROWS)
-        .map(|o| format!("{o}\tevents\t0\t{o}\n"))
-        .collect();
-    let query = format!("INSERT INTO {db}.{gate} (id, _topic, _partition, _offset) FORMAT TSV");
-    let slow = tokio::spawn(slow_post(query, body.into_bytes()));
+    let (gate, slow) = slow_insert_through_its_gate(&conn, &mut a, SLOW_ROWS).await;
     wait_for_process(&conn, &format!("INSERT INTO {db}.{gate} %")).await;
 
     // B takes the partition: its DROP of A's gate waits for the slow insert.
