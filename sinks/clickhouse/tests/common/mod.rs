@@ -4,6 +4,7 @@
 //! their offsets.
 
 pub mod chdb;
+pub mod http_proxy;
 
 use std::sync::Arc;
 
