@@ -9,9 +9,20 @@
 //! order, or which error it checks first. It lags the table when the writer stops
 //! between its insert and the entry, or when an insert fails after some of its parts
 //! were committed (a server crash, too many parts, a memory limit). Those rows can only
-//! sit in parts written or merged since the entry's time, so recovery reads the ledger
-//! plus the coordinates in those recent parts: bounded by recent activity, never a scan
-//! of the whole table, no Keeper, no external store and no dedup window.
+//! sit in parts holding a block numbered at or past the entry's `from_block`, so
+//! recovery reads the ledger plus the coordinates in those recent parts: bounded by
+//! recent activity, never a scan of the whole table, no Keeper, no external store and
+//! no dedup window.
+//!
+//! Why block numbers and not times (issue 16, item 8): a MergeTree numbers each insert's
+//! block from one counter that only goes up, and a merged or mutated part keeps the
+//! highest number of the parts it came from, so "parts holding a block numbered at or
+//! past N" cannot lose a row to a merge (one counter per table holds for the engines
+//! `engine.rs` accepts; replicated ones, numbered per partition, are refused). A part's time is the server's wall clock: a
+//! clock that ran ahead when an entry was recorded hid every part written after it was
+//! put right. Parts are read by name, so a merge between listing them and reading them
+//! would hide rows too: the list is taken again after the read, and the read repeated
+//! while a listed part has gone.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -82,8 +93,18 @@ impl Ledger {
     pub fn create_statement(&self) -> String {
         format!(
             "CREATE TABLE IF NOT EXISTS {} (topic String, partition Int32, \
-             next AggregateFunction(max, Int64), at AggregateFunction(max, DateTime)) \
+             next AggregateFunction(max, Int64), at AggregateFunction(max, DateTime), \
+             {FROM_BLOCK} AggregateFunction(max, Int64)) \
              ENGINE = AggregatingMergeTree() ORDER BY (topic, partition)",
+            self.qualified(&self.ledger)
+        )
+    }
+
+    /// The statement adding `from_block` to a ledger made by an earlier release (its
+    /// entries read 0 there: "unknown", recovered by time as that release did).
+    pub fn add_from_block_statement(&self) -> String {
+        format!(
+            "ALTER TABLE {} ADD COLUMN {FROM_BLOCK} AggregateFunction(max, Int64)",
             self.qualified(&self.ledger)
         )
     }
@@ -104,13 +125,14 @@ impl Ledger {
     pub fn entry_gate_statements(&self, gate: &str) -> [String; 2] {
         [
             format!(
-                "CREATE TABLE {} (topic String, partition Int32, next Int64, at DateTime) \
-                 ENGINE = Null",
+                "CREATE TABLE {} (topic String, partition Int32, next Int64, at DateTime, \
+                 {FROM_BLOCK} Int64) ENGINE = Null",
                 self.qualified(gate)
             ),
             format!(
                 "CREATE MATERIALIZED VIEW {} TO {} AS SELECT topic, partition, \
-                 maxState(next) AS next, maxState(at) AS at FROM {} GROUP BY topic, partition",
+                 maxState(next) AS next, maxState(at) AS at, maxState({FROM_BLOCK}) AS {FROM_BLOCK} \
+                 FROM {} GROUP BY topic, partition",
                 self.qualified(&format!("{gate}_ledger")),
                 self.qualified(&self.ledger),
                 self.qualified(gate)
@@ -127,24 +149,18 @@ impl Ledger {
     ) -> Query {
         let values: Vec<String> = entries
             .iter()
-            .map(|e| {
-                let at = match e.at {
-                    Some(at) => format!("toDateTime({at})"),
-                    None => "now()".into(),
-                };
-                format!("(?, {}, {}, {at})", e.partition, e.next)
-            })
+            .map(|e| format!("(?, {}, {}, now(), {})", e.partition, e.next, e.from_block))
             .collect();
         let statement = client.query(&format!(
-            "INSERT INTO {} (topic, partition, next, at) VALUES {}",
+            "INSERT INTO {} (topic, partition, next, at, {FROM_BLOCK}) VALUES {}",
             bound_qualified(&self.database, gate),
             values.join(", ")
         ));
         bind_all(statement, entries.iter().map(|e| e.topic.as_str()))
     }
 
-    /// Per partition of `topics` (of every topic when empty): the ledger's position
-    /// and the time of its entry.
+    /// Per partition of `topics` (of every topic when empty): the ledger's position,
+    /// the time of its entry and the first block that may hold rows past it.
     pub fn entries_query(&self, client: &clickhouse::Client, topics: &[&str]) -> Query {
         let filter = if topics.is_empty() {
             String::new()
@@ -152,20 +168,27 @@ impl Ledger {
             format!(" WHERE topic IN ({})", placeholders(topics.len()))
         };
         let query = client.query(&format!(
-            "SELECT topic, partition, maxMerge(next) AS next, toUInt32(maxMerge(at)) AS at \
-             FROM {}{filter} GROUP BY topic, partition",
+            "SELECT topic, partition, maxMerge(next) AS next, toUInt32(maxMerge(at)) AS at, \
+             maxMerge({FROM_BLOCK}) AS {FROM_BLOCK} FROM {}{filter} GROUP BY topic, partition",
             bound_qualified(&self.database, &self.ledger),
         ));
         bind_all(query, topics.iter().copied())
     }
 
-    /// Active parts of the data table written or merged at or after `since` (unix s),
-    /// with the server's clock.
-    pub fn recent_parts_query(&self, client: &clickhouse::Client, since: u32) -> Query {
+    /// One row: the names of the data table's active parts in `window`, the lowest of
+    /// their highest block numbers (`floor`) and the highest block number of any active
+    /// part (`top`), all from one look at the table.
+    pub fn recent_parts_query(&self, client: &clickhouse::Client, window: &Window) -> Query {
+        let mut recent = vec![format!("max_block_number >= {}", window.from_block)];
+        if let Some(since) = window.since {
+            recent.push(format!("modification_time >= toDateTime({since})"));
+        }
+        let recent = recent.join(" OR ");
         client
             .query(&format!(
-                "SELECT name, toUInt32(now()) AS now FROM system.parts WHERE database = ? \
-                 AND table = ? AND active AND modification_time >= toDateTime({since})"
+                "SELECT groupArrayIf(name, {recent}) AS names, \
+                 minIf(max_block_number, {recent}) AS floor, max(max_block_number) AS top \
+                 FROM system.parts WHERE database = ? AND table = ? AND active"
             ))
             .bind(&self.database)
             .bind(&self.table)
@@ -231,6 +254,58 @@ fn part_lists(parts: &[String]) -> Vec<&[String]> {
     lists
 }
 
+/// The ledger column naming, per partition, the lowest block number a part must hold
+/// to hold rows past the entry's `next`.
+const FROM_BLOCK: &str = "from_block";
+
+/// How often recovery reads the recent parts again when merges keep retiring the ones
+/// it listed.
+const LIST_ATTEMPTS: usize = 5;
+
+/// The parts recovery reads: those holding a block numbered `from_block` or later, and,
+/// for entries of an earlier release (which recorded only times), those written or
+/// merged `since` (unix s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub from_block: i64,
+    pub since: Option<u32>,
+}
+
+/// What one look at the table's parts found (see [`Ledger::recent_parts_query`]).
+struct Listed {
+    names: Vec<String>,
+    /// The lowest highest-block of the listed parts: every row they hold stays in parts
+    /// at or past it, whatever merges them.
+    floor: Option<i64>,
+    /// The highest block number of the table: every later insert numbers past it.
+    top: i64,
+}
+
+impl Listed {
+    fn from_json(rows: &[serde_json::Value]) -> Option<Self> {
+        let row = rows.first()?;
+        let names: Vec<String> = row["names"]
+            .as_array()?
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect();
+        Some(Self {
+            floor: (!names.is_empty())
+                .then(|| json_number(&row["floor"]))
+                .flatten(),
+            names,
+            top: json_number(&row["top"])?,
+        })
+    }
+
+    /// Whether every part of `self` is still active in `later`: if one has gone (merged,
+    /// mutated), its rows may have been read from nowhere.
+    fn still_in(&self, later: &Listed) -> bool {
+        let later: HashSet<&str> = later.names.iter().map(String::as_str).collect();
+        self.names.iter().all(|n| later.contains(n.as_str()))
+    }
+}
+
 /// Reads a table's positions; shared by its sink and by the resume on assignment.
 pub struct LedgerReader {
     /// The sink's name, for errors.
@@ -238,9 +313,9 @@ pub struct LedgerReader {
     pub client: clickhouse::Client,
     pub ledger: Ledger,
     pub coordinates: CoordinateColumns,
-    /// Partitions without a ledger entry, and the server time their parts were last
-    /// all looked at (so an unwritten partition costs one full look per process).
-    pub scanned: std::sync::Mutex<std::collections::HashMap<(String, i32), u32>>,
+    /// Partitions without a ledger entry, and the first block past their last full look
+    /// (so an unwritten partition costs one full look per process).
+    pub scanned: std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>,
 }
 
 impl LedgerReader {
@@ -248,17 +323,9 @@ impl LedgerReader {
     /// ledger knows when empty): the ledger, then the coordinates in parts newer than
     /// each partition's last ledger entry.
     pub async fn held(&self, from: &OffsetMap) -> Result<HeldRows, SinkError> {
-        let query = |query: Query| async move {
-            fetch_json(query).await.map_err(|e| {
-                SinkError::new(
-                    self.sink.clone(),
-                    format!("reading positions: {e}"),
-                    is_retryable(&e),
-                )
-            })
-        };
         let topics: Vec<&str> = from.topics().collect();
-        let entries: Vec<RecordedEntry> = query(self.ledger.entries_query(&self.client, &topics))
+        let entries: Vec<RecordedEntry> = self
+            .fetch(self.ledger.entries_query(&self.client, &topics))
             .await?
             .iter()
             .filter_map(RecordedEntry::from_json)
@@ -270,75 +337,158 @@ impl LedgerReader {
             }
             return Ok(held);
         }
-        // From each partition's ledger position (0 without one) and entry time.
+        // From each partition's ledger position (0 without one) and the blocks past it.
         let mut beyond_from = OffsetMap::default();
-        let mut since = u32::MAX;
+        let mut window = Window {
+            from_block: i64::MAX,
+            since: None,
+        };
         let mut unseen = Vec::new();
+        let mut by_time = Vec::new();
         let scanned = self.scanned.lock().expect("scans poisoned").clone();
         for (topic, partition, _) in from.iter() {
             let entry = entries
                 .iter()
                 .find(|e| e.topic == topic && e.partition == partition);
-            // A partition without a ledger entry: every part, the first time; after
-            // that, parts since that look (an interrupted first insert comes later).
             let key = (topic.to_string(), partition);
-            let unseen_at = scanned.get(&key).copied().unwrap_or(0);
-            let (next, at) = entry.map_or((0, unseen_at), |e| (e.next, e.at));
+            let next = entry.map_or(0, |e| e.next);
+            match entry {
+                Some(e) if e.from_block > 0 => {
+                    window.from_block = window.from_block.min(e.from_block);
+                    held.since.insert(key.clone(), e.from_block);
+                }
+                // Recorded by an earlier release: the parts since its time (one second
+                // early: part times and `now()` are whole seconds), until an entry of
+                // this release records a block.
+                Some(e) => {
+                    let since = e.at.saturating_sub(1);
+                    window.since = Some(window.since.map_or(since, |s| s.min(since)));
+                    by_time.push(key.clone());
+                }
+                // No entry: every part, the first time; after that, the parts past
+                // that look (an interrupted first insert comes later).
+                None => {
+                    let first = scanned.get(&key).copied().unwrap_or(0);
+                    window.from_block = window.from_block.min(first);
+                    held.since.insert(key.clone(), first);
+                    unseen.push(key.clone());
+                }
+            }
             if entry.is_some() {
                 held.ledger.advance(topic, partition, next);
             }
-            held.since.insert(key.clone(), at);
-            if entry.is_none() {
-                unseen.push(key);
-            }
             beyond_from.advance(topic, partition, next);
-            // One second early: part times and `now()` are whole seconds.
-            since = since.min(at.saturating_sub(1));
         }
-        let listed = query(self.ledger.recent_parts_query(&self.client, since)).await?;
-        let server_now = listed.first().and_then(|r| r["now"].as_u64());
-        let parts: Vec<String> = listed
-            .iter()
-            .filter_map(|row| row["name"].as_str().map(str::to_string))
-            .collect();
-        // The parts are named in lists of bounded length: all of them in one statement
-        // exceeded the server's `max_query_size` on finely partitioned tables.
-        let mut beyond = Vec::new();
-        for chunk in part_lists(&parts) {
-            beyond.extend(
-                query(self.ledger.beyond_query(
-                    &self.client,
-                    &self.coordinates,
-                    chunk,
-                    &beyond_from,
-                ))
-                .await?,
-            );
+        let (listed, beyond) = self.read_recent(&window, &beyond_from).await?;
+        if window.from_block != i64::MAX && window.from_block > listed.top + 1 {
+            // The counter went back: the parts holding the highest blocks were dropped
+            // and the server restarted (or the table was made anew). Later inserts may
+            // number below the entries: every part is read.
+            tracing::warn!(sink = %self.sink, top = listed.top, from_block = window.from_block,
+                "the table's block numbers went back below its position ledger (parts dropped, then a restart?): reading every part to find rows past the ledger");
+            let every_part = Window {
+                from_block: 0,
+                since: None,
+            };
+            return self.held_from(held, every_part, &beyond_from).await;
         }
-        for row in beyond {
-            if let Some(e) = RecordedEntry::from_json(&serde_json::json!({
-                "topic": row["topic"], "partition": row["partition"],
-                "next": row["offset"], "at": 0,
-            })) {
-                held.beyond.insert((e.topic, e.partition, e.next));
-            }
+        held.top = listed.top;
+        // Rows found by time stay where a block window finds them: in parts at or past
+        // the lowest block of the parts listed.
+        let floor = listed.floor.unwrap_or(listed.top + 1);
+        for key in by_time {
+            held.since.insert(key, floor);
         }
+        held.add_beyond(beyond);
         // A partition without an entry whose look found nothing need not look at older
         // parts again. One whose look found rows must, until an entry covers them: a
         // write failing now would otherwise forget them and write them twice.
-        if let Some(now) = server_now {
-            let mut scanned = self.scanned.lock().expect("scans poisoned");
-            for key in unseen {
-                let found = held
-                    .beyond
-                    .iter()
-                    .any(|(t, p, _)| *t == key.0 && *p == key.1);
-                if !found {
-                    scanned.insert(key, now as u32);
-                }
+        let mut scanned = self.scanned.lock().expect("scans poisoned");
+        for key in unseen {
+            let found = held
+                .beyond
+                .iter()
+                .any(|(t, p, _)| *t == key.0 && *p == key.1);
+            if !found {
+                scanned.insert(key, listed.top + 1);
             }
         }
         Ok(held)
+    }
+
+    /// As [`Self::held`] past the ledger, over every part in `window`.
+    async fn held_from(
+        &self,
+        mut held: HeldRows,
+        window: Window,
+        beyond_from: &OffsetMap,
+    ) -> Result<HeldRows, SinkError> {
+        let (listed, beyond) = self.read_recent(&window, beyond_from).await?;
+        held.top = listed.top;
+        for (topic, partition, _) in beyond_from.iter() {
+            held.since
+                .insert((topic.to_string(), partition), window.from_block);
+        }
+        held.add_beyond(beyond);
+        Ok(held)
+    }
+
+    /// The parts in `window` and the coordinates of their rows past `beyond_from`,
+    /// listed again after the read until no listed part has gone meanwhile.
+    async fn read_recent(
+        &self,
+        window: &Window,
+        beyond_from: &OffsetMap,
+    ) -> Result<(Listed, Vec<serde_json::Value>), SinkError> {
+        let mut listed = self.list(window).await?;
+        for _ in 0..LIST_ATTEMPTS {
+            if listed.names.is_empty() {
+                return Ok((listed, Vec::new()));
+            }
+            // The parts are named in lists of bounded length: all of them in one
+            // statement exceeded the server's `max_query_size` on finely partitioned
+            // tables.
+            let mut beyond = Vec::new();
+            for chunk in part_lists(&listed.names) {
+                let query =
+                    self.ledger
+                        .beyond_query(&self.client, &self.coordinates, chunk, beyond_from);
+                beyond.extend(self.fetch(query).await?);
+            }
+            let again = self.list(window).await?;
+            if listed.still_in(&again) {
+                return Ok((listed, beyond));
+            }
+            listed = again;
+        }
+        Err(SinkError::retryable(
+            &self.sink,
+            format!(
+                "reading positions: the table's recent parts were merged away {LIST_ATTEMPTS} times while they were read"
+            ),
+        ))
+    }
+
+    async fn list(&self, window: &Window) -> Result<Listed, SinkError> {
+        let rows = self
+            .fetch(self.ledger.recent_parts_query(&self.client, window))
+            .await?;
+        Listed::from_json(&rows).ok_or_else(|| {
+            SinkError::retryable(
+                &self.sink,
+                format!("reading positions: an unreadable list of parts: {rows:?}"),
+            )
+        })
+    }
+
+    async fn fetch(&self, query: Query) -> Result<Vec<serde_json::Value>, SinkError> {
+        fetch_json(query).await.map_err(|e| {
+            SinkError::new(
+                self.sink.clone(),
+                format!("reading positions: {e}"),
+                is_retryable(&e),
+            )
+        })
     }
 }
 
@@ -360,22 +510,39 @@ pub struct HeldRows {
     /// The ledger's positions.
     pub ledger: OffsetMap,
     pub beyond: HashSet<(String, i32, i64)>,
-    /// Per partition, the time since which parts were read for `beyond` (unix s).
-    pub since: HashMap<(String, i32), u32>,
+    /// Per partition, the first block of the parts read for `beyond`.
+    pub since: HashMap<(String, i32), i64>,
+    /// The table's highest block number when it was read: an insert after that read
+    /// numbers its blocks past it.
+    pub top: i64,
 }
 
 /// A ledger entry to record: the table holds every row of the partition below `next`;
-/// rows past it can only be in parts written or merged since `at` (the server's
-/// `now()` when `None`).
+/// rows past it can only be in parts holding a block numbered `from_block` or later.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryToRecord {
     pub topic: String,
     pub partition: i32,
     pub next: i64,
-    pub at: Option<u32>,
+    pub from_block: i64,
 }
 
 impl HeldRows {
+    /// Adds the coordinates `rows` found past the ledger.
+    fn add_beyond(&mut self, rows: Vec<serde_json::Value>) {
+        for row in rows {
+            let (Some(topic), Some(partition), Some(offset)) = (
+                row["topic"].as_str(),
+                json_number::<i64>(&row["partition"]),
+                json_number::<i64>(&row["offset"]),
+            ) else {
+                continue;
+            };
+            self.beyond
+                .insert((topic.to_string(), partition as i32, offset));
+        }
+    }
+
     /// Whether the table already holds the row at `coordinates`.
     pub fn holds(&self, coordinates: &Coordinates) -> bool {
         self.ledger
@@ -393,7 +560,8 @@ impl HeldRows {
     /// `written` (per partition, the offset after its last record), for the partitions
     /// where they say more than the ledger does. An entry never moves `at` past rows
     /// found beyond its `next`: they stay where recovery looks until an entry covers
-    /// them.
+    /// them. Otherwise rows past `next` can only come from later inserts, which number
+    /// their blocks past the table's highest when it was read, before this batch.
     pub fn entries_after(&self, written: &OffsetMap) -> Vec<EntryToRecord> {
         let positions = self.positions();
         let mut entries = Vec::new();
@@ -406,17 +574,19 @@ impl HeldRows {
                 .beyond
                 .iter()
                 .any(|(t, p, o)| t == topic && *p == partition && *o >= next);
-            let at = left_beyond.then(|| {
+            let from_block = if left_beyond {
                 self.since
                     .get(&(topic.to_string(), partition))
                     .copied()
                     .unwrap_or(0)
-            });
+            } else {
+                self.top + 1
+            };
             entries.push(EntryToRecord {
                 topic: topic.to_string(),
                 partition,
                 next,
-                at,
+                from_block,
             });
         }
         entries
@@ -452,7 +622,11 @@ pub struct RecordedEntry {
     pub topic: String,
     pub partition: i32,
     pub next: i64,
+    /// The entry's time (unix s); recovery reads it only for entries of an earlier
+    /// release, which lack `from_block`.
     pub at: u32,
+    /// 0 for entries of an earlier release.
+    pub from_block: i64,
 }
 
 impl RecordedEntry {
@@ -462,6 +636,7 @@ impl RecordedEntry {
             partition: json_number::<i64>(&row["partition"])? as i32,
             next: json_number(&row["next"])?,
             at: json_number::<i64>(&row["at"])? as u32,
+            from_block: json_number(&row[FROM_BLOCK]).unwrap_or(0),
         })
     }
 }
@@ -574,27 +749,31 @@ mod tests {
     #[test]
     fn entries_bind_their_topics() {
         let client = clickhouse::Client::default();
-        let entry = |topic: &str, at| EntryToRecord {
+        let entry = |topic: &str, from_block| EntryToRecord {
             topic: topic.into(),
             partition: 1,
             next: 5,
-            at,
+            from_block,
         };
         let statement = Ledger::new("db", "events").entry_statement(
             &client,
             "g_pos",
-            &[entry("it's", None), entry("b", Some(7))],
+            &[entry("it's", 1), entry("b", 7)],
         );
         assert_eq!(
             statement.sql_display().to_string(),
-            "INSERT INTO `db`.`g_pos` (topic, partition, next, at) VALUES \
-             ('it\\'s', 1, 5, now()), ('b', 1, 5, toDateTime(7))"
+            "INSERT INTO `db`.`g_pos` (topic, partition, next, at, from_block) VALUES \
+             ('it\\'s', 1, 5, now(), 1), ('b', 1, 5, now(), 7)"
         );
     }
 
-    /// The ledger at 10 since time 500, with rows found beyond it at `beyond`.
+    /// The ledger at 10, its rows past it in parts from block 500, the table at block
+    /// 900, with rows found beyond it at `beyond`.
     fn ledger_at_10_with(beyond: std::ops::Range<i64>) -> HeldRows {
-        let mut held = HeldRows::default();
+        let mut held = HeldRows {
+            top: 900,
+            ..HeldRows::default()
+        };
         held.ledger.advance("t", 0, 10);
         held.since.insert(("t".into(), 0), 500);
         held.beyond.extend(beyond.map(|o| ("t".into(), 0, o)));
@@ -612,17 +791,18 @@ mod tests {
         // A replay of 10..15 after a crash: the table holds 10..20 already.
         let entries = ledger_at_10_with(10..20).entries_after(&written(15));
         assert_eq!(entries.len(), 1);
-        assert_eq!((entries[0].next, entries[0].at), (20, None));
+        // Later rows come from later inserts: past the table's highest block.
+        assert_eq!((entries[0].next, entries[0].from_block), (20, 901));
     }
 
     #[test]
-    fn an_entry_keeps_its_time_while_rows_past_it_are_found() {
+    fn an_entry_keeps_its_first_block_while_rows_past_it_are_found() {
         // Issue 10, hole 1: rows 30..40 of an interrupted insert sit past a gap. An
-        // entry for a shorter retry (10..15) must not move `at` past their parts, or
-        // the next look misses them and they are written twice.
+        // entry for a shorter retry (10..15) must not move `from_block` past their
+        // parts, or the next look misses them and they are written twice.
         let held = ledger_at_10_with(30..40);
         let entries = held.entries_after(&written(15));
-        assert_eq!((entries[0].next, entries[0].at), (15, Some(500)));
+        assert_eq!((entries[0].next, entries[0].from_block), (15, 500));
         // Nothing new to say: no entry.
         assert!(held.entries_after(&written(8)).is_empty());
     }

@@ -48,6 +48,7 @@ impl ClickHouseSink {
         setup
             .create_ledger_and_gate_registry(&ledger, companions)
             .await?;
+        setup.add_from_block(&ledger).await?;
         let columns = setup.match_columns(&schema, columns)?;
         setup.check_encoding(&schema, &columns)?;
         let sink = setup.into_sink(schema, columns, ledger, coordinates, gates);
@@ -267,6 +268,36 @@ impl<'a> Setup<'a> {
             }
         }
         self.run(ledger.drop_old_view_statement()).await
+    }
+
+    /// Adds `from_block` to a ledger made by an earlier release (without
+    /// `create_tables`: an error naming the statement to run).
+    async fn add_from_block(&self, ledger: &Ledger) -> Result<(), SinkError> {
+        let query = self
+            .client
+            .query(
+                "SELECT count() AS n FROM system.columns WHERE database = ? AND table = ? \
+                 AND name = 'from_block'",
+            )
+            .bind(&self.conn.database)
+            .bind(ledger.name());
+        let rows = fetch_json(query).await.map_err(|e| {
+            SinkError::new(
+                &self.name,
+                format!("cannot read the position ledger's columns: {e}"),
+                is_retryable(&e),
+            )
+        })?;
+        if rows.first().and_then(|r| json_number::<u64>(&r["n"])) == Some(1) {
+            return Ok(());
+        }
+        let alter = ledger.add_from_block_statement();
+        if !self.conn.create_tables {
+            return Err(self.refused(format!(
+                "the position ledger was made by an earlier release and lacks the column recovery now reads; run: {alter}"
+            )));
+        }
+        self.run(alter).await
     }
 
     /// The table's columns paired with the schema's fields.

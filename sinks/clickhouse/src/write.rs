@@ -267,7 +267,7 @@ impl ClickHouseSink {
     }
 
     /// Records ledger entries through the gate's entry table; marked as in flight like
-    /// the rows (an entry landing late could move a partition's entry time past rows
+    /// the rows (an entry landing late could move a partition's `from_block` past rows
     /// recovery must still find).
     async fn record(
         &mut self,
