@@ -40,10 +40,12 @@ deploy-check:
 k8s-manifests:
 	$(PY) tests/deploy/chart.py --write-k8s
 
-## Fault injection at full size: 100,000 simulated schedules of the offset protocol, then
+## Fault injection at full size: 100,000 simulated schedules of the offset protocol and
+## 100,000 of ClickHouse recovery, then
 ## kill -9 loops, rebalances, a frozen instance, sink outages.
 chaos: stack build
 	CHAOS=full cargo test $(CARGO_FLAGS) -p ingest --test protocol_sim
+	CHAOS=full cargo test $(CARGO_FLAGS) -p ingest-sink-clickhouse --lib recovery_sim
 	. $(STACK)/env.sh && CHAOS=full $(PY) -m pytest -q tests/e2e/test_chaos.py
 
 clean-stack:

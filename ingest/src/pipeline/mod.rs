@@ -10,7 +10,7 @@
 //! 5. sink commit: the sink makes the rows durable and records the positions they
 //!    reach where it can read them back after a crash (Iceberg: in the same commit,
 //!    `commit.rs`; ClickHouse: a ledger entry once the insert is acknowledged,
-//!    `ledger.rs`);
+//!    `ledger/`);
 //! 6. Kafka commit: `pipeline/commit.rs` commits what every sink of the route holds
 //!    (which offsets may be committed is `protocol/`'s rule).
 //!

@@ -65,6 +65,9 @@ impl HeldRows {
                 .beyond
                 .iter()
                 .any(|(t, p, o)| t == topic && *p == partition && *o >= next);
+            // At least 1: 0 reads as an entry of an earlier release (recovered by time,
+            // which would miss the rows found here by a first full look), and every
+            // part holds block 1 or later.
             let from_block = if left_beyond {
                 self.since
                     .get(&(topic.to_string(), partition))
@@ -72,7 +75,8 @@ impl HeldRows {
                     .unwrap_or(0)
             } else {
                 self.top + 1
-            };
+            }
+            .max(1);
             entries.push(EntryToRecord {
                 topic: topic.to_string(),
                 partition,
@@ -195,6 +199,11 @@ mod tests {
         let held = ledger_at_10_with(30..40);
         let entries = held.entries_after(&written(15));
         assert_eq!((entries[0].next, entries[0].from_block), (15, 500));
+        // Found by a first full look (from block 0): the entry says block 1, never 0
+        // (an entry of an earlier release, read by time).
+        let mut first_look = held.clone();
+        first_look.since.insert(("t".into(), 0), 0);
+        assert_eq!(first_look.entries_after(&written(15))[0].from_block, 1);
         // Nothing new to say: no entry.
         assert!(held.entries_after(&written(8)).is_empty());
     }
