@@ -105,7 +105,7 @@ impl RouteBatch {
 
     /// The lanes that take rows (all but those shed while their sink is down).
     fn taking(&self) -> impl Iterator<Item = &Lane> {
-        self.lanes.iter().filter(|lane| !lane.is_shed())
+        self.lanes.iter().filter(|lane| !lane.book.is_shed())
     }
 
     /// Whether the lane is due, counting the messages still in the decoder.

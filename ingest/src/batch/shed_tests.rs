@@ -38,7 +38,7 @@ fn a_shed_lane_takes_no_rows_and_never_makes_reading_wait() {
         53,
         "the slow lane took every row"
     );
-    let mut shed = route.lanes[0].unshed();
+    let mut shed = route.lanes[0].book.unshed();
     shed.sort();
     assert_eq!(shed, [("t".to_string(), 0), ("t".to_string(), 1)]);
 }
@@ -51,9 +51,9 @@ fn a_partition_read_again_is_skipped_by_the_lanes_that_had_it() {
     // The fast lane's sink holds 0..10; it shed the rest and is back.
     route.lanes[0].take();
     route.lanes[0].shed();
-    route.lanes[0].unshed();
-    route.lanes[0].skip_below("t", 0, 10);
-    assert_eq!(route.lanes[1].skip_replay("t", 0), Some(30));
+    route.lanes[0].book.unshed();
+    route.lanes[0].book.skip_below("t", 0, 10);
+    assert_eq!(route.lanes[1].book.skip_replay("t", 0), Some(30));
     push(&mut route, 0, 10..35);
     hand_over(&mut route);
     let fast = route.lanes[0].take();
@@ -70,7 +70,7 @@ fn a_chunk_of_only_skipped_rows_leaves_no_position_behind() {
     hand_over(&mut route);
     let slow = route.lanes[1].take();
     assert_eq!(slow.num_rows(), 20);
-    route.lanes[1].skip_replay("t", 0);
+    route.lanes[1].book.skip_replay("t", 0);
     push(&mut route, 0, 5..15);
     hand_over(&mut route);
     assert!(!route.lanes[1].has_open(), "nothing new for the slow lane");
@@ -84,7 +84,7 @@ fn a_revoked_partition_is_not_skipped_when_it_comes_back() {
     hand_over(&mut route);
     route.revoke(&[("t".to_string(), 0)]);
     // Assigned again, it starts where the sinks stand (here: 0) for every lane.
-    assert_eq!(route.lanes[1].skip_replay("t", 0), None);
+    assert_eq!(route.lanes[1].book.skip_replay("t", 0), None);
     push(&mut route, 0, 0..20);
     hand_over(&mut route);
     assert_eq!(route.lanes[1].take().num_rows(), 20);
@@ -100,9 +100,9 @@ fn a_lane_needs_nothing_below_what_its_sink_holds_or_was_handed() {
     hand_over(&mut route);
     let mut held = ingest_sink_api::OffsetMap::default();
     held.advance("t", 0, 8000);
-    route.lanes[1].learn_positions(&held);
-    assert_eq!(route.lanes[1].first_needed("t", 0, 1000), 8000);
-    assert_eq!(route.lanes[0].first_needed("t", 0, 1000), 1000);
-    route.lanes[0].skip_replay("t", 0);
-    assert_eq!(route.lanes[0].first_needed("t", 0, 5), 20);
+    route.lanes[1].book.learn_positions(&held);
+    assert_eq!(route.lanes[1].book.first_needed("t", 0, 1000), 8000);
+    assert_eq!(route.lanes[0].book.first_needed("t", 0, 1000), 1000);
+    route.lanes[0].book.skip_replay("t", 0);
+    assert_eq!(route.lanes[0].book.first_needed("t", 0, 5), 20);
 }

@@ -73,10 +73,10 @@ impl Pipeline<'_> {
         }
         for (lane, state) in route.lanes.iter().enumerate() {
             // A shed lane reads again from its own position later, and is checked then.
-            if state.is_shed() {
+            if state.book.is_shed() {
                 continue;
             }
-            let position = state.first_needed(topic, partition, expected);
+            let position = state.book.first_needed(topic, partition, expected);
             let gap = Lost {
                 topic: topic.to_string(),
                 partition,
@@ -142,7 +142,7 @@ impl Pipeline<'_> {
                 continue;
             };
             for (lane, positions) in route.lanes.iter_mut().zip(known) {
-                lane.learn_positions(positions);
+                lane.book.learn_positions(positions);
             }
         }
         for (topic, partition, start) in &assignment.starts {
@@ -173,13 +173,14 @@ impl Pipeline<'_> {
         for route in routes {
             for (lane, state) in route.lanes.iter().enumerate() {
                 let shed: Vec<(String, i32)> = state
+                    .book
                     .shed_partitions()
                     .filter(|(t, p)| self.offsets.owns(t, *p))
                     .cloned()
                     .collect();
                 for (topic, partition) in shed {
                     let (Some(position), Some(bounds)) = (
-                        state.position_when_written(&topic, partition),
+                        state.book.position_when_written(&topic, partition),
                         consumer::cached_bounds(self.consumer, &topic, partition),
                     ) else {
                         continue;
@@ -213,7 +214,7 @@ impl Pipeline<'_> {
             let highest = route
                 .lanes
                 .iter()
-                .filter_map(|l| l.held(&topic, partition))
+                .filter_map(|l| l.book.held(&topic, partition))
                 .max();
             let (Some(highest), Some(seen)) = (
                 highest,
@@ -296,6 +297,6 @@ fn held_positions(route: &RouteBatch, topic: &str, partition: i32) -> Vec<(Strin
     route
         .lanes
         .iter()
-        .filter_map(|l| Some((l.name.clone(), l.held(topic, partition)?)))
+        .filter_map(|l| Some((l.name.clone(), l.book.held(topic, partition)?)))
         .collect()
 }

@@ -10,7 +10,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::Pipeline;
 use crate::batch::RouteBatch;
-use crate::protocol::{Partition, start_offset};
+use crate::protocol::{LaneBook, Partition, reread_after_shed, start_offset};
 
 impl Pipeline<'_> {
     /// A lane may shed unless it is the route's last lane taking rows (then there is
@@ -20,25 +20,27 @@ impl Pipeline<'_> {
             .lanes
             .iter()
             .enumerate()
-            .any(|(other, state)| other != lane && !state.is_shed())
+            .any(|(other, state)| other != lane && !state.book.is_shed())
     }
 
     /// A shed lane's sink is back (its write finished): the partitions it dropped rows
     /// of are read again from where every lane needs them (its own durable position,
-    /// or less), and the other lanes skip what they were handed already. Rows still in
-    /// the decoder go to the other lanes first: they lie past where reading restarts.
+    /// or less), and the other lanes skip what they were handed already
+    /// ([`reread_after_shed`]). Rows still in the decoder go to the other lanes first:
+    /// they lie past where reading restarts.
     pub(super) async fn unshed(
         &mut self,
         route: &mut RouteBatch,
         lane: usize,
     ) -> anyhow::Result<()> {
-        if !route.lanes[lane].is_shed() {
+        if !route.lanes[lane].book.is_shed() {
             return Ok(());
         }
         let chunk = route.take_decoded();
         self.dispose_rejected(route, &chunk.rejected).await?;
         route.distribute(&chunk);
         let partitions: Vec<Partition> = route.lanes[lane]
+            .book
             .unshed()
             .into_iter()
             .filter(|(t, p)| self.offsets.owns(t, *p))
@@ -49,26 +51,14 @@ impl Pipeline<'_> {
         let known = self.sink_positions(route, &partitions).await?;
         learn(route, &known);
         for (topic, partition) in &partitions {
-            // Every lane's need: the shed one's durable position, the others' next
-            // record not handed to them yet (or their durable position).
-            // (Lanes still shed are left out: they read again once their sink is back.)
-            let position = |index: usize| known.get(index)?.get(topic, *partition);
-            let mut needs = vec![position(lane)];
-            if let Some(next) = position(lane) {
+            if let Some(next) = known.get(lane).and_then(|k| k.get(topic, *partition)) {
                 self.check_before_seek(route, topic, *partition, &[(lane, next)])?;
-                route.lanes[lane].skip_below(topic, *partition, next);
             }
-            for (index, state) in route.lanes.iter_mut().enumerate() {
-                if index != lane && !state.is_shed() {
-                    let handed = state.skip_replay(topic, *partition);
-                    needs.push(handed.or_else(|| position(index)));
-                }
-            }
-            let start = needs
-                .into_iter()
-                .collect::<Option<Vec<i64>>>()
-                .map(|needs| needs.into_iter().min().unwrap_or(0));
-            let offset = self.seek(topic, *partition, start, &partitions)?;
+        }
+        let mut books: Vec<&mut LaneBook> = route.lanes.iter_mut().map(|l| &mut l.book).collect();
+        let starts = reread_after_shed(&mut books, lane, &known, &partitions);
+        for ((topic, partition), start) in starts {
+            let offset = self.seek(&topic, partition, start, &partitions)?;
             tracing::info!(
                 topic,
                 partition,
@@ -205,7 +195,7 @@ impl Pipeline<'_> {
 /// Each lane learns its sink's positions, just read (`known` is in lane order).
 fn learn(route: &mut RouteBatch, known: &[OffsetMap]) {
     for (lane, positions) in route.lanes.iter_mut().zip(known) {
-        lane.learn_positions(positions);
+        lane.book.learn_positions(positions);
     }
 }
 

@@ -160,7 +160,7 @@ impl Pipeline<'_> {
         let mut sink = state.sink.take().expect("the lane's sink is home");
         let mut batch = state.take();
         batch.epoch = self.consumer.context().ownership.epoch();
-        state.writing(Some(&batch.positions));
+        state.book.writing(Some(&batch.positions));
         let health = self.health.clone();
         let shutdown = self.shutdown.clone();
         let consumer = Arc::clone(self.consumer);
@@ -194,7 +194,7 @@ impl Pipeline<'_> {
         };
         let outcome = handle.await?;
         state.sink = Some(outcome.sink);
-        state.writing(None);
+        state.book.writing(None);
         let written = match outcome.result {
             Ok(written) => written,
             Err(e) if e.is_fenced() => {
@@ -225,7 +225,7 @@ impl Pipeline<'_> {
             &written.not_owned,
         );
         let state = &mut route.lanes[lane];
-        state.learn_positions(&counted.counted);
+        state.book.learn_positions(&counted.counted);
         self.health
             .record_flush(&route.route.name, &state.name, outcome.rows as u64);
         tracing::info!(

@@ -14,6 +14,7 @@
 //!   of its sinks' own positions, or at the group offset when a sink has none.
 
 mod epochs;
+mod lane;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +23,7 @@ use std::collections::BTreeSet;
 use ingest_sink_api::OffsetMap;
 
 pub use epochs::Revocations;
+pub use lane::{LaneBook, Taken, reread_after_shed};
 
 /// A topic and partition.
 pub type Partition = (String, i32);
