@@ -3,12 +3,14 @@
 //! produce, consume, sink writes (failing before or after the data is durable, or after
 //! a prefix), crashes, graceful stops, cooperative rebalances and zombies (a member
 //! paused past its session that wakes up and acts on its stale state), driving
-//! `ingest::protocol` the way the runtime does, against in-memory stand-ins for the
-//! broker and the two sinks that keep their positions as ours do.
+//! `ingest::protocol` the way the runtime does (the lanes' books included:
+//! `protocol/lane.rs`), against in-memory stand-ins for the broker and the two sinks
+//! that keep their positions as ours do.
 //!
-//! Checked as the world changes: no sink holds a row twice, no sink position moves
-//! backwards, a group offset never moves backwards nor passes a record some sink (or
-//! the dead-letter topic) lacks. After recovery: every record is in each sink exactly
+//! Checked as the world changes: no sink holds a row twice, no sink position claims a
+//! record its sink lacks, a group offset never moves backwards nor passes a record some
+//! sink (or the dead-letter topic) lacks; `each_broken_rule_is_caught` shows each check
+//! failing on a rule broken on purpose. After recovery: every record is in each sink exactly
 //! once (or in the dead-letter topic) and the group offsets are at the end.
 //!
 //! `cargo test` runs a quick share; `CHAOS=full` runs 100,000 schedules. A failure
@@ -22,7 +24,7 @@ mod member;
 mod sinks;
 mod world;
 
-use world::{Events, World};
+use world::{Break, Events, World};
 
 const TOPIC: &str = "t";
 /// The one route, by index.
@@ -33,7 +35,16 @@ type Row = (i32, i64);
 
 /// Runs one schedule; on failure, the reason and the steps that led to it.
 fn schedule(seed: u64, whole_trace: bool, events: &mut Events) -> Result<(), String> {
-    let mut world = World::new(seed);
+    schedule_breaking(seed, whole_trace, events, Break::None)
+}
+
+fn schedule_breaking(
+    seed: u64,
+    whole_trace: bool,
+    events: &mut Events,
+    brk: Break,
+) -> Result<(), String> {
+    let mut world = World::breaking(seed, brk);
     let steps = 20 + (seed % 181) as usize;
     let result = world.run(steps);
     events.add(&world.seen_events);
@@ -145,5 +156,26 @@ fn a_writer_whose_gate_was_taken_reads_again_from_the_sinks_positions() {
     })();
     if let Err(why) = result {
         panic!("{why}\n--- steps ---\n{}", w.trace.join("\n"));
+    }
+}
+
+/// Each check fails when a rule of the runtime is broken on purpose: the group commit,
+/// where a shed lane reads again, and what lanes skip after a re-read.
+#[test]
+fn each_broken_rule_is_caught() {
+    for (brk, check) in [
+        (Break::CommitTheMaximum, "commits"),
+        (Break::RereadFromTheFurthest, "position of"),
+        (Break::NoSkipAfterReread, "written twice"),
+    ] {
+        // The first schedule whose failure is this check's.
+        let caught = (0..20_000u64).find_map(|seed| {
+            let why = schedule_breaking(seed, false, &mut Events::default(), brk).err()?;
+            let first = why.lines().next().unwrap_or_default().to_string();
+            first.contains(check).then_some((seed, first))
+        });
+        let (seed, first) =
+            caught.unwrap_or_else(|| panic!("{brk:?}: no schedule failed on `{check}`"));
+        println!("{brk:?}: seed {seed}: {first}");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ingest::protocol::{Offsets, Revocations};
+use ingest::protocol::{LaneBook, Offsets, Revocations};
 use ingest_sink_api::OffsetMap;
 
 use super::gate::Writer;
@@ -77,44 +77,34 @@ pub struct Flight {
 pub struct Lane {
     pub open: Batch,
     pub flight: Option<Flight>,
-    /// Per partition, the offset after the last record handed to the lane.
-    pub appended: BTreeMap<i32, i64>,
-    /// Per partition read again for a lane that shed: records below are skipped.
-    pub skip_below: BTreeMap<i32, i64>,
-    /// Shed while its sink is down (`Lane::shed`): the partitions to read again.
-    pub shed: Option<BTreeSet<i32>>,
+    /// The runtime's own book of what the lane was handed, skips and shed
+    /// (`ingest::protocol::LaneBook`, as `batch/lane.rs` keeps it).
+    pub book: LaneBook,
 }
 
 impl Lane {
-    /// `Lane::append`: a shed lane takes nothing; rows handed before are skipped.
-    pub fn append(&mut self, chunk: &Batch, p: i32, to: i64) {
-        if let Some(shed) = &mut self.shed {
-            shed.insert(p);
+    /// `Lane::append`: what the book takes of the chunk (nothing while shed, rows
+    /// handed before a re-read skipped, unless `no_skip` breaks that rule).
+    pub fn append(&mut self, chunk: &Batch, no_skip: bool) {
+        let Some(taken) = self.book.take(&chunk.next) else {
             return;
-        }
-        let below = self.skip_below.get(&p).copied();
-        if below.is_some_and(|below| to <= below) {
-            return;
-        }
-        self.skip_below.remove(&p);
+        };
         let fresh = chunk
             .rows
             .iter()
-            .filter(|(_, o)| below.is_none_or(|below| *o >= below));
+            .filter(|(p, o)| no_skip || taken.skip.get(TOPIC, *p).is_none_or(|below| *o >= below));
         self.open.rows.extend(fresh);
-        self.open.next.merge(&chunk.next);
-        let slot = self.appended.entry(p).or_insert(to);
-        *slot = (*slot).max(to);
+        self.open.next.merge(&if no_skip {
+            chunk.next.clone()
+        } else {
+            taken.positions
+        });
     }
 
     /// `Lane::shed`.
     pub fn shed(&mut self) {
-        let mut partitions: BTreeSet<i32> = self.open.partitions().into_iter().collect();
-        partitions.extend(self.appended.keys());
+        self.book.shed(tp(&self.open.partitions()));
         self.open = Batch::default();
-        self.appended.clear();
-        self.skip_below.clear();
-        self.shed = Some(partitions);
     }
 }
 
@@ -158,13 +148,10 @@ impl Member {
 
     /// Drops the buffered rows of `partitions` from every lane (`RouteBatch::revoke`).
     pub fn drop_buffered(&mut self, partitions: &[i32]) {
+        let gone = |_: &str, p: i32| partitions.contains(&p);
         for lane in &mut self.lanes {
             lane.open.drop_partitions(partitions);
-            lane.appended.retain(|p, _| !partitions.contains(p));
-            lane.skip_below.retain(|p, _| !partitions.contains(p));
-            if let Some(shed) = &mut lane.shed {
-                shed.retain(|p| !partitions.contains(p));
-            }
+            lane.book.revoke(&gone);
         }
     }
 
