@@ -4,12 +4,14 @@ mod continuity;
 mod fence;
 mod log_bounds;
 mod ownership;
+mod readers;
 mod resume;
 
 pub use continuity::{Continuity, Step};
 pub use fence::GroupFence;
 pub use log_bounds::{Bounds, LogBounds, Lost, Refused, Why, cached_bounds, refusal};
 pub use ownership::Ownership;
+pub use readers::PositionReaders;
 pub use resume::{Assignment, Resume};
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -10,13 +10,13 @@
 //! the log start, the gap is reported and the partition starts at the log start.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ingest_sink_api::{OffsetMap, PositionReader};
+use ingest_sink_api::OffsetMap;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::log_bounds::{self, LogBounds, Lost, Refused, SinkPositions};
+use super::readers::PositionReaders;
 use crate::protocol::start_offset;
 
 /// Bounds how long an assignment may wait for the sinks to answer.
@@ -29,15 +29,14 @@ pub type Starts = Vec<(String, i32, i64)>;
 pub type RouteOf = Box<dyn Fn(&str) -> Option<usize> + Send + Sync>;
 
 pub struct Resume {
-    /// Per route, a reader of each sink's positions.
-    readers: Vec<Vec<Arc<dyn PositionReader>>>,
+    readers: PositionReaders,
     route_of: RouteOf,
     runtime: tokio::runtime::Handle,
 }
 
 impl Resume {
     pub fn new(
-        readers: Vec<Vec<Arc<dyn PositionReader>>>,
+        readers: PositionReaders,
         route_of: RouteOf,
         runtime: tokio::runtime::Handle,
     ) -> Self {
@@ -113,12 +112,10 @@ impl Resume {
         }
         let wanted: Vec<(usize, OffsetMap)> = by_route.into_iter().collect();
         let lookups = wanted.iter().map(|(route, partitions)| {
-            let readers = self.readers[*route].clone();
+            let readers = self.readers.clone();
             async move {
-                let reads = readers.iter().map(|r| r.read(partitions));
-                let results = futures::future::join_all(reads).await;
-                let sinks: Vec<String> = readers.iter().map(|r| r.sink().to_string()).collect();
-                (sinks, results)
+                let sinks = readers.sinks(*route);
+                (sinks, readers.read(*route, partitions).await)
             }
         });
         let work = async move {
@@ -132,7 +129,7 @@ impl Resume {
             return read;
         };
         for ((route, partitions), (sinks, results)) in wanted.iter().zip(answers) {
-            let known = match results.into_iter().collect::<Result<Vec<OffsetMap>, _>>() {
+            let known = match results {
                 Ok(known) => known,
                 Err(e) => {
                     read.why_silent = e.to_string();

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use ingest_sink_api::{OffsetMap, PositionReader};
+use ingest_sink_api::OffsetMap;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::sync::watch;
@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::Pipeline;
 use crate::batch::RouteBatch;
 use crate::config::Loaded;
-use crate::consumer::{self, Consumer, RebalanceEvent, Resume};
+use crate::consumer::{self, Consumer, PositionReaders, RebalanceEvent, Resume};
 use crate::dead_letter::DeadLetters;
 use crate::decode::Message;
 use crate::health::Health;
@@ -74,36 +74,33 @@ pub(super) async fn consume(
 }
 
 /// Newly assigned partitions start where their sinks stand (read from the sinks
-/// themselves); returns each route's position readers by route name.
+/// themselves); returns each route's position readers, by route index.
 fn resume_from_sinks(
     loaded: &Loaded,
     consumer: &Consumer,
     routes: &[RouteBatch],
-) -> HashMap<String, Vec<Arc<dyn PositionReader>>> {
-    let readers: Vec<Vec<Arc<dyn PositionReader>>> = routes
-        .iter()
-        .map(|r| {
-            r.lanes
-                .iter()
-                .filter_map(|lane| lane.sink.as_ref().map(|s| s.position_reader()))
-                .collect()
-        })
-        .collect();
-    let positions = routes
-        .iter()
-        .zip(&readers)
-        .map(|(r, readers)| (r.route.name.clone(), readers.clone()))
-        .collect();
+) -> PositionReaders {
+    let readers = PositionReaders::new(
+        routes
+            .iter()
+            .map(|r| {
+                r.lanes
+                    .iter()
+                    .filter_map(|lane| lane.sink.as_ref().map(|s| s.position_reader()))
+                    .collect()
+            })
+            .collect(),
+    );
     let route_of = {
         let loaded = loaded.clone();
         Box::new(move |topic: &str| loaded.route_for(topic))
     };
     consumer.context().set_resume(Resume::new(
-        readers,
+        readers.clone(),
         route_of,
         tokio::runtime::Handle::current(),
     ));
-    positions
+    readers
 }
 
 impl Pipeline<'_> {

@@ -29,11 +29,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ingest_sink_api::{Fence, OffsetMap, PositionReader};
+use ingest_sink_api::{Fence, OffsetMap};
 use tokio::sync::watch;
 
 use crate::config::Loaded;
-use crate::consumer::{self, Consumer, Continuity, GroupFence};
+use crate::consumer::{self, Consumer, Continuity, GroupFence, PositionReaders};
 use crate::dead_letter::DeadLetters;
 use crate::health::Health;
 use crate::protocol::Offsets;
@@ -72,8 +72,8 @@ struct Pipeline<'a> {
     committed: Arc<Mutex<OffsetMap>>,
     /// Turns true on SIGTERM/SIGINT; write retries give up on it.
     shutdown: watch::Receiver<bool>,
-    /// Per route name, its sinks' position readers.
-    positions: HashMap<String, Vec<Arc<dyn PositionReader>>>,
+    /// Per route (by index), its sinks' position readers.
+    positions: PositionReaders,
     /// Where each partition's next record should come from (see `log_check.rs`).
     continuity: Continuity,
     /// Per (route, lane, topic, partition): the offset up to which a gap was reported.

@@ -116,15 +116,9 @@ impl Pipeline<'_> {
         for (topic, partition) in partitions {
             wanted.advance(topic, *partition, 0);
         }
-        let readers = self
-            .positions
-            .get(&route.route.name)
-            .cloned()
-            .unwrap_or_default();
-        futures::future::join_all(readers.iter().map(|r| r.read(&wanted)))
+        self.positions
+            .read(route.index, &wanted)
             .await
-            .into_iter()
-            .collect::<Result<Vec<OffsetMap>, _>>()
             .map_err(|e| rewind_failed(partitions, &e))
     }
 
