@@ -5,12 +5,13 @@ mod lane;
 
 use std::time::Instant;
 
-use ingest_sink_api::{BatchOverride, OffsetMap, Sink, SinkBatch};
+use ingest_sink_api::{BatchOverride, OffsetMap, Partitions, Sink, SinkBatch};
 
 pub use lane::{Lane, LaneOutcome};
 
 use crate::config::{Route, metadata_fields};
 use crate::decode::{JsonDecoder, Message, Rejected};
+use crate::protocol::Partition;
 
 /// Rows are turned into record batches this many at a time (bounds the raw payloads
 /// kept for isolating bad records, and the size of each Arrow piece).
@@ -145,10 +146,9 @@ impl RouteBatch {
     }
 
     /// Drops buffered rows of partitions taken away by a rebalance (or rewound).
-    pub fn revoke(&mut self, revoked: &[(String, i32)]) {
-        let gone = |topic: &str, partition: i32| {
-            revoked.iter().any(|(t, p)| t == topic && *p == partition)
-        };
+    pub fn revoke(&mut self, revoked: &[Partition]) {
+        let revoked_set: Partitions = revoked.iter().collect();
+        let gone = |topic: &str, partition: i32| revoked_set.contains(topic, partition);
         for lane in &mut self.lanes {
             lane.revoke(&gone);
         }
@@ -156,7 +156,7 @@ impl RouteBatch {
             return;
         }
         self.decoder.retain_partitions(&mut self.rejected, gone);
-        for (topic, partition) in revoked {
+        for Partition { topic, partition } in revoked {
             self.positions.remove(topic, *partition);
         }
         if self.positions.is_empty() {

@@ -3,6 +3,7 @@
 
 use super::RouteBatch;
 use super::tests::{push, route};
+use crate::protocol::Partition;
 
 fn offsets(batch: &ingest_sink_api::SinkBatch, partition: i32) -> Vec<i64> {
     batch
@@ -40,7 +41,7 @@ fn a_shed_lane_takes_no_rows_and_never_makes_reading_wait() {
     );
     let mut shed = route.lanes[0].book.unshed();
     shed.sort();
-    assert_eq!(shed, [("t".to_string(), 0), ("t".to_string(), 1)]);
+    assert_eq!(shed, [Partition::new("t", 0), Partition::new("t", 1)]);
 }
 
 #[test]
@@ -82,7 +83,7 @@ fn a_revoked_partition_is_not_skipped_when_it_comes_back() {
     let mut route = route();
     push(&mut route, 0, 0..20);
     hand_over(&mut route);
-    route.revoke(&[("t".to_string(), 0)]);
+    route.revoke(&[Partition::new("t", 0)]);
     // Assigned again, it starts where the sinks stand (here: 0) for every lane.
     assert_eq!(route.lanes[1].book.skip_replay("t", 0), None);
     push(&mut route, 0, 0..20);

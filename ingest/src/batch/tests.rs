@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use ingest_sink_api::{OffsetMap, Sink, SinkBatch, SinkError};
+use ingest_sink_api::{OffsetMap, Partition, Sink, SinkBatch, SinkError};
 
 use super::*;
 use crate::config::load_str;
@@ -105,7 +105,7 @@ fn revoking_drops_buffered_rows_of_the_partition() {
     let chunk = route.take_decoded();
     route.distribute(&chunk);
     push(&mut route, 1, 5..8);
-    route.revoke(&[("t".to_string(), 1)]);
+    route.revoke(&[Partition::new("t", 1)]);
     let chunk = route.take_decoded();
     assert_eq!(chunk.rows.num_rows(), 0);
     assert_eq!(chunk.rows.positions.get("t", 1), None);

@@ -3,12 +3,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ingest_sink_api::{Fence, Fenced, OffsetMap};
+use ingest_sink_api::{Fence, Fenced, OffsetMap, Partitions};
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Consumer;
+use crate::protocol::Partition;
 
 /// Proves ownership three ways: librdkafka has not declared the assignment lost (it
 /// does so as soon as it sees its session expired, e.g. right after a SIGSTOP ends),
@@ -38,11 +39,7 @@ impl GroupFence {
 
 #[async_trait::async_trait]
 impl Fence for GroupFence {
-    async fn check(
-        &self,
-        partitions: &OffsetMap,
-        epoch: u64,
-    ) -> Result<Vec<(String, i32)>, Fenced> {
+    async fn check(&self, partitions: &OffsetMap, epoch: u64) -> Result<Vec<Partition>, Fenced> {
         // Partitions revoked since the batch started are gone even if assigned again.
         let mut gone = self
             .consumer
@@ -50,7 +47,8 @@ impl Fence for GroupFence {
             .ownership
             .revoked_since(epoch, partitions);
         let mut rest = partitions.clone();
-        rest.retain(|t, p| !gone.iter().any(|(gt, gp)| gt == t && *gp == p));
+        let gone_set: Partitions = gone.iter().collect();
+        rest.retain(|t, p| !gone_set.contains(t, p));
         if rest.is_empty() {
             return Ok(gone);
         }
@@ -83,7 +81,7 @@ fn probe(
     consumer: &Consumer,
     partitions: &OffsetMap,
     committed: &OffsetMap,
-) -> Result<Vec<(String, i32)>, Fenced> {
+) -> Result<Vec<Partition>, Fenced> {
     if consumer.assignment_lost() {
         return Err(Fenced::lost(
             "the group session expired: the assignment is lost",
@@ -96,7 +94,7 @@ fn probe(
     let mut unassigned = Vec::new();
     for (topic, partition, _) in partitions.iter() {
         if assignment.find_partition(topic, partition).is_none() {
-            unassigned.push((topic.to_string(), partition));
+            unassigned.push(Partition::new(topic, partition));
             continue;
         }
         if let Some(next) = committed.get(topic, partition) {

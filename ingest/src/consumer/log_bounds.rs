@@ -20,6 +20,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::protocol::Partition;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, StreamConsumer};
 
 /// Where the recovery steps for a replaced log are written down, named in every refusal.
@@ -316,10 +317,10 @@ fn refuse(p: &SinkPositions, why: Why) -> Refused {
 }
 
 /// Partitions whose sinks did not all answer: refused, since nothing was checked.
-pub fn unanswered(partitions: &[(String, i32)], why: &str) -> Vec<Refused> {
+pub fn unanswered(partitions: &[Partition], why: &str) -> Vec<Refused> {
     partitions
         .iter()
-        .map(|(topic, partition)| Refused {
+        .map(|Partition { topic, partition }| Refused {
             topic: topic.clone(),
             partition: *partition,
             positions: Vec::new(),
@@ -338,7 +339,7 @@ mod tests {
     /// Bounds answered from a script, one answer per request (the last one repeats);
     /// a stand-in because a real broker cannot be made to report a lagging or failing
     /// watermark read on demand.
-    struct Script(RefCell<HashMap<(String, i32), Vec<ReadBounds>>>);
+    struct Script(RefCell<HashMap<Partition, Vec<ReadBounds>>>);
 
     type Answers<'a> = &'a [ReadBounds];
 
@@ -347,7 +348,7 @@ mod tests {
             Self(RefCell::new(
                 answers
                     .iter()
-                    .map(|(t, p, a)| ((t.to_string(), *p), a.to_vec()))
+                    .map(|(t, p, a)| (Partition::new(*t, *p), a.to_vec()))
                     .collect(),
             ))
         }
@@ -357,7 +358,7 @@ mod tests {
         fn bounds(&self, topic: &str, partition: i32) -> ReadBounds {
             let mut answers = self.0.borrow_mut();
             let queue = answers
-                .get_mut(&(topic.to_string(), partition))
+                .get_mut(&Partition::new(topic, partition))
                 .expect("bounds asked for a partition without sink positions");
             if queue.len() > 1 {
                 queue.remove(0)
@@ -561,7 +562,10 @@ mod tests {
 
     #[test]
     fn partitions_whose_sinks_did_not_answer_are_refused() {
-        let refused = unanswered(&[("t".into(), 3)], "clickhouse db.e: connection refused");
+        let refused = unanswered(
+            &[Partition::new("t", 3)],
+            "clickhouse db.e: connection refused",
+        );
         assert_eq!(refused.len(), 1);
         let message = refused[0].to_string();
         assert!(message.contains("topic `t` partition 3"), "{message}");

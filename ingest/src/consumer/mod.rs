@@ -26,13 +26,14 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::config::KafkaConfig;
+use crate::protocol::Partition;
 
 /// Partitions gained or lost, reported by librdkafka inside `poll` and handled by the
 /// main loop right after (the callback itself must not block on sink I/O).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RebalanceEvent {
-    Assigned(Vec<(String, i32)>),
-    Revoked(Vec<(String, i32)>),
+    Assigned(Vec<Partition>),
+    Revoked(Vec<Partition>),
     /// Assigned partitions whose sinks hold positions past the log end (or could not be
     /// checked): the service must stop before it consumes anything of them.
     Refused(Vec<Refused>),
@@ -79,10 +80,10 @@ impl IngestContext {
     }
 }
 
-fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
     tpl.elements()
         .iter()
-        .map(|e| (e.topic().to_string(), e.partition()))
+        .map(|e| Partition::new(e.topic(), e.partition()))
         .collect()
 }
 

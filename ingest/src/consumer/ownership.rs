@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ingest_sink_api::OffsetMap;
 
+use crate::protocol::Partition;
 use crate::protocol::Revocations;
 
 #[derive(Default)]
@@ -18,7 +19,7 @@ pub struct Ownership {
     revocations: Mutex<Revocations>,
     /// The generation: rebalance callbacks seen (assignments and revocations).
     generation: AtomicU64,
-    writing: Mutex<HashMap<(String, i32), usize>>,
+    writing: Mutex<HashMap<Partition, usize>>,
     write_done: Condvar,
 }
 
@@ -41,7 +42,7 @@ impl Ownership {
 
     /// Records a revocation (called from the rebalance callback, before the partitions
     /// are given up).
-    pub fn revoke(&self, partitions: &[(String, i32)]) {
+    pub fn revoke(&self, partitions: &[Partition]) {
         self.revocations
             .lock()
             .expect("ownership poisoned")
@@ -49,7 +50,7 @@ impl Ownership {
     }
 
     /// The partitions of `partitions` revoked after `epoch`.
-    pub fn revoked_since(&self, epoch: u64, partitions: &OffsetMap) -> Vec<(String, i32)> {
+    pub fn revoked_since(&self, epoch: u64, partitions: &OffsetMap) -> Vec<Partition> {
         self.revocations
             .lock()
             .expect("ownership poisoned")
@@ -58,9 +59,9 @@ impl Ownership {
 
     /// Marks a write of these partitions as under way until the guard is dropped.
     pub fn writing(&self, partitions: &OffsetMap) -> WriteGuard<'_> {
-        let keys: Vec<(String, i32)> = partitions
+        let keys: Vec<Partition> = partitions
             .iter()
-            .map(|(t, p, _)| (t.to_string(), p))
+            .map(|(t, p, _)| Partition::new(t, p))
             .collect();
         let mut writing = self.writing.lock().expect("ownership poisoned");
         for key in &keys {
@@ -70,7 +71,7 @@ impl Ownership {
     }
 
     /// Waits until no write of these partitions is under way; false on timeout.
-    pub fn wait_for_writes(&self, partitions: &[(String, i32)], timeout: Duration) -> bool {
+    pub fn wait_for_writes(&self, partitions: &[Partition], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut writing = self.writing.lock().expect("ownership poisoned");
         loop {
@@ -96,7 +97,7 @@ impl Ownership {
 /// A write under way; dropping it (the write finished, failed or panicked) ends it.
 pub struct WriteGuard<'a> {
     owner: &'a Ownership,
-    keys: Vec<(String, i32)>,
+    keys: Vec<Partition>,
 }
 
 impl Drop for WriteGuard<'_> {
@@ -130,9 +131,9 @@ mod tests {
     fn a_revocation_waits_for_writes_of_its_partitions() {
         let o = Ownership::default();
         let guard = o.writing(&map(&[2]));
-        assert!(o.wait_for_writes(&[("t".into(), 3)], Duration::ZERO));
-        assert!(!o.wait_for_writes(&[("t".into(), 2)], Duration::from_millis(10)));
+        assert!(o.wait_for_writes(&[Partition::new("t", 3)], Duration::ZERO));
+        assert!(!o.wait_for_writes(&[Partition::new("t", 2)], Duration::from_millis(10)));
         drop(guard);
-        assert!(o.wait_for_writes(&[("t".into(), 2)], Duration::ZERO));
+        assert!(o.wait_for_writes(&[Partition::new("t", 2)], Duration::ZERO));
     }
 }

@@ -17,6 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::log_bounds::{self, LogBounds, Lost, Refused, SinkPositions};
 use super::readers::PositionReaders;
+use crate::protocol::Partition;
 use crate::protocol::start_offset;
 
 /// Bounds how long an assignment may wait for the sinks to answer.
@@ -163,7 +164,7 @@ struct Read {
     /// Per route, each sink's positions (in the route's lane order).
     known: Vec<(usize, Vec<OffsetMap>)>,
     /// Partitions some sink of whose route did not answer, and why.
-    silent: Vec<(String, i32)>,
+    silent: Vec<Partition>,
     why_silent: String,
 }
 
@@ -178,6 +179,6 @@ pub struct Assignment {
     pub known: Vec<(usize, Vec<OffsetMap>)>,
 }
 
-fn partitions_of(map: &OffsetMap) -> Vec<(String, i32)> {
-    map.iter().map(|(t, p, _)| (t.to_string(), p)).collect()
+fn partitions_of(map: &OffsetMap) -> Vec<Partition> {
+    map.iter().map(|(t, p, _)| Partition::new(t, p)).collect()
 }

@@ -18,7 +18,7 @@ use crate::consumer::{self, Consumer, PositionReaders, RebalanceEvent, Resume};
 use crate::dead_letter::DeadLetters;
 use crate::decode::Message;
 use crate::health::Health;
-use crate::protocol::Offsets;
+use crate::protocol::{Offsets, Partition};
 
 /// How often quiet routes are checked against their `max_age`.
 const TICK: Duration = Duration::from_millis(50);
@@ -228,7 +228,7 @@ impl Pipeline<'_> {
                     for route in routes.iter_mut() {
                         route.revoke(&partitions);
                     }
-                    for (topic, partition) in &partitions {
+                    for Partition { topic, partition } in &partitions {
                         self.continuity.forget(topic, *partition);
                     }
                     // Never commit for a partition another member now owns.

@@ -19,6 +19,7 @@ use super::Pipeline;
 use crate::batch::RouteBatch;
 use crate::config::OnLostRecords;
 use crate::consumer::{self, Assignment, Bounds, Lost, Refused, Step, Why};
+use crate::protocol::Partition;
 
 /// How often shed lanes and quiet partitions are checked against the log bounds
 /// librdkafka's fetches last reported (no request to the broker unless one is off).
@@ -172,13 +173,13 @@ impl Pipeline<'_> {
         self.last_log_check = Instant::now();
         for route in routes {
             for (lane, state) in route.lanes.iter().enumerate() {
-                let shed: Vec<(String, i32)> = state
+                let shed: Vec<Partition> = state
                     .book
                     .shed_partitions()
                     .filter(|(t, p)| self.offsets.owns(t, *p))
-                    .cloned()
+                    .map(|(t, p)| Partition::new(t, p))
                     .collect();
-                for (topic, partition) in shed {
+                for Partition { topic, partition } in shed {
                     let (Some(position), Some(bounds)) = (
                         state.book.position_when_written(&topic, partition),
                         consumer::cached_bounds(self.consumer, &topic, partition),
@@ -206,8 +207,7 @@ impl Pipeline<'_> {
     /// (which answers no log end while a new leader catches up) before the partition is
     /// refused.
     fn check_log_ends(&self, route: &RouteBatch) -> anyhow::Result<()> {
-        let owned: Vec<(String, i32)> = self.offsets.assigned().cloned().collect();
-        for (topic, partition) in owned {
+        for Partition { topic, partition } in self.offsets.assigned().to_vec() {
             if self.loaded.route_for(&topic) != Some(route.index) {
                 continue;
             }

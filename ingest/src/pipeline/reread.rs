@@ -43,21 +43,21 @@ impl Pipeline<'_> {
             .book
             .unshed()
             .into_iter()
-            .filter(|(t, p)| self.offsets.owns(t, *p))
+            .filter(|p| self.offsets.owns(&p.topic, p.partition))
             .collect();
         if partitions.is_empty() {
             return Ok(());
         }
         let known = self.sink_positions(route, &partitions).await?;
         learn(route, &known);
-        for (topic, partition) in &partitions {
+        for Partition { topic, partition } in &partitions {
             if let Some(next) = known.get(lane).and_then(|k| k.get(topic, *partition)) {
                 self.check_before_seek(route, topic, *partition, &[(lane, next)])?;
             }
         }
         let mut books: Vec<&mut LaneBook> = route.lanes.iter_mut().map(|l| &mut l.book).collect();
         let starts = reread_after_shed(&mut books, lane, &known, &partitions);
-        for ((topic, partition), start) in starts {
+        for (Partition { topic, partition }, start) in starts {
             let offset = self.seek(&topic, partition, start, &partitions)?;
             tracing::info!(
                 topic,
@@ -89,7 +89,7 @@ impl Pipeline<'_> {
         route.revoke(&owned);
         let known = self.sink_positions(route, &owned).await?;
         learn(route, &known);
-        for (topic, partition) in &owned {
+        for Partition { topic, partition } in &owned {
             let needs: Vec<(usize, i64)> = (known.iter().enumerate())
                 .filter_map(|(lane, k)| Some((lane, k.get(topic, *partition)?)))
                 .collect();
@@ -113,7 +113,7 @@ impl Pipeline<'_> {
         partitions: &[Partition],
     ) -> anyhow::Result<Vec<OffsetMap>> {
         let mut wanted = OffsetMap::default();
-        for (topic, partition) in partitions {
+        for Partition { topic, partition } in partitions {
             wanted.advance(topic, *partition, 0);
         }
         self.positions
@@ -162,7 +162,7 @@ impl Pipeline<'_> {
         let committed = self
             .consumer
             .committed_offsets(tpl, Duration::from_secs(10))
-            .map_err(|e| rewind_failed(&[(topic.to_string(), partition)], &e))?;
+            .map_err(|e| rewind_failed(&[Partition::new(topic, partition)], &e))?;
         match committed
             .find_partition(topic, partition)
             .map(|e| e.offset())
@@ -196,7 +196,7 @@ fn learn(route: &mut RouteBatch, known: &[OffsetMap]) {
 /// A rewind that cannot set where the partitions are read from would leave the rows it
 /// dropped behind the consumer: stop instead, and the restart starts them from the
 /// sinks' positions.
-fn rewind_failed(partitions: &[(String, i32)], error: &dyn std::fmt::Display) -> anyhow::Error {
+fn rewind_failed(partitions: &[Partition], error: &dyn std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!(
         "cannot re-read partitions {partitions:?} from the sinks' positions: {error}; \
          stopping so that a restart reads them from there"

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest_sink_api::{Fence, Fenced, OffsetMap};
+use ingest_sink_api::{Fence, Fenced, OffsetMap, Partition};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::connections::check_kafka;
@@ -47,7 +47,7 @@ struct NoFence;
 
 #[async_trait::async_trait]
 impl Fence for NoFence {
-    async fn check(&self, _: &OffsetMap, _: u64) -> Result<Vec<(String, i32)>, Fenced> {
+    async fn check(&self, _: &OffsetMap, _: u64) -> Result<Vec<Partition>, Fenced> {
         Ok(Vec::new())
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use ingest_sink_api::OffsetMap;
+use ingest_sink_api::{OffsetMap, Partitions};
 
 use super::Partition;
 
@@ -17,7 +17,7 @@ const KEPT: usize = 10_000;
 #[derive(Debug, Default, Clone)]
 pub struct Revocations {
     epoch: u64,
-    log: VecDeque<(u64, Vec<Partition>)>,
+    log: VecDeque<(u64, Partitions)>,
 }
 
 impl Revocations {
@@ -30,7 +30,8 @@ impl Revocations {
     /// Records a revocation: a new epoch.
     pub fn revoke(&mut self, partitions: &[Partition]) {
         self.epoch += 1;
-        self.log.push_back((self.epoch, partitions.to_vec()));
+        self.log
+            .push_back((self.epoch, partitions.iter().collect()));
         if self.log.len() > KEPT {
             self.log.pop_front();
         }
@@ -46,11 +47,12 @@ impl Revocations {
             .iter()
             .filter(|(topic, partition, _)| {
                 forgotten
-                    || self.log.iter().any(|(e, revoked)| {
-                        *e > epoch && revoked.iter().any(|(t, p)| t == topic && p == partition)
-                    })
+                    || self
+                        .log
+                        .iter()
+                        .any(|(e, revoked)| *e > epoch && revoked.contains(topic, *partition))
             })
-            .map(|(topic, partition, _)| (topic.to_string(), partition))
+            .map(|(topic, partition, _)| Partition::new(topic, partition))
             .collect()
     }
 }

@@ -5,9 +5,7 @@
 //! reads the partitions again where [`reread_after_shed`] says, and the simulation in
 //! `tests/protocol_sim` drives this same code.
 
-use std::collections::BTreeSet;
-
-use ingest_sink_api::OffsetMap;
+use ingest_sink_api::{OffsetMap, Partitions};
 
 use super::Partition;
 
@@ -20,7 +18,7 @@ pub struct LaneBook {
     skip_below: OffsetMap,
     /// While its sink is down the lane takes no rows: the partitions whose rows it
     /// dropped or did not take, to read again for it later.
-    shed: Option<BTreeSet<Partition>>,
+    shed: Option<Partitions>,
     /// Per partition, the sink's position as last known here: read from the sink on
     /// assignment or before a re-read, or reached by a write.
     held: OffsetMap,
@@ -68,7 +66,7 @@ impl LaneBook {
     /// open rows) and takes no more until its write succeeds. Its durable positions do
     /// not move, so the group offset stays behind what it dropped: nothing is lost.
     pub fn shed(&mut self, open: impl IntoIterator<Item = Partition>) {
-        let mut partitions: BTreeSet<Partition> = open.into_iter().collect();
+        let mut partitions: Partitions = open.into_iter().collect();
         partitions.extend(self.appended.partitions());
         self.appended = OffsetMap::default();
         self.skip_below = OffsetMap::default();
@@ -80,13 +78,13 @@ impl LaneBook {
     }
 
     /// The partitions whose rows it dropped or did not take while shed.
-    pub fn shed_partitions(&self) -> impl Iterator<Item = &Partition> {
-        self.shed.iter().flatten()
+    pub fn shed_partitions(&self) -> impl Iterator<Item = (&str, i32)> {
+        self.shed.iter().flat_map(Partitions::iter)
     }
 
     /// Takes rows again; returns the partitions to read again for it.
     pub fn unshed(&mut self) -> Vec<Partition> {
-        self.shed.take().into_iter().flatten().collect()
+        self.shed.take().map(|set| set.to_vec()).unwrap_or_default()
     }
 
     /// The sink holds these positions (read from it, or reached by a write).
@@ -142,7 +140,7 @@ impl LaneBook {
         self.held.retain(|t, p| !gone(t, p));
         self.in_flight.retain(|t, p| !gone(t, p));
         if let Some(shed) = &mut self.shed {
-            shed.retain(|(t, p)| !gone(t, *p));
+            shed.retain(|t, p| !gone(t, p));
         }
     }
 }
@@ -160,15 +158,16 @@ pub fn reread_after_shed(
     partitions: &[Partition],
 ) -> Vec<(Partition, Option<i64>)> {
     let mut starts = Vec::new();
-    for (topic, partition) in partitions {
-        let position = |index: usize| known.get(index)?.get(topic, *partition);
+    for p in partitions {
+        let (topic, partition) = (p.topic.as_str(), p.partition);
+        let position = |index: usize| known.get(index)?.get(topic, partition);
         let mut needs = vec![position(lane)];
         if let Some(next) = position(lane) {
-            lanes[lane].skip_below(topic, *partition, next);
+            lanes[lane].skip_below(topic, partition, next);
         }
         for (index, book) in lanes.iter_mut().enumerate() {
             if index != lane && !book.is_shed() {
-                let handed = book.skip_replay(topic, *partition);
+                let handed = book.skip_replay(topic, partition);
                 needs.push(handed.or_else(|| position(index)));
             }
         }
@@ -176,7 +175,7 @@ pub fn reread_after_shed(
             .into_iter()
             .collect::<Option<Vec<i64>>>()
             .map(|needs| needs.into_iter().min().unwrap_or(0));
-        starts.push(((topic.clone(), *partition), start));
+        starts.push((p.clone(), start));
     }
     starts
 }

@@ -18,21 +18,18 @@ mod lane;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
-
-use ingest_sink_api::OffsetMap;
+use ingest_sink_api::{OffsetMap, Partitions};
 
 pub use epochs::Revocations;
 pub use lane::{LaneBook, Taken, reread_after_shed};
 
-/// A topic and partition.
-pub type Partition = (String, i32);
+pub use ingest_sink_api::Partition;
 
 /// One member's offsets: what it owns, what each sink of each route made durable since
 /// the partitions were assigned, and what it committed.
 #[derive(Debug, Default, Clone)]
 pub struct Offsets {
-    assigned: BTreeSet<Partition>,
+    assigned: Partitions,
     /// Per route, per lane: the sink's positions (the offset after the last record it
     /// made durable, per partition) since the partition was assigned here.
     sink_positions: Vec<Vec<OffsetMap>>,
@@ -65,26 +62,26 @@ impl Offsets {
 
     /// The group gave these partitions to this member.
     pub fn assign(&mut self, partitions: &[Partition]) {
-        self.assigned.extend(partitions.iter().cloned());
+        self.assigned.extend(partitions);
     }
 
     /// The group took these partitions away: their progress is forgotten and they are
     /// never committed by this member again (another member owns them).
     pub fn revoke(&mut self, partitions: &[Partition]) {
-        for (topic, partition) in partitions {
-            self.assigned.remove(&(topic.clone(), *partition));
-            self.committed.remove(topic, *partition);
+        for p in partitions {
+            self.assigned.remove(&p.topic, p.partition);
+            self.committed.remove(&p.topic, p.partition);
         }
         self.forget(partitions);
     }
 
     pub fn owns(&self, topic: &str, partition: i32) -> bool {
-        self.assigned.contains(&(topic.to_string(), partition))
+        self.assigned.contains(topic, partition)
     }
 
     /// The partitions this member owns.
-    pub fn assigned(&self) -> impl Iterator<Item = &Partition> {
-        self.assigned.iter()
+    pub fn assigned(&self) -> &Partitions {
+        &self.assigned
     }
 
     /// A write of `lane` of `route` succeeded for a batch reaching `positions`.
@@ -100,13 +97,8 @@ impl Offsets {
         not_owned: &[Partition],
     ) -> Outcome {
         let mut counted = positions.clone();
-        let excluded = |t: &str, p: i32| {
-            revoked
-                .iter()
-                .chain(not_owned)
-                .any(|(rt, rp)| rt == t && *rp == p)
-        };
-        counted.retain(|t, p| self.owns(t, p) && !excluded(t, p));
+        let excluded: Partitions = revoked.iter().chain(not_owned).collect();
+        counted.retain(|t, p| self.owns(t, p) && !excluded.contains(t, p));
         self.sink_positions[route][lane].merge(&counted);
         let commit = self.commit(&self.committable(route, positions));
         Outcome { counted, commit }
@@ -145,7 +137,7 @@ impl Offsets {
     pub fn rewind(&mut self, partitions: &[Partition]) -> Vec<Partition> {
         let owned: Vec<Partition> = partitions
             .iter()
-            .filter(|(t, p)| self.owns(t, *p))
+            .filter(|p| self.owns(&p.topic, p.partition))
             .cloned()
             .collect();
         self.forget(&owned);
@@ -169,8 +161,8 @@ impl Offsets {
     fn forget(&mut self, partitions: &[Partition]) {
         for lanes in &mut self.sink_positions {
             for lane in lanes {
-                for (topic, partition) in partitions {
-                    lane.remove(topic, *partition);
+                for p in partitions {
+                    lane.remove(&p.topic, p.partition);
                 }
             }
         }

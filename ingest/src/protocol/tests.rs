@@ -9,7 +9,7 @@ fn map(entries: &[(i32, i64)]) -> OffsetMap {
 }
 
 fn parts(ps: &[i32]) -> Vec<Partition> {
-    ps.iter().map(|p| ("t".to_string(), *p)).collect()
+    ps.iter().map(|p| Partition::new("t", *p)).collect()
 }
 
 /// One route with two sinks, owning partitions 0 and 1.

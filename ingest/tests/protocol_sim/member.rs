@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ingest::protocol::{LaneBook, Offsets, Revocations};
+use ingest::protocol::{LaneBook, Offsets, Partition, Revocations};
 use ingest_sink_api::OffsetMap;
 
 use super::gate::Writer;
@@ -163,10 +163,13 @@ impl Member {
     }
 }
 
-pub fn tp(partitions: &[i32]) -> Vec<(String, i32)> {
-    partitions.iter().map(|p| (TOPIC.to_string(), *p)).collect()
+pub fn tp(partitions: &[i32]) -> Vec<Partition> {
+    partitions
+        .iter()
+        .map(|p| Partition::new(TOPIC, *p))
+        .collect()
 }
 
-pub fn parts(tps: &[(String, i32)]) -> Vec<i32> {
-    tps.iter().map(|(_, p)| *p).collect()
+pub fn parts(tps: &[Partition]) -> Vec<i32> {
+    tps.iter().map(|p| p.partition).collect()
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use ingest::protocol::{LaneBook, reread_after_shed, start_offset};
+use ingest::protocol::{LaneBook, Partition, reread_after_shed, start_offset};
 use ingest_sink_api::OffsetMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -522,7 +522,7 @@ impl World {
         let member = &mut self.members[m];
         let mut books: Vec<&mut LaneBook> = member.lanes.iter_mut().map(|l| &mut l.book).collect();
         let starts = reread_after_shed(&mut books, lane, &known, &tp(&owned));
-        for ((_, p), start) in starts {
+        for (Partition { partition: p, .. }, start) in starts {
             let start = start.unwrap_or(self.group[p as usize].unwrap_or(0));
             let start = match self.brk {
                 Break::RereadFromTheFurthest => known

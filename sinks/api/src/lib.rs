@@ -4,12 +4,14 @@
 //! the service can resume every sink from its own progress.
 
 mod offsets;
+mod partition;
 mod plugin;
 pub mod retry;
 pub mod secret;
 pub mod values;
 
 pub use offsets::OffsetMap;
+pub use partition::{Partition, Partitions};
 pub use plugin::{
     ConfigProblem, DryRun, MetadataKind, OpenContext, RouteBlock, RouteSpec, RouteTable,
     SinkPlugin, SinkSection, SinkTable, parse_block,
@@ -195,7 +197,7 @@ impl SinkError {
 pub struct WriteOutcome {
     /// Partitions whose rows the sink did not write because another instance owns them
     /// (it writes them): their offsets are not durable in this sink.
-    pub not_owned: Vec<(String, i32)>,
+    pub not_owned: Vec<Partition>,
 }
 
 /// A destination table fed by the pipeline.
@@ -243,8 +245,7 @@ pub trait Fence: Send + Sync {
     /// Confirms ownership of `partitions` for a batch started in ownership `epoch`.
     /// Returns the partitions this instance gave up since then (their rows must not be
     /// written); fails when ownership of the rest cannot be confirmed.
-    async fn check(&self, partitions: &OffsetMap, epoch: u64)
-    -> Result<Vec<(String, i32)>, Fenced>;
+    async fn check(&self, partitions: &OffsetMap, epoch: u64) -> Result<Vec<Partition>, Fenced>;
 
     /// Counts the consumer's rebalances: a sink that lost a partition to another
     /// writer leaves it alone until this moves.

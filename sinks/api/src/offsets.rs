@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Partition;
+
 /// topic → partition → next offset to read (the offset after the last durable record).
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -53,8 +55,8 @@ impl OffsetMap {
     }
 
     /// The partitions this map has a position for.
-    pub fn partitions(&self) -> impl Iterator<Item = (String, i32)> + '_ {
-        self.iter().map(|(t, p, _)| (t.to_string(), p))
+    pub fn partitions(&self) -> impl Iterator<Item = Partition> + '_ {
+        self.iter().map(|(t, p, _)| Partition::new(t, p))
     }
 
     /// The topics this map has positions for.

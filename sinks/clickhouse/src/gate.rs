@@ -42,7 +42,7 @@ use crate::ledger::Ledger;
 use crate::types::{ServerCaps, quote_ident};
 
 /// A Kafka partition: (topic, partition).
-pub type Partition = (String, i32);
+pub use ingest_sink_api::Partition;
 
 /// How long dropping a gate may take. The DROP waits for the inserts running through
 /// the gate: ours end within the insert's own timeouts (3 minutes), but one whose writer
@@ -418,8 +418,8 @@ impl Gates {
             bound_qualified(&self.database, &self.registry()),
             values.join(", ")
         ));
-        for (topic, partition) in partitions {
-            statement = statement.bind(token).bind(topic).bind(partition);
+        for p in partitions {
+            statement = statement.bind(token).bind(&p.topic).bind(p.partition);
         }
         self.run(pin(statement, &self.pinned)).await
     }
@@ -436,7 +436,11 @@ impl Gates {
             bound_qualified(&self.database, &self.registry()),
             placeholders(partitions.len())
         ));
-        let query = bind_all(query, partitions).bind(token);
+        let query = bind_all(
+            query,
+            partitions.iter().map(|p| (p.topic.as_str(), p.partition)),
+        )
+        .bind(token);
         Ok(self
             .query(query)
             .await?
@@ -447,8 +451,8 @@ impl Gates {
                         number(&r["k"]),
                         r["token"].as_str().unwrap_or("").to_string(),
                     ),
-                    (
-                        r["topic"].as_str().unwrap_or("").to_string(),
+                    Partition::new(
+                        r["topic"].as_str().unwrap_or(""),
                         number(&r["partition"]) as i32,
                     ),
                 )

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
-use ingest_sink_api::{Coordinates, Fence, Sink, SinkBatch, SinkError, WriteOutcome, retry};
+use ingest_sink_api::{
+    Coordinates, Fence, Partitions, Sink, SinkBatch, SinkError, WriteOutcome, retry,
+};
 
 use crate::client::{
     QUERY_TIMEOUT, fetch_json, is_retryable, json_number, outcome_known, pin, run_within,
@@ -393,6 +395,7 @@ impl Sink for ClickHouseSink {
 /// The batch without the rows of `partitions`.
 fn without(batch: &SinkBatch, partitions: &[Partition]) -> SinkBatch {
     let mut rest = batch.clone();
-    rest.drop_partitions(|t, n| partitions.iter().any(|(pt, pn)| pt == t && *pn == n));
+    let gone: Partitions = partitions.iter().collect();
+    rest.drop_partitions(|t, n| gone.contains(t, n));
     rest
 }

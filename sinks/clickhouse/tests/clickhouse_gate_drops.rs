@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use common::chdb::start_chdb;
 use common::{batch, counts, drop_database, events_table, fresh_database, sql};
-use ingest_sink_api::{Fence, Fenced, OffsetMap, Sink, WriteOutcome};
+use ingest_sink_api::{Fence, Fenced, OffsetMap, Partition, Sink, WriteOutcome};
 use ingest_sink_clickhouse::{ClickHouseConnection, ClickHouseSink, client};
 
 /// Confirms every ownership check: two writers both told they own partition 0.
@@ -30,7 +30,7 @@ struct YesFence;
 
 #[async_trait::async_trait]
 impl Fence for YesFence {
-    async fn check(&self, _: &OffsetMap, _: u64) -> Result<Vec<(String, i32)>, Fenced> {
+    async fn check(&self, _: &OffsetMap, _: u64) -> Result<Vec<Partition>, Fenced> {
         Ok(Vec::new())
     }
     fn generation(&self) -> u64 {
@@ -52,7 +52,7 @@ async fn a_partition_moves(conn: &ClickHouseConnection, expected_clause: &str) {
     a.write(&batch(0..100)).await.unwrap();
     b.write(&batch(0..150)).await.unwrap();
     let not_owned = WriteOutcome {
-        not_owned: vec![("events".to_string(), 0)],
+        not_owned: vec![Partition::new("events", 0)],
     };
     assert_eq!(a.write(&batch(100..200)).await.unwrap(), not_owned);
     assert_eq!(counts(conn).await, (150, 150));

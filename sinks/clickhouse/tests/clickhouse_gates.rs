@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{batch, counts, drop_database, events_table, fresh_database, number, sql, url};
-use ingest_sink_api::{Fence, Fenced, OffsetMap, Sink, WriteOutcome};
+use ingest_sink_api::{Fence, Fenced, OffsetMap, Partition, Sink, WriteOutcome};
 use ingest_sink_clickhouse::{ClickHouseConnection, ClickHouseSink};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -27,7 +27,7 @@ struct YesFence {
 
 #[async_trait::async_trait]
 impl Fence for YesFence {
-    async fn check(&self, _: &OffsetMap, _: u64) -> Result<Vec<(String, i32)>, Fenced> {
+    async fn check(&self, _: &OffsetMap, _: u64) -> Result<Vec<Partition>, Fenced> {
         Ok(Vec::new())
     }
     fn generation(&self) -> u64 {
@@ -68,7 +68,7 @@ async fn two_writers(database: &str) -> (ClickHouseConnection, Writer, Writer) {
 
 fn not_owned() -> WriteOutcome {
     WriteOutcome {
-        not_owned: vec![("events".to_string(), 0)],
+        not_owned: vec![Partition::new("events", 0)],
     }
 }
 

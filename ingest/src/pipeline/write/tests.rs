@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ingest_sink_api::{OffsetMap, PositionReader, Sink, SinkBatch, SinkError, WriteOutcome};
+use ingest_sink_api::{
+    OffsetMap, Partition, PositionReader, Sink, SinkBatch, SinkError, WriteOutcome,
+};
 
 use super::write_with_retry;
 use crate::consumer::Ownership;
@@ -58,7 +60,7 @@ async fn a_revocation_does_not_wait_out_the_backoff_of_a_failing_sink() {
     let asked = Instant::now();
     let ownership2 = Arc::clone(&ownership);
     let done = tokio::task::spawn_blocking(move || {
-        ownership2.wait_for_writes(&[("t".to_string(), 0)], Duration::from_secs(3))
+        ownership2.wait_for_writes(&[Partition::new("t", 0)], Duration::from_secs(3))
     })
     .await
     .unwrap();

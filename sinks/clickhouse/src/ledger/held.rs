@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use ingest_sink_api::{Coordinates, OffsetMap};
+use ingest_sink_api::{Coordinates, OffsetMap, Partition};
 
 use crate::client::json_number;
 
@@ -17,7 +17,7 @@ pub struct HeldRows {
     pub ledger: OffsetMap,
     pub beyond: HashSet<(String, i32, i64)>,
     /// Per partition, the first block of the parts read for `beyond`.
-    pub since: HashMap<(String, i32), i64>,
+    pub since: HashMap<Partition, i64>,
     /// The table's highest block number when it was read: an insert after that read
     /// numbers its blocks past it.
     pub top: i64,
@@ -70,7 +70,7 @@ impl HeldRows {
             // part holds block 1 or later.
             let from_block = if left_beyond {
                 self.since
-                    .get(&(topic.to_string(), partition))
+                    .get(&Partition::new(topic, partition))
                     .copied()
                     .unwrap_or(0)
             } else {
@@ -171,7 +171,7 @@ mod tests {
             ..HeldRows::default()
         };
         held.ledger.advance("t", 0, 10);
-        held.since.insert(("t".into(), 0), 500);
+        held.since.insert(Partition::new("t", 0), 500);
         held.beyond.extend(beyond.map(|o| ("t".into(), 0, o)));
         held
     }
@@ -202,7 +202,7 @@ mod tests {
         // Found by a first full look (from block 0): the entry says block 1, never 0
         // (an entry of an earlier release, read by time).
         let mut first_look = held.clone();
-        first_look.since.insert(("t".into(), 0), 0);
+        first_look.since.insert(Partition::new("t", 0), 0);
         assert_eq!(first_look.entries_after(&written(15))[0].from_block, 1);
         // Nothing new to say: no entry.
         assert!(held.entries_after(&written(8)).is_empty());

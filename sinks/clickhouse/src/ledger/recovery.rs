@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use ingest_sink_api::{OffsetMap, SinkError};
+use ingest_sink_api::{OffsetMap, Partition, SinkError};
 
 use super::held::{HeldRows, RecordedEntry};
 
@@ -65,7 +65,7 @@ impl Listed {
 
 /// Partitions without a ledger entry, and the first block past their last full look
 /// (so an unwritten partition costs one full look per process).
-pub type Scanned = Mutex<HashMap<(String, i32), i64>>;
+pub type Scanned = Mutex<HashMap<Partition, i64>>;
 
 /// What the table holds already for the partitions in `from` (all partitions the
 /// ledger knows when empty): the ledger, then the coordinates in the parts that may
@@ -97,7 +97,7 @@ pub async fn held(
         let entry = entries
             .iter()
             .find(|e| e.topic == topic && e.partition == partition);
-        let key = (topic.to_string(), partition);
+        let key = Partition::new(topic, partition);
         match entry {
             Some(e) if e.from_block > 0 => {
                 window.from_block = window.from_block.min(e.from_block);
@@ -139,7 +139,7 @@ pub async fn held(
         let (listed, beyond) = read_recent(look, &every_part, &beyond_from).await?;
         held.top = listed.top;
         for (topic, partition, _) in beyond_from.iter() {
-            held.since.insert((topic.to_string(), partition), 0);
+            held.since.insert(Partition::new(topic, partition), 0);
         }
         held.beyond.extend(beyond);
         return Ok(held);
@@ -157,10 +157,7 @@ pub async fn held(
     // failing now would otherwise forget them and write them twice.
     let mut scanned = scanned.lock().expect("scans poisoned");
     for key in unseen {
-        let found = held
-            .beyond
-            .iter()
-            .any(|(t, p, _)| *t == key.0 && *p == key.1);
+        let found = held.beyond.iter().any(|(t, p, _)| key.is(t, *p));
         if !found {
             scanned.insert(key, listed.top + 1);
         }
