@@ -528,6 +528,10 @@ def test_insert_refusal_storms_lose_nothing(setup, capsys):
             time.sleep(max(0.0, stopped_for - (time.time() - stopped_at)))
             merger.run_merges()
             time.sleep(merging_for)
+            # The refused insert may still sit in its backoff (up to 30 s, longer than
+            # `merging_for` at full size): a stop now would give it up (exit 1, by design).
+            wait_until(f"cycle {c}: ClickHouse takes rows again once merges run",
+                       grown(counts, counts()), timeout=60, interval=0.25)
             parts = refusals(setup, 252) - before
             # Memory limit: an instance whose every insert is refused while it is pushed
             # into the table, stopped while it retries.
