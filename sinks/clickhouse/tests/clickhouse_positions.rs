@@ -237,22 +237,33 @@ async fn the_first_look_at_a_table_with_many_parts_is_not_one_huge_statement() {
 async fn an_entry_recorded_while_the_clock_ran_ahead_hides_no_later_rows() {
     let (conn, mut sink) = fresh_sink("clock_ahead").await;
     sink.write(&batch(0..10)).await.unwrap();
+    entry_by_hand(&conn, "at", "maxState(now() + 3600)").await;
+    // The clock put right, an insert cut short before its entry.
+    rows_past_10_are_found_and_written_once(&conn).await;
+}
+
+/// A ledger row for partition 0 at 10 put in by hand (a STAND-IN for what a test cannot
+/// make a server do): `states` are the aggregate states of `columns`, after `next`.
+async fn entry_by_hand(conn: &ClickHouseConnection, columns: &str, states: &str) {
     let db = &conn.database;
     sql(
-        &conn,
+        conn,
         &format!(
-            "INSERT INTO {db}.events__ingest_positions (topic, partition, next, at) \
-             SELECT 'events', toInt32(0), maxState(toInt64(10)), maxState(now() + 3600) \
-             FROM system.one"
+            "INSERT INTO {db}.events__ingest_positions (topic, partition, next, {columns}) \
+             SELECT 'events', toInt32(0), maxState(toInt64(10)), {states} FROM system.one"
         ),
     )
     .await;
-    // The clock put right, an insert cut short before its entry.
-    rows_without_entry(&conn, "numbers(30) WHERE number >= 10").await;
-    let mut sink = open(&conn, None).await; // a new process
+}
+
+/// Rows 10..30 of an insert cut short before its entry (the ledger at 10) are found by
+/// a new process, which then writes 0..40 with every row once.
+async fn rows_past_10_are_found_and_written_once(conn: &ClickHouseConnection) {
+    rows_without_entry(conn, "numbers(30) WHERE number >= 10").await;
+    let mut sink = open(conn, None).await; // a new process
     assert_eq!(position(&sink).await, Some(30), "rows 10..30 were hidden");
     sink.write(&batch(0..40)).await.unwrap();
-    every_row_once(&conn, 40).await;
+    every_row_once(conn, 40).await;
 }
 
 /// Issue 16, item 8 (merge): recovery listed the recent parts in one query and read
@@ -345,21 +356,13 @@ async fn a_ledger_of_an_earlier_release_gets_its_block_column_and_finds_rows_by_
 async fn block_numbers_that_went_back_below_the_ledger_mean_reading_every_part() {
     let (conn, mut sink) = fresh_sink("blocks_back").await;
     sink.write(&batch(0..10)).await.unwrap();
-    let db = &conn.database;
-    sql(
+    entry_by_hand(
         &conn,
-        &format!(
-            "INSERT INTO {db}.events__ingest_positions (topic, partition, next, at, from_block) \
-             SELECT 'events', toInt32(0), maxState(toInt64(10)), maxState(now()), \
-             maxState(toInt64(1000000)) FROM system.one"
-        ),
+        "at, from_block",
+        "maxState(now()), maxState(toInt64(1000000))",
     )
     .await;
-    rows_without_entry(&conn, "numbers(30) WHERE number >= 10").await;
-    let mut sink = open(&conn, None).await; // a new process
-    assert_eq!(position(&sink).await, Some(30), "rows 10..30 were hidden");
-    sink.write(&batch(0..40)).await.unwrap();
-    every_row_once(&conn, 40).await;
+    rows_past_10_are_found_and_written_once(&conn).await;
 }
 
 /// Found by the recovery simulation (`ledger/recovery_sim.rs`): the first entry of a
