@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ingest::{JsonDecoder, Message};
+use ingest::{Message, PayloadFormat, RouteDecoder};
 use ingest_sink_clickhouse::{ClickHouseTable, offline_payload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -16,7 +16,13 @@ use parquet::file::properties::WriterProperties;
 const EVENTS: usize = 16 * 1024;
 
 fn decode_all(events: &[Vec<u8>]) -> Vec<RecordBatch> {
-    let mut decoder = JsonDecoder::new(ingest_bench::events_schema(), vec![], EVENTS).unwrap();
+    let mut decoder = RouteDecoder::new(
+        PayloadFormat::Json,
+        ingest_bench::events_schema(),
+        vec![],
+        EVENTS,
+    )
+    .unwrap();
     let mut rejected = Vec::new();
     for (offset, payload) in events.iter().enumerate() {
         let message = Message::payload_only("bench", 0, offset as i64, payload);

@@ -17,8 +17,8 @@ mod plugins;
 mod produce;
 pub mod protocol;
 
-pub use config::{Loaded, load, load_str, metadata_fields};
-pub use decode::{JsonDecoder, Message};
+pub use config::{Loaded, PayloadFormat, load, load_str, metadata_fields};
+pub use decode::{Message, RouteDecoder};
 pub use health::{Health, serve as serve_health};
 pub use logging::init as init_logging;
 pub use pipeline::{check_connections, run};

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ingest::{Health, serve_health};
-use ingest::{JsonDecoder, Message};
 use ingest::{Loaded, load, metadata_fields};
+use ingest::{Message, RouteDecoder};
 use ingest::{ProduceOptions, produce};
 use ingest_sink_api::DryRun;
 use ingest_sink_api::secret::ExposeSecret;
@@ -251,7 +251,8 @@ fn dry_run(
         .find_map(|r| Some((r, r.sinks.iter().find(|s| s.key == sink)?)))
         .ok_or_else(|| anyhow::anyhow!("no route writing to `{sink}` matches"))?;
     let metadata = metadata_fields(&route.config.metadata);
-    let mut decoder = JsonDecoder::new(route.schema.clone(), metadata, 1 << 20)?;
+    let mut decoder =
+        RouteDecoder::new(route.config.format, route.schema.clone(), metadata, 1 << 20)?;
     let text = std::fs::read(input)?;
     let mut rejected = Vec::new();
     for (line_no, line) in text

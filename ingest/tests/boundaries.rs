@@ -1,6 +1,8 @@
 //! The service names a sink in one place only, `src/plugins.rs`; everything else
-//! reaches sinks through the plug-in registration of `ingest-sink-api` (see
-//! docs/architecture.md). Checked by reading the service's sources.
+//! reaches sinks through the plug-in registration of `ingest-sink-api`. Likewise a
+//! payload format's crate is named in its own module of `src/decode/` only; everything
+//! else reaches it through the `Format` seam (see docs/architecture.md). Checked by
+//! reading the service's sources.
 
 use std::path::Path;
 
@@ -52,4 +54,26 @@ fn only_the_registration_names_a_sink_crate() {
         !sink_crates(&registration).is_empty(),
         "plugins.rs registers no sink"
     );
+}
+
+/// Each payload format's crate, and the one module that may name it.
+const FORMATS: &[(&str, &str)] = &[("arrow_json", "decode/json.rs")];
+
+#[test]
+fn only_its_module_names_a_format_s_crate() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    for (krate, module) in FORMATS {
+        let naming: Vec<String> = files
+            .iter()
+            .filter(|path| std::fs::read_to_string(path).unwrap().contains(krate))
+            .map(|path| path.strip_prefix(&src).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            naming,
+            [module.to_string()],
+            "`{krate}` is named outside {module}"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use ingest_sink_api::{BatchOverride, OffsetMap, Partitions, Sink, SinkBatch};
 pub use lane::{Lane, LaneOutcome};
 
 use crate::config::{Route, metadata_fields};
-use crate::decode::{JsonDecoder, Message, Rejected};
+use crate::decode::{Message, Rejected, RouteDecoder};
 use crate::protocol::Partition;
 
 /// Rows are turned into record batches this many at a time (bounds the raw payloads
@@ -21,7 +21,7 @@ pub struct RouteBatch {
     pub route: Route,
     /// The route's place in the configuration (routes' names need not be unique).
     pub index: usize,
-    decoder: JsonDecoder,
+    decoder: RouteDecoder,
     /// One per sink, each with its own batch and cadence.
     pub lanes: Vec<Lane>,
     /// Positions of the messages in the decoder not yet handed to the lanes, rejected
@@ -45,7 +45,12 @@ pub struct Decoded {
 impl RouteBatch {
     pub fn new(route: Route, index: usize) -> anyhow::Result<Self> {
         let metadata = metadata_fields(&route.config.metadata);
-        let decoder = JsonDecoder::new(route.schema.clone(), metadata, CHUNK_ROWS)?;
+        let decoder = RouteDecoder::new(
+            route.config.format,
+            route.schema.clone(),
+            metadata,
+            CHUNK_ROWS,
+        )?;
         Ok(Self {
             route,
             index,

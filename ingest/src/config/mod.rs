@@ -104,6 +104,9 @@ pub struct RouteConfig {
     pub topic_pattern: Option<String>,
     /// Schema file, relative to the config file's directory.
     pub schema: PathBuf,
+    /// How the records' payloads are encoded.
+    #[serde(default)]
+    pub format: PayloadFormat,
     /// Kafka coordinates stored as extra columns, by the column name to use.
     #[serde(default)]
     pub metadata: MetadataColumns,
@@ -119,6 +122,15 @@ pub struct RouteConfig {
     /// a sink that was down).
     #[serde(default)]
     pub on_lost_records: OnLostRecords,
+}
+
+/// How a route's payloads are encoded (`decode/format.rs`; one module per format).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// One JSON object per record.
+    #[default]
+    Json,
 }
 
 /// The policy for records Kafka deleted before every sink of the route held them.

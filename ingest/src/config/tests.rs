@@ -369,3 +369,30 @@ fn an_unknown_key_error_names_the_sinks_too() {
         "{err}"
     );
 }
+
+#[test]
+fn a_route_names_its_payload_format() {
+    let route = |format: &str| {
+        with_routes(&format!(
+            r#"
+  - topics: [events]
+    schema: events.yaml
+    {format}
+    clickhouse: {{ table: events, order_by: [id] }}
+"#
+        ))
+    };
+    let loaded = load_text(&route("")).unwrap();
+    assert_eq!(
+        loaded.routes[0].config.format,
+        PayloadFormat::Json,
+        "the default"
+    );
+    let loaded = load_text(&route("format: json")).unwrap();
+    assert_eq!(loaded.routes[0].config.format, PayloadFormat::Json);
+    let err = load_text(&route("format: avro")).unwrap_err().to_string();
+    assert!(
+        err.contains("routes[0].format") && err.contains("avro"),
+        "{err}"
+    );
+}

@@ -1,24 +1,26 @@
 //! Step 2, decode: Kafka messages decoded once, straight into Arrow columns.
 //!
-//! JSON goes through arrow-json's tape decoder (no `serde_json::Value` per record):
-//! each message is fed on its own so a malformed one is caught and rejected alone, and
-//! rows are flushed into record batches in chunks. A chunk whose values do not fit the
-//! schema (a string in an int column, a missing required field) is bisected down to the
-//! offending records, which are rejected with the decoder's message; the rest is kept.
-//! Rows holding a value some sink of the route cannot store are rejected too (see
-//! [`refuse`]).
+//! The route's [`Format`] (`json.rs`; the seam is `format.rs`) takes each message on its
+//! own, so a malformed one is caught and rejected alone, and rows are flushed into
+//! record batches in chunks. Everything here is format-free: a chunk whose values do
+//! not fit the schema (a string in an int column, a missing required field) is bisected
+//! down to the offending records, which are rejected with the format's message; the
+//! rest is kept, with the metadata columns and coordinates of its rows. Rows holding a
+//! value some sink of the route cannot store are rejected too (see [`refuse`]).
 
+mod format;
+mod json;
 mod metadata;
 mod refuse;
 
 use arrow_array::RecordBatch;
-use arrow_json::reader::{Decoder, ReaderBuilder};
 use arrow_schema::{ArrowError, SchemaRef};
 use arrow_select::concat::concat_batches;
 
+pub use format::{Format, Refusal};
 pub use metadata::{MessageMeta, MetadataBuilder, TopicNames};
 
-use crate::config::MetadataKind;
+use crate::config::{MetadataKind, PayloadFormat};
 use ingest_sink_api::{Coordinates, ValueCheck};
 use refuse::ValueChecks;
 
@@ -84,10 +86,10 @@ impl RawRows {
 }
 
 /// Decodes one route's messages into record batches of its output schema.
-pub struct JsonDecoder {
+pub struct RouteDecoder {
     payload_schema: SchemaRef,
     metadata: MetadataBuilder,
-    decoder: Decoder,
+    format: Box<dyn Format>,
     chunk: RawRows,
     chunk_rows: usize,
     pieces: Vec<RecordBatch>,
@@ -99,16 +101,35 @@ pub struct JsonDecoder {
     checks: ValueChecks,
 }
 
-impl JsonDecoder {
-    /// `chunk_rows` bounds how many raw payloads are kept for bisecting.
+impl RouteDecoder {
+    /// Payloads in `format` of `payload_schema`; `chunk_rows` bounds how many raw
+    /// payloads are kept for bisecting.
     pub fn new(
+        format: PayloadFormat,
         payload_schema: SchemaRef,
         metadata: Vec<(String, MetadataKind)>,
         chunk_rows: usize,
     ) -> Result<Self, ArrowError> {
         let chunk_rows = chunk_rows.max(1);
-        Ok(Self {
-            decoder: new_decoder(&payload_schema, chunk_rows)?,
+        let format = format::for_route(format, &payload_schema, chunk_rows)?;
+        Ok(Self::with_format(
+            format,
+            payload_schema,
+            metadata,
+            chunk_rows,
+        ))
+    }
+
+    /// As [`RouteDecoder::new`], with a format decoder already built.
+    pub fn with_format(
+        format: Box<dyn Format>,
+        payload_schema: SchemaRef,
+        metadata: Vec<(String, MetadataKind)>,
+        chunk_rows: usize,
+    ) -> Self {
+        let chunk_rows = chunk_rows.max(1);
+        Self {
+            format,
             metadata: MetadataBuilder::new(&payload_schema, metadata),
             payload_schema,
             chunk: RawRows::default(),
@@ -117,7 +138,7 @@ impl JsonDecoder {
             piece_meta: Vec::new(),
             topics: TopicNames::default(),
             checks: ValueChecks::default(),
-        })
+        }
     }
 
     /// Rows `check` refuses are rejected from now on (a sink's column ranges).
@@ -137,21 +158,17 @@ impl JsonDecoder {
             rejected.push(reject(message, "empty message (no payload)"));
             return;
         };
-        let before = self.decoder.len();
-        let outcome = self.decoder.decode(payload);
-        let problem = match outcome {
-            Err(e) => Some(format!("invalid JSON: {e}")),
-            Ok(_) if self.decoder.has_partial_record() => Some("truncated JSON value".into()),
-            Ok(_) if self.decoder.len() != before + 1 => Some(format!(
-                "expected one JSON object, found {} values",
-                self.decoder.len().saturating_sub(before)
-            )),
-            Ok(_) => None,
-        };
-        if let Some(problem) = problem {
-            self.recover(rejected);
-            rejected.push(reject(message, &problem));
-            return;
+        match self.format.push(payload) {
+            Ok(()) => {}
+            Err(Refusal::Record(problem)) => {
+                rejected.push(reject(message, &problem));
+                return;
+            }
+            Err(Refusal::RowsLost(problem)) => {
+                self.recover(rejected);
+                rejected.push(reject(message, &problem));
+                return;
+            }
         }
         let start = self.chunk.raw.len();
         self.chunk.raw.extend_from_slice(payload);
@@ -163,15 +180,14 @@ impl JsonDecoder {
         ));
     }
 
-    /// After a tape-level failure the decoder holds garbage: start a fresh one with the
-    /// chunk's good rows and flush them at once, so each good row is re-fed at most once
-    /// however many bad messages follow.
+    /// The format lost its open rows with a bad message: a fresh one takes the chunk's
+    /// good rows, flushed at once, so each good row is fed again at most once however
+    /// many bad messages follow.
     fn recover(&mut self, rejected: &mut Vec<Rejected>) {
-        self.decoder = new_decoder(&self.payload_schema, self.chunk_rows)
-            .expect("the schema was accepted before");
+        self.format = self.format.fresh(self.chunk_rows);
         for row in 0..self.chunk.spans.len() {
-            // These rows decoded alone before; together they decode the same.
-            let _ = self.decoder.decode(self.chunk.payload(row));
+            // These rows were taken alone before; together they are taken the same.
+            let _ = self.format.push(self.chunk.payload(row));
         }
         self.flush_chunk(rejected);
     }
@@ -190,13 +206,11 @@ impl JsonDecoder {
         let rows = self.chunk.spans.len();
         // After bisecting, which chunk row (raw payload) each decoded row came from.
         let mut kept_rows = None;
-        let payload = match self.decoder.flush() {
+        let payload = match self.format.flush() {
             Ok(Some(batch)) => Some(batch),
             Ok(None) => None,
             Err(_) => {
-                // Some row does not fit: the decoder is unusable, find the culprits.
-                self.decoder = new_decoder(&self.payload_schema, self.chunk_rows)
-                    .expect("the schema was accepted before");
+                // Some row does not fit: find the culprits.
                 let mut good = Vec::new();
                 let mut keep = vec![false; rows];
                 self.bisect(0, rows, &mut good, &mut keep, rejected);
@@ -267,7 +281,7 @@ impl JsonDecoder {
         }
     }
 
-    /// Decodes rows `lo..hi` on a fresh decoder, halving ranges that fail.
+    /// Decodes rows `lo..hi` with a fresh decoder, halving ranges that fail.
     fn bisect(
         &self,
         lo: usize,
@@ -276,9 +290,9 @@ impl JsonDecoder {
         keep: &mut [bool],
         rejected: &mut Vec<Rejected>,
     ) {
-        let mut decoder = new_decoder(&self.payload_schema, hi - lo).expect("schema accepted");
+        let mut decoder = self.format.fresh(hi - lo);
         for row in lo..hi {
-            let _ = decoder.decode(self.chunk.payload(row));
+            let _ = decoder.push(self.chunk.payload(row));
         }
         match decoder.flush() {
             Ok(batch) => {
@@ -347,13 +361,6 @@ impl JsonDecoder {
     }
 }
 
-fn new_decoder(schema: &SchemaRef, chunk_rows: usize) -> Result<Decoder, ArrowError> {
-    ReaderBuilder::new(schema.clone())
-        // One more than a chunk holds, so `decode` never stops short of a message's end.
-        .with_batch_size(chunk_rows + 1)
-        .build_decoder()
-}
-
 fn reject(message: &Message<'_>, error: &str) -> Rejected {
     Rejected {
         topic: message.topic.to_string(),
@@ -366,5 +373,7 @@ fn reject(message: &Message<'_>, error: &str) -> Rejected {
     }
 }
 
+#[cfg(test)]
+mod format_tests;
 #[cfg(test)]
 mod tests;

@@ -29,13 +29,13 @@ fn message(offset: i64, payload: &str) -> Message<'_> {
     }
 }
 
-fn decoder(chunk_rows: usize) -> JsonDecoder {
+fn decoder(chunk_rows: usize) -> RouteDecoder {
     let meta = vec![
         ("_partition".to_string(), MetadataKind::Partition),
         ("_offset".to_string(), MetadataKind::Offset),
         ("_key".to_string(), MetadataKind::Key),
     ];
-    JsonDecoder::new(schema(), meta, chunk_rows).unwrap()
+    RouteDecoder::new(PayloadFormat::Json, schema(), meta, chunk_rows).unwrap()
 }
 
 #[test]

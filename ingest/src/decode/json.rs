@@ -1,0 +1,61 @@
+//! JSON through arrow-json's tape decoder (no `serde_json::Value` per record): each
+//! message is fed on its own so a malformed one is caught and refused alone.
+
+use arrow_array::RecordBatch;
+use arrow_json::reader::{Decoder, ReaderBuilder};
+use arrow_schema::{ArrowError, SchemaRef};
+
+use super::format::{Format, Refusal};
+
+pub struct Json {
+    schema: SchemaRef,
+    decoder: Decoder,
+    rows: usize,
+}
+
+impl Json {
+    pub fn new(schema: SchemaRef, rows: usize) -> Result<Self, ArrowError> {
+        let rows = rows.max(1);
+        Ok(Self {
+            decoder: decoder(&schema, rows)?,
+            schema,
+            rows,
+        })
+    }
+}
+
+impl Format for Json {
+    fn push(&mut self, payload: &[u8]) -> Result<(), Refusal> {
+        let before = self.decoder.len();
+        let problem = match self.decoder.decode(payload) {
+            Err(e) => format!("invalid JSON: {e}"),
+            Ok(_) if self.decoder.has_partial_record() => "truncated JSON value".into(),
+            Ok(_) if self.decoder.len() != before + 1 => format!(
+                "expected one JSON object, found {} values",
+                self.decoder.len().saturating_sub(before)
+            ),
+            Ok(_) => return Ok(()),
+        };
+        // The tape holds garbage now: a fresh decoder takes the good rows again.
+        Err(Refusal::RowsLost(problem))
+    }
+
+    fn flush(&mut self) -> Result<Option<RecordBatch>, String> {
+        self.decoder.flush().map_err(|e| {
+            // Unusable after a failed flush.
+            self.decoder = decoder(&self.schema, self.rows).expect("the schema was accepted");
+            e.to_string()
+        })
+    }
+
+    fn fresh(&self, rows: usize) -> Box<dyn Format> {
+        Box::new(Self::new(self.schema.clone(), rows).expect("the schema was accepted"))
+    }
+}
+
+fn decoder(schema: &SchemaRef, rows: usize) -> Result<Decoder, ArrowError> {
+    ReaderBuilder::new(schema.clone())
+        // One more than a chunk holds, so `decode` never stops short of a message's end.
+        .with_batch_size(rows + 1)
+        .build_decoder()
+}
