@@ -126,20 +126,28 @@ pub async fn held(
         beyond_from.advance(topic, partition, entry.map_or(0, |e| e.next));
     }
     let (listed, beyond) = read_recent(look, &window, &beyond_from).await?;
-    if window.from_block != i64::MAX && window.from_block > listed.top + 1 {
-        // The counter went back: the parts holding the highest blocks were dropped and
-        // the server restarted (or the table was made anew). Later inserts may number
-        // below the entries: every part is read.
-        tracing::warn!(sink = %look.sink(), top = listed.top, from_block = window.from_block,
-            "the table's block numbers went back below its position ledger (parts dropped, then a restart?): reading every part to find rows past the ledger");
+    // A partition whose first block lies past every part's: the parts holding the
+    // table's highest blocks are gone (dropped, expired, emptied), and after a server
+    // restart the counter numbers from the highest part left, below the ledger. Every
+    // part is read for all of them (checked per partition: one partition's low block
+    // must not hide another's high one).
+    let went_back: Vec<Partition> = held
+        .since
+        .iter()
+        .filter(|(_, first)| **first > listed.top + 1)
+        .map(|(key, _)| key.clone())
+        .collect();
+    if !went_back.is_empty() {
+        tracing::warn!(sink = %look.sink(), top = listed.top, partitions = ?went_back,
+            "the parts holding the table's highest block numbers are gone, below where the position ledger looks: reading every part to find rows past the ledger");
         let every_part = Window {
             from_block: 0,
             since: None,
         };
         let (listed, beyond) = read_recent(look, &every_part, &beyond_from).await?;
         held.top = listed.top;
-        for (topic, partition, _) in beyond_from.iter() {
-            held.since.insert(Partition::new(topic, partition), 0);
+        for key in went_back {
+            held.since.insert(key, 0);
         }
         held.beyond.extend(beyond);
         return Ok(held);
@@ -165,22 +173,36 @@ pub async fn held(
     Ok(held)
 }
 
-/// The parts in `window` and the coordinates of their rows past `beyond_from`, listed
-/// again after the read until no listed part has gone meanwhile.
+/// The parts in `window` and the coordinates of their rows past `beyond_from`. The
+/// parts are listed again after each read: a part read and gone meanwhile (merged,
+/// mutated) may have been read from nowhere, and its rows are now in a part numbered
+/// at least as high, so the parts of the new list not read yet are read, until no part
+/// read in a round has gone. (Parts read in an earlier round and still active then were
+/// read whole: a part never comes back.)
 async fn read_recent(
     look: &dyn TableLook,
     window: &Window,
     beyond_from: &OffsetMap,
 ) -> Result<(Listed, Vec<(String, i32, i64)>), SinkError> {
     let mut listed = look.list(window).await?;
+    let mut read: HashSet<String> = HashSet::new();
+    let mut found = Vec::new();
     for _ in 0..LIST_ATTEMPTS {
-        if listed.names.is_empty() {
-            return Ok((listed, Vec::new()));
+        let unread = Listed {
+            names: (listed.names.iter())
+                .filter(|n| !read.contains(*n))
+                .cloned()
+                .collect(),
+            ..listed.clone()
+        };
+        if unread.names.is_empty() {
+            return Ok((listed, found));
         }
-        let beyond = look.beyond(&listed.names, beyond_from).await?;
+        found.extend(look.beyond(&unread.names, beyond_from).await?);
+        read.extend(unread.names.iter().cloned());
         let again = look.list(window).await?;
-        if listed.still_in(&again) {
-            return Ok((listed, beyond));
+        if unread.still_in(&again) {
+            return Ok((again, found));
         }
         listed = again;
     }

@@ -14,7 +14,9 @@
 //!
 //! Not here: the insert gate and query ids (an insert landing late after its writer gave
 //! up: `gate.rs` and its tests), entries of earlier releases (read by time), block
-//! numbers going back (parts dropped: the table loses rows the ledger claims).
+//! numbers going back (the parts holding the highest blocks removed, then a restart:
+//! the rows the ledger claims are gone too, and a cut insert numbered below the ledger
+//! can be missed, see docs/exactly-once.md's known limits), several writers at once.
 //! `cargo test` runs a quick share; `CHAOS=full` runs 100,000 schedules; a failure
 //! prints its seed, `SIM_SEED=<seed>` replays it.
 
