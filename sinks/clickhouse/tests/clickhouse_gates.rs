@@ -117,22 +117,7 @@ async fn an_insert_under_way_lands_before_the_taker_reads_positions() {
     let (conn, a, b) = two_writers("gates_slow").await;
     let (mut a, mut b) = (a.sink, b.sink);
     let (gate, slow) = slow_insert_through_its_gate(&conn, &mut a, SLOW_ROWS).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let running = sql(
-            &conn,
-            &format!(
-                "SELECT count() AS n FROM system.processes WHERE query LIKE '%{gate}%' \
-                 AND query NOT LIKE '%system.processes%'"
-            ),
-        )
-        .await;
-        if number(&running[0]["n"]) > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the slow insert never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_process(&conn, &format!("%{gate}%")).await;
 
     // B takes the partition with everything from offset 0 on.
     b.write(&batch(0..10 + SLOW_ROWS + 100)).await.unwrap();
