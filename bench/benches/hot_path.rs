@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ingest::{Message, PayloadFormat, RouteDecoder};
+use ingest::{Message, Payload, RouteDecoder};
 use ingest_sink_clickhouse::{ClickHouseTable, offline_payload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -17,7 +17,7 @@ const EVENTS: usize = 16 * 1024;
 
 fn decode_all(events: &[Vec<u8>]) -> Vec<RecordBatch> {
     let mut decoder = RouteDecoder::new(
-        PayloadFormat::Json,
+        &Payload::Json,
         ingest_bench::events_schema(),
         vec![],
         EVENTS,

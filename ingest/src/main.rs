@@ -251,8 +251,7 @@ fn dry_run(
         .find_map(|r| Some((r, r.sinks.iter().find(|s| s.key == sink)?)))
         .ok_or_else(|| anyhow::anyhow!("no route writing to `{sink}` matches"))?;
     let metadata = metadata_fields(&route.config.metadata);
-    let mut decoder =
-        RouteDecoder::new(route.config.format, route.schema.clone(), metadata, 1 << 20)?;
+    let mut decoder = RouteDecoder::new(&route.payload, route.schema.clone(), metadata, 1 << 20)?;
     let text = std::fs::read(input)?;
     let mut rejected = Vec::new();
     for (line_no, line) in text

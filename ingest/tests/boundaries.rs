@@ -57,7 +57,10 @@ fn only_the_registration_names_a_sink_crate() {
 }
 
 /// Each payload format's crate, and the one module that may name it.
-const FORMATS: &[(&str, &str)] = &[("arrow_json", "decode/json.rs")];
+const FORMATS: &[(&str, &str)] = &[
+    ("arrow_json", "decode/json.rs"),
+    ("arrow_avro", "decode/avro/"),
+];
 
 #[test]
 fn only_its_module_names_a_format_s_crate() {

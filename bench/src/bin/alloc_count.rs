@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ingest::{Message, PayloadFormat, RouteDecoder};
+use ingest::{Message, Payload, RouteDecoder};
 
 struct Counting;
 
@@ -32,13 +32,8 @@ const CHUNK: usize = 16 * 1024;
 
 fn main() {
     let events = ingest_bench::sample_events(CHUNK * 4);
-    let mut decoder = RouteDecoder::new(
-        PayloadFormat::Json,
-        ingest_bench::events_schema(),
-        vec![],
-        CHUNK,
-    )
-    .unwrap();
+    let mut decoder =
+        RouteDecoder::new(&Payload::Json, ingest_bench::events_schema(), vec![], CHUNK).unwrap();
     let mut rejected = Vec::new();
     let mut run = |decoder: &mut RouteDecoder, count_pushes: bool| -> (u64, u64) {
         let (mut push_allocs, mut total_allocs) = (0, 0);

@@ -45,12 +45,8 @@ pub struct Decoded {
 impl RouteBatch {
     pub fn new(route: Route, index: usize) -> anyhow::Result<Self> {
         let metadata = metadata_fields(&route.config.metadata);
-        let decoder = RouteDecoder::new(
-            route.config.format,
-            route.schema.clone(),
-            metadata,
-            CHUNK_ROWS,
-        )?;
+        let decoder =
+            RouteDecoder::new(&route.payload, route.schema.clone(), metadata, CHUNK_ROWS)?;
         Ok(Self {
             route,
             index,
@@ -76,6 +72,16 @@ impl RouteBatch {
     /// The Arrow schema of what this route writes (payload then metadata columns).
     pub fn output_schema(&self) -> arrow_schema::SchemaRef {
         self.decoder.output_schema()
+    }
+
+    /// The registry schema id this message names that the route's decoder has not
+    /// learned (see [`RouteBatch::learn`]).
+    pub fn schema_wanted(&self, message: &Message<'_>) -> Option<u32> {
+        self.decoder.schema_wanted(message)
+    }
+
+    pub fn learn(&mut self, id: u32, schema: Option<&crate::decode::WriterSchema>) {
+        self.decoder.learn(id, schema);
     }
 
     pub fn push(&mut self, message: &Message<'_>) {

@@ -4,9 +4,13 @@
 //! `config.yaml: at routes[0].batch: unknown field `max_rowz``.
 
 mod env;
+mod payload;
+mod registry;
 mod route;
 mod sinks;
 mod topics;
+
+pub use registry::SchemaRegistryConfig;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +33,9 @@ pub struct Config {
     pub dead_letter: Option<DeadLetterConfig>,
     #[serde(default)]
     pub server: ServerConfig,
+    /// Where Avro routes find writer schemas by id (and their subject's latest schema).
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -102,8 +109,15 @@ pub struct RouteConfig {
     /// it and picks up new matching topics).
     #[serde(default)]
     pub topic_pattern: Option<String>,
-    /// Schema file, relative to the config file's directory.
-    pub schema: PathBuf,
+    /// Schema file, relative to the config file's directory: the YAML grammar for
+    /// JSON, an Avro schema (`.avsc`) for Avro. An Avro route without one reads its
+    /// registry subject's latest schema at start.
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
+    /// The registry subject an Avro route's table schema comes from (default
+    /// `<topic>-value`).
+    #[serde(default)]
+    pub subject: Option<String>,
     /// How the records' payloads are encoded.
     #[serde(default)]
     pub format: PayloadFormat,
@@ -131,6 +145,9 @@ pub enum PayloadFormat {
     /// One JSON object per record.
     #[default]
     Json,
+    /// Avro: schema-registry framed when `schema_registry` is configured, else bare
+    /// bodies written with the route's `.avsc` schema.
+    Avro,
 }
 
 /// The policy for records Kafka deleted before every sink of the route held them.
@@ -220,6 +237,8 @@ fn default_max_age() -> Duration {
 pub struct Route {
     pub name: String,
     pub config: RouteConfig,
+    /// What its payloads are, for its decoder.
+    pub payload: crate::decode::Payload,
     pub schema: SchemaRef,
     pub pattern: Option<Regex>,
     pub on_error: OnError,
@@ -310,6 +329,10 @@ pub fn load_str(
             fail(format!("at `{at}`: {inner}"))
         }
     })?;
+    let mut config = config;
+    if let Some(registry) = config.schema_registry.as_mut() {
+        registry.tls.ca_file = registry.tls.ca_file.take().map(|f| base.join(f));
+    }
     let sections = sinks::open_sections(blocks.sections, base).map_err(&fail)?;
     let routes = validate(&config, base, &sections, blocks.routes).map_err(fail)?;
     Ok(Loaded {

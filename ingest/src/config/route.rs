@@ -38,8 +38,7 @@ pub(super) fn resolve(
         .batch
         .check()
         .map_err(|e| at(("batch".into(), e.into())))?;
-    let schema = ingest_schemas::load_schema(&base.join(&route.schema))
-        .map_err(|e| at(("schema".into(), e.to_string())))?;
+    let (payload, schema) = super::payload::resolve(route, config, base).map_err(at)?;
     let spec = RouteSpec {
         name: route_name(route),
         payload: schema.clone(),
@@ -51,6 +50,7 @@ pub(super) fn resolve(
     Ok(Route {
         name: spec.name,
         config: route.clone(),
+        payload,
         schema,
         pattern,
         on_error,

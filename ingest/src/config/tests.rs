@@ -219,7 +219,9 @@ fn load_with_files(text: &str, files: &[(&str, &str)]) -> Result<Loaded, ConfigE
     for (name, contents) in files {
         std::fs::write(dir.join(name), contents).unwrap();
     }
-    load_str(text, &dir.join("config.yaml"), &|_| None)
+    load_str(text, &dir.join("config.yaml"), &|name| {
+        (name == "CH_PASSWORD").then(|| "pw".to_string())
+    })
 }
 
 /// The ClickHouse section as `Debug` shows it (passwords masked).
@@ -390,9 +392,83 @@ fn a_route_names_its_payload_format() {
     );
     let loaded = load_text(&route("format: json")).unwrap();
     assert_eq!(loaded.routes[0].config.format, PayloadFormat::Json);
-    let err = load_text(&route("format: avro")).unwrap_err().to_string();
+    let err = load_text(&route("format: protobuf"))
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("routes[0].format") && err.contains("avro"),
+        err.contains("routes[0].format") && err.contains("protobuf"),
         "{err}"
     );
+    let err = load_text(&route("format: avro")).unwrap_err().to_string();
+    assert!(
+        err.contains("routes[0].schema") && err.contains(".avsc"),
+        "{err}"
+    );
+}
+
+const AVSC: &str = r#"{"type":"record","name":"E","fields":[
+  {"name":"id","type":"long"},
+  {"name":"kind","type":{"type":"enum","name":"K","symbols":["A","B"]}},
+  {"name":"note","type":["null","string"],"default":null}]}"#;
+
+#[test]
+fn an_avro_route_s_table_is_its_avro_schema() {
+    let text = |extra: &str, schema: &str| {
+        with_routes(&format!(
+            "\n  - topics: [events]\n    format: avro\n{schema}{extra}    clickhouse: {{ table: events, order_by: [id] }}\n"
+        ))
+    };
+    let loaded = load_with_files(
+        &text("", "    schema: events.avsc\n"),
+        &[("events.avsc", AVSC)],
+    )
+    .unwrap();
+    let route = &loaded.routes[0];
+    let fields: Vec<String> = route
+        .schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}:{}:{}", f.name(), f.data_type(), f.is_nullable()))
+        .collect();
+    assert_eq!(
+        fields,
+        ["id:Int64:false", "kind:Utf8:false", "note:Utf8:true"]
+    );
+    assert!(
+        matches!(
+            &route.payload,
+            crate::decode::Payload::Avro {
+                registry: false,
+                ..
+            }
+        ),
+        "no registry configured: bare bodies"
+    );
+
+    for (extra, schema, files, want) in [
+        ("", "", vec![], "routes[0].schema"),
+        (
+            "",
+            "    schema: events.avsc\n",
+            vec![("events.avsc", "{\"type\":\"string\"}")],
+            "cannot be a table",
+        ),
+        (
+            "",
+            "    schema: events.avsc\n",
+            vec![("events.avsc", "not json")],
+            "cannot be a table",
+        ),
+    ] {
+        let err = load_with_files(&text(extra, schema), &files)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "want `{want}`: {err}");
+    }
+    let err = load_text(&with_routes(
+        "\n  - topics: [events]\n    schema: events.yaml\n    subject: s\n    clickhouse: { table: events, order_by: [id] }\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("routes[0].subject"), "{err}");
 }

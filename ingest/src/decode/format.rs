@@ -1,14 +1,36 @@
 //! The seam between a payload format and the rest of decoding. A [`Format`] turns
 //! payloads into rows of the route's payload schema; everything around it (metadata
 //! columns, the sinks' value checks, coordinates, bad records, revoked partitions) is
-//! format-free, in `decode/mod.rs`. One module per format (`json.rs`); the route names
-//! its format in config (`format:`), and [`for_route`] builds it. `tests/boundaries.rs`
-//! keeps each format's crate inside its module.
+//! format-free, in `decode/mod.rs`. One module per format (`json.rs`, `avro/`); the
+//! route names its format in config (`format:`), and [`for_route`] builds it.
+//! `tests/boundaries.rs` keeps each format's crate inside its module.
 
 use arrow_array::RecordBatch;
-use arrow_schema::{ArrowError, SchemaRef};
+use std::sync::Arc;
 
-use crate::config::PayloadFormat;
+use arrow_schema::SchemaRef;
+
+/// What a route's payloads are, as its config resolved them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    Json,
+    /// Avro read as `reader` (an Avro schema); `registry`: payloads carry a registry
+    /// schema id, else they are bare bodies written with `reader`.
+    Avro {
+        reader: Arc<str>,
+        registry: bool,
+    },
+}
+
+/// A writer schema as the registry gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterSchema {
+    /// `AVRO`, `PROTOBUF`, `JSON`.
+    pub kind: String,
+    pub text: String,
+    /// Whether it names other registered schemas.
+    pub has_references: bool,
+}
 
 /// Why a payload was not taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,15 +55,45 @@ pub trait Format: Send {
     /// A decoder of the same format and schema, with no open rows, for up to `rows`
     /// payloads at a time.
     fn fresh(&self, rows: usize) -> Box<dyn Format>;
+
+    /// The registry schema id this payload names that the format has not learned yet.
+    /// The caller fetches it (the network is not the format's business) and calls
+    /// [`Format::learn`] before [`Format::push`].
+    fn schema_wanted(&self, _payload: &[u8]) -> Option<u32> {
+        None
+    }
+
+    /// The writer schema of `id` (`None`: the registry has no such id). Records of an
+    /// id that cannot be read are refused with the reason.
+    fn learn(&mut self, _id: u32, _schema: Option<&WriterSchema>) {}
 }
 
-/// The decoder of `format` for payloads of `schema`, `rows` payloads at a time.
+/// The decoder of `payload` for payloads of `schema`, `rows` payloads at a time.
 pub fn for_route(
-    format: PayloadFormat,
+    payload: &Payload,
     schema: &SchemaRef,
     rows: usize,
-) -> Result<Box<dyn Format>, ArrowError> {
-    match format {
-        PayloadFormat::Json => Ok(Box::new(super::json::Json::new(schema.clone(), rows)?)),
+) -> Result<Box<dyn Format>, String> {
+    use super::avro::{Avro, Framing};
+    Ok(match payload {
+        Payload::Json => {
+            Box::new(super::json::Json::new(schema.clone(), rows).map_err(|e| e.to_string())?)
+        }
+        Payload::Avro { reader, registry } => {
+            let framing = if *registry {
+                Framing::Registry
+            } else {
+                Framing::Bare
+            };
+            Box::new(Avro::new(reader, framing, rows)?)
+        }
+    })
+}
+
+/// The table schema a payload defines itself (Avro), or `None` (JSON: the schema file).
+pub fn own_schema(payload: &Payload) -> Result<Option<SchemaRef>, String> {
+    match payload {
+        Payload::Json => Ok(None),
+        Payload::Avro { reader, .. } => super::avro::table_schema(reader).map(Some),
     }
 }

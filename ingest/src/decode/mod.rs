@@ -8,6 +8,7 @@
 //! rest is kept, with the metadata columns and coordinates of its rows. Rows holding a
 //! value some sink of the route cannot store are rejected too (see [`refuse`]).
 
+mod avro;
 mod format;
 mod json;
 mod metadata;
@@ -17,10 +18,10 @@ use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
 use arrow_select::concat::concat_batches;
 
-pub use format::{Format, Refusal};
+pub use format::{Format, Payload, Refusal, WriterSchema, own_schema};
 pub use metadata::{MessageMeta, MetadataBuilder, TopicNames};
 
-use crate::config::{MetadataKind, PayloadFormat};
+use crate::config::MetadataKind;
 use ingest_sink_api::{Coordinates, ValueCheck};
 use refuse::ValueChecks;
 
@@ -105,13 +106,14 @@ impl RouteDecoder {
     /// Payloads in `format` of `payload_schema`; `chunk_rows` bounds how many raw
     /// payloads are kept for bisecting.
     pub fn new(
-        format: PayloadFormat,
+        payload: &Payload,
         payload_schema: SchemaRef,
         metadata: Vec<(String, MetadataKind)>,
         chunk_rows: usize,
     ) -> Result<Self, ArrowError> {
         let chunk_rows = chunk_rows.max(1);
-        let format = format::for_route(format, &payload_schema, chunk_rows)?;
+        let format = format::for_route(payload, &payload_schema, chunk_rows)
+            .map_err(ArrowError::InvalidArgumentError)?;
         Ok(Self::with_format(
             format,
             payload_schema,
@@ -149,6 +151,16 @@ impl RouteDecoder {
     /// The schema of the batches produced: payload fields, then metadata columns.
     pub fn output_schema(&self) -> SchemaRef {
         self.metadata.schema()
+    }
+
+    /// The registry schema id this message names that the format has not learned.
+    pub fn schema_wanted(&self, message: &Message<'_>) -> Option<u32> {
+        self.format.schema_wanted(message.payload?)
+    }
+
+    /// Teaches the format (and the fresh ones it makes) the writer schema of `id`.
+    pub fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) {
+        self.format.learn(id, schema);
     }
 
     /// Decodes one message. A malformed message is appended to `rejected` and leaves

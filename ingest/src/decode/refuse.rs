@@ -61,7 +61,7 @@ mod tests {
     use ingest_sink_api::{Refusal, ValueCheck};
 
     use crate::config::MetadataKind;
-    use crate::config::PayloadFormat;
+    use crate::decode::Payload;
     use crate::decode::{Message, RouteDecoder};
 
     fn message(offset: i64, payload: &str) -> Message<'_> {
@@ -113,7 +113,7 @@ mod tests {
         )
         .unwrap();
         let meta = vec![("_offset".to_string(), MetadataKind::Offset)];
-        let mut decoder = RouteDecoder::new(PayloadFormat::Json, schema, meta, 100).unwrap();
+        let mut decoder = RouteDecoder::new(&Payload::Json, schema, meta, 100).unwrap();
         decoder.add_check(Arc::new(AtMost {
             sink: "narrow db.t",
             limits: vec![("day", 65_535), ("n", i16::MAX.into())],

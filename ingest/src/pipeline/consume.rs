@@ -16,9 +16,10 @@ use crate::batch::RouteBatch;
 use crate::config::Loaded;
 use crate::consumer::{self, Consumer, PositionReaders, RebalanceEvent, Resume};
 use crate::dead_letter::DeadLetters;
-use crate::decode::Message;
+use crate::decode::{Message, WriterSchema};
 use crate::health::Health;
 use crate::protocol::{Offsets, Partition};
+use crate::registry::Registry;
 
 /// How often quiet routes are checked against their `max_age`.
 const TICK: Duration = Duration::from_millis(50);
@@ -38,6 +39,10 @@ pub(super) async fn consume(
     } else {
         None
     };
+    let registry = match &loaded.config.schema_registry {
+        Some(config) => Some(Registry::new(config).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let subscriptions = loaded.subscriptions();
     let topics: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -49,6 +54,7 @@ pub(super) async fn consume(
         loaded: &loaded,
         consumer: &consumer,
         dead_letters: dead_letters.as_ref(),
+        registry: registry.as_ref(),
         route_of: HashMap::new(),
         last_route: None,
         health: &health,
@@ -170,6 +176,13 @@ impl Pipeline<'_> {
             key: message.key(),
             payload: message.payload(),
         };
+        if let Some(id) = routes[index].schema_wanted(&view) {
+            let Some(schema) = self.writer_schema(id).await else {
+                // Stopping: the record is not taken, so no position passes it.
+                return Ok(());
+            };
+            routes[index].learn(id, schema.as_ref());
+        }
         routes[index].push(&view);
         drop(message);
         self.health.record_consumed();
@@ -177,6 +190,39 @@ impl Pipeline<'_> {
             self.flush(&mut routes[index], false).await?;
         }
         Ok(())
+    }
+
+    /// The writer schema of `id` from the registry (`Some(None)`: it has no such id).
+    /// An unreachable registry is retried with backoff while `/ready` says so, until
+    /// it answers or the service stops (`None`).
+    async fn writer_schema(&mut self, id: u32) -> Option<Option<WriterSchema>> {
+        const READY_NAME: &str = "schema_registry";
+        let registry = self
+            .registry
+            .expect("routes naming schema ids have a registry");
+        // A copy: seeing the stop here must not hide it from the consume loop.
+        let mut stop = self.shutdown.clone();
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match registry.schema(id).await {
+                Ok(found) => {
+                    self.health.set_sink_failing(READY_NAME, false);
+                    return Some(found);
+                }
+                Err(e) => {
+                    self.health.set_sink_failing(READY_NAME, true);
+                    tracing::warn!(id, error = %e, retry_in = ?wait, "schema registry unreachable; the route waits");
+                }
+            }
+            if *stop.borrow() {
+                return None;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return None,
+            }
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
     }
 
     /// Flushes every open batch, waits for the writes, and commits what they made

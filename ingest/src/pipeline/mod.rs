@@ -62,6 +62,8 @@ struct Pipeline<'a> {
     loaded: &'a Loaded,
     consumer: &'a Arc<Consumer>,
     dead_letters: Option<&'a DeadLetters>,
+    /// Writer schemas by id, for routes whose payloads name one.
+    registry: Option<&'a crate::registry::Registry>,
     route_of: HashMap<String, Option<usize>>,
     last_route: Option<(String, Option<usize>)>,
     health: &'a Health,

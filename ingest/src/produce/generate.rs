@@ -211,7 +211,7 @@ fn write_json_string(out: &mut Vec<u8>, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PayloadFormat;
+    use crate::decode::Payload;
     use crate::decode::{Message, RouteDecoder};
 
     #[test]
@@ -221,7 +221,7 @@ mod tests {
         )
         .unwrap();
         let mut generator = EventGenerator::new(schema.clone(), Some("id".into()), 100, 7);
-        let mut decoder = RouteDecoder::new(PayloadFormat::Json, schema, vec![], 1000).unwrap();
+        let mut decoder = RouteDecoder::new(&Payload::Json, schema, vec![], 1000).unwrap();
         let mut rejected = Vec::new();
         for _ in 0..500 {
             let mut buf = Vec::new();
