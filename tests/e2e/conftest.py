@@ -130,8 +130,9 @@ class Setup:
         self.processes = []
 
     def config(self, routes, dead_letter=None, clickhouse=True, iceberg=True, kafka_properties=None,
-               catalog=None, clickhouse_settings=None):
-        """Writes a service config; `catalog` entries replace or extend the default SQLite one."""
+               catalog=None, clickhouse_settings=None, extra=None):
+        """Writes a service config; `catalog` entries replace or extend the default SQLite one;
+        `extra` adds top-level sections (`schema_registry`)."""
         config = {
             "kafka": {"brokers": KAFKA, "group_id": self.group,
                       "properties": {**(kafka_properties or {})}},
@@ -149,6 +150,7 @@ class Setup:
             }
         if dead_letter:
             config["dead_letter"] = {"topic": dead_letter}
+        config.update(extra or {})
         path = self.tmp / f"config-{len(self.processes)}.yaml"
         # JSON is YAML: no YAML writer needed.
         path.write_text(json.dumps(config, indent=2))

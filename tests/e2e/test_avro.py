@@ -1,0 +1,189 @@
+"""Avro through the stack's schema registry, produced with confluent-kafka's own
+AvroSerializer (the producer users run): two schema versions interleaved in one topic,
+the table schema taken from the subject at start, every Avro type read back equal from
+ClickHouse, pyiceberg and Spark; records the registry cannot explain go to the
+dead-letter topic with their reason."""
+import datetime as dt
+import json
+import os
+import uuid
+from decimal import Decimal
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from conftest import KAFKA, clickhouse, create_topic, every_clickhouse, iceberg_count, read_iceberg, unique, wait_until
+
+REGISTRY = os.environ.get("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7")
+UTC = dt.timezone.utc
+
+FIELDS = [
+    {"name": "id", "type": "long"},
+    {"name": "flag", "type": "boolean"},
+    {"name": "small", "type": "int"},
+    {"name": "ratio", "type": "float"},
+    {"name": "name", "type": "string"},
+    {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["A", "B", "C"]}},
+    {"name": "tags", "type": {"type": "array", "items": "string"}},
+    {"name": "attrs", "type": {"type": "map", "values": "long"}},
+    {"name": "hash", "type": {"type": "fixed", "name": "Hash", "size": 4}},
+    {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 3}},
+    {"name": "uid", "type": {"type": "string", "logicalType": "uuid"}},
+    {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+    {"name": "t_ms", "type": {"type": "int", "logicalType": "time-millis"}},
+    {"name": "at_ms", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "at_us", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+    {"name": "local_us", "type": {"type": "long", "logicalType": "local-timestamp-micros"}},
+    {"name": "inner", "type": {"type": "record", "name": "Inner", "fields": [
+        {"name": "x", "type": "int"}, {"name": "y", "type": ["null", "double"], "default": None}]}},
+]
+V1 = {"type": "record", "name": "Event", "namespace": "ingest.e2e", "fields": FIELDS}
+V2 = {**V1, "fields": FIELDS + [{"name": "note", "type": ["null", "string"], "default": None}]}
+
+
+def record(i, version):
+    r = {
+        "id": i, "flag": i % 2 == 0, "small": -i, "ratio": i / 4, "name": f"n{i}\u00e9",
+        "kind": "ABC"[i % 3], "tags": [f"t{i}", "x"][: i % 3], "attrs": {"k": i} if i % 2 else {},
+        "hash": i.to_bytes(4, "big"), "price": Decimal(i * 1001) / 1000 - 5,
+        "uid": uuid.UUID(int=i + 1), "day": dt.date(2026, 1, 1) + dt.timedelta(days=i % 300),
+        "t_ms": dt.time(1, 2, 3, (i % 1000) * 1000),
+        "at_ms": dt.datetime(2026, 11, 24, 10, 0, tzinfo=UTC) + dt.timedelta(milliseconds=i * 7),
+        "at_us": dt.datetime(2026, 11, 24, 10, 0, tzinfo=UTC) + dt.timedelta(microseconds=i * 13),
+        "local_us": dt.datetime(2026, 11, 24, 10, 0) + dt.timedelta(microseconds=i),
+        "inner": {"x": i * 2, "y": None if i % 4 == 0 else i / 8},
+    }
+    if version == 2:
+        r["note"] = None if i % 5 == 0 else f"note {i}"
+    return r
+
+
+def produce_avro(topic, records_and_schemas):
+    """Serialises with confluent-kafka's AvroSerializer (registering each schema under
+    `<topic>-value`), returns the schema ids it wrote."""
+    client = SchemaRegistryClient({"url": REGISTRY, "timeout": 30})
+    serializers = {}
+    producer = Producer({"bootstrap.servers": KAFKA, "linger.ms": 5})
+    ids = set()
+    for value, schema in records_and_schemas:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in serializers:
+            serializers[key] = AvroSerializer(client, json.dumps(schema))
+        data = serializers[key](value, SerializationContext(topic, MessageField.VALUE))
+        ids.add(int.from_bytes(data[1:5], "big"))
+        producer.produce(topic, key=str(value["id"]), value=data)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    return ids
+
+
+def registry_section():
+    return {"schema_registry": {"url": REGISTRY, "timeout": "5s"}}
+
+
+def expected(i):
+    """The row a reader should see for record i (V1 records read `note` as null)."""
+    r = record(i, 2 if i % 2 else 1)
+    r.setdefault("note", None)
+    return r
+
+
+@every_clickhouse
+def test_two_versions_interleaved_read_back_equal_in_every_reader(setup):
+    topic = create_topic(unique("avro"), 2)
+    count = 400
+    # V1 is registered, then V2, which is the subject's latest when the service starts;
+    # then records of both versions are interleaved.
+    first = produce_avro(topic, [(record(0, 1), V1)]) | produce_avro(topic, [(record(1, 2), V2)])
+    rest = produce_avro(topic, [(record(i, 2 if i % 2 else 1), V2 if i % 2 else V1) for i in range(2, count)])
+    assert len(first | rest) == 2, "two writer schema ids"
+    config = setup.config([{"topics": [topic], "format": "avro",
+                            "clickhouse": {"table": "avro_events", "order_by": ["id"]},
+                            "iceberg": {"table": "avro_events"},
+                            "batch": {"max_rows": 150, "max_age": "500ms"}}], extra=registry_section())
+    ingest = setup.start(config)
+    ingest.wait_ready()
+    table = f"{setup.database}.avro_events"
+    wait_until("rows in both sinks", lambda: (
+        iceberg_count(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.avro_events") == count
+        and int(clickhouse(f"SELECT count() AS c FROM {table}")[0]["c"]) == count, None))
+    assert ingest.stop() == 0, ingest.logs()
+
+    modern = setup.clickhouse.version != "18.16"
+    micros = "toUnixTimestamp64Micro(at_us)" if modern else "at_us"
+    millis = "toUnixTimestamp64Milli(at_ms)" if modern else "at_ms"
+    # 18.16 keeps Array(Tuple) as one array per element (`attrs.1`, `attrs.2`).
+    pairs = "length(attrs)" if modern else "length(`attrs.1`)"
+    rows = clickhouse(
+        f"SELECT id, flag, small, ratio, name, kind, tags, {pairs} AS attrs, hex(hash) AS hash,"
+        f" price, uid, toString(day) AS day, t_ms, {millis} AS at_ms, {micros} AS at_us,"
+        f" tupleElement(inner, 1) AS x, note FROM {table} ORDER BY id", parse_float=Decimal)
+    assert len(rows) == count
+    for row in rows:
+        i = int(row["id"])
+        want = expected(i)
+        got = {**row, "id": i, "flag": bool(row["flag"]), "at_ms": int(row["at_ms"]), "at_us": int(row["at_us"]),
+               "t_ms": int(row["t_ms"]), "attrs": int(row["attrs"])}
+        assert got["small"] == want["small"] and got["name"] == want["name"] and got["kind"] == want["kind"], got
+        assert got["flag"] == want["flag"] and Decimal(str(got["ratio"])) == Decimal(str(want["ratio"])), got
+        assert got["tags"] == want["tags"] and got["attrs"] == len(want["attrs"]), got
+        assert got["hash"] == want["hash"].hex().upper() and got["price"] == want["price"], got
+        assert got["uid"] == str(want["uid"]) and got["day"] == want["day"].isoformat(), got
+        t = want["t_ms"]
+        assert got["t_ms"] == ((t.hour * 60 + t.minute) * 60 + t.second) * 10**6 + t.microsecond, got
+        assert got["at_ms"] == int(want["at_ms"].timestamp() * 1000), got
+        epoch = dt.datetime(1970, 1, 1, tzinfo=UTC)
+        assert got["at_us"] == (want["at_us"] - epoch) // dt.timedelta(microseconds=1), got
+        assert int(got["x"]) == want["inner"]["x"] and got["note"] == want["note"], got
+
+    for reader in ("pyiceberg", "spark"):
+        lake = read_iceberg(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.avro_events", "id", reader,
+                            rows=True)
+        assert lake["count"] == count, reader
+        for row in lake["rows"]:
+            want = expected(int(row["id"]))
+            assert row["name"] == want["name"] and row["kind"] == want["kind"], (reader, row)
+            assert row["note"] == want["note"] and row["uid"] == str(want["uid"]), (reader, row)
+            assert Decimal(str(row["price"])) == want["price"], (reader, row)
+            assert row["day"] == want["day"].isoformat(), (reader, row)
+            assert dt.datetime.fromisoformat(row["at_us"]) == want["at_us"], (reader, row)
+            assert dt.datetime.fromisoformat(row["at_ms"]) == want["at_ms"], (reader, row)
+            assert dt.datetime.fromisoformat(row["local_us"]) == want["local_us"], (reader, row)
+            assert row["tags"] == want["tags"] and row["inner"]["x"] == want["inner"]["x"], (reader, row)
+
+
+def test_records_the_registry_cannot_explain_are_dead_letters_with_their_reason(setup):
+    """An id the registry does not hold, and bytes that are not registry-framed, go to the
+    dead-letter topic with the reason; the good records around them land."""
+    topic, dead = create_topic(unique("avro-bad"), 1), create_topic(unique("avro-dlq"), 1)
+    produce_avro(topic, [(record(i, 2), V2) for i in range(10)])
+    producer = Producer({"bootstrap.servers": KAFKA})
+    producer.produce(topic, key="x", value=b"\x00\x7f\xff\xff\xf0" + b"\x02")
+    producer.produce(topic, key="y", value=b'{"id": 1}')
+    assert producer.flush(30) == 0
+    produce_avro(topic, [(record(i, 2), V2) for i in range(10, 20)])
+    config = setup.config([{"topics": [topic], "format": "avro",
+                            "clickhouse": {"table": "avro_bad", "order_by": ["id"]},
+                            "batch": {"max_rows": 100, "max_age": "300ms"}}],
+                          dead_letter=dead, iceberg=False, extra=registry_section())
+    ingest = setup.start(config)
+    ingest.wait_ready()
+    wait_until("good rows", lambda: (
+        int(clickhouse(f"SELECT count() AS c FROM {setup.database}.avro_bad")[0]["c"]) == 20, None))
+    assert ingest.stop() == 0, ingest.logs()
+    consumer = Consumer({"bootstrap.servers": KAFKA, "group.id": unique("dlq-read"), "auto.offset.reset": "earliest"})
+    consumer.subscribe([dead])
+    letters = []
+    deadline = dt.datetime.now() + dt.timedelta(seconds=30)
+    while len(letters) < 2 and dt.datetime.now() < deadline:
+        m = consumer.poll(1)
+        if m is not None and not m.error():
+            letters.append((m.key(), dict(m.headers() or [])))
+    consumer.close()
+    reasons = {key: headers for key, headers in letters}
+    assert set(reasons) == {b"x", b"y"}, letters
+    text = {k: b" ".join(v for v in h.values() if isinstance(v, bytes)).decode() for k, h in reasons.items()}
+    assert "schema id 2147483632 is not in the registry" in text[b"x"], text
+    assert "not schema-registry framed" in text[b"y"], text
