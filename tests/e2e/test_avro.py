@@ -6,6 +6,7 @@ dead-letter topic with their reason."""
 import datetime as dt
 import json
 import os
+import time
 import uuid
 from decimal import Decimal
 
@@ -13,6 +14,9 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+
+from support.processes import wait_ready_status
+from support.tcp_proxy import TcpProxy
 
 from conftest import KAFKA, clickhouse, create_topic, every_clickhouse, iceberg_count, read_iceberg, unique, wait_until
 
@@ -187,3 +191,58 @@ def test_records_the_registry_cannot_explain_are_dead_letters_with_their_reason(
     text = {k: b" ".join(v for v in h.values() if isinstance(v, bytes)).decode() for k, h in reasons.items()}
     assert "schema id 2147483632 is not in the registry" in text[b"x"], text
     assert "not schema-registry framed" in text[b"y"], text
+
+
+def dead_letters_in(topic, wait_s):
+    consumer = Consumer({"bootstrap.servers": KAFKA, "group.id": unique("dlq-read"), "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    found = []
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            found.append(m)
+    consumer.close()
+    return found
+
+
+def test_a_registry_down_for_30s_is_waited_for_never_a_dead_letter(setup):
+    """A new writer schema appears while the registry is unreachable (refused for 15 s,
+    then hanging for 15 s): the route waits, `/ready` says why, nothing goes to the
+    dead-letter topic, and every record lands once the registry is back."""
+    topic, dead = create_topic(unique("avro-down"), 1), create_topic(unique("avro-down-dlq"), 1)
+    produce_avro(topic, [(record(i, 1), V1) for i in range(50)])
+    proxy = TcpProxy.to_url(REGISTRY).start()
+    path = REGISTRY.split("://", 1)[1].split("/", 1)[1]
+    config = setup.config([{"topics": [topic], "format": "avro", "schema": str(setup.schema("v2.avsc", json.dumps(V2))),
+                            "clickhouse": {"table": "avro_down", "order_by": ["id"]},
+                            "iceberg": {"table": "avro_down"},
+                            "batch": {"max_rows": 1000, "max_age": "300ms"}}],
+                          dead_letter=dead, extra={"schema_registry": {"url": f"{proxy.url}/{path}", "timeout": "2s"}})
+    ingest = setup.start(config)
+    ingest.wait_ready()
+    table = f"{setup.database}.avro_down"
+    count = lambda: int(clickhouse(f"SELECT count() AS c FROM {table}")[0]["c"])  # noqa: E731
+    wait_until("V1 rows", lambda: (count() == 50, count()))
+
+    down_at = time.monotonic()
+    proxy.refuse()
+    # V2 is new to the service: its id must be fetched while the registry is away.
+    produce_avro(topic, [(record(i, 2), V2) for i in range(50, 100)])
+    wait_ready_status(ingest, 503, 30, "not ready while the registry is away")
+    assert "schema_registry" in ingest.get("/ready")[1]
+    time.sleep(max(0, 15 - (time.monotonic() - down_at)))
+    proxy.hang()
+    time.sleep(max(0, 30 - (time.monotonic() - down_at)))
+    assert count() == 50, "no V2 row without its writer schema"
+    proxy.forward()
+    wait_until("V2 rows after the registry is back", lambda: (count() == 100, count()), 60)
+    wait_ready_status(ingest, 200, 30, "ready again")
+    assert ingest.stop() == 0, ingest.logs()
+    proxy.stop()
+
+    assert dead_letters_in(dead, 5) == [], "a registry outage is never a dead letter"
+    notes = clickhouse(f"SELECT id, note FROM {table} WHERE id >= 50 ORDER BY id")
+    assert [(int(r["id"]), r["note"]) for r in notes] == [(i, record(i, 2)["note"]) for i in range(50, 100)]
+    assert iceberg_count(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.avro_down") == 100
+    assert "schema registry unreachable" in ingest.logs()
