@@ -17,7 +17,7 @@ const EVENTS: usize = 16 * 1024;
 
 fn decode_all(events: &[Vec<u8>]) -> Vec<RecordBatch> {
     let mut decoder = RouteDecoder::new(
-        &Payload::Json,
+        &Payload::json(),
         ingest_bench::events_schema(),
         vec![],
         EVENTS,

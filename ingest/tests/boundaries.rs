@@ -56,9 +56,10 @@ fn only_the_registration_names_a_sink_crate() {
     );
 }
 
-/// Each payload format's crate, and the one module that may name it.
+/// Each payload format's crate, and the one module (a file, or a folder ending in `/`)
+/// that may name it.
 const FORMATS: &[(&str, &str)] = &[
-    ("arrow_json", "decode/json.rs"),
+    ("arrow_json", "decode/json/"),
     ("arrow_avro", "decode/avro/"),
 ];
 
@@ -73,10 +74,11 @@ fn only_its_module_names_a_format_s_crate() {
             .filter(|path| std::fs::read_to_string(path).unwrap().contains(krate))
             .map(|path| path.strip_prefix(&src).unwrap().display().to_string())
             .collect();
-        assert_eq!(
-            naming,
-            [module.to_string()],
-            "`{krate}` is named outside {module}"
+        assert!(!naming.is_empty(), "no module names `{krate}`");
+        let outside: Vec<&String> = naming.iter().filter(|p| !p.starts_with(module)).collect();
+        assert!(
+            outside.is_empty(),
+            "`{krate}` is named outside {module}: {outside:?}"
         );
     }
 }

@@ -32,8 +32,13 @@ const CHUNK: usize = 16 * 1024;
 
 fn main() {
     let events = ingest_bench::sample_events(CHUNK * 4);
-    let mut decoder =
-        RouteDecoder::new(&Payload::Json, ingest_bench::events_schema(), vec![], CHUNK).unwrap();
+    let mut decoder = RouteDecoder::new(
+        &Payload::json(),
+        ingest_bench::events_schema(),
+        vec![],
+        CHUNK,
+    )
+    .unwrap();
     let mut rejected = Vec::new();
     let mut run = |decoder: &mut RouteDecoder, count_pushes: bool| -> (u64, u64) {
         let (mut push_allocs, mut total_allocs) = (0, 0);

@@ -121,6 +121,10 @@ pub struct RouteConfig {
     /// How the records' payloads are encoded.
     #[serde(default)]
     pub format: PayloadFormat,
+    /// Lenient readings of JSON numbers this route allows (none by default: a value
+    /// of the wrong kind is a bad record).
+    #[serde(default)]
+    pub coerce: Vec<Coercion>,
     /// Kafka coordinates stored as extra columns, by the column name to use.
     #[serde(default)]
     pub metadata: MetadataColumns,
@@ -148,6 +152,16 @@ pub enum PayloadFormat {
     /// Avro: schema-registry framed when `schema_registry` is configured, else bare
     /// bodies written with the route's `.avsc` schema.
     Avro,
+}
+
+/// A lenient reading of JSON a route may allow.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Coercion {
+    /// `"7"` for a number field.
+    StringToNumber,
+    /// `2.0` for an integer field (`2.5` is always refused).
+    IntegralFloatToInt,
 }
 
 /// The policy for records Kafka deleted before every sink of the route held them.

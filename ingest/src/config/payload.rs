@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use arrow_schema::SchemaRef;
 
-use super::{Config, PayloadFormat, RouteConfig};
-use crate::decode::{Payload, own_schema};
+use super::{Coercion, Config, PayloadFormat, RouteConfig};
+use crate::decode::{Coercions, Payload, own_schema};
 
 /// How long start-up waits for a registry that does not answer.
 const REGISTRY_PATIENCE: Duration = Duration::from_secs(60);
@@ -35,9 +35,22 @@ pub(super) fn resolve(
             })?;
             let schema = ingest_schemas::load_schema(&base.join(path))
                 .map_err(|e| problem("schema", e.to_string()))?;
-            Ok((Payload::Json, schema))
+            let mut coerce = Coercions::default();
+            for c in &route.coerce {
+                match c {
+                    Coercion::StringToNumber => coerce.string_to_number = true,
+                    Coercion::IntegralFloatToInt => coerce.integral_float_to_int = true,
+                }
+            }
+            Ok((Payload::Json(coerce), schema))
         }
         PayloadFormat::Avro => {
+            if !route.coerce.is_empty() {
+                return Err(problem(
+                    "coerce",
+                    "Avro values have their types: nothing to coerce".into(),
+                ));
+            }
             let registry = config.schema_registry.as_ref();
             let reader = match (&route.schema, registry) {
                 (Some(path), _) => {

@@ -10,16 +10,23 @@ use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
 
+pub use super::json::Coercions;
+
 /// What a route's payloads are, as its config resolved them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
-    Json,
+    /// JSON objects; numbers strict unless the route allows these coercions.
+    Json(Coercions),
     /// Avro read as `reader` (an Avro schema); `registry`: payloads carry a registry
     /// schema id, else they are bare bodies written with `reader`.
-    Avro {
-        reader: Arc<str>,
-        registry: bool,
-    },
+    Avro { reader: Arc<str>, registry: bool },
+}
+
+impl Payload {
+    /// Strict JSON (no coercion).
+    pub fn json() -> Self {
+        Self::Json(Coercions::default())
+    }
 }
 
 /// A writer schema as the registry gave it.
@@ -76,9 +83,9 @@ pub fn for_route(
 ) -> Result<Box<dyn Format>, String> {
     use super::avro::{Avro, Framing};
     Ok(match payload {
-        Payload::Json => {
-            Box::new(super::json::Json::new(schema.clone(), rows).map_err(|e| e.to_string())?)
-        }
+        Payload::Json(coerce) => Box::new(
+            super::json::Json::new(schema.clone(), rows, *coerce).map_err(|e| e.to_string())?,
+        ),
         Payload::Avro { reader, registry } => {
             let framing = if *registry {
                 Framing::Registry
@@ -93,7 +100,7 @@ pub fn for_route(
 /// The table schema a payload defines itself (Avro), or `None` (JSON: the schema file).
 pub fn own_schema(payload: &Payload) -> Result<Option<SchemaRef>, String> {
     match payload {
-        Payload::Json => Ok(None),
+        Payload::Json(_) => Ok(None),
         Payload::Avro { reader, .. } => super::avro::table_schema(reader).map(Some),
     }
 }

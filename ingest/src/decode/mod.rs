@@ -18,7 +18,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
 use arrow_select::concat::concat_batches;
 
-pub use format::{Format, Payload, Refusal, WriterSchema, own_schema};
+pub use format::{Coercions, Format, Payload, Refusal, WriterSchema, own_schema};
 pub use metadata::{MessageMeta, MetadataBuilder, TopicNames};
 
 use crate::config::MetadataKind;

@@ -113,7 +113,7 @@ mod tests {
         )
         .unwrap();
         let meta = vec![("_offset".to_string(), MetadataKind::Offset)];
-        let mut decoder = RouteDecoder::new(&Payload::Json, schema, meta, 100).unwrap();
+        let mut decoder = RouteDecoder::new(&Payload::json(), schema, meta, 100).unwrap();
         decoder.add_check(Arc::new(AtMost {
             sink: "narrow db.t",
             limits: vec![("day", 65_535), ("n", i16::MAX.into())],

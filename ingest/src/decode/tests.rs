@@ -35,7 +35,7 @@ fn decoder(chunk_rows: usize) -> RouteDecoder {
         ("_offset".to_string(), MetadataKind::Offset),
         ("_key".to_string(), MetadataKind::Key),
     ];
-    RouteDecoder::new(&Payload::Json, schema(), meta, chunk_rows).unwrap()
+    RouteDecoder::new(&Payload::json(), schema(), meta, chunk_rows).unwrap()
 }
 
 #[test]

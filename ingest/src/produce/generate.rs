@@ -221,7 +221,7 @@ mod tests {
         )
         .unwrap();
         let mut generator = EventGenerator::new(schema.clone(), Some("id".into()), 100, 7);
-        let mut decoder = RouteDecoder::new(&Payload::Json, schema, vec![], 1000).unwrap();
+        let mut decoder = RouteDecoder::new(&Payload::json(), schema, vec![], 1000).unwrap();
         let mut rejected = Vec::new();
         for _ in 0..500 {
             let mut buf = Vec::new();

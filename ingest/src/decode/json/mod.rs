@@ -1,31 +1,46 @@
 //! JSON through arrow-json's tape decoder (no `serde_json::Value` per record): each
-//! message is fed on its own so a malformed one is caught and refused alone.
+//! message is fed on its own so a malformed one is caught and refused alone, after
+//! `strict.rs` checked its numbers are numbers of their fields' kinds.
+
+mod strict;
 
 use arrow_array::RecordBatch;
 use arrow_json::reader::{Decoder, ReaderBuilder};
 use arrow_schema::{ArrowError, SchemaRef};
 
+pub use strict::Coercions;
+
 use super::format::{Format, Refusal};
+use strict::Strict;
 
 pub struct Json {
     schema: SchemaRef,
     decoder: Decoder,
     rows: usize,
+    strict: std::sync::Arc<Strict>,
+    coerce: Coercions,
 }
 
 impl Json {
-    pub fn new(schema: SchemaRef, rows: usize) -> Result<Self, ArrowError> {
+    pub fn new(schema: SchemaRef, rows: usize, coerce: Coercions) -> Result<Self, ArrowError> {
         let rows = rows.max(1);
         Ok(Self {
             decoder: decoder(&schema, rows)?,
+            strict: std::sync::Arc::new(Strict::of(schema.fields())),
             schema,
             rows,
+            coerce,
         })
     }
 }
 
 impl Format for Json {
     fn push(&mut self, payload: &[u8]) -> Result<(), Refusal> {
+        if !self.strict.is_empty() {
+            self.strict
+                .check(payload, self.coerce)
+                .map_err(|e| Refusal::Record(format!("does not match the schema: {e}")))?;
+        }
         let before = self.decoder.len();
         let problem = match self.decoder.decode(payload) {
             Err(e) => format!("invalid JSON: {e}"),
@@ -49,7 +64,14 @@ impl Format for Json {
     }
 
     fn fresh(&self, rows: usize) -> Box<dyn Format> {
-        Box::new(Self::new(self.schema.clone(), rows).expect("the schema was accepted"))
+        let rows = rows.max(1);
+        Box::new(Self {
+            decoder: decoder(&self.schema, rows).expect("the schema was accepted"),
+            strict: self.strict.clone(),
+            schema: self.schema.clone(),
+            rows,
+            coerce: self.coerce,
+        })
     }
 }
 
@@ -59,3 +81,6 @@ fn decoder(schema: &SchemaRef, rows: usize) -> Result<Decoder, ArrowError> {
         .with_batch_size(rows + 1)
         .build_decoder()
 }
+
+#[cfg(test)]
+mod tests;
