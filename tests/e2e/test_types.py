@@ -98,7 +98,7 @@ def datetime64_text(ticks, unit):
 
 
 def expected_clickhouse(record, version):
-    """What ClickHouse returns for the mapping in the README. 18.16: timestamps as epoch
+    """What ClickHouse returns for the mapping in docs/types.md. 18.16: timestamps as epoch
     ticks (Int64), booleans as UInt8, unnamed tuples (JSON arrays). 26.9: DateTime64
     (printed in UTC, the columns' zone), Bool, named tuples (JSON objects). Both: a null
     struct as a tuple of nulls, a null list as []."""
