@@ -1,13 +1,14 @@
-//! Hot-path micro-benchmarks in bytes of JSON input per second (one core):
-//! JSON → Arrow with our route decoder, next to arrow-json's own reader and a
-//! parse-only serde pass on the same data; Arrow → ClickHouse Native; Arrow → Parquet.
+//! Hot-path micro-benchmarks in bytes of input per second (one core): JSON → Arrow
+//! with our route decoder, next to arrow-json's own reader and a parse-only serde pass
+//! on the same data; the same events as Avro (Confluent framing) → Arrow, and both
+//! formats in events per second; Arrow → ClickHouse Native; Arrow → Parquet.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ingest::{Message, Payload, RouteDecoder};
+use ingest::{Message, Payload, RouteDecoder, WriterSchema};
 use ingest_sink_clickhouse::{ClickHouseTable, offline_payload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -32,6 +33,33 @@ fn decode_all(events: &[Vec<u8>]) -> Vec<RecordBatch> {
     assert!(rejected.is_empty());
     batches
 }
+
+/// The Avro events through the route decoder, their writer schema learned as the
+/// consumer would from the registry.
+fn decode_all_avro(events: &[Vec<u8>]) -> Vec<RecordBatch> {
+    let payload = Payload::Avro {
+        reader: ingest_bench::events_avsc().into(),
+        registry: true,
+    };
+    let schema = ingest::own_schema(&payload).unwrap().unwrap();
+    let mut decoder = RouteDecoder::new(&payload, schema, vec![], EVENTS).unwrap();
+    let writer = WriterSchema {
+        kind: "AVRO".into(),
+        text: ingest_bench::events_avsc(),
+        has_references: false,
+    };
+    decoder.learn(AVRO_ID, Some(&writer));
+    let mut rejected = Vec::new();
+    for (offset, payload) in events.iter().enumerate() {
+        let message = Message::payload_only("bench", 0, offset as i64, payload);
+        decoder.push(&message, &mut rejected);
+    }
+    let batches = decoder.take(&mut rejected);
+    assert!(rejected.is_empty(), "{:?}", rejected.first());
+    batches
+}
+
+const AVRO_ID: u32 = 7;
 
 fn benches(c: &mut Criterion) {
     let events = ingest_bench::sample_events(EVENTS);
@@ -64,6 +92,28 @@ fn benches(c: &mut Criterion) {
         })
     });
     decode.finish();
+
+    // The same events as Avro: MB/s of Avro input, and events/s next to JSON's.
+    let avro = ingest_bench::sample_avro_events(EVENTS, AVRO_ID);
+    let avro_bytes: u64 = avro.iter().map(|e| e.len() as u64).sum();
+    assert_eq!(
+        decode_all_avro(&avro)
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>(),
+        EVENTS
+    );
+    let mut decode = c.benchmark_group("avro_to_arrow");
+    decode.throughput(Throughput::Bytes(avro_bytes));
+    decode.bench_function("ingest_route_decoder", |b| {
+        b.iter(|| black_box(decode_all_avro(&avro)))
+    });
+    decode.finish();
+    let mut per_event = c.benchmark_group("events_to_arrow");
+    per_event.throughput(Throughput::Elements(EVENTS as u64));
+    per_event.bench_function("json", |b| b.iter(|| black_box(decode_all(&events))));
+    per_event.bench_function("avro", |b| b.iter(|| black_box(decode_all_avro(&avro))));
+    per_event.finish();
 
     let batches = decode_all(&events);
     let schema = batches[0].schema();

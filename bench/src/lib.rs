@@ -22,3 +22,74 @@ pub fn sample_events(count: usize) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// The example events' Avro schema (`schemas/examples/events.avsc`).
+pub fn events_avsc() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/examples/events.avsc");
+    std::fs::read_to_string(path).expect("example Avro schema")
+}
+
+/// The same `count` events as [`sample_events`], as Avro in Confluent's wire format
+/// under schema id `id`, written by apache-avro.
+pub fn sample_avro_events(count: usize, id: u32) -> Vec<Vec<u8>> {
+    let schema = apache_avro::Schema::parse_str(&events_avsc()).expect("Avro schema");
+    sample_events(count)
+        .iter()
+        .map(|json| {
+            let json: serde_json::Value = serde_json::from_slice(json).expect("sample JSON");
+            let mut out = vec![0];
+            out.extend(id.to_be_bytes());
+            let value = to_avro(&json, &schema);
+            out.extend(apache_avro::to_avro_datum(&schema, value).expect("Avro record"));
+            out
+        })
+        .collect()
+}
+
+/// A sample event's JSON value as an Avro value of `schema` (the types the example
+/// schema uses).
+fn to_avro(json: &serde_json::Value, schema: &apache_avro::Schema) -> apache_avro::types::Value {
+    use apache_avro::Schema as S;
+    use apache_avro::types::Value as V;
+    match schema {
+        S::Long => V::Long(json.as_i64().expect("long")),
+        S::Int => V::Int(json.as_i64().expect("int") as i32),
+        S::String => V::String(json.as_str().expect("string").to_string()),
+        S::Union(union) => match json {
+            serde_json::Value::Null => V::Union(0, Box::new(V::Null)),
+            _ => V::Union(1, Box::new(to_avro(json, &union.variants()[1]))),
+        },
+        S::Array(items) => V::Array(
+            json.as_array()
+                .expect("array")
+                .iter()
+                .map(|item| to_avro(item, &items.items))
+                .collect(),
+        ),
+        S::Record(record) => V::Record(
+            record
+                .fields
+                .iter()
+                .map(|f| (f.name.clone(), to_avro(&json[&f.name], &f.schema)))
+                .collect(),
+        ),
+        S::TimestampMillis => {
+            let text = json.as_str().expect("RFC 3339 timestamp");
+            let at = chrono::DateTime::parse_from_rfc3339(text).expect("timestamp");
+            V::TimestampMillis(at.timestamp_millis())
+        }
+        S::Date => {
+            let day = chrono::NaiveDate::parse_from_str(json.as_str().expect("date"), "%Y-%m-%d")
+                .expect("date");
+            V::Date((day - chrono::NaiveDate::default()).num_days() as i32)
+        }
+        S::Decimal(decimal) => {
+            let text = json.to_string().trim_matches('"').to_string();
+            let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+            let fraction = format!("{fraction:0<width$}", width = decimal.scale);
+            let unscaled: i128 = format!("{whole}{fraction}").parse().expect("decimal");
+            V::Decimal(apache_avro::Decimal::from(unscaled.to_be_bytes().to_vec()))
+        }
+        other => panic!("no sample value for {other:?}"),
+    }
+}
