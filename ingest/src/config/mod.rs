@@ -118,6 +118,9 @@ pub struct RouteConfig {
     /// `<topic>-value`).
     #[serde(default)]
     pub subject: Option<String>,
+    /// A Protobuf route's message, by full name (default: the schema's first message).
+    #[serde(default)]
+    pub message: Option<String>,
     /// How the records' payloads are encoded.
     #[serde(default)]
     pub format: PayloadFormat,
@@ -152,6 +155,9 @@ pub enum PayloadFormat {
     /// Avro: schema-registry framed when `schema_registry` is configured, else bare
     /// bodies written with the route's `.avsc` schema.
     Avro,
+    /// Protobuf: schema-registry framed when `schema_registry` is configured, else bare
+    /// messages of the route's `.proto` or descriptor set.
+    Protobuf,
 }
 
 /// A lenient reading of JSON a route may allow.

@@ -20,6 +20,24 @@ pub enum Payload {
     /// Avro read as `reader` (an Avro schema); `registry`: payloads carry a registry
     /// schema id, else they are bare bodies written with `reader`.
     Avro { reader: Arc<str>, registry: bool },
+    /// Protobuf read as `message` (default: the schema's first) of `schema`;
+    /// `registry`: payloads carry a registry schema id and message indexes.
+    Protobuf {
+        schema: ProtoSchema,
+        message: Option<Arc<str>>,
+        registry: bool,
+    },
+}
+
+/// Where a Protobuf route's messages are described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtoSchema {
+    /// A `.proto` file (its imports from its directory, and the well-known types).
+    File(std::path::PathBuf),
+    /// A compiled descriptor set (`protoc --descriptor_set_out`, `buf build`).
+    DescriptorSet(std::path::PathBuf),
+    /// `.proto` text, as a registry holds it.
+    Source(Arc<str>),
 }
 
 impl Payload {
@@ -94,13 +112,26 @@ pub fn for_route(
             };
             Box::new(Avro::new(reader, framing, rows)?)
         }
+        Payload::Protobuf {
+            schema,
+            message,
+            registry,
+        } => Box::new(super::protobuf::Protobuf::new(
+            schema,
+            message.as_deref(),
+            *registry,
+        )?),
     })
 }
 
-/// The table schema a payload defines itself (Avro), or `None` (JSON: the schema file).
+/// The table schema a payload defines itself (Avro, Protobuf), or `None` (JSON: the
+/// schema file).
 pub fn own_schema(payload: &Payload) -> Result<Option<SchemaRef>, String> {
     match payload {
         Payload::Json(_) => Ok(None),
         Payload::Avro { reader, .. } => super::avro::table_schema(reader).map(Some),
+        Payload::Protobuf {
+            schema, message, ..
+        } => super::protobuf::table_schema(schema, message.as_deref()).map(Some),
     }
 }

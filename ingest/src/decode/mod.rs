@@ -12,13 +12,14 @@ mod avro;
 mod format;
 mod json;
 mod metadata;
+mod protobuf;
 mod refuse;
 
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
 use arrow_select::concat::concat_batches;
 
-pub use format::{Coercions, Format, Payload, Refusal, WriterSchema, own_schema};
+pub use format::{Coercions, Format, Payload, ProtoSchema, Refusal, WriterSchema, own_schema};
 pub use metadata::{MessageMeta, MetadataBuilder, TopicNames};
 
 use crate::config::MetadataKind;

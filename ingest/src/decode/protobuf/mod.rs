@@ -1,0 +1,288 @@
+//! Protobuf through prost-reflect: each payload decoded as the route's message (by field
+//! number, so writer versions that only add or remove fields read as the reader's
+//! message, the way Protobuf itself resolves them), then appended to Arrow columns
+//! (`table.rs`). Two framings: Confluent's (magic byte 0, a 4-byte schema id, the
+//! message-index list, the message; the id's `.proto` comes from the registry and names
+//! which message the payload is), or bare messages of the route's schema file.
+
+mod table;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Schema, SchemaRef};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+
+use super::format::{Format, ProtoSchema, Refusal, WriterSchema};
+use table::Columns;
+
+/// The name a registry schema's `.proto` text is compiled under.
+const REGISTRY_FILE: &str = "registry.proto";
+
+/// The route's message and its table schema.
+struct Reader {
+    message: MessageDescriptor,
+    table: SchemaRef,
+}
+
+/// What is known of one writer schema id.
+#[derive(Clone)]
+enum Writer {
+    /// The registry's file (its pool and name), to find the message a payload's
+    /// indexes name.
+    Readable(Arc<(DescriptorPool, String)>),
+    Refused(String),
+}
+
+pub struct Protobuf {
+    reader: Arc<Reader>,
+    registry: bool,
+    known: BTreeMap<u32, Writer>,
+    columns: Columns,
+}
+
+/// The route's message (`message`, or the file's first message) of `schema`, with its
+/// table schema.
+fn reader(schema: &ProtoSchema, message: Option<&str>) -> Result<Reader, String> {
+    let (pool, file) = match schema {
+        ProtoSchema::File(path) => (compile_file(path)?, file_name(path)),
+        ProtoSchema::DescriptorSet(path) => {
+            let bytes = std::fs::read(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+            let pool = DescriptorPool::decode(bytes.as_slice())
+                .map_err(|e| format!("`{}` is not a descriptor set: {e}", path.display()))?;
+            (pool, None)
+        }
+        ProtoSchema::Source(text) => {
+            let (pool, name) = compile_source(text)?;
+            (pool, Some(name))
+        }
+    };
+    let message = match message {
+        Some(name) => pool
+            .get_message_by_name(name)
+            .ok_or_else(|| format!("no message `{name}` in the schema"))?,
+        None => file
+            .and_then(|f| pool.get_file_by_name(&f))
+            .and_then(|f| f.messages().next())
+            .ok_or("name the route's `message` (the schema's first message is not known)")?,
+    };
+    let table = Arc::new(Schema::new(table::table_fields(&message)?));
+    Ok(Reader { message, table })
+}
+
+fn file_name(path: &Path) -> Option<String> {
+    path.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+fn compile_file(path: &Path) -> Result<DescriptorPool, String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let compiler = protox::Compiler::new([dir])
+        .and_then(|mut c| {
+            c.open_file(path.file_name().unwrap_or_default())?;
+            Ok(c)
+        })
+        .map_err(|e| format!("`{}`: {e}", path.display()))?;
+    Ok(compiler.descriptor_pool())
+}
+
+/// A registry's schema, with the well-known imports: `.proto` text, or (as Apicurio keeps
+/// what confluent-kafka's Python serializer registers) a base64 `FileDescriptorProto`.
+/// Returns the pool and the name of the schema's own file.
+fn compile_source(text: &str) -> Result<(DescriptorPool, String), String> {
+    use base64::Engine as _;
+    struct One(protox::file::File);
+    impl protox::file::FileResolver for One {
+        fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+            if name == self.0.name() {
+                Ok(self.0.clone())
+            } else {
+                Err(protox::Error::file_not_found(name))
+            }
+        }
+    }
+    let trimmed = text.trim();
+    let descriptor = (!trimmed.contains(char::is_whitespace))
+        .then(|| {
+            base64::engine::general_purpose::STANDARD
+                .decode(trimmed)
+                .ok()
+        })
+        .flatten()
+        .and_then(|bytes| protox::file::File::decode_file_descriptor_proto(bytes.as_slice()).ok())
+        .filter(|f| !f.name().is_empty());
+    let file = match descriptor {
+        Some(file) => file,
+        None => protox::file::File::from_source(REGISTRY_FILE, text).map_err(|e| e.to_string())?,
+    };
+    let name = file.name().to_string();
+    let mut resolver = protox::file::ChainFileResolver::new();
+    resolver.add(One(file));
+    resolver.add(protox::file::GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.open_file(&name).map_err(|e| e.to_string())?;
+    Ok((compiler.descriptor_pool(), name))
+}
+
+/// The table schema of a route's Protobuf message.
+pub fn table_schema(schema: &ProtoSchema, message: Option<&str>) -> Result<SchemaRef, String> {
+    Ok(reader(schema, message)?.table)
+}
+
+impl Protobuf {
+    pub fn new(
+        schema: &ProtoSchema,
+        message: Option<&str>,
+        registry: bool,
+    ) -> Result<Self, String> {
+        let reader = Arc::new(reader(schema, message)?);
+        Ok(Self {
+            columns: Columns::new(&reader.message, reader.table.fields()),
+            reader,
+            registry,
+            known: BTreeMap::new(),
+        })
+    }
+
+    /// The message bytes of a payload, after its framing is checked.
+    fn message_bytes<'p>(&self, payload: &'p [u8]) -> Result<&'p [u8], String> {
+        if !self.registry {
+            return Ok(payload);
+        }
+        let (id, indexes, body) = framing(payload)?;
+        let writer = match self.known.get(&id) {
+            Some(Writer::Readable(writer)) => writer,
+            Some(Writer::Refused(why)) => return Err(why.clone()),
+            None => return Err(format!("schema id {id} was not looked up in the registry")),
+        };
+        let named = message_at(&writer.0, &writer.1, &indexes)
+            .ok_or_else(|| format!("schema id {id} has no message at indexes {indexes:?}"))?;
+        if named.full_name() != self.reader.message.full_name() {
+            return Err(format!(
+                "schema id {id} names message `{}`, not the route's `{}`",
+                named.full_name(),
+                self.reader.message.full_name()
+            ));
+        }
+        Ok(body)
+    }
+}
+
+impl Format for Protobuf {
+    fn push(&mut self, payload: &[u8]) -> Result<(), Refusal> {
+        let body = self.message_bytes(payload).map_err(Refusal::Record)?;
+        let message = DynamicMessage::decode(self.reader.message.clone(), body)
+            .map_err(|e| Refusal::Record(format!("invalid Protobuf: {e}")))?;
+        self.columns.append(Some(&message)).map_err(|e| {
+            // Some columns took the row, others not: the open rows are lost.
+            self.columns = Columns::new(&self.reader.message, self.reader.table.fields());
+            Refusal::RowsLost(e)
+        })
+    }
+
+    fn flush(&mut self) -> Result<Option<RecordBatch>, String> {
+        let columns = self.columns.finish();
+        if columns.first().is_none_or(|c| c.is_empty()) {
+            return Ok(None);
+        }
+        RecordBatch::try_new(self.reader.table.clone(), columns)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    fn fresh(&self, _rows: usize) -> Box<dyn Format> {
+        Box::new(Self {
+            reader: self.reader.clone(),
+            registry: self.registry,
+            known: self.known.clone(),
+            columns: Columns::new(&self.reader.message, self.reader.table.fields()),
+        })
+    }
+
+    fn schema_wanted(&self, payload: &[u8]) -> Option<u32> {
+        if !self.registry {
+            return None;
+        }
+        framing(payload)
+            .ok()
+            .map(|(id, _, _)| id)
+            .filter(|id| !self.known.contains_key(id))
+    }
+
+    fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) {
+        let writer = match schema {
+            None => Writer::Refused(format!("schema id {id} is not in the registry")),
+            Some(s) if !s.kind.eq_ignore_ascii_case("PROTOBUF") => Writer::Refused(format!(
+                "schema id {id} is a {} schema; the route reads Protobuf",
+                s.kind
+            )),
+            Some(s) if s.has_references => Writer::Refused(format!(
+                "schema id {id} imports other registered schemas, which are not resolved yet"
+            )),
+            Some(s) => match compile_source(&s.text) {
+                Ok(compiled) => Writer::Readable(Arc::new(compiled)),
+                Err(e) => Writer::Refused(format!("schema id {id} does not compile: {e}")),
+            },
+        };
+        self.known.insert(id, writer);
+    }
+}
+
+/// The schema id, message indexes and message bytes of a Confluent-framed payload.
+fn framing(payload: &[u8]) -> Result<(u32, Vec<i32>, &[u8]), String> {
+    let rest = match payload {
+        [0, a, b, c, d, rest @ ..] => (u32::from_be_bytes([*a, *b, *c, *d]), rest),
+        [0, ..] => return Err("shorter than the 5-byte schema registry header".into()),
+        [first, ..] => {
+            return Err(format!(
+                "not schema-registry framed: first byte {first:#04x}, expected the magic byte 0"
+            ));
+        }
+        [] => return Err("empty payload".into()),
+    };
+    let (id, mut rest) = rest;
+    let count = zigzag(&mut rest)?;
+    // A count of 0 stands for the list [0] (the file's first message).
+    if count == 0 {
+        return Ok((id, vec![0], rest));
+    }
+    if !(1..=64).contains(&count) {
+        return Err(format!("a message-index list of {count} entries"));
+    }
+    let indexes = (0..count)
+        .map(|_| zigzag(&mut rest))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((id, indexes, rest))
+}
+
+/// Reads one zig-zag varint (an int32) off the front of `bytes`.
+fn zigzag(bytes: &mut &[u8]) -> Result<i32, String> {
+    let mut value: u64 = 0;
+    for (i, byte) in bytes.iter().enumerate().take(5) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *bytes = &bytes[i + 1..];
+            let n = value as u32;
+            return Ok(((n >> 1) as i32) ^ -((n & 1) as i32));
+        }
+    }
+    Err("a truncated or overlong message index".into())
+}
+
+/// The message a list of indexes names: top-level, then nested.
+fn message_at(pool: &DescriptorPool, file: &str, indexes: &[i32]) -> Option<MessageDescriptor> {
+    let file = pool.get_file_by_name(file)?;
+    let (first, nested) = indexes.split_first()?;
+    let mut message = file.messages().nth(usize::try_from(*first).ok()?)?;
+    for index in nested {
+        let child = message
+            .child_messages()
+            .nth(usize::try_from(*index).ok()?)?;
+        message = child;
+    }
+    Some(message)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,378 @@
+//! Protobuf payloads through the route decoder: every kind of field, the message-index
+//! framing, a newer writer version, refusals, and mutated payloads.
+
+use std::collections::HashMap;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType, UInt64Type};
+use arrow_array::{Array, RecordBatch};
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, MapKey, Value};
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::decode::{Message, Payload, Rejected, RouteDecoder};
+
+const PROTO: &str = r#"
+syntax = "proto3";
+package t;
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/duration.proto";
+import "google/protobuf/wrappers.proto";
+
+message Other { string x = 1; }
+
+message Event {
+  int64 id = 1;
+  string name = 2;
+  optional string note = 3;
+  Kind kind = 4;
+  repeated string tags = 5;
+  map<string, int64> attrs = 6;
+  Inner inner = 7;
+  google.protobuf.Timestamp at = 8;
+  google.protobuf.Duration took = 9;
+  google.protobuf.Int32Value maybe = 10;
+  oneof choice { string a = 11; int32 b = 12; }
+  bytes blob = 13;
+  double score = 14;
+  uint64 big = 15;
+  bool flag = 16;
+  repeated Inner items = 17;
+
+  message Inner { int32 x = 1; }
+  enum Kind { K_UNKNOWN = 0; K_A = 1; K_B = 2; }
+}
+"#;
+
+/// Event as a later writer has it: one more field.
+fn proto_v2() -> String {
+    PROTO.replace(
+        "repeated Inner items = 17;",
+        "repeated Inner items = 17;\n  string added = 20;",
+    )
+}
+
+fn pool(text: &str) -> DescriptorPool {
+    compile_source(text).unwrap().0
+}
+
+fn schema(kind: &str, text: &str) -> WriterSchema {
+    WriterSchema {
+        kind: kind.into(),
+        text: text.into(),
+        has_references: false,
+    }
+}
+
+/// Confluent framing: magic, id, the index list [1] (Event), the message.
+fn framed(id: u32, message: &DynamicMessage) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend(id.to_be_bytes());
+    out.extend([2, 2]); // one index (zig-zag 1 = 2), index 1 (zig-zag 2)
+    out.extend(message.encode_to_vec());
+    out
+}
+
+fn event(pool: &DescriptorPool, id: i64) -> DynamicMessage {
+    let desc = pool.get_message_by_name("t.Event").unwrap();
+    let mut m = DynamicMessage::new(desc.clone());
+    m.set_field_by_name("id", Value::I64(id));
+    m.set_field_by_name("name", Value::String(format!("n{id}")));
+    m
+}
+
+fn full_event(pool: &DescriptorPool) -> DynamicMessage {
+    let mut m = event(pool, 1);
+    let inner_desc = pool.get_message_by_name("t.Event.Inner").unwrap();
+    let inner = |x: i32| {
+        let mut i = DynamicMessage::new(inner_desc.clone());
+        i.set_field_by_name("x", Value::I32(x));
+        Value::Message(i)
+    };
+    let at_desc = pool
+        .get_message_by_name("google.protobuf.Timestamp")
+        .unwrap();
+    let mut at = DynamicMessage::new(at_desc);
+    at.set_field_by_name("seconds", Value::I64(1_700_000_000));
+    at.set_field_by_name("nanos", Value::I32(123_456_789));
+    let took_desc = pool
+        .get_message_by_name("google.protobuf.Duration")
+        .unwrap();
+    let mut took = DynamicMessage::new(took_desc);
+    took.set_field_by_name("seconds", Value::I64(3));
+    took.set_field_by_name("nanos", Value::I32(5));
+    let maybe_desc = pool
+        .get_message_by_name("google.protobuf.Int32Value")
+        .unwrap();
+    let mut maybe = DynamicMessage::new(maybe_desc);
+    maybe.set_field_by_name("value", Value::I32(-4));
+    m.set_field_by_name("note", Value::String("hi".into()));
+    m.set_field_by_name("kind", Value::EnumNumber(2));
+    m.set_field_by_name(
+        "tags",
+        Value::List(vec![Value::String("a".into()), Value::String("b".into())]),
+    );
+    m.set_field_by_name(
+        "attrs",
+        Value::Map(HashMap::from([
+            (MapKey::String("z".into()), Value::I64(26)),
+            (MapKey::String("a".into()), Value::I64(1)),
+        ])),
+    );
+    m.set_field_by_name("inner", inner(7));
+    m.set_field_by_name("at", Value::Message(at));
+    m.set_field_by_name("took", Value::Message(took));
+    m.set_field_by_name("maybe", Value::Message(maybe));
+    m.set_field_by_name("b", Value::I32(9));
+    m.set_field_by_name("blob", Value::Bytes(vec![0, 255].into()));
+    m.set_field_by_name("score", Value::F64(2.5));
+    m.set_field_by_name("big", Value::U64(u64::MAX));
+    m.set_field_by_name("flag", Value::Bool(true));
+    m.set_field_by_name("items", Value::List(vec![inner(1), inner(2)]));
+    m
+}
+
+fn decoder() -> RouteDecoder {
+    let payload = Payload::Protobuf {
+        schema: ProtoSchema::Source(PROTO.into()),
+        message: Some("t.Event".into()),
+        registry: true,
+    };
+    let table = crate::decode::own_schema(&payload).unwrap().unwrap();
+    RouteDecoder::new(&payload, table, vec![], 16).unwrap()
+}
+
+fn run(
+    decoder: &mut RouteDecoder,
+    registry: &HashMap<u32, WriterSchema>,
+    payloads: &[Vec<u8>],
+) -> (Vec<RecordBatch>, Vec<Rejected>) {
+    let mut rejected = Vec::new();
+    for (offset, payload) in payloads.iter().enumerate() {
+        let message = Message::payload_only("t", 0, offset as i64, payload);
+        if let Some(id) = decoder.schema_wanted(&message) {
+            decoder.learn(id, registry.get(&id));
+        }
+        decoder.push(&message, &mut rejected);
+        if decoder.chunk_full() {
+            decoder.flush_chunk(&mut rejected);
+        }
+    }
+    let batches = decoder.take(&mut rejected);
+    (batches, rejected)
+}
+
+fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn every_kind_of_field_has_its_column_and_exact_value() {
+    let pool = pool(PROTO);
+    let registry = HashMap::from([(5, schema("PROTOBUF", PROTO))]);
+    let plain = event(&pool, 2);
+    let (batches, rejected) = run(
+        &mut decoder(),
+        &registry,
+        &[framed(5, &full_event(&pool)), framed(5, &plain)],
+    );
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let batch = &batches[0];
+    let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+    assert_eq!(column("name").as_string::<i32>().value(0), "n1");
+    assert_eq!(column("note").as_string::<i32>().value(0), "hi");
+    assert!(column("note").is_null(1), "optional and unset: null");
+    assert_eq!(column("kind").as_string::<i32>().value(0), "K_B");
+    assert_eq!(column("kind").as_string::<i32>().value(1), "K_UNKNOWN");
+    let tags = column("tags");
+    assert_eq!(tags.as_list::<i32>().value(0).len(), 2);
+    assert_eq!(tags.as_list::<i32>().value(1).len(), 0);
+    let attrs = column("attrs");
+    let pairs = attrs.as_list::<i32>().value(0);
+    let pairs = pairs.as_struct();
+    let keys: Vec<_> = pairs.column(0).as_string::<i32>().iter().collect();
+    assert_eq!(keys, [Some("a"), Some("z")], "sorted by key");
+    assert_eq!(pairs.column(1).as_primitive::<Int64Type>().value(1), 26);
+    let inner = column("inner");
+    assert_eq!(
+        inner
+            .as_struct()
+            .column(0)
+            .as_primitive::<Int32Type>()
+            .value(0),
+        7
+    );
+    assert!(inner.is_null(1), "an unset message is a null struct");
+    assert_eq!(
+        column("at")
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1_700_000_000_123_456
+    );
+    assert!(column("at").is_null(1));
+    assert_eq!(
+        column("took").as_primitive::<Int64Type>().value(0),
+        3_000_000_005
+    );
+    assert_eq!(column("maybe").as_primitive::<Int32Type>().value(0), -4);
+    assert!(column("maybe").is_null(1), "an unset wrapper is null");
+    assert!(column("a").is_null(0), "the oneof member not chosen");
+    assert_eq!(column("b").as_primitive::<Int32Type>().value(0), 9);
+    assert_eq!(column("blob").as_binary::<i32>().value(0), &[0, 255]);
+    assert_eq!(column("score").as_primitive::<Float64Type>().value(0), 2.5);
+    assert_eq!(
+        column("big").as_primitive::<UInt64Type>().value(0),
+        u64::MAX
+    );
+    assert!(column("flag").as_boolean().value(0));
+    assert!(!column("flag").as_boolean().value(1), "proto3 default");
+    let items = column("items");
+    let items = items.as_list::<i32>().value(0);
+    let xs: Vec<_> = items
+        .as_struct()
+        .column(0)
+        .as_primitive::<Int32Type>()
+        .values()
+        .to_vec();
+    assert_eq!(xs, [1, 2]);
+}
+
+/// A schema as Apicurio keeps what confluent-kafka's Python serializer registers: a
+/// base64 `FileDescriptorProto`.
+fn as_base64_descriptor(text: &str) -> String {
+    use base64::Engine as _;
+    let file = pool(text).get_file_by_name(REGISTRY_FILE).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(file.file_descriptor_proto().encode_to_vec())
+}
+
+#[test]
+fn a_newer_writer_version_reads_as_the_route_s_message() {
+    let v2 = proto_v2();
+    let registry = HashMap::from([
+        (5, schema("PROTOBUF", PROTO)),
+        (6, schema("PROTOBUF", &as_base64_descriptor(&v2))),
+    ]);
+    let (p1, p2) = (pool(PROTO), pool(&v2));
+    let mut newer = event(&p2, 1);
+    newer.set_field_by_name("added", Value::String("new".into()));
+    let payloads = vec![
+        framed(5, &event(&p1, 0)),
+        framed(6, &newer),
+        framed(5, &event(&p1, 2)),
+    ];
+    let (batches, rejected) = run(&mut decoder(), &registry, &payloads);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    assert_eq!(ids(&batches), [0, 1, 2]);
+}
+
+#[test]
+fn records_that_cannot_be_read_are_refused_with_their_reason() {
+    let p = pool(PROTO);
+    let registry = HashMap::from([
+        (5, schema("PROTOBUF", PROTO)),
+        (7, schema("AVRO", "{}")),
+        (8, schema("PROTOBUF", "syntax = \"proto3\"; message {")),
+    ]);
+    let good = framed(5, &event(&p, 1));
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = good.clone();
+        f(&mut b);
+        b
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (with(&|b| b[0] = b'{'), "not schema-registry framed"),
+        (with(&|b| b[4] = 99), "schema id 99 is not in the registry"),
+        (with(&|b| b[4] = 7), "is a AVRO schema"),
+        (with(&|b| b[4] = 8), "does not compile"),
+        (
+            with(&|b| b[5] = 0),
+            "names message `t.Other`, not the route's `t.Event`",
+        ),
+        (with(&|b| b[6] = 8), "has no message at indexes"),
+        (
+            with(&|b| b.truncate(6)),
+            "truncated or overlong message index",
+        ),
+        (with(&|b| b.push(0xff)), "invalid Protobuf"),
+    ];
+    for (bad, reason) in cases {
+        let payloads = vec![framed(5, &event(&p, 0)), bad, framed(5, &event(&p, 2))];
+        let (batches, rejected) = run(&mut decoder(), &registry, &payloads);
+        assert_eq!(ids(&batches), [0, 2], "{reason}");
+        assert_eq!(rejected.len(), 1, "{reason}: {rejected:?}");
+        assert!(
+            rejected[0].error.contains(reason),
+            "want `{reason}`, got `{}`",
+            rejected[0].error
+        );
+    }
+}
+
+#[test]
+fn a_single_zero_byte_names_the_first_message() {
+    let text = PROTO.replace("message Other { string x = 1; }", "");
+    let p = pool(&text);
+    let registry = HashMap::from([(5, schema("PROTOBUF", &text))]);
+    let mut payload = vec![0, 0, 0, 0, 5, 0];
+    payload.extend(event(&p, 4).encode_to_vec());
+    let (batches, rejected) = run(&mut decoder(), &registry, &[payload]);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    assert_eq!(ids(&batches), [4]);
+}
+
+#[test]
+fn recursive_messages_have_no_table() {
+    let text = "syntax = \"proto3\"; message Node { Node next = 1; }";
+    let err = table_schema(&ProtoSchema::Source(text.into()), None).unwrap_err();
+    assert!(err.contains("recursive"), "{err}");
+}
+
+/// Mutated payloads are refused one by one; nothing panics, every record is a row or a
+/// reject.
+#[test]
+fn mutated_payloads_are_refused_never_a_panic() {
+    let p = pool(PROTO);
+    let registry = HashMap::from([(5, schema("PROTOBUF", PROTO))]);
+    let seed = framed(5, &full_event(&p));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
+    let (mut all_rows, mut all_rejected) = (0, 0);
+    for round in 0..150 {
+        let mut payloads = Vec::new();
+        for _ in 0..40 {
+            let mut b = seed.clone();
+            match rng.random_range(0..5) {
+                0 => {
+                    let at = rng.random_range(0..b.len());
+                    b[at] = rng.random();
+                }
+                1 => b.truncate(rng.random_range(0..b.len())),
+                2 => b.extend((0..rng.random_range(1..8)).map(|_| rng.random::<u8>())),
+                3 => {
+                    let at = rng.random_range(7..b.len());
+                    b[at] |= 0x80;
+                }
+                _ => {}
+            }
+            payloads.push(b);
+        }
+        let (batches, rejected) = run(&mut decoder(), &registry, &payloads);
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(rows + rejected.len(), payloads.len(), "round {round}");
+        all_rows += rows;
+        all_rejected += rejected.len();
+    }
+    assert!(
+        all_rows > 500 && all_rejected > 1_000,
+        "{all_rows} rows, {all_rejected} rejected"
+    );
+}
