@@ -1,14 +1,14 @@
 //! Hot-path micro-benchmarks in bytes of input per second (one core): JSON → Arrow
 //! with our route decoder, next to arrow-json's own reader and a parse-only serde pass
-//! on the same data; the same events as Avro (Confluent framing) → Arrow, and both
-//! formats in events per second; Arrow → ClickHouse Native; Arrow → Parquet.
+//! on the same data; the same events as Avro and as Protobuf (Confluent framing) →
+//! Arrow, and the three formats in events per second; Arrow → ClickHouse Native; Arrow → Parquet.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ingest::{Message, Payload, RouteDecoder, WriterSchema};
+use ingest::{Message, Payload, ProtoSchema, RouteDecoder, WriterSchema};
 use ingest_sink_clickhouse::{ClickHouseTable, offline_payload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -60,6 +60,32 @@ fn decode_all_avro(events: &[Vec<u8>]) -> Vec<RecordBatch> {
 }
 
 const AVRO_ID: u32 = 7;
+const PROTOBUF_ID: u32 = 8;
+
+/// The Protobuf events through the route decoder, as [`decode_all_avro`].
+fn decode_all_protobuf(events: &[Vec<u8>]) -> Vec<RecordBatch> {
+    let payload = Payload::Protobuf {
+        schema: ProtoSchema::Source(ingest_bench::events_proto().into()),
+        message: None,
+        registry: true,
+    };
+    let schema = ingest::own_schema(&payload).unwrap().unwrap();
+    let mut decoder = RouteDecoder::new(&payload, schema, vec![], EVENTS).unwrap();
+    let writer = WriterSchema {
+        kind: "PROTOBUF".into(),
+        text: ingest_bench::events_proto(),
+        has_references: false,
+    };
+    decoder.learn(PROTOBUF_ID, Some(&writer));
+    let mut rejected = Vec::new();
+    for (offset, payload) in events.iter().enumerate() {
+        let message = Message::payload_only("bench", 0, offset as i64, payload);
+        decoder.push(&message, &mut rejected);
+    }
+    let batches = decoder.take(&mut rejected);
+    assert!(rejected.is_empty(), "{:?}", rejected.first());
+    batches
+}
 
 fn benches(c: &mut Criterion) {
     let events = ingest_bench::sample_events(EVENTS);
@@ -109,10 +135,28 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(decode_all_avro(&avro)))
     });
     decode.finish();
+    let protobuf = ingest_bench::sample_protobuf_events(EVENTS, PROTOBUF_ID);
+    let protobuf_bytes: u64 = protobuf.iter().map(|e| e.len() as u64).sum();
+    assert_eq!(
+        decode_all_protobuf(&protobuf)
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>(),
+        EVENTS
+    );
+    let mut decode = c.benchmark_group("protobuf_to_arrow");
+    decode.throughput(Throughput::Bytes(protobuf_bytes));
+    decode.bench_function("ingest_route_decoder", |b| {
+        b.iter(|| black_box(decode_all_protobuf(&protobuf)))
+    });
+    decode.finish();
     let mut per_event = c.benchmark_group("events_to_arrow");
     per_event.throughput(Throughput::Elements(EVENTS as u64));
     per_event.bench_function("json", |b| b.iter(|| black_box(decode_all(&events))));
     per_event.bench_function("avro", |b| b.iter(|| black_box(decode_all_avro(&avro))));
+    per_event.bench_function("protobuf", |b| {
+        b.iter(|| black_box(decode_all_protobuf(&protobuf)))
+    });
     per_event.finish();
 
     let batches = decode_all(&events);

@@ -93,3 +93,103 @@ fn to_avro(json: &serde_json::Value, schema: &apache_avro::Schema) -> apache_avr
         other => panic!("no sample value for {other:?}"),
     }
 }
+
+/// The example events' Protobuf schema (`schemas/examples/events.proto`).
+pub fn events_proto() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/examples/events.proto");
+    std::fs::read_to_string(path).expect("example Protobuf schema")
+}
+
+/// The same `count` events as [`sample_events`], as `ingest.examples.Event` in
+/// Confluent's wire format under schema id `id`. Encoded here by hand (the wire format
+/// is a few rules) so the decoder under measurement does not read its own library's
+/// output.
+pub fn sample_protobuf_events(count: usize, id: u32) -> Vec<Vec<u8>> {
+    sample_events(count)
+        .iter()
+        .map(|json| {
+            let e: serde_json::Value = serde_json::from_slice(json).expect("sample JSON");
+            let mut out = vec![0];
+            out.extend(id.to_be_bytes());
+            out.push(0); // the message-index list [0]
+            let ts =
+                chrono::DateTime::parse_from_rfc3339(e["ts"].as_str().expect("ts")).expect("ts");
+            let mut at = Vec::new();
+            varint_field(&mut at, 1, ts.timestamp() as u64);
+            varint_field(&mut at, 2, u64::from(ts.timestamp_subsec_nanos()));
+            varint_field(&mut out, 1, e["event_id"].as_i64().expect("id") as u64);
+            bytes_field(&mut out, 2, &at);
+            bytes_field(
+                &mut out,
+                3,
+                e["event_type"].as_str().expect("type").as_bytes(),
+            );
+            varint_field(&mut out, 4, e["user_id"].as_i64().expect("user") as u64);
+            bytes_field(
+                &mut out,
+                5,
+                e["session_id"].as_str().expect("session").as_bytes(),
+            );
+            if let Some(country) = e["country"].as_str() {
+                bytes_field(&mut out, 6, country.as_bytes());
+            }
+            bytes_field(&mut out, 7, e["url"].as_str().expect("url").as_bytes());
+            if let Some(ms) = e["duration_ms"].as_i64() {
+                varint_field(&mut out, 8, ms as u64);
+            }
+            if !e["revenue"].is_null() {
+                let text = e["revenue"].to_string().trim_matches('"').to_string();
+                let (whole, cents) = text.split_once('.').unwrap_or((&text, "0"));
+                let cents: i64 = format!("{whole}{cents:0<2}").parse().expect("revenue");
+                varint_field(&mut out, 9, cents as u64);
+            }
+            for tag in e["tags"].as_array().expect("tags") {
+                bytes_field(&mut out, 10, tag.as_str().expect("tag").as_bytes());
+            }
+            let d = &e["device"];
+            let mut device = Vec::new();
+            bytes_field(
+                &mut device,
+                1,
+                d["device"].as_str().expect("device").as_bytes(),
+            );
+            if let Some(v) = d["os_version"].as_str() {
+                bytes_field(&mut device, 2, v.as_bytes());
+            }
+            if let Some(w) = d["screen_width"].as_i64() {
+                varint_field(&mut device, 3, w as u64);
+            }
+            bytes_field(&mut out, 11, &device);
+            let day = chrono::NaiveDate::parse_from_str(
+                e["event_date"].as_str().expect("date"),
+                "%Y-%m-%d",
+            )
+            .expect("date");
+            varint_field(
+                &mut out,
+                12,
+                (day - chrono::NaiveDate::default()).num_days() as u64,
+            );
+            out
+        })
+        .collect()
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint_field(out: &mut Vec<u8>, number: u64, v: u64) {
+    varint(out, number << 3);
+    varint(out, v);
+}
+
+fn bytes_field(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
+    varint(out, (number << 3) | 2);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}

@@ -19,7 +19,7 @@ pub mod protocol;
 mod registry;
 
 pub use config::{Loaded, PayloadFormat, load, load_str, metadata_fields};
-pub use decode::{Message, Payload, RouteDecoder, WriterSchema, own_schema};
+pub use decode::{Message, Payload, ProtoSchema, RouteDecoder, WriterSchema, own_schema};
 pub use health::{Health, serve as serve_health};
 pub use logging::init as init_logging;
 pub use pipeline::{check_connections, run};

@@ -472,3 +472,52 @@ fn an_avro_route_s_table_is_its_avro_schema() {
     .to_string();
     assert!(err.contains("routes[0].subject"), "{err}");
 }
+
+const PROTO: &str = r#"syntax = "proto3";
+package shop;
+import "google/protobuf/timestamp.proto";
+message Order { int64 id = 1; google.protobuf.Timestamp at = 2; repeated string tags = 3; }
+message Refund { int64 id = 1; }
+"#;
+
+#[test]
+fn a_protobuf_route_s_table_is_its_message() {
+    let text = |extra: &str| {
+        with_routes(&format!(
+            "\n  - topics: [orders]\n    format: protobuf\n    schema: shop.proto\n{extra}    clickhouse: {{ table: orders, order_by: [id] }}\n"
+        ))
+    };
+    let files = [("shop.proto", PROTO)];
+    let fields = |loaded: &Loaded| -> Vec<String> {
+        loaded.routes[0]
+            .schema
+            .fields()
+            .iter()
+            .map(|f| format!("{}:{}", f.name(), f.data_type()))
+            .collect()
+    };
+    let first = load_with_files(&text(""), &files).unwrap();
+    let got = fields(&first);
+    assert_eq!(got.len(), 3, "the file's first message: {got:?}");
+    assert_eq!(got[0], "id:Int64");
+    assert!(
+        got[1].starts_with("at:Timestamp(µs") && got[1].contains("UTC"),
+        "{got:?}"
+    );
+    assert!(got[2].starts_with("tags:List("), "{got:?}");
+    let refund = load_with_files(&text("    message: shop.Refund\n"), &files).unwrap();
+    assert_eq!(fields(&refund), ["id:Int64"]);
+    for (extra, want) in [
+        ("    message: shop.Nope\n", "no message `shop.Nope`"),
+        ("    coerce: [string_to_number]\n", "routes[0].coerce"),
+    ] {
+        let err = load_with_files(&text(extra), &files)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "want `{want}`: {err}");
+    }
+    let err = load_with_files(&text(""), &[("shop.proto", "message {")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("routes[0].schema"), "{err}");
+}
