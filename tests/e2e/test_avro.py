@@ -15,7 +15,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from support.processes import wait_ready_status
+from support.processes import stop_together, wait_ready_status
 from support.tcp_proxy import TcpProxy
 
 from conftest import KAFKA, clickhouse, create_topic, every_clickhouse, iceberg_count, read_iceberg, unique, wait_until
@@ -246,3 +246,48 @@ def test_a_registry_down_for_30s_is_waited_for_never_a_dead_letter(setup):
     assert [(int(r["id"]), r["note"]) for r in notes] == [(i, record(i, 2)["note"]) for i in range(50, 100)]
     assert iceberg_count(setup.catalog_uri, setup.warehouse, f"{setup.namespace}.avro_down") == 100
     assert "schema registry unreachable" in ingest.logs()
+
+
+@every_clickhouse
+def test_a_new_optional_field_is_added_to_both_sinks_while_running_by_two_members(setup):
+    """A new registry version with a new optional field arrives mid-stream while two
+    members share the topic: both sinks gain one column (the members race to add it,
+    neither fails), rows before it read null and rows after it the value, in ClickHouse,
+    pyiceberg and Spark; no restart, nothing lost or doubled."""
+    topic = create_topic(unique("avro-evolve"), 2)
+    before, after = 200, 200
+    produce_avro(topic, [(record(i, 1), V1) for i in range(before)])
+    routes = [{"topics": [topic], "format": "avro",
+               "clickhouse": {"table": "evolving", "order_by": ["id"]},
+               "iceberg": {"table": "evolving"},
+               "batch": {"max_rows": 100, "max_age": "300ms"}}]
+    members = [setup.start(setup.config(routes, extra=registry_section())) for _ in range(2)]
+    for member in members:
+        member.wait_ready()
+    table = f"{setup.database}.evolving"
+    count = lambda: int(clickhouse(f"SELECT count() AS c FROM {table}")[0]["c"])  # noqa: E731
+    lake = f"{setup.namespace}.evolving"
+    wait_until("V1 rows in both sinks", lambda: (
+        count() == before and iceberg_count(setup.catalog_uri, setup.warehouse, lake) == before, count()))
+
+    # V2 (one more optional field) is registered by the producer and used from now on.
+    produce_avro(topic, [(record(i, 2), V2) for i in range(before, before + after)])
+    wait_until("V2 rows in both sinks", lambda: (
+        count() == before + after
+        and iceberg_count(setup.catalog_uri, setup.warehouse, lake) == before + after, count()), 120)
+    codes = stop_together(members)
+    assert codes == [0, 0], [m.logs() for m in members]
+    assert any("columns added in every sink" in m.logs() for m in members), [m.logs() for m in members]
+
+    columns = [r["name"] for r in clickhouse(
+        f"SELECT name FROM system.columns WHERE database = '{setup.database}' AND table = 'evolving'")]
+    assert columns.count("note") == 1, columns
+    rows = clickhouse(f"SELECT id, note FROM {table} ORDER BY id")
+    assert [(int(r["id"]), r["note"]) for r in rows] == (
+        [(i, None) for i in range(before)] + [(i, record(i, 2)["note"]) for i in range(before, before + after)])
+    for reader in ("pyiceberg", "spark"):
+        got = read_iceberg(setup.catalog_uri, setup.warehouse, lake, "id", reader, rows=True)
+        assert got["count"] == before + after, reader
+        notes = [(int(r["id"]), r["note"]) for r in got["rows"]]
+        assert notes == ([(i, None) for i in range(before)]
+                         + [(i, record(i, 2)["note"]) for i in range(before, before + after)]), reader

@@ -80,8 +80,47 @@ impl RouteBatch {
         self.decoder.schema_wanted(message)
     }
 
-    pub fn learn(&mut self, id: u32, schema: Option<&crate::decode::WriterSchema>) {
-        self.decoder.learn(id, schema);
+    /// See [`RouteDecoder::learn`]: a wider payload when the writer has new fields.
+    pub fn learn(
+        &mut self,
+        id: u32,
+        schema: Option<&crate::decode::WriterSchema>,
+    ) -> Option<crate::decode::Payload> {
+        self.decoder.learn(id, schema)
+    }
+
+    /// The output schema (payload then metadata columns) `payload_schema` would give.
+    pub fn output_schema_of(
+        &self,
+        payload_schema: &arrow_schema::SchemaRef,
+    ) -> arrow_schema::SchemaRef {
+        crate::decode::MetadataBuilder::new(
+            payload_schema,
+            metadata_fields(&self.route.config.metadata),
+        )
+        .schema()
+    }
+
+    /// Reads `payload` from now on, into `payload_schema` (wider than before). Called
+    /// with nothing decoded waiting and after every sink widened its table; the new
+    /// decoder takes the sinks' value checks again (their columns changed).
+    pub fn widen(
+        &mut self,
+        payload: crate::decode::Payload,
+        payload_schema: arrow_schema::SchemaRef,
+    ) -> anyhow::Result<()> {
+        let metadata = metadata_fields(&self.route.config.metadata);
+        let mut decoder =
+            RouteDecoder::new(&payload, payload_schema.clone(), metadata, CHUNK_ROWS)?;
+        for lane in &self.lanes {
+            if let Some(check) = lane.sink.as_ref().and_then(|s| s.value_check()) {
+                decoder.add_check(check);
+            }
+        }
+        self.decoder = decoder;
+        self.route.payload = payload;
+        self.route.schema = payload_schema;
+        Ok(())
     }
 
     pub fn push(&mut self, message: &Message<'_>) {

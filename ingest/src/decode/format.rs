@@ -89,8 +89,12 @@ pub trait Format: Send {
     }
 
     /// The writer schema of `id` (`None`: the registry has no such id). Records of an
-    /// id that cannot be read are refused with the reason.
-    fn learn(&mut self, _id: u32, _schema: Option<&WriterSchema>) {}
+    /// id that cannot be read are refused with the reason. When the writer has fields
+    /// the route's schema lacks, returns the wider payload that would keep them (the
+    /// caller widens the sinks' tables and builds a new decoder from it).
+    fn learn(&mut self, _id: u32, _schema: Option<&WriterSchema>) -> Option<Payload> {
+        None
+    }
 }
 
 /// The decoder of `payload` for payloads of `schema`, `rows` payloads at a time.

@@ -159,9 +159,10 @@ impl RouteDecoder {
         self.format.schema_wanted(message.payload?)
     }
 
-    /// Teaches the format (and the fresh ones it makes) the writer schema of `id`.
-    pub fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) {
-        self.format.learn(id, schema);
+    /// Teaches the format (and the fresh ones it makes) the writer schema of `id`;
+    /// a wider payload when the writer has fields the route's schema lacks.
+    pub fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Option<Payload> {
+        self.format.learn(id, schema)
     }
 
     /// Decodes one message. A malformed message is appended to `rejected` and leaves

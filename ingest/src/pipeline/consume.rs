@@ -176,12 +176,18 @@ impl Pipeline<'_> {
             key: message.key(),
             payload: message.payload(),
         };
-        if let Some(id) = routes[index].schema_wanted(&view) {
+        // A new writer schema may first widen the route (then its decoder is new and
+        // learns the id again, from the registry's cache).
+        while let Some(id) = routes[index].schema_wanted(&view) {
             let Some(schema) = self.writer_schema(id).await else {
                 // Stopping: the record is not taken, so no position passes it.
                 return Ok(());
             };
-            routes[index].learn(id, schema.as_ref());
+            if let Some(wider) = routes[index].learn(id, schema.as_ref())
+                && !self.widen(&mut routes[index], wider).await?
+            {
+                return Ok(());
+            }
         }
         routes[index].push(&view);
         drop(message);

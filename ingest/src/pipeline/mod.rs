@@ -20,6 +20,7 @@
 mod commit;
 mod connections;
 mod consume;
+mod evolve;
 mod log_check;
 mod open;
 mod reread;

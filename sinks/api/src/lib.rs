@@ -220,6 +220,18 @@ pub trait Sink: Send + Sync {
         None
     }
 
+    /// Widens the table to `schema` while running: the route's schema gained nullable
+    /// fields (a new registry version, an edited schema file). Called with no write in
+    /// flight; rows written after it carry the new columns, rows before read null. Must
+    /// be idempotent: another member may have made the same change already.
+    async fn evolve(&mut self, schema: arrow_schema::SchemaRef) -> Result<(), SinkError> {
+        let _ = schema;
+        Err(SinkError::permanent(
+            self.name(),
+            "this sink cannot add columns while running",
+        ))
+    }
+
     /// The positions this sink has made durable for the partitions in `partitions`
     /// (every partition it knows when empty), read from its own storage.
     async fn read_positions(&self, partitions: &OffsetMap) -> Result<OffsetMap, SinkError> {

@@ -79,6 +79,13 @@ pub(crate) fn match_columns(
     Ok(out)
 }
 
+/// Whether the table has a column for `field` (its own, or the flattened element
+/// columns an old server made of it).
+pub(crate) fn has_column(field: &Field, columns: &[TableColumn]) -> bool {
+    columns.iter().any(|c| &c.name == field.name())
+        || nested_columns(field, columns).is_ok_and(|n| !n.is_empty())
+}
+
 /// The flattened `field.element` columns an old server made of an `Array(Tuple(...))`
 /// column (elements named by position, `field.1`, or by name, `field.sku`).
 fn nested_columns(field: &Field, columns: &[TableColumn]) -> Result<Vec<NativeColumn>, String> {

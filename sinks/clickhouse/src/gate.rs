@@ -123,6 +123,11 @@ impl Gates {
         }
     }
 
+    /// The token of this writer's open gate, if any.
+    pub fn current_token(&self) -> Option<String> {
+        self.current.as_ref().map(|g| g.token.clone())
+    }
+
     /// What follows `DROP TABLE … ` of a gate: `" SYNC"`, `" NO DELAY"` or nothing.
     pub fn drop_clause(&self) -> &'static str {
         self.drop_clause
@@ -222,13 +227,14 @@ impl Gates {
     /// Makes every insert sent through this writer's gate `token` unable to land from
     /// now on: drops the gate, which waits for the inserts running through it, and any
     /// insert arriving later (one a proxy still holds, say) fails with UNKNOWN_TABLE.
-    /// The next admission opens a new gate. For an insert whose outcome is unknown.
-    pub async fn retire(&mut self, token: &str) -> Result<(), SinkError> {
+    /// The next admission opens a new gate. For an insert whose outcome is unknown, and
+    /// after the table gained columns (a gate copies the table's columns); `why` says
+    /// which in the log.
+    pub async fn retire(&mut self, token: &str, why: &str) -> Result<(), SinkError> {
         self.drop_gate(token).await?;
         if self.current.as_ref().is_some_and(|g| g.token == token) {
             let gate = self.gate_name(token);
-            tracing::info!(sink = %self.sink, %gate,
-                "insert gate retired after an insert with unknown outcome");
+            tracing::info!(sink = %self.sink, %gate, "insert gate retired {why}");
             self.current = None;
         }
         Ok(())

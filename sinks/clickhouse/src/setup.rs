@@ -13,7 +13,7 @@ use crate::client::{
     execute, fetch_json, is_retryable, json_number, server_caps, server_error_code,
     server_pinned_settings, try_client,
 };
-use crate::columns::{TableColumn, match_columns, table_columns};
+use crate::columns::{TableColumn, has_column, match_columns, table_columns};
 use crate::config::{ClickHouseConnection, ClickHouseTable};
 use crate::connect;
 use crate::coordinate_columns::with_coordinate_fields;
@@ -22,7 +22,7 @@ use crate::engine;
 use crate::gate::Gates;
 use crate::ledger::{CoordinateColumns, Ledger, LedgerReader};
 use crate::native::{NativeColumn, encode_block};
-use crate::types::{ServerCaps, quote_ident};
+use crate::types::{ServerCaps, ddl_type, quote_ident};
 use crate::write::ClickHouseSink;
 
 impl ClickHouseSink {
@@ -55,6 +55,32 @@ impl ClickHouseSink {
         // The ledger must answer before any write relies on it.
         sink.ledger.held(&OffsetMap::default()).await?;
         Ok(sink)
+    }
+}
+
+impl ClickHouseSink {
+    /// Widens the table to `schema` while running: adds the columns of its new fields
+    /// (nullable ones only), takes the table's columns again, and retires this writer's
+    /// gate, whose `Null` table copies the table's old columns (the next insert opens a
+    /// new one). Another member adding the same column first is not an error.
+    pub(crate) async fn evolve_table(&mut self, schema: SchemaRef) -> Result<(), SinkError> {
+        let setup = Setup::connect(&self.conn, &self.table).await?;
+        let schema = with_coordinate_fields(&schema, &self.ledger.coordinates);
+        let columns = setup.existing_columns().await?;
+        setup.add_columns(&schema, &columns).await?;
+        let columns = setup.read_columns().await?;
+        let columns = setup.match_columns(&schema, columns)?;
+        setup.check_encoding(&schema, &columns)?;
+        let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        self.column_list = format!("({})", names.join(", "));
+        self.columns = columns;
+        self.schema = schema;
+        if let Some(token) = self.gates.current_token() {
+            self.gates
+                .retire(&token, "after the table gained columns")
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -353,12 +379,54 @@ impl<'a> Setup<'a> {
             fence: None,
             gates,
             in_flight: None,
+            conn: self.conn.clone(),
+            table: self.table.clone(),
         }
     }
 
     /// Runs DDL.
     async fn run(&self, sql: String) -> Result<(), SinkError> {
         execute(&self.name, self.client.query_raw(&sql)).await
+    }
+
+    /// `ALTER TABLE … ADD COLUMN` for each field of `schema` the table lacks.
+    async fn add_columns(
+        &self,
+        schema: &SchemaRef,
+        columns: &[TableColumn],
+    ) -> Result<(), SinkError> {
+        for field in schema.fields() {
+            if has_column(field, columns) {
+                continue;
+            }
+            if !field.is_nullable() {
+                return Err(self.refused(format!(
+                    "the new field `{}` is not nullable: rows written before it have no value for it",
+                    field.name()
+                )));
+            }
+            let ty = ddl_type(field, self.caps).map_err(|e| self.refused(e))?;
+            let sql = format!(
+                "ALTER TABLE {}.{} ADD COLUMN {} {ty}",
+                quote_ident(&self.conn.database),
+                quote_ident(&self.table.table),
+                quote_ident(field.name())
+            );
+            if !self.conn.create_tables {
+                return Err(self.refused(format!(
+                    "the route's schema gained field `{}`; with create_tables: false, run: {sql}",
+                    field.name()
+                )));
+            }
+            tracing::info!(sink = %self.name, column = %field.name(), "adding a column while running");
+            match self.run(sql).await {
+                Ok(()) => {}
+                // Another member added it first (DUPLICATE_COLUMN).
+                Err(e) if server_error_code(&e.to_string()) == Some(44) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// What the table or schema does not allow: retrying cannot help.

@@ -23,6 +23,7 @@ use ingest_sink_api::{
 use crate::client::{
     QUERY_TIMEOUT, fetch_json, is_retryable, json_number, outcome_known, pin, run_within,
 };
+use crate::config::{ClickHouseConnection, ClickHouseTable};
 use crate::coordinate_columns::fill_coordinates;
 use crate::gate::{Admission, Gates, Partition};
 use crate::ledger::{EntryToRecord, HeldRows, LedgerReader};
@@ -61,6 +62,9 @@ pub struct ClickHouseSink {
     /// An insert sent whose outcome is not known (yet): set before its request is sent,
     /// cleared once acknowledged or refused by the server. Until then it may still land.
     pub(crate) in_flight: Option<InFlight>,
+    /// Where the table is, to change it while running ([`ClickHouseSink::evolve_table`]).
+    pub(crate) conn: ClickHouseConnection,
+    pub(crate) table: ClickHouseTable,
 }
 
 /// An insert that may still land: its query id and the gate it was sent through.
@@ -152,7 +156,9 @@ impl ClickHouseSink {
         if let Some(in_flight) = self.in_flight.clone() {
             tracing::warn!(sink = %self.name, query_id = %in_flight.query_id,
                 "an earlier insert's outcome is unknown: retiring its gate before reading positions");
-            self.gates.retire(&in_flight.gate).await?;
+            self.gates
+                .retire(&in_flight.gate, "after an insert with unknown outcome")
+                .await?;
             self.wait_for_query(&in_flight.query_id).await?;
             self.in_flight = None;
         }
@@ -314,6 +320,10 @@ fn dedup_token(batch: &SinkBatch) -> String {
 impl Sink for ClickHouseSink {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    async fn evolve(&mut self, schema: SchemaRef) -> Result<(), SinkError> {
+        self.evolve_table(schema).await
     }
 
     /// Checks this instance still owns the batch's partitions, passes its gate, reads

@@ -16,6 +16,7 @@ mod commit;
 mod config;
 mod conform;
 mod data_files;
+mod evolve;
 mod partition;
 mod pinned;
 mod plugin;

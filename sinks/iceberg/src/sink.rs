@@ -161,6 +161,21 @@ impl Sink for IcebergSink {
         &self.name
     }
 
+    async fn evolve(&mut self, schema: SchemaRef) -> Result<(), SinkError> {
+        self.reload().await?;
+        self.table = crate::evolve::add_fields(&*self.catalog, self.table.clone(), &schema)
+            .await
+            .map_err(|(message, retryable)| SinkError::new(&self.name, message, retryable))?;
+        let permanent = |message: String| SinkError::permanent(&self.name, message);
+        let target = Arc::new(
+            schema_to_arrow_schema(self.table.metadata().current_schema())
+                .map_err(|e| permanent(e.to_string()))?,
+        );
+        conform(&target, &RecordBatch::new_empty(schema)).map_err(permanent)?;
+        self.target_schema = target;
+        Ok(())
+    }
+
     /// Each attempt starts from the table as it is now: rows whose positions the table
     /// already records (written before a crash, or by another instance) are skipped,
     /// the rest is written and committed as a compare-and-swap. A lost race waits a

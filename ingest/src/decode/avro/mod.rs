@@ -20,7 +20,7 @@ use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaSt
 use arrow_schema::{Schema, SchemaRef};
 use arrow_select::concat::concat_batches;
 
-use super::format::{Format, Refusal, WriterSchema};
+use super::format::{Format, Payload, Refusal, WriterSchema};
 
 /// How payloads carry their writer schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +242,8 @@ impl Format for Avro {
         }
     }
 
-    fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) {
+    fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Option<Payload> {
+        let mut wider = None;
         let writer = match schema {
             None => Writer::Refused(format!("schema id {id} is not in the registry")),
             Some(s) if !s.kind.eq_ignore_ascii_case("AVRO") => Writer::Refused(format!(
@@ -255,7 +256,10 @@ impl Format for Avro {
             Some(s) => {
                 let writer = AvroSchema::new(s.text.clone());
                 match build(&self.reader, [(id, &writer)], 1) {
-                    Ok(_) => Writer::Readable(writer),
+                    Ok(_) => {
+                        wider = self.wider_reader(&s.text);
+                        Writer::Readable(writer)
+                    }
                     Err(e) => Writer::Refused(format!(
                         "writer schema id {id} cannot be read as the route's schema: {e}"
                     )),
@@ -263,10 +267,34 @@ impl Format for Avro {
             }
         };
         self.known.insert(id, writer);
+        wider.map(|reader| Payload::Avro {
+            reader: reader.into(),
+            registry: self.framing == Framing::Registry,
+        })
     }
 }
 
 impl Avro {
+    /// The reader schema with the top-level fields of `writer` it lacks, each made
+    /// nullable (default null: records of older versions read null), when there are any
+    /// and every writer learned so far can still be read with it.
+    fn wider_reader(&self, writer: &str) -> Option<String> {
+        let wider = widened(&self.reader.json_string, writer)?;
+        let candidate = AvroSchema::new(wider.clone());
+        let readable = table_schema(&wider).is_ok()
+            && self.known.iter().all(|(id, w)| match w {
+                Writer::Readable(s) => build(&candidate, [(*id, s)], 1).is_ok(),
+                Writer::Refused(_) => true,
+            });
+        if !readable {
+            tracing::warn!(
+                "a writer schema has fields the route lacks, but no wider schema reads every version; the new fields are skipped"
+            );
+            return None;
+        }
+        Some(wider)
+    }
+
     /// A batch as arrow-avro read it, in the table's types.
     fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch, String> {
         let columns = batch
@@ -312,3 +340,52 @@ fn build<'a>(
 
 #[cfg(test)]
 mod tests;
+
+/// `reader` plus the top-level fields of `writer` it does not name (by name or alias),
+/// each as a union with null first and a null default; `None` when there are none.
+fn widened(reader: &str, writer: &str) -> Option<String> {
+    use serde_json::{Value, json};
+    let mut reader: Value = serde_json::from_str(reader).ok()?;
+    let writer: Value = serde_json::from_str(writer).ok()?;
+    let names = |fields: &Value| -> Vec<String> {
+        fields
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|f| {
+                let aliases = f["aliases"].as_array().cloned().unwrap_or_default();
+                std::iter::once(f["name"].clone()).chain(aliases)
+            })
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect()
+    };
+    let known = names(&reader["fields"]);
+    let added: Vec<Value> = writer["fields"]
+        .as_array()?
+        .iter()
+        .filter(|f| {
+            !names(&Value::Array(vec![(*f).clone()]))
+                .iter()
+                .any(|n| known.contains(n))
+        })
+        .map(|f| {
+            let ty = match &f["type"] {
+                Value::Array(branches) => {
+                    let others = branches.iter().filter(|b| *b != &json!("null")).cloned();
+                    Value::Array(std::iter::once(json!("null")).chain(others).collect())
+                }
+                other => json!(["null", other]),
+            };
+            let mut field = json!({"name": f["name"], "type": ty, "default": null});
+            if let Some(doc) = f.get("doc") {
+                field["doc"] = doc.clone();
+            }
+            field
+        })
+        .collect();
+    if added.is_empty() {
+        return None;
+    }
+    reader["fields"].as_array_mut()?.extend(added);
+    Some(reader.to_string())
+}

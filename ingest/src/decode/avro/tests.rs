@@ -430,3 +430,69 @@ fn mutated_payloads_are_refused_never_a_panic() {
         "{all_rows} rows, {all_rejected} rejected"
     );
 }
+
+#[test]
+fn a_writer_with_new_fields_offers_a_wider_reader_that_reads_every_version() {
+    let v3 = V2.replace(
+        r#"{"name":"note","type":["null","string"],"default":null}]}"#,
+        r#"{"name":"note","type":["null","string"],"default":null},
+  {"name":"score","type":"double"},{"name":"tag","type":["string","null"],"default":"x"}]}"#,
+    );
+    let mut decoder = decoder(V1, 10);
+    assert_eq!(
+        decoder.learn(11, Some(&schema("AVRO", V1))),
+        None,
+        "nothing new"
+    );
+    let Some(Payload::Avro { reader, registry }) = decoder.learn(13, Some(&schema("AVRO", &v3)))
+    else {
+        panic!("v3 adds fields")
+    };
+    assert!(registry);
+    let table = table_schema(&reader).unwrap();
+    let fields: Vec<String> = table
+        .fields()
+        .iter()
+        .map(|f| format!("{}:{}:{}", f.name(), f.data_type(), f.is_nullable()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "id:Int64:false",
+            "name:Utf8:false",
+            "note:Utf8:true",
+            "score:Float64:true",
+            "tag:Utf8:true"
+        ]
+    );
+    // The wider reader reads both versions; v1 records read null in the new columns.
+    let payload = Payload::Avro {
+        reader,
+        registry: true,
+    };
+    let mut wider = RouteDecoder::new(&payload, table, vec![], 10).unwrap();
+    let registry = HashMap::from([(11, schema("AVRO", V1)), (13, schema("AVRO", &v3))]);
+    let v3_record = Value::Record(vec![
+        ("id".into(), Value::Long(2)),
+        ("name".into(), Value::String("b".into())),
+        ("note".into(), Value::Union(0, Box::new(Value::Null))),
+        ("score".into(), Value::Double(0.5)),
+        (
+            "tag".into(),
+            Value::Union(0, Box::new(Value::String("t".into()))),
+        ),
+    ]);
+    let (batches, rejected) = run(
+        &mut wider,
+        &registry,
+        &[framed(11, V1, v1(1)), framed(13, &v3, v3_record)],
+    );
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let batch = concat_batches(&batches[0].schema(), &batches).unwrap();
+    let score = batch.column_by_name("score").unwrap();
+    assert!(score.is_null(0));
+    assert_eq!(score.as_primitive::<Float64Type>().value(1), 0.5);
+    let tag = batch.column_by_name("tag").unwrap();
+    assert!(tag.is_null(0));
+    assert_eq!(tag.as_string::<i32>().value(1), "t");
+}

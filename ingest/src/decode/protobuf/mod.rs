@@ -15,7 +15,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 
-use super::format::{Format, ProtoSchema, Refusal, WriterSchema};
+use super::format::{Format, Payload, ProtoSchema, Refusal, WriterSchema};
 use table::Columns;
 
 /// The name a registry schema's `.proto` text is compiled under.
@@ -210,7 +210,7 @@ impl Format for Protobuf {
             .filter(|id| !self.known.contains_key(id))
     }
 
-    fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) {
+    fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Option<Payload> {
         let writer = match schema {
             None => Writer::Refused(format!("schema id {id} is not in the registry")),
             Some(s) if !s.kind.eq_ignore_ascii_case("PROTOBUF") => Writer::Refused(format!(
@@ -226,6 +226,7 @@ impl Format for Protobuf {
             },
         };
         self.known.insert(id, writer);
+        None
     }
 }
 

@@ -1,0 +1,94 @@
+//! Widening a route while running: a writer schema (a new registry version) has fields
+//! the route's table lacks. The route's decoded rows are written first and every write
+//! in flight finished (rows of the old shape never meet the new columns), then each sink
+//! adds the columns (idempotent: other members do the same), then the route decodes
+//! into the wider schema. The record that brought the new schema is taken afterwards,
+//! so no position passes it before its columns exist.
+
+use std::time::Duration;
+
+use super::Pipeline;
+use crate::batch::RouteBatch;
+use crate::decode::{Payload, own_schema};
+
+impl Pipeline<'_> {
+    /// Widens `route` to `payload` when it only adds nullable fields; `false` when the
+    /// service is stopping (nothing changed then but writes made).
+    pub(super) async fn widen(
+        &mut self,
+        route: &mut RouteBatch,
+        payload: Payload,
+    ) -> anyhow::Result<bool> {
+        let Some(wider) = own_schema(&payload).map_err(anyhow::Error::msg)? else {
+            return Ok(true);
+        };
+        let old = route.route.schema.clone();
+        let kept = old.fields().iter().all(|f| {
+            wider
+                .field_with_name(f.name())
+                .is_ok_and(|w| w.data_type() == f.data_type())
+        });
+        if !kept {
+            tracing::warn!(route = %route.route.name, "a wider schema changes existing columns; the new fields are skipped");
+            return Ok(true);
+        }
+        let added: Vec<String> = wider
+            .fields()
+            .iter()
+            .filter(|f| old.field_with_name(f.name()).is_err())
+            .map(|f| f.name().clone())
+            .collect();
+        tracing::info!(route = %route.route.name, ?added, "the route's schema gained fields: adding columns while running");
+        self.flush(route, true).await?;
+        for lane in 0..route.lanes.len() {
+            self.finish_lane(route, lane).await?;
+        }
+        let output = route.output_schema_of(&wider);
+        for lane in 0..route.lanes.len() {
+            if !self.widen_lane(route, lane, &output).await? {
+                return Ok(false);
+            }
+        }
+        route.widen(payload, wider)?;
+        tracing::info!(route = %route.route.name, ?added, "columns added in every sink");
+        Ok(true)
+    }
+
+    /// One sink adds the columns, retried while it fails transiently; `false` when the
+    /// service stops meanwhile.
+    async fn widen_lane(
+        &mut self,
+        route: &mut RouteBatch,
+        lane: usize,
+        output: &arrow_schema::SchemaRef,
+    ) -> anyhow::Result<bool> {
+        let mut stop = self.shutdown.clone();
+        let mut wait = Duration::from_millis(200);
+        let state = &mut route.lanes[lane];
+        let sink = state
+            .sink
+            .as_mut()
+            .expect("no write in flight after finish_lane");
+        loop {
+            match sink.evolve(output.clone()).await {
+                Ok(()) => {
+                    self.health.set_sink_failing(&state.name, false);
+                    return Ok(true);
+                }
+                Err(e) if e.is_retryable() => {
+                    self.health.set_sink_failing(&state.name, true);
+                    tracing::warn!(sink = %state.name, error = %e, "adding columns failed; retrying");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if *stop.borrow() {
+                return Ok(false);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return Ok(false),
+            }
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
+    }
+}
