@@ -291,3 +291,33 @@ def test_a_new_optional_field_is_added_to_both_sinks_while_running_by_two_member
         notes = [(int(r["id"]), r["note"]) for r in got["rows"]]
         assert notes == ([(i, None) for i in range(before)]
                          + [(i, record(i, 2)["note"]) for i in range(before, before + after)]), reader
+
+
+def test_a_restart_on_a_newer_version_widens_the_tables_at_start(setup):
+    """The service was stopped while producers moved to a version with a new optional
+    field: at the next start the table schema (the subject's latest) has a field the
+    tables lack; they gain the column at start-up instead of the start being refused."""
+    topic = create_topic(unique("avro-restart"), 1)
+    produce_avro(topic, [(record(i, 1), V1) for i in range(50)])
+    routes = [{"topics": [topic], "format": "avro",
+               "clickhouse": {"table": "restarted", "order_by": ["id"]},
+               "iceberg": {"table": "restarted"},
+               "batch": {"max_rows": 100, "max_age": "300ms"}}]
+    table, lake = f"{setup.database}.restarted", f"{setup.namespace}.restarted"
+    count = lambda: int(clickhouse(f"SELECT count() AS c FROM {table}")[0]["c"])  # noqa: E731
+    first = setup.start(setup.config(routes, extra=registry_section()))
+    first.wait_ready()
+    wait_until("V1 rows", lambda: (count() == 50, count()))
+    assert first.stop() == 0, first.logs()
+
+    produce_avro(topic, [(record(i, 2), V2) for i in range(50, 100)])
+    second = setup.start(setup.config(routes, extra=registry_section()))
+    second.wait_ready()
+    wait_until("V2 rows in both sinks", lambda: (
+        count() == 100 and iceberg_count(setup.catalog_uri, setup.warehouse, lake) == 100, count()))
+    assert second.stop() == 0, second.logs()
+    rows = clickhouse(f"SELECT id, note FROM {table} ORDER BY id")
+    assert [(int(r["id"]), r["note"]) for r in rows] == (
+        [(i, None) for i in range(50)] + [(i, record(i, 2)["note"]) for i in range(50, 100)])
+    got = read_iceberg(setup.catalog_uri, setup.warehouse, lake, "id", rows=True)
+    assert [(int(r["id"]), r["note"]) for r in got["rows"]] == [(int(r["id"]), r["note"]) for r in rows]

@@ -49,6 +49,11 @@ impl ClickHouseSink {
             .create_ledger_and_gate_registry(&ledger, companions)
             .await?;
         setup.add_from_block(&ledger).await?;
+        // The route's schema may have gained nullable fields since the table was made.
+        let columns = match setup.add_columns(&schema, &columns).await? {
+            true => setup.read_columns().await?,
+            false => columns,
+        };
         let columns = setup.match_columns(&schema, columns)?;
         setup.check_encoding(&schema, &columns)?;
         let sink = setup.into_sink(schema, columns, ledger, coordinates, gates);
@@ -389,19 +394,21 @@ impl<'a> Setup<'a> {
         execute(&self.name, self.client.query_raw(&sql)).await
     }
 
-    /// `ALTER TABLE … ADD COLUMN` for each field of `schema` the table lacks.
+    /// `ALTER TABLE … ADD COLUMN` for each field of `schema` the table lacks (nullable
+    /// ones only); whether any was added.
     async fn add_columns(
         &self,
         schema: &SchemaRef,
         columns: &[TableColumn],
-    ) -> Result<(), SinkError> {
+    ) -> Result<bool, SinkError> {
+        let mut added = false;
         for field in schema.fields() {
             if has_column(field, columns) {
                 continue;
             }
             if !field.is_nullable() {
                 return Err(self.refused(format!(
-                    "the new field `{}` is not nullable: rows written before it have no value for it",
+                    "field `{}` has no column in the table, and only a nullable field can be added to a table holding rows",
                     field.name()
                 )));
             }
@@ -425,8 +432,9 @@ impl<'a> Setup<'a> {
                 Err(e) if server_error_code(&e.to_string()) == Some(44) => {}
                 Err(e) => return Err(e),
             }
+            added = true;
         }
-        Ok(())
+        Ok(added)
     }
 
     /// What the table or schema does not allow: retrying cannot help.

@@ -34,7 +34,7 @@ pub async fn add_fields(
         if let Some(required) = missing.iter().find(|f| !f.is_nullable()) {
             return Err((
                 format!(
-                    "the new field `{}` is not nullable: rows written before it have no value for it",
+                    "field `{}` has no column in the table, and only a nullable field can be added to a table holding rows",
                     required.name()
                 ),
                 false,

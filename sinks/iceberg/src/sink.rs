@@ -61,6 +61,10 @@ impl IcebergSink {
         let table = ensure_table(&*catalog, namespace, config, &schema)
             .await
             .map_err(|(message, retryable)| SinkError::new(&name, message, retryable))?;
+        // The route's schema may have gained nullable fields since the table was made.
+        let table = crate::evolve::add_fields(&*catalog, table, &schema)
+            .await
+            .map_err(|(message, retryable)| SinkError::new(&name, message, retryable))?;
         let target_schema = Arc::new(
             schema_to_arrow_schema(table.metadata().current_schema())
                 .map_err(|e| permanent(e.to_string()))?,
