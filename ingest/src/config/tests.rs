@@ -392,11 +392,16 @@ fn a_route_names_its_payload_format() {
     );
     let loaded = load_text(&route("format: json")).unwrap();
     assert_eq!(loaded.routes[0].config.format, PayloadFormat::Json);
+    let err = load_text(&route("format: xml")).unwrap_err().to_string();
+    assert!(
+        err.contains("routes[0].format") && err.contains("xml"),
+        "{err}"
+    );
     let err = load_text(&route("format: protobuf"))
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("routes[0].format") && err.contains("protobuf"),
+        err.contains("routes[0].schema") && err.contains(".proto"),
         "{err}"
     );
     let err = load_text(&route("format: avro")).unwrap_err().to_string();
