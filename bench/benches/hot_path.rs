@@ -34,21 +34,21 @@ fn decode_all(events: &[Vec<u8>]) -> Vec<RecordBatch> {
     batches
 }
 
-/// The Avro events through the route decoder, their writer schema learned as the
-/// consumer would from the registry.
-fn decode_all_avro(events: &[Vec<u8>]) -> Vec<RecordBatch> {
-    let payload = Payload::Avro {
-        reader: ingest_bench::events_avsc().into(),
-        registry: true,
-    };
-    let schema = ingest::own_schema(&payload).unwrap().unwrap();
-    let mut decoder = RouteDecoder::new(&payload, schema, vec![], EVENTS).unwrap();
+/// Registry-framed events through the route decoder, their writer schema (`kind`,
+/// `text`) learned under `id` as the consumer would from the registry.
+fn decode_framed(
+    payload: &Payload,
+    (kind, text, id): (&str, String, u32),
+    events: &[Vec<u8>],
+) -> Vec<RecordBatch> {
+    let schema = ingest::own_schema(payload).unwrap().unwrap();
+    let mut decoder = RouteDecoder::new(payload, schema, vec![], EVENTS).unwrap();
     let writer = WriterSchema {
-        kind: "AVRO".into(),
-        text: ingest_bench::events_avsc(),
+        kind: kind.into(),
+        text,
         has_references: false,
     };
-    decoder.learn(AVRO_ID, Some(&writer));
+    decoder.learn(id, Some(&writer));
     let mut rejected = Vec::new();
     for (offset, payload) in events.iter().enumerate() {
         let message = Message::payload_only("bench", 0, offset as i64, payload);
@@ -59,33 +59,33 @@ fn decode_all_avro(events: &[Vec<u8>]) -> Vec<RecordBatch> {
     batches
 }
 
-const AVRO_ID: u32 = 7;
-const PROTOBUF_ID: u32 = 8;
+fn decode_all_avro(events: &[Vec<u8>]) -> Vec<RecordBatch> {
+    let payload = Payload::Avro {
+        reader: ingest_bench::events_avsc().into(),
+        registry: true,
+    };
+    decode_framed(
+        &payload,
+        ("AVRO", ingest_bench::events_avsc(), AVRO_ID),
+        events,
+    )
+}
 
-/// The Protobuf events through the route decoder, as [`decode_all_avro`].
 fn decode_all_protobuf(events: &[Vec<u8>]) -> Vec<RecordBatch> {
     let payload = Payload::Protobuf {
         schema: ProtoSchema::Source(ingest_bench::events_proto().into()),
         message: None,
         registry: true,
     };
-    let schema = ingest::own_schema(&payload).unwrap().unwrap();
-    let mut decoder = RouteDecoder::new(&payload, schema, vec![], EVENTS).unwrap();
-    let writer = WriterSchema {
-        kind: "PROTOBUF".into(),
-        text: ingest_bench::events_proto(),
-        has_references: false,
-    };
-    decoder.learn(PROTOBUF_ID, Some(&writer));
-    let mut rejected = Vec::new();
-    for (offset, payload) in events.iter().enumerate() {
-        let message = Message::payload_only("bench", 0, offset as i64, payload);
-        decoder.push(&message, &mut rejected);
-    }
-    let batches = decoder.take(&mut rejected);
-    assert!(rejected.is_empty(), "{:?}", rejected.first());
-    batches
+    decode_framed(
+        &payload,
+        ("PROTOBUF", ingest_bench::events_proto(), PROTOBUF_ID),
+        events,
+    )
 }
+
+const AVRO_ID: u32 = 7;
+const PROTOBUF_ID: u32 = 8;
 
 fn benches(c: &mut Criterion) {
     let events = ingest_bench::sample_events(EVENTS);

@@ -12,6 +12,26 @@ use arrow_schema::SchemaRef;
 
 pub use super::json::Coercions;
 
+/// The writer schema of `id` when a format reading `kind` (`AVRO`, `PROTOBUF`) can use
+/// it, else why its records are refused.
+pub fn usable<'s>(
+    id: u32,
+    schema: Option<&'s WriterSchema>,
+    kind: &str,
+) -> Result<&'s WriterSchema, String> {
+    match schema {
+        None => Err(format!("schema id {id} is not in the registry")),
+        Some(s) if !s.kind.eq_ignore_ascii_case(kind) => Err(format!(
+            "schema id {id} is a {} schema; the route reads {kind}",
+            s.kind
+        )),
+        Some(s) if s.has_references => Err(format!(
+            "schema id {id} refers to other registered schemas, which are not resolved yet"
+        )),
+        Some(s) => Ok(s),
+    }
+}
+
 /// What a route's payloads are, as its config resolved them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {

@@ -390,4 +390,6 @@ fn reject(message: &Message<'_>, error: &str) -> Rejected {
 #[cfg(test)]
 mod format_tests;
 #[cfg(test)]
+mod registry_tests;
+#[cfg(test)]
 mod tests;

@@ -20,7 +20,7 @@ use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaSt
 use arrow_schema::{Schema, SchemaRef};
 use arrow_select::concat::concat_batches;
 
-use super::format::{Format, Payload, Refusal, WriterSchema};
+use super::format::{Format, Payload, Refusal, WriterSchema, usable};
 
 /// How payloads carry their writer schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,16 +244,9 @@ impl Format for Avro {
 
     fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Option<Payload> {
         let mut wider = None;
-        let writer = match schema {
-            None => Writer::Refused(format!("schema id {id} is not in the registry")),
-            Some(s) if !s.kind.eq_ignore_ascii_case("AVRO") => Writer::Refused(format!(
-                "schema id {id} is a {} schema; the route reads Avro",
-                s.kind
-            )),
-            Some(s) if s.has_references => Writer::Refused(format!(
-                "schema id {id} refers to other schemas, which are not resolved yet"
-            )),
-            Some(s) => {
+        let writer = match usable(id, schema, "AVRO") {
+            Err(why) => Writer::Refused(why),
+            Ok(s) => {
                 let writer = AvroSchema::new(s.text.clone());
                 match build(&self.reader, [(id, &writer)], 1) {
                     Ok(_) => {

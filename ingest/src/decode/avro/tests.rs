@@ -15,7 +15,8 @@ use arrow_schema::{DataType, TimeUnit};
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::decode::{Message, Payload, Rejected, RouteDecoder};
+use crate::decode::registry_tests::{ids, run, schema};
+use crate::decode::{Payload, RouteDecoder};
 
 const V1: &str = r#"{"type":"record","name":"Event","namespace":"t","fields":[
   {"name":"id","type":"long"},{"name":"name","type":"string"}]}"#;
@@ -75,14 +76,6 @@ fn v2(id: i64, note: Option<&str>) -> Value {
     ])
 }
 
-fn schema(kind: &str, text: &str) -> WriterSchema {
-    WriterSchema {
-        kind: kind.into(),
-        text: text.into(),
-        has_references: false,
-    }
-}
-
 fn decoder(reader: &str, chunk_rows: usize) -> RouteDecoder {
     let payload = Payload::Avro {
         reader: reader.into(),
@@ -94,40 +87,6 @@ fn decoder(reader: &str, chunk_rows: usize) -> RouteDecoder {
 
 fn own_schema_of(payload: &Payload) -> SchemaRef {
     crate::decode::own_schema(payload).unwrap().unwrap()
-}
-
-/// Pushes `payloads` (learning ids as the consumer would), returns rows and rejects.
-fn run(
-    decoder: &mut RouteDecoder,
-    registry: &HashMap<u32, WriterSchema>,
-    payloads: &[Vec<u8>],
-) -> (Vec<RecordBatch>, Vec<Rejected>) {
-    let mut rejected = Vec::new();
-    for (offset, payload) in payloads.iter().enumerate() {
-        let message = Message::payload_only("t", 0, offset as i64, payload);
-        if let Some(id) = decoder.schema_wanted(&message) {
-            decoder.learn(id, registry.get(&id));
-        }
-        decoder.push(&message, &mut rejected);
-        if decoder.chunk_full() {
-            decoder.flush_chunk(&mut rejected);
-        }
-    }
-    let batches = decoder.take(&mut rejected);
-    (batches, rejected)
-}
-
-fn ids(batches: &[RecordBatch]) -> Vec<i64> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("id")
-                .unwrap()
-                .as_primitive::<Int64Type>()
-                .values()
-                .to_vec()
-        })
-        .collect()
 }
 
 #[test]

@@ -15,7 +15,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 
-use super::format::{Format, Payload, ProtoSchema, Refusal, WriterSchema};
+use super::format::{Format, Payload, ProtoSchema, Refusal, WriterSchema, usable};
 use table::Columns;
 
 /// The name a registry schema's `.proto` text is compiled under.
@@ -211,16 +211,9 @@ impl Format for Protobuf {
     }
 
     fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Option<Payload> {
-        let writer = match schema {
-            None => Writer::Refused(format!("schema id {id} is not in the registry")),
-            Some(s) if !s.kind.eq_ignore_ascii_case("PROTOBUF") => Writer::Refused(format!(
-                "schema id {id} is a {} schema; the route reads Protobuf",
-                s.kind
-            )),
-            Some(s) if s.has_references => Writer::Refused(format!(
-                "schema id {id} imports other registered schemas, which are not resolved yet"
-            )),
-            Some(s) => match compile_source(&s.text) {
+        let writer = match usable(id, schema, "PROTOBUF") {
+            Err(why) => Writer::Refused(why),
+            Ok(s) => match compile_source(&s.text) {
                 Ok(compiled) => Writer::Readable(Arc::new(compiled)),
                 Err(e) => Writer::Refused(format!("schema id {id} does not compile: {e}")),
             },

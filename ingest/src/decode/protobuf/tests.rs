@@ -11,7 +11,8 @@ use prost_reflect::{DynamicMessage, MapKey, Value};
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::decode::{Message, Payload, Rejected, RouteDecoder};
+use crate::decode::registry_tests::{ids, run, schema};
+use crate::decode::{Payload, RouteDecoder};
 
 const PROTO: &str = r#"
 syntax = "proto3";
@@ -55,14 +56,6 @@ fn proto_v2() -> String {
 
 fn pool(text: &str) -> DescriptorPool {
     compile_source(text).unwrap().0
-}
-
-fn schema(kind: &str, text: &str) -> WriterSchema {
-    WriterSchema {
-        kind: kind.into(),
-        text: text.into(),
-        has_references: false,
-    }
 }
 
 /// Confluent framing: magic, id, the index list [1] (Event), the message.
@@ -141,39 +134,6 @@ fn decoder() -> RouteDecoder {
     };
     let table = crate::decode::own_schema(&payload).unwrap().unwrap();
     RouteDecoder::new(&payload, table, vec![], 16).unwrap()
-}
-
-fn run(
-    decoder: &mut RouteDecoder,
-    registry: &HashMap<u32, WriterSchema>,
-    payloads: &[Vec<u8>],
-) -> (Vec<RecordBatch>, Vec<Rejected>) {
-    let mut rejected = Vec::new();
-    for (offset, payload) in payloads.iter().enumerate() {
-        let message = Message::payload_only("t", 0, offset as i64, payload);
-        if let Some(id) = decoder.schema_wanted(&message) {
-            decoder.learn(id, registry.get(&id));
-        }
-        decoder.push(&message, &mut rejected);
-        if decoder.chunk_full() {
-            decoder.flush_chunk(&mut rejected);
-        }
-    }
-    let batches = decoder.take(&mut rejected);
-    (batches, rejected)
-}
-
-fn ids(batches: &[RecordBatch]) -> Vec<i64> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("id")
-                .unwrap()
-                .as_primitive::<Int64Type>()
-                .values()
-                .to_vec()
-        })
-        .collect()
 }
 
 #[test]
