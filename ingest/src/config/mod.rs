@@ -293,6 +293,8 @@ pub struct Loaded {
     /// read from `${file:...}`, S3 keys from the environment), for
     /// [`secret::register`] to mask them in logs and errors.
     pub secrets: Vec<SecretString>,
+    /// The config file's directory, where schema paths start (read again on SIGHUP).
+    pub base: PathBuf,
 }
 
 /// A one-line configuration error.
@@ -356,6 +358,7 @@ pub fn load_str(
     let sections = sinks::open_sections(blocks.sections, base).map_err(&fail)?;
     let routes = validate(&config, base, &sections, blocks.routes).map_err(fail)?;
     Ok(Loaded {
+        base: base.to_path_buf(),
         config,
         sinks: sections,
         routes,
@@ -466,6 +469,21 @@ fn one_line(text: &str) -> String {
 }
 
 impl Loaded {
+    /// Route `index`'s payload and table schema read again from its schema file (a
+    /// SIGHUP); `None` for a route whose schema comes from the registry.
+    pub fn reread_schema(
+        &self,
+        index: usize,
+    ) -> Result<Option<(crate::decode::Payload, SchemaRef)>, String> {
+        let route = &self.routes[index].config;
+        if route.schema.is_none() {
+            return Ok(None);
+        }
+        payload::resolve(route, &self.config, &self.base)
+            .map(Some)
+            .map_err(|(key, message)| format!("at `routes[{index}].{key}`: {message}"))
+    }
+
     /// The route for a topic: an explicit listing wins, then the first matching pattern.
     pub fn route_for(&self, topic: &str) -> Option<usize> {
         self.routes

@@ -55,6 +55,8 @@ pub(super) async fn consume(
         consumer: &consumer,
         dead_letters: dead_letters.as_ref(),
         registry: registry.as_ref(),
+        // SIGHUP: read the routes' schema files again.
+        hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
         route_of: HashMap::new(),
         last_route: None,
         health: &health,
@@ -146,6 +148,14 @@ impl Pipeline<'_> {
                 let now = Instant::now();
                 if quiet || now.duration_since(last_tick) >= TICK {
                     last_tick = now;
+                    if self
+                        .hangup
+                        .as_mut()
+                        .and_then(|h| h.recv().now_or_never().flatten())
+                        .is_some()
+                    {
+                        self.reread_schemas(routes).await?;
+                    }
                     self.handle_rebalances(routes)?;
                     self.check_log_bounds(routes)?;
                     self.flush_due(routes).await?;
@@ -184,7 +194,7 @@ impl Pipeline<'_> {
                 return Ok(());
             };
             if let Some(wider) = routes[index].learn(id, schema.as_ref())
-                && !self.widen(&mut routes[index], wider).await?
+                && !self.widen_to(&mut routes[index], wider).await?
             {
                 return Ok(());
             }

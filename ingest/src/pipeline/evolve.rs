@@ -12,16 +12,47 @@ use crate::batch::RouteBatch;
 use crate::decode::{Payload, own_schema};
 
 impl Pipeline<'_> {
-    /// Widens `route` to `payload` when it only adds nullable fields; `false` when the
-    /// service is stopping (nothing changed then but writes made).
-    pub(super) async fn widen(
+    /// Widens `route` to the schema its new writer version brings.
+    pub(super) async fn widen_to(
         &mut self,
         route: &mut RouteBatch,
         payload: Payload,
     ) -> anyhow::Result<bool> {
-        let Some(wider) = own_schema(&payload).map_err(anyhow::Error::msg)? else {
-            return Ok(true);
-        };
+        match own_schema(&payload).map_err(anyhow::Error::msg)? {
+            Some(wider) => self.widen(route, payload, wider).await,
+            None => Ok(true),
+        }
+    }
+
+    /// Reads every route's schema file again (SIGHUP) and widens the routes whose
+    /// schema gained fields. A file that does not load is an ERROR, and the route keeps
+    /// its schema.
+    pub(super) async fn reread_schemas(&mut self, routes: &mut [RouteBatch]) -> anyhow::Result<()> {
+        tracing::info!("SIGHUP: reading the routes' schema files again");
+        for route in routes.iter_mut() {
+            match self.loaded.reread_schema(route.index) {
+                Ok(Some((payload, schema))) if schema != route.route.schema => {
+                    if !self.widen(route, payload, schema).await? {
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(route = %route.route.name, error = %e, "the schema file did not load; the route keeps its schema")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Widens `route` to `payload` read as `wider` when that only adds nullable fields;
+    /// `false` when the service is stopping (nothing changed then but writes made).
+    pub(super) async fn widen(
+        &mut self,
+        route: &mut RouteBatch,
+        payload: Payload,
+        wider: arrow_schema::SchemaRef,
+    ) -> anyhow::Result<bool> {
         let old = route.route.schema.clone();
         let kept = old.fields().iter().all(|f| {
             wider
@@ -29,7 +60,15 @@ impl Pipeline<'_> {
                 .is_ok_and(|w| w.data_type() == f.data_type())
         });
         if !kept {
-            tracing::warn!(route = %route.route.name, "a wider schema changes existing columns; the new fields are skipped");
+            tracing::warn!(route = %route.route.name, "the new schema changes or drops existing columns; it is not applied");
+            return Ok(true);
+        }
+        if let Some(required) = wider
+            .fields()
+            .iter()
+            .find(|f| old.field_with_name(f.name()).is_err() && !f.is_nullable())
+        {
+            tracing::warn!(route = %route.route.name, field = %required.name(), "a new field must be nullable (rows before it have no value); the new schema is not applied");
             return Ok(true);
         }
         let added: Vec<String> = wider

@@ -65,6 +65,8 @@ struct Pipeline<'a> {
     dead_letters: Option<&'a DeadLetters>,
     /// Writer schemas by id, for routes whose payloads name one.
     registry: Option<&'a crate::registry::Registry>,
+    /// SIGHUP, to read the routes' schema files again (`evolve.rs`).
+    hangup: Option<tokio::signal::unix::Signal>,
     route_of: HashMap<String, Option<usize>>,
     last_route: Option<(String, Option<usize>)>,
     health: &'a Health,
