@@ -147,3 +147,32 @@ def test_two_versions_interleaved_read_back_equal_in_every_reader(setup):
             assert row["maybe"] == want["maybe"] and row["note"] == want["note"], (reader, row)
             assert (row["inner"] or {}).get("x") == want["x"], (reader, row)
             assert sorted((p["key"], p["value"]) for p in row["attrs"]) == want["attrs"], (reader, row)
+
+
+@every_clickhouse
+def test_a_new_field_of_a_newer_version_is_added_while_running(setup):
+    """The service starts on version 1; version 2 (one more field) arrives mid-stream:
+    both sinks gain the column without a restart, earlier rows read null."""
+    topic = create_topic(unique("proto-evolve"), 1)
+    v1, v2 = event_class(1, f"{topic}_v1.proto"), event_class(2, f"{topic}_v2.proto")
+    produce_protobuf(topic, [record(v1, i) for i in range(50)])
+    config = setup.config([{"topics": [topic], "format": "protobuf",
+                            "clickhouse": {"table": "proto_evolving", "order_by": ["id"]},
+                            "iceberg": {"table": "proto_evolving"},
+                            "batch": {"max_rows": 100, "max_age": "300ms"}}],
+                          extra={"schema_registry": {"url": REGISTRY}})
+    ingest = setup.start(config)
+    ingest.wait_ready()
+    table, lake = f"{setup.database}.proto_evolving", f"{setup.namespace}.proto_evolving"
+    count = lambda: int(clickhouse(f"SELECT count() AS c FROM {table}")[0]["c"])  # noqa: E731
+    wait_until("version 1 rows", lambda: (count() == 50, count()))
+    produce_protobuf(topic, [record(v2, i) for i in range(50, 100)])
+    wait_until("version 2 rows in both sinks", lambda: (
+        count() == 100 and iceberg_count(setup.catalog_uri, setup.warehouse, lake) == 100, count()), 120)
+    assert ingest.stop() == 0, ingest.logs()
+    assert "columns added in every sink" in ingest.logs(), ingest.logs()
+    want = [(i, None) for i in range(50)] + [(i, f"note {i}") for i in range(50, 100)]
+    rows = clickhouse(f"SELECT id, note FROM {table} ORDER BY id")
+    assert [(int(r["id"]), r["note"]) for r in rows] == want
+    got = read_iceberg(setup.catalog_uri, setup.warehouse, lake, "id", rows=True)
+    assert [(int(r["id"]), r["note"]) for r in got["rows"]] == want

@@ -18,9 +18,13 @@ impl Pipeline<'_> {
         route: &mut RouteBatch,
         payload: Payload,
     ) -> anyhow::Result<bool> {
-        match own_schema(&payload).map_err(anyhow::Error::msg)? {
-            Some(wider) => self.widen(route, payload, wider).await,
-            None => Ok(true),
+        match own_schema(&payload) {
+            Ok(Some(wider)) => self.widen(route, payload, wider).await,
+            Ok(None) => Ok(true),
+            Err(e) => {
+                tracing::warn!(route = %route.route.name, error = %e, "a newer writer schema has no table; its new fields are skipped");
+                Ok(true)
+            }
         }
     }
 
@@ -45,7 +49,8 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// Widens `route` to `payload` read as `wider` when that only adds nullable fields;
+    /// Widens `route` to `payload` read as `wider` when that only adds fields (their
+    /// columns are nullable: rows before them have no value);
     /// `false` when the service is stopping (nothing changed then but writes made).
     pub(super) async fn widen(
         &mut self,
@@ -61,14 +66,6 @@ impl Pipeline<'_> {
         });
         if !kept {
             tracing::warn!(route = %route.route.name, "the new schema changes or drops existing columns; it is not applied");
-            return Ok(true);
-        }
-        if let Some(required) = wider
-            .fields()
-            .iter()
-            .find(|f| old.field_with_name(f.name()).is_err() && !f.is_nullable())
-        {
-            tracing::warn!(route = %route.route.name, field = %required.name(), "a new field must be nullable (rows before it have no value); the new schema is not applied");
             return Ok(true);
         }
         let added: Vec<String> = wider

@@ -394,8 +394,8 @@ impl<'a> Setup<'a> {
         execute(&self.name, self.client.query_raw(&sql)).await
     }
 
-    /// `ALTER TABLE … ADD COLUMN` for each field of `schema` the table lacks (nullable
-    /// ones only); whether any was added.
+    /// `ALTER TABLE … ADD COLUMN` for each field of `schema` the table lacks, as a
+    /// nullable column; whether any was added.
     async fn add_columns(
         &self,
         schema: &SchemaRef,
@@ -406,13 +406,10 @@ impl<'a> Setup<'a> {
             if has_column(field, columns) {
                 continue;
             }
-            if !field.is_nullable() {
-                return Err(self.refused(format!(
-                    "field `{}` has no column in the table, and only a nullable field can be added to a table holding rows",
-                    field.name()
-                )));
-            }
-            let ty = ddl_type(field, self.caps).map_err(|e| self.refused(e))?;
+            // Rows already in the table have no value for it: the column is nullable
+            // whatever the field says.
+            let nullable = field.as_ref().clone().with_nullable(true);
+            let ty = ddl_type(&nullable, self.caps).map_err(|e| self.refused(e))?;
             let sql = format!(
                 "ALTER TABLE {}.{} ADD COLUMN {} {ty}",
                 quote_ident(&self.conn.database),

@@ -13,8 +13,8 @@ use crate::schema::iceberg_compatible;
 /// How many times a schema update lost to another commit is tried again.
 const ATTEMPTS: usize = 10;
 
-/// The table with every field of `schema` (adding the ones it lacks, which must be
-/// nullable). Errors are `(message, retryable)`.
+/// The table with every field of `schema` (adding the ones it lacks as optional
+/// fields). Errors are `(message, retryable)`.
 pub async fn add_fields(
     catalog: &dyn Catalog,
     mut table: Table,
@@ -31,16 +31,13 @@ pub async fn add_fields(
         if missing.is_empty() {
             return Ok(table);
         }
-        if let Some(required) = missing.iter().find(|f| !f.is_nullable()) {
-            return Err((
-                format!(
-                    "field `{}` has no column in the table, and only a nullable field can be added to a table holding rows",
-                    required.name()
-                ),
-                false,
-            ));
-        }
-        let types = iceberg_compatible(&Schema::new(missing.clone()))
+        // Rows already in the table have no value for them: optional fields, whatever
+        // the route's fields say.
+        let missing: Vec<_> = missing
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let types = iceberg_compatible(&Schema::new(missing))
             .and_then(|s| {
                 iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(&s)
                     .map_err(|e| e.to_string())

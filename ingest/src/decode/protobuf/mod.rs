@@ -211,15 +211,54 @@ impl Format for Protobuf {
     }
 
     fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Option<Payload> {
+        let mut wider = None;
         let writer = match usable(id, schema, "PROTOBUF") {
             Err(why) => Writer::Refused(why),
             Ok(s) => match compile_source(&s.text) {
-                Ok(compiled) => Writer::Readable(Arc::new(compiled)),
+                Ok(compiled) => {
+                    wider = self.wider(&s.text, &compiled.0);
+                    Writer::Readable(Arc::new(compiled))
+                }
                 Err(e) => Writer::Refused(format!("schema id {id} does not compile: {e}")),
             },
         };
         self.known.insert(id, writer);
-        None
+        wider
+    }
+}
+
+impl Protobuf {
+    /// The writer's file as the route's schema, when its version of the route's message
+    /// keeps every field the route reads (same number, name and type) and adds some.
+    fn wider(&self, text: &str, pool: &DescriptorPool) -> Option<Payload> {
+        let reader = &self.reader.message;
+        let writer = pool.get_message_by_name(reader.full_name())?;
+        let keeps = reader.fields().all(|f| {
+            writer.get_field(f.number()).is_some_and(|w| {
+                w.name() == f.name()
+                    && kind_name(&w.kind()) == kind_name(&f.kind())
+                    && w.is_list() == f.is_list()
+                    && w.is_map() == f.is_map()
+            })
+        });
+        let adds = writer
+            .fields()
+            .any(|w| reader.get_field(w.number()).is_none());
+        (keeps && adds).then(|| Payload::Protobuf {
+            schema: ProtoSchema::Source(text.into()),
+            message: Some(reader.full_name().into()),
+            registry: self.registry,
+        })
+    }
+}
+
+/// A field kind by name (messages and enums by their full names: descriptors of two
+/// pools never compare equal).
+fn kind_name(kind: &prost_reflect::Kind) -> String {
+    match kind {
+        prost_reflect::Kind::Message(m) => m.full_name().to_string(),
+        prost_reflect::Kind::Enum(e) => e.full_name().to_string(),
+        other => format!("{other:?}"),
     }
 }
 

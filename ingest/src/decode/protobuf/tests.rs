@@ -336,3 +336,23 @@ fn mutated_payloads_are_refused_never_a_panic() {
         "{all_rows} rows, {all_rejected} rejected"
     );
 }
+
+#[test]
+fn a_writer_version_with_new_fields_offers_a_wider_message() {
+    let v2 = proto_v2();
+    let mut d = decoder();
+    assert_eq!(
+        d.learn(5, Some(&schema("PROTOBUF", PROTO))),
+        None,
+        "nothing new"
+    );
+    let Some(wider) = d.learn(6, Some(&schema("PROTOBUF", &as_base64_descriptor(&v2)))) else {
+        panic!("v2 adds a field")
+    };
+    let table = crate::decode::own_schema(&wider).unwrap().unwrap();
+    assert!(table.field_with_name("added").is_ok());
+    assert_eq!(table.fields().len(), 18);
+    // A version that changes a field's type offers nothing.
+    let retyped = PROTO.replace("string name = 2;", "int32 name = 2;\n  string more = 30;");
+    assert_eq!(d.learn(7, Some(&schema("PROTOBUF", &retyped))), None);
+}
