@@ -398,6 +398,9 @@ fn validate(
         return Err("at `routes`: at least one route is needed".into());
     }
     check_kafka(&config.kafka)?;
+    if let Some(registry) = &config.schema_registry {
+        registry.check()?;
+    }
     let mut seen = route::Seen::default();
     let routes = config
         .routes

@@ -36,6 +36,24 @@ pub struct RegistryTls {
     pub ca_file: Option<PathBuf>,
 }
 
+impl SchemaRegistryConfig {
+    /// One way to authenticate, and a URL.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.url.starts_with("http://") && !self.url.starts_with("https://") {
+            return Err("at `schema_registry.url`: give an http:// or https:// URL".into());
+        }
+        if self.token.is_some() && (self.username.is_some() || self.password.is_some()) {
+            return Err(
+                "at `schema_registry`: give `username` and `password`, or `token`, not both".into(),
+            );
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err("at `schema_registry.password`: give the `username` too".into());
+        }
+        Ok(())
+    }
+}
+
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }

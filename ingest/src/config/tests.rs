@@ -526,3 +526,59 @@ fn a_protobuf_route_s_table_is_its_message() {
         .to_string();
     assert!(err.contains("routes[0].schema"), "{err}");
 }
+
+#[test]
+fn registry_secrets_are_masked_and_one_way_to_log_in_is_given() {
+    let text = |section: &str| {
+        format!(
+            "{}schema_registry: {section}\n",
+            with_routes(
+                "\n  - topics: [events]\n    schema: events.yaml\n    clickhouse: { table: events, order_by: [id] }\n"
+            )
+        )
+    };
+    let loaded = load_with_files(
+        &text("{ url: \"https://reader:url-Secret-2@registry:8081\", username: reader, password: reg-Secret-1 }"),
+        &[("events.yaml", "fields:\n  - {name: id, type: int64}\n")],
+    )
+    .unwrap();
+    let secrets: Vec<&str> = loaded.secrets.iter().map(|s| s.expose_secret()).collect();
+    assert!(secrets.contains(&"reg-Secret-1"), "{secrets:?}");
+    assert!(secrets.contains(&"url-Secret-2"), "{secrets:?}");
+    let shown = format!("{:?}", loaded.config.schema_registry);
+    assert!(
+        !shown.contains("Secret") && shown.contains("reader"),
+        "{shown}"
+    );
+    let loaded = load_with_files(
+        &text("{ url: \"http://registry:8081\", token: tok-Secret-3 }"),
+        &[("events.yaml", "fields:\n  - {name: id, type: int64}\n")],
+    )
+    .unwrap();
+    assert!(
+        loaded
+            .secrets
+            .iter()
+            .any(|s| s.expose_secret() == "tok-Secret-3")
+    );
+    for (section, want) in [
+        (
+            "{ url: \"http://r\", username: u, password: p, token: t }",
+            "not both",
+        ),
+        (
+            "{ url: \"http://r\", password: p }",
+            "give the `username` too",
+        ),
+        ("{ url: \"registry:8081\" }", "schema_registry.url"),
+    ] {
+        let err = load_with_files(
+            &text(section),
+            &[("events.yaml", "fields:\n  - {name: id, type: int64}\n")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(want), "want `{want}`: {err}");
+        assert!(!err.contains("Secret"), "{err}");
+    }
+}
