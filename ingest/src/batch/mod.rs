@@ -85,8 +85,14 @@ impl RouteBatch {
         &mut self,
         id: u32,
         schema: Option<&crate::decode::WriterSchema>,
-    ) -> Option<crate::decode::Payload> {
+    ) -> crate::decode::Learned {
         self.decoder.learn(id, schema)
+    }
+
+    /// Forgets the writer schemas the decoder learned (it asks for them again), after
+    /// the route was paused on one it could not read.
+    pub fn relearn(&mut self) -> anyhow::Result<()> {
+        self.widen(self.route.payload.clone(), self.route.schema.clone())
     }
 
     /// The output schema (payload then metadata columns) `payload_schema` would give.

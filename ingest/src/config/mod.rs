@@ -139,6 +139,11 @@ pub struct RouteConfig {
     /// Overrides the global dead-letter topic for this route.
     #[serde(default)]
     pub dead_letter: Option<DeadLetterConfig>,
+    /// What happens to records of a writer schema the route's table cannot take (a
+    /// registry version that changes a type against the promotion rules, drops a
+    /// required field, renames one without an alias).
+    #[serde(default)]
+    pub on_incompatible: OnIncompatible,
     /// What happens when Kafka deleted records a sink still needs (retention overtook
     /// a sink that was down).
     #[serde(default)]
@@ -158,6 +163,20 @@ pub enum PayloadFormat {
     /// Protobuf: schema-registry framed when `schema_registry` is configured, else bare
     /// messages of the route's `.proto` or descriptor set.
     Protobuf,
+}
+
+/// The policy for records whose writer schema the route's table cannot take.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnIncompatible {
+    /// The route stops reading (its records stay in Kafka, nothing passes them),
+    /// `/ready` and `ingest_route_paused` say why, other routes go on; SIGHUP or a
+    /// restart tries again (`pipeline/pause.rs`).
+    #[default]
+    Pause,
+    /// Each such record is a bad record (`on_error`: the dead-letter topic, with the
+    /// reason), and the route goes on.
+    DeadLetter,
 }
 
 /// A lenient reading of JSON a route may allow.

@@ -32,6 +32,29 @@ pub fn usable<'s>(
     }
 }
 
+/// Whether a table of `old`'s columns can become one of `new`'s while running: every
+/// column kept (same name and nullability, the same type or a promotion of it), the
+/// others only added. Else which column is not.
+pub fn widens(old: &arrow_schema::Schema, new: &arrow_schema::Schema) -> Result<(), String> {
+    for field in old.fields() {
+        let Ok(wider) = new.field_with_name(field.name()) else {
+            return Err(format!("column `{}` is dropped", field.name()));
+        };
+        if !ingest_sink_api::evolution::keeps(field.data_type(), wider.data_type()) {
+            return Err(format!(
+                "column `{}` would change from {} to {}, which is not a promotion (int → long, float → double, decimal precision up)",
+                field.name(),
+                field.data_type(),
+                wider.data_type()
+            ));
+        }
+        if wider.is_nullable() && !field.is_nullable() {
+            return Err(format!("column `{}` would become nullable", field.name()));
+        }
+    }
+    Ok(())
+}
+
 /// What a route's payloads are, as its config resolved them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
@@ -110,11 +133,26 @@ pub trait Format: Send {
 
     /// The writer schema of `id` (`None`: the registry has no such id). Records of an
     /// id that cannot be read are refused with the reason. When the writer has fields
-    /// the route's schema lacks, returns the wider payload that would keep them (the
-    /// caller widens the sinks' tables and builds a new decoder from it).
-    fn learn(&mut self, _id: u32, _schema: Option<&WriterSchema>) -> Option<Payload> {
-        None
+    /// or wider types the route's schema lacks, returns the wider payload that keeps
+    /// them (the caller widens the sinks' tables and builds a new decoder from it).
+    fn learn(&mut self, _id: u32, _schema: Option<&WriterSchema>) -> Learned {
+        Learned::Same
     }
+}
+
+/// What a format made of a writer schema it learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Learned {
+    /// Its records are read into the route's schema as it is (or refused one by one
+    /// with their reason: an id the registry lacks, a schema of another kind).
+    Same,
+    /// The writer has fields or wider types the route's schema lacks: this payload
+    /// keeps them. Until the route is widened, its records are refused.
+    Wider(Payload),
+    /// Its records cannot be read into the route's schema, and no widening would read
+    /// them: why. The route's `on_incompatible` decides what happens to them; the
+    /// format refuses them with this reason.
+    Incompatible(String),
 }
 
 /// The decoder of `payload` for payloads of `schema`, `rows` payloads at a time.

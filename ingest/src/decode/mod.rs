@@ -19,7 +19,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
 use arrow_select::concat::concat_batches;
 
-pub use format::{Coercions, Format, Payload, ProtoSchema, Refusal, WriterSchema, own_schema};
+pub use format::{
+    Coercions, Format, Learned, Payload, ProtoSchema, Refusal, WriterSchema, own_schema, widens,
+};
 pub use metadata::{MessageMeta, MetadataBuilder, TopicNames};
 
 use crate::config::MetadataKind;
@@ -161,7 +163,7 @@ impl RouteDecoder {
 
     /// Teaches the format (and the fresh ones it makes) the writer schema of `id`;
     /// a wider payload when the writer has fields the route's schema lacks.
-    pub fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Option<Payload> {
+    pub fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Learned {
         self.format.learn(id, schema)
     }
 

@@ -2,14 +2,16 @@
 //! scraping: `/health` (process up), `/ready` (consuming and no sink failing),
 //! `/metrics`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 #[derive(Clone)]
 pub struct Health {
@@ -20,6 +22,11 @@ struct Inner {
     consuming: AtomicBool,
     partitions: AtomicI64,
     failing_sinks: Mutex<BTreeSet<String>>,
+    /// Services other than sinks being waited for (the schema registry).
+    waiting_for: Mutex<BTreeSet<String>>,
+    /// Paused routes, with why.
+    paused: Mutex<BTreeMap<String, String>>,
+    paused_gauge: IntGaugeVec,
     registry: Registry,
     rows: IntCounterVec,
     rejected: IntCounterVec,
@@ -63,6 +70,17 @@ impl Health {
             "Offsets Kafka deleted (retention, DeleteRecords) before a sink held them: a gap in that sink",
             &["route", "sink"],
         );
+        let paused_gauge = IntGaugeVec::new(
+            Opts::new(
+                "ingest_route_paused",
+                "1 while the route is paused (on_incompatible: pause): /ready says why",
+            ),
+            &["route"],
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(paused_gauge.clone()))
+            .expect("register");
         let assigned = IntGauge::new(
             "ingest_assigned_partitions",
             "Partitions owned by this instance",
@@ -81,6 +99,9 @@ impl Health {
                 consuming: AtomicBool::new(false),
                 partitions: AtomicI64::new(0),
                 failing_sinks: Mutex::new(BTreeSet::new()),
+                waiting_for: Mutex::new(BTreeSet::new()),
+                paused: Mutex::new(BTreeMap::new()),
+                paused_gauge,
                 registry,
                 rows,
                 rejected,
@@ -108,6 +129,30 @@ impl Health {
         } else {
             set.remove(sink);
         }
+    }
+
+    /// A service the pipeline needs besides its sinks (the schema registry) does not
+    /// answer, and is waited for.
+    pub fn set_waiting_for(&self, service: &str, waiting: bool) {
+        let mut set = self.inner.waiting_for.lock().expect("health poisoned");
+        if waiting {
+            set.insert(service.to_string());
+        } else {
+            set.remove(service);
+        }
+    }
+
+    /// The route is paused (`Some(why)`) or reads again (`None`).
+    pub fn set_route_paused(&self, route: &str, why: Option<&str>) {
+        let mut paused = self.inner.paused.lock().expect("health poisoned");
+        match why {
+            Some(why) => paused.insert(route.to_string(), why.to_string()),
+            None => paused.remove(route),
+        };
+        self.inner
+            .paused_gauge
+            .with_label_values(&[route])
+            .set(i64::from(why.is_some()));
     }
 
     /// Whether the sink's last write attempt failed and it is being retried.
@@ -143,19 +188,31 @@ impl Health {
             .inc_by(offsets);
     }
 
-    /// Ready when consuming and every sink accepts writes.
+    /// Ready when consuming, every sink accepts writes, every service answers and no
+    /// route is paused; else every reason, `; `-separated.
     pub fn ready(&self) -> Result<(), String> {
         if !self.inner.consuming.load(Ordering::Relaxed) {
             return Err("not consuming".into());
         }
+        let list = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(", ");
+        let mut why = Vec::new();
         let failing = self.inner.failing_sinks.lock().expect("health poisoned");
         if !failing.is_empty() {
-            return Err(format!(
-                "failing sinks: {}",
-                failing.iter().cloned().collect::<Vec<_>>().join(", ")
-            ));
+            why.push(format!("failing sinks: {}", list(&failing)));
         }
-        Ok(())
+        let waiting = self.inner.waiting_for.lock().expect("health poisoned");
+        if !waiting.is_empty() {
+            why.push(format!("waiting for: {}", list(&waiting)));
+        }
+        let paused = self.inner.paused.lock().expect("health poisoned");
+        for (route, reason) in paused.iter() {
+            why.push(format!("route `{route}` paused: {reason}"));
+        }
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why.join("; "))
+        }
     }
 
     pub(crate) fn metrics_text(&self) -> String {
@@ -197,4 +254,35 @@ pub async fn serve(listen: &str, health: Health) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("server.listen `{listen}`: {e}"))?;
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Health;
+
+    #[test]
+    fn ready_names_every_reason_and_the_paused_metric_follows() {
+        let health = Health::new();
+        health.set_ready(true);
+        assert_eq!(health.ready(), Ok(()));
+        health.set_waiting_for("schema registry", true);
+        health.set_route_paused("orders", Some("writer schema id 9 cannot be read"));
+        assert_eq!(
+            health.ready(),
+            Err("waiting for: schema registry; route `orders` paused: writer schema id 9 cannot be read".into())
+        );
+        assert!(
+            health
+                .metrics_text()
+                .contains("ingest_route_paused{route=\"orders\"} 1")
+        );
+        health.set_waiting_for("schema registry", false);
+        health.set_route_paused("orders", None);
+        assert_eq!(health.ready(), Ok(()));
+        assert!(
+            health
+                .metrics_text()
+                .contains("ingest_route_paused{route=\"orders\"} 0")
+        );
+    }
 }

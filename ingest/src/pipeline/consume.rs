@@ -13,10 +13,10 @@ use tokio::sync::watch;
 
 use super::Pipeline;
 use crate::batch::RouteBatch;
-use crate::config::Loaded;
+use crate::config::{Loaded, OnIncompatible};
 use crate::consumer::{self, Consumer, PositionReaders, RebalanceEvent, Resume};
 use crate::dead_letter::DeadLetters;
-use crate::decode::{Message, WriterSchema};
+use crate::decode::{Learned, Message, WriterSchema};
 use crate::health::Health;
 use crate::protocol::{Offsets, Partition};
 use crate::registry::Registry;
@@ -67,6 +67,7 @@ pub(super) async fn consume(
         lost_reported: HashMap::new(),
         lost_fail: Vec::new(),
         last_log_check: Instant::now(),
+        paused: Default::default(),
     };
     let result = pipeline.consume_until_stopped(&mut routes).await;
     health.set_ready(false);
@@ -155,6 +156,7 @@ impl Pipeline<'_> {
                         .is_some()
                     {
                         self.reread_schemas(routes).await?;
+                        self.resume_paused(routes).await?;
                     }
                     self.handle_rebalances(routes)?;
                     self.check_log_bounds(routes)?;
@@ -177,6 +179,9 @@ impl Pipeline<'_> {
             tracing::warn!(topic, "message from a topic no route matches");
             return Ok(());
         };
+        if self.held(index, topic, message.partition(), message.offset()) {
+            return Ok(());
+        }
         self.check_step(routes, index, topic, message.partition(), message.offset())?;
         let view = Message {
             topic,
@@ -193,10 +198,20 @@ impl Pipeline<'_> {
                 // Stopping: the record is not taken, so no position passes it.
                 return Ok(());
             };
-            if let Some(wider) = routes[index].learn(id, schema.as_ref())
-                && !self.widen_to(&mut routes[index], wider).await?
-            {
-                return Ok(());
+            match routes[index].learn(id, schema.as_ref()) {
+                Learned::Same => {}
+                Learned::Wider(wider) => {
+                    if !self.widen_to(&mut routes[index], wider).await? {
+                        return Ok(());
+                    }
+                }
+                // `dead_letter`: the decoder refuses the record with the reason.
+                Learned::Incompatible(why) => {
+                    if routes[index].route.config.on_incompatible == OnIncompatible::Pause {
+                        self.pause(&routes[index], why, &view);
+                        return Ok(());
+                    }
+                }
             }
         }
         routes[index].push(&view);
@@ -212,7 +227,7 @@ impl Pipeline<'_> {
     /// An unreachable registry is retried with backoff while `/ready` says so, until
     /// it answers or the service stops (`None`).
     async fn writer_schema(&mut self, id: u32) -> Option<Option<WriterSchema>> {
-        const READY_NAME: &str = "schema_registry";
+        const READY_NAME: &str = "schema registry";
         let registry = self
             .registry
             .expect("routes naming schema ids have a registry");
@@ -222,11 +237,11 @@ impl Pipeline<'_> {
         loop {
             match registry.schema(id).await {
                 Ok(found) => {
-                    self.health.set_sink_failing(READY_NAME, false);
+                    self.health.set_waiting_for(READY_NAME, false);
                     return Some(found);
                 }
                 Err(e) => {
-                    self.health.set_sink_failing(READY_NAME, true);
+                    self.health.set_waiting_for(READY_NAME, true);
                     tracing::warn!(id, error = %e, retry_in = ?wait, "schema registry unreachable; the route waits");
                 }
             }
@@ -293,6 +308,7 @@ impl Pipeline<'_> {
                     for Partition { topic, partition } in &partitions {
                         self.continuity.forget(topic, *partition);
                     }
+                    self.forget_held(&partitions);
                     // Never commit for a partition another member now owns.
                     self.offsets.revoke(&partitions);
                     *self.committed.lock().expect("offsets poisoned") =
@@ -300,6 +316,7 @@ impl Pipeline<'_> {
                     self.health.add_partitions(-(partitions.len() as i64));
                 }
                 RebalanceEvent::Assigned(partitions) => {
+                    self.pause_assigned(&partitions);
                     self.health.add_partitions(partitions.len() as i64);
                     self.offsets.assign(&partitions);
                 }

@@ -1,5 +1,6 @@
 //! Widening a route while running: a writer schema (a new registry version) has fields
-//! the route's table lacks. The route's decoded rows are written first and every write
+//! the route's table lacks, or wider types (int → long, float → double, decimal
+//! precision up). The route's decoded rows are written first and every write
 //! in flight finished (rows of the old shape never meet the new columns), then each sink
 //! adds the columns (idempotent: other members do the same), then the route decodes
 //! into the wider schema. The record that brought the new schema is taken afterwards,
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use super::Pipeline;
 use crate::batch::RouteBatch;
-use crate::decode::{Payload, own_schema};
+use crate::decode::{Payload, own_schema, widens};
 
 impl Pipeline<'_> {
     /// Widens `route` to the schema its new writer version brings.
@@ -50,7 +51,7 @@ impl Pipeline<'_> {
     }
 
     /// Widens `route` to `payload` read as `wider` when that only adds fields (their
-    /// columns are nullable: rows before them have no value);
+    /// columns are nullable: rows before them have no value) and promotes types;
     /// `false` when the service is stopping (nothing changed then but writes made).
     pub(super) async fn widen(
         &mut self,
@@ -59,13 +60,8 @@ impl Pipeline<'_> {
         wider: arrow_schema::SchemaRef,
     ) -> anyhow::Result<bool> {
         let old = route.route.schema.clone();
-        let kept = old.fields().iter().all(|f| {
-            wider
-                .field_with_name(f.name())
-                .is_ok_and(|w| w.data_type() == f.data_type())
-        });
-        if !kept {
-            tracing::warn!(route = %route.route.name, "the new schema changes or drops existing columns; it is not applied");
+        if let Err(why) = widens(&old, &wider) {
+            tracing::error!(route = %route.route.name, %why, "the new schema is not applied: it does not only add columns or promote their types");
             return Ok(true);
         }
         let added: Vec<String> = wider
@@ -74,7 +70,16 @@ impl Pipeline<'_> {
             .filter(|f| old.field_with_name(f.name()).is_err())
             .map(|f| f.name().clone())
             .collect();
-        tracing::info!(route = %route.route.name, ?added, "the route's schema gained fields: adding columns while running");
+        let promoted: Vec<String> = wider
+            .fields()
+            .iter()
+            .filter(|f| {
+                old.field_with_name(f.name())
+                    .is_ok_and(|o| o.data_type() != f.data_type())
+            })
+            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+            .collect();
+        tracing::info!(route = %route.route.name, ?added, ?promoted, "the route's schema widened: changing the tables while running");
         self.flush(route, true).await?;
         for lane in 0..route.lanes.len() {
             self.finish_lane(route, lane).await?;

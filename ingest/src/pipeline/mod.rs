@@ -15,7 +15,9 @@
 //!    (which offsets may be committed is `protocol/`'s rule).
 //!
 //! Around them: `open.rs` opens the sinks, `reread.rs` reads partitions again from the
-//! sinks' positions (a dropped or shed batch), `connections.rs` checks the services.
+//! sinks' positions (a dropped or shed batch), `evolve.rs` widens a route and its
+//! tables to a new schema, `pause.rs` holds a route on one it cannot take,
+//! `connections.rs` checks the services.
 
 mod commit;
 mod connections;
@@ -23,6 +25,7 @@ mod consume;
 mod evolve;
 mod log_check;
 mod open;
+mod pause;
 mod reread;
 mod write;
 
@@ -86,6 +89,8 @@ struct Pipeline<'a> {
     /// Gaps found on routes with `on_lost_records: fail`, told before the service stops.
     lost_fail: Vec<String>,
     last_log_check: Instant,
+    /// Routes paused on a writer schema their table cannot take (`pause.rs`).
+    paused: pause::PausedRoutes,
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ impl Pipeline<'_> {
 
     /// Moves the consumer of a partition back to `start`, or to where the group stands
     /// when no sink knows the partition; `partitions` are named if that fails.
-    fn seek(
+    pub(super) fn seek(
         &mut self,
         topic: &str,
         partition: i32,

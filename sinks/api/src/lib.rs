@@ -3,6 +3,7 @@
 //! Each sink reports the Kafka positions it has made durable (see [`OffsetMap`]), so
 //! the service can resume every sink from its own progress.
 
+pub mod evolution;
 mod offsets;
 mod partition;
 mod plugin;

@@ -22,8 +22,9 @@ use crate::engine;
 use crate::gate::Gates;
 use crate::ledger::{CoordinateColumns, Ledger, LedgerReader};
 use crate::native::{NativeColumn, encode_block};
-use crate::types::{ServerCaps, ddl_type, quote_ident};
+use crate::types::{ChType, ServerCaps, ddl_type, quote_ident};
 use crate::write::ClickHouseSink;
+use ingest_sink_api::evolution::promotes;
 
 impl ClickHouseSink {
     /// Connects, creates the table (with its coordinate columns and position ledger) if
@@ -49,8 +50,11 @@ impl ClickHouseSink {
             .create_ledger_and_gate_registry(&ledger, companions)
             .await?;
         setup.add_from_block(&ledger).await?;
-        // The route's schema may have gained nullable fields since the table was made.
-        let columns = match setup.add_columns(&schema, &columns).await? {
+        // The route's schema may have gained nullable fields or wider types since the
+        // table was made.
+        let added = setup.add_columns(&schema, &columns).await?;
+        let promoted = setup.promote_columns(&schema, &columns).await?;
+        let columns = match added || promoted {
             true => setup.read_columns().await?,
             false => columns,
         };
@@ -65,7 +69,8 @@ impl ClickHouseSink {
 
 impl ClickHouseSink {
     /// Widens the table to `schema` while running: adds the columns of its new fields
-    /// (nullable ones only), takes the table's columns again, and retires this writer's
+    /// (nullable ones only), promotes the columns its fields widen, takes the table's
+    /// columns again, and retires this writer's
     /// gate, whose `Null` table copies the table's old columns (the next insert opens a
     /// new one). Another member adding the same column first is not an error.
     pub(crate) async fn evolve_table(&mut self, schema: SchemaRef) -> Result<(), SinkError> {
@@ -73,6 +78,7 @@ impl ClickHouseSink {
         let schema = with_coordinate_fields(&schema, &self.ledger.coordinates);
         let columns = setup.existing_columns().await?;
         setup.add_columns(&schema, &columns).await?;
+        setup.promote_columns(&schema, &columns).await?;
         let columns = setup.read_columns().await?;
         let columns = setup.match_columns(&schema, columns)?;
         setup.check_encoding(&schema, &columns)?;
@@ -434,10 +440,72 @@ impl<'a> Setup<'a> {
         Ok(added)
     }
 
+    /// `ALTER TABLE … MODIFY COLUMN` for each column whose field has a wider type (int →
+    /// long, float → double, decimal precision up: `ingest_sink_api::evolution`), its
+    /// nullability kept; whether any changed. A column another member promoted first
+    /// already has the type.
+    async fn promote_columns(
+        &self,
+        schema: &SchemaRef,
+        columns: &[TableColumn],
+    ) -> Result<bool, SinkError> {
+        let mut promoted = false;
+        for field in schema.fields() {
+            let Some(column) = columns.iter().find(|c| &c.name == field.name()) else {
+                continue;
+            };
+            let Ok(ty) = ChType::parse(&column.type_name) else {
+                continue;
+            };
+            let from = match arrow_type(&ty) {
+                Some(from) if promotes(&from, field.data_type()) => from,
+                _ => continue,
+            };
+            let wider = field.as_ref().clone().with_nullable(ty.is_nullable());
+            let new_type = ddl_type(&wider, self.caps).map_err(|e| self.refused(e))?;
+            let sql = format!(
+                "ALTER TABLE {}.{} MODIFY COLUMN {} {new_type}",
+                quote_ident(&self.conn.database),
+                quote_ident(&self.table.table),
+                quote_ident(field.name())
+            );
+            if !self.conn.create_tables {
+                return Err(self.refused(format!(
+                    "the route's schema widened field `{}` from {from} to {}; with create_tables: false, run: {sql}",
+                    field.name(),
+                    field.data_type()
+                )));
+            }
+            tracing::info!(sink = %self.name, column = %field.name(), from = %column.type_name, to = %new_type, "promoting a column while running");
+            self.run(sql).await?;
+            promoted = true;
+        }
+        Ok(promoted)
+    }
+
     /// What the table or schema does not allow: retrying cannot help.
     fn refused(&self, message: impl Into<String>) -> SinkError {
         SinkError::permanent(&self.name, message)
     }
+}
+
+/// The Arrow type of a column type promotions apply to (numbers and decimals), else
+/// `None`.
+fn arrow_type(ty: &ChType) -> Option<arrow_schema::DataType> {
+    use arrow_schema::DataType;
+    Some(match ty {
+        ChType::Nullable(inner) => return arrow_type(inner),
+        ChType::Int8 => DataType::Int8,
+        ChType::Int16 => DataType::Int16,
+        ChType::Int32 => DataType::Int32,
+        ChType::Int64 => DataType::Int64,
+        ChType::Float32 => DataType::Float32,
+        ChType::Float64 => DataType::Float64,
+        ChType::Decimal(p, s) => {
+            DataType::Decimal128(u8::try_from(*p).ok()?, i8::try_from(*s).ok()?)
+        }
+        _ => return None,
+    })
 }
 
 /// `ADD COLUMN` clauses for the coordinate columns the table lacks.

@@ -20,7 +20,7 @@ use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaSt
 use arrow_schema::{Schema, SchemaRef};
 use arrow_select::concat::concat_batches;
 
-use super::format::{Format, Payload, Refusal, WriterSchema, usable};
+use super::format::{Format, Learned, Payload, Refusal, WriterSchema, usable};
 
 /// How payloads carry their writer schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,50 +242,68 @@ impl Format for Avro {
         }
     }
 
-    fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Option<Payload> {
-        let mut wider = None;
-        let writer = match usable(id, schema, "AVRO") {
-            Err(why) => Writer::Refused(why),
-            Ok(s) => {
-                let writer = AvroSchema::new(s.text.clone());
-                match build(&self.reader, [(id, &writer)], 1) {
-                    Ok(_) => {
-                        wider = self.wider_reader(&s.text);
-                        Writer::Readable(writer)
-                    }
-                    Err(e) => Writer::Refused(format!(
-                        "writer schema id {id} cannot be read as the route's schema: {e}"
-                    )),
-                }
-            }
+    fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Learned {
+        let (writer, learned) = match usable(id, schema, "AVRO") {
+            Err(why) => (Writer::Refused(why), Learned::Same),
+            Ok(s) => self.resolve(id, &s.text),
         };
         self.known.insert(id, writer);
-        wider.map(|reader| Payload::Avro {
-            reader: reader.into(),
-            registry: self.framing == Framing::Registry,
-        })
+        learned
     }
 }
 
 impl Avro {
-    /// The reader schema with the top-level fields of `writer` it lacks, each made
-    /// nullable (default null: records of older versions read null), when there are any
-    /// and every writer learned so far can still be read with it.
-    fn wider_reader(&self, writer: &str) -> Option<String> {
-        let wider = widened(&self.reader.json_string, writer)?;
-        let candidate = AvroSchema::new(wider.clone());
-        let readable = table_schema(&wider).is_ok()
+    /// How records of writer schema `text` are read: as the route's schema, through a
+    /// wider one (new fields, promoted types), or not at all.
+    fn resolve(&self, id: u32, text: &str) -> (Writer, Learned) {
+        let writer = AvroSchema::new(text.to_string());
+        let readable = build(&self.reader, [(id, &writer)], 1);
+        let widened = widened(&self.reader.json_string, text);
+        let wider = widened.as_ref().and_then(|w| {
+            self.reads_every_version(&w.reader, id, &writer)
+                .then_some(w)
+        });
+        let payload = |reader: &str| Payload::Avro {
+            reader: reader.into(),
+            registry: self.framing == Framing::Registry,
+        };
+        match (readable, wider) {
+            // New fields only: the route's schema reads the records meanwhile.
+            (Ok(_), Some(w)) if !w.promoted => {
+                (Writer::Readable(writer), Learned::Wider(payload(&w.reader)))
+            }
+            (Ok(_), None) if widened.is_none() => (Writer::Readable(writer), Learned::Same),
+            // Wider types: no record is read into the narrower column meanwhile.
+            (_, Some(w)) => (
+                Writer::Refused(format!(
+                    "writer schema id {id} has wider types than the route; the route was not widened to them"
+                )),
+                Learned::Wider(payload(&w.reader)),
+            ),
+            (Ok(_), None) => {
+                tracing::warn!(
+                    id,
+                    "a writer schema has fields the route lacks, but no wider schema reads every version; the new fields are skipped"
+                );
+                (Writer::Readable(writer), Learned::Same)
+            }
+            (Err(e), None) => {
+                let why =
+                    format!("writer schema id {id} cannot be read as the route's schema: {e}");
+                (Writer::Refused(why.clone()), Learned::Incompatible(why))
+            }
+        }
+    }
+
+    /// Whether `wider` reads the writer `id` and every writer learned before.
+    fn reads_every_version(&self, wider: &str, id: u32, writer: &AvroSchema) -> bool {
+        let candidate = AvroSchema::new(wider.to_string());
+        table_schema(wider).is_ok()
+            && build(&candidate, [(id, writer)], 1).is_ok()
             && self.known.iter().all(|(id, w)| match w {
                 Writer::Readable(s) => build(&candidate, [(*id, s)], 1).is_ok(),
                 Writer::Refused(_) => true,
-            });
-        if !readable {
-            tracing::warn!(
-                "a writer schema has fields the route lacks, but no wider schema reads every version; the new fields are skipped"
-            );
-            return None;
-        }
-        Some(wider)
+            })
     }
 
     /// A batch as arrow-avro read it, in the table's types.
@@ -334,33 +352,51 @@ fn build<'a>(
 #[cfg(test)]
 mod tests;
 
-/// `reader` plus the top-level fields of `writer` it does not name (by name or alias),
-/// each as a union with null first and a null default; `None` when there are none.
-fn widened(reader: &str, writer: &str) -> Option<String> {
+/// The route's reader schema made to keep a writer version: `reader` with the
+/// top-level fields of `writer` it does not name (by name or alias) added, each as a
+/// union with null first and a null default, and its fields the writer gives a wider
+/// type (int → long, float → double, decimal precision up) promoted.
+struct Widened {
+    reader: String,
+    /// Some field's type was promoted (not only fields added).
+    promoted: bool,
+}
+
+/// See [`Widened`]; `None` when the writer has nothing the reader lacks.
+fn widened(reader: &str, writer: &str) -> Option<Widened> {
     use serde_json::{Value, json};
     let mut reader: Value = serde_json::from_str(reader).ok()?;
     let writer: Value = serde_json::from_str(writer).ok()?;
-    let names = |fields: &Value| -> Vec<String> {
-        fields
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|f| {
-                let aliases = f["aliases"].as_array().cloned().unwrap_or_default();
-                std::iter::once(f["name"].clone()).chain(aliases)
-            })
+    let names = |field: &Value| -> Vec<String> {
+        let aliases = field["aliases"].as_array().cloned().unwrap_or_default();
+        std::iter::once(field["name"].clone())
+            .chain(aliases)
             .filter_map(|n| n.as_str().map(str::to_string))
             .collect()
     };
-    let known = names(&reader["fields"]);
-    let added: Vec<Value> = writer["fields"]
+    let writer_fields = writer["fields"].as_array()?;
+    let mut promoted = false;
+    for field in reader["fields"].as_array_mut()? {
+        let own = names(field);
+        let Some(theirs) = writer_fields
+            .iter()
+            .find(|w| names(w).iter().any(|n| own.contains(n)))
+        else {
+            continue;
+        };
+        if let Some(wider) = promoted_type(&field["type"], &theirs["type"]) {
+            field["type"] = wider;
+            promoted = true;
+        }
+    }
+    let known: Vec<String> = reader["fields"]
         .as_array()?
         .iter()
-        .filter(|f| {
-            !names(&Value::Array(vec![(*f).clone()]))
-                .iter()
-                .any(|n| known.contains(n))
-        })
+        .flat_map(names)
+        .collect();
+    let added: Vec<Value> = writer_fields
+        .iter()
+        .filter(|f| !names(f).iter().any(|n| known.contains(n)))
         .map(|f| {
             let ty = match &f["type"] {
                 Value::Array(branches) => {
@@ -376,9 +412,83 @@ fn widened(reader: &str, writer: &str) -> Option<String> {
             field
         })
         .collect();
-    if added.is_empty() {
+    if added.is_empty() && !promoted {
         return None;
     }
     reader["fields"].as_array_mut()?.extend(added);
-    Some(reader.to_string())
+    Some(Widened {
+        reader: reader.to_string(),
+        promoted,
+    })
+}
+
+/// The writer's type for a reader field when it is a promotion of the reader's (the
+/// null branch of a union kept where the reader has it), else `None`.
+fn promoted_type(
+    reader: &serde_json::Value,
+    writer: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    let non_null = |ty: &Value| -> Option<Value> {
+        match ty {
+            Value::Array(branches) => {
+                let mut others = branches.iter().filter(|b| b.as_str() != Some("null"));
+                let one = others.next()?.clone();
+                others.next().is_none().then_some(one)
+            }
+            other => Some(other.clone()),
+        }
+    };
+    let (from, to) = (non_null(reader)?, non_null(writer)?);
+    if !promotes(&from, &to) {
+        return None;
+    }
+    Some(match reader {
+        Value::Array(branches) => Value::Array(
+            branches
+                .iter()
+                .map(|b| {
+                    if b.as_str() == Some("null") {
+                        b.clone()
+                    } else {
+                        to.clone()
+                    }
+                })
+                .collect(),
+        ),
+        _ => to,
+    })
+}
+
+/// Iceberg's promotions between two Avro types (without null).
+fn promotes(from: &serde_json::Value, to: &serde_json::Value) -> bool {
+    let name = |ty: &serde_json::Value| match ty {
+        serde_json::Value::String(s) => s.clone(),
+        other => other["type"].as_str().unwrap_or_default().to_string(),
+    };
+    let decimal = |ty: &serde_json::Value| {
+        (ty["logicalType"] == "decimal").then(|| {
+            (
+                ty["precision"].as_u64().unwrap_or(0),
+                ty["scale"].as_u64().unwrap_or(0),
+                ty["type"].clone(),
+            )
+        })
+    };
+    match (decimal(from), decimal(to)) {
+        (Some((p, s, _)), Some((q, t, base))) => {
+            // A fixed holds as many digits as its size: a wider one is another type.
+            s == t && q > p && base == "bytes" && from["type"] == "bytes"
+        }
+        (None, None) => {
+            let plain = |ty: &serde_json::Value| ty.is_string() || ty.get("logicalType").is_none();
+            plain(from)
+                && plain(to)
+                && matches!(
+                    (name(from).as_str(), name(to).as_str()),
+                    ("int", "long") | ("float", "double")
+                )
+        }
+        _ => false,
+    }
 }

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::decode::registry_tests::{ids, run, schema};
-use crate::decode::{Payload, RouteDecoder};
+use crate::decode::{Learned, Payload, RouteDecoder};
 
 const V1: &str = r#"{"type":"record","name":"Event","namespace":"t","fields":[
   {"name":"id","type":"long"},{"name":"name","type":"string"}]}"#;
@@ -400,10 +400,11 @@ fn a_writer_with_new_fields_offers_a_wider_reader_that_reads_every_version() {
     let mut decoder = decoder(V1, 10);
     assert_eq!(
         decoder.learn(11, Some(&schema("AVRO", V1))),
-        None,
+        Learned::Same,
         "nothing new"
     );
-    let Some(Payload::Avro { reader, registry }) = decoder.learn(13, Some(&schema("AVRO", &v3)))
+    let Learned::Wider(Payload::Avro { reader, registry }) =
+        decoder.learn(13, Some(&schema("AVRO", &v3)))
     else {
         panic!("v3 adds fields")
     };
@@ -454,4 +455,146 @@ fn a_writer_with_new_fields_offers_a_wider_reader_that_reads_every_version() {
     let tag = batch.column_by_name("tag").unwrap();
     assert!(tag.is_null(0));
     assert_eq!(tag.as_string::<i32>().value(1), "t");
+}
+
+const NARROW: &str = r#"{"type":"record","name":"M","namespace":"t","fields":[
+  {"name":"id","type":"long"},
+  {"name":"q","type":"int"},
+  {"name":"f","type":["null","float"],"default":null},
+  {"name":"d","type":{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}}]}"#;
+
+const WIDE: &str = r#"{"type":"record","name":"M","namespace":"t","fields":[
+  {"name":"id","type":"long"},
+  {"name":"q","type":"long"},
+  {"name":"f","type":["null","double"],"default":null},
+  {"name":"d","type":{"type":"bytes","logicalType":"decimal","precision":14,"scale":2}}]}"#;
+
+fn measure(id: i64, q: i64, f: f64, cents: i64) -> (Value, Value) {
+    let narrow = Value::Record(vec![
+        ("id".into(), Value::Long(id)),
+        ("q".into(), Value::Int(q as i32)),
+        (
+            "f".into(),
+            Value::Union(1, Box::new(Value::Float(f as f32))),
+        ),
+        (
+            "d".into(),
+            Value::Decimal(apache_avro::Decimal::from(cents.to_be_bytes().to_vec())),
+        ),
+    ]);
+    let wide = Value::Record(vec![
+        ("id".into(), Value::Long(id)),
+        ("q".into(), Value::Long(q)),
+        ("f".into(), Value::Union(1, Box::new(Value::Double(f)))),
+        (
+            "d".into(),
+            Value::Decimal(apache_avro::Decimal::from(cents.to_be_bytes().to_vec())),
+        ),
+    ]);
+    (narrow, wide)
+}
+
+#[test]
+fn a_writer_with_wider_types_offers_a_promoted_reader_and_its_records_wait_for_it() {
+    let mut narrow = decoder(NARROW, 10);
+    assert_eq!(
+        narrow.learn(1, Some(&schema("AVRO", NARROW))),
+        Learned::Same
+    );
+    let Learned::Wider(payload @ Payload::Avro { .. }) =
+        narrow.learn(2, Some(&schema("AVRO", WIDE)))
+    else {
+        panic!("long, double and decimal(14,2) promote int, float and decimal(10,2)")
+    };
+    // Until the route widens, the wide writer's records are refused, never narrowed.
+    let registry = HashMap::from([(1, schema("AVRO", NARROW)), (2, schema("AVRO", WIDE))]);
+    let big = 5_000_000_000_i64;
+    let (old, new) = (
+        measure(1, 7, 0.5, 1234).0,
+        measure(2, big, 0.1, 12_345_678_901).1,
+    );
+    let (_, rejected) = run(&mut narrow, &registry, &[framed(2, WIDE, new.clone())]);
+    assert!(rejected[0].error.contains("wider types"), "{rejected:?}");
+
+    let Payload::Avro { reader, .. } = &payload else {
+        unreachable!()
+    };
+    let table = table_schema(reader).unwrap();
+    let types: Vec<String> = table
+        .fields()
+        .iter()
+        .map(|f| f.data_type().to_string())
+        .collect();
+    assert_eq!(types, ["Int64", "Int64", "Float64", "Decimal128(14, 2)"]);
+    let mut wide = RouteDecoder::new(&payload, table, vec![], 10).unwrap();
+    let (batches, rejected) = run(
+        &mut wide,
+        &registry,
+        &[framed(1, NARROW, old), framed(2, WIDE, new)],
+    );
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let batch = concat_batches(&batches[0].schema(), &batches).unwrap();
+    let q = batch
+        .column_by_name("q")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    assert_eq!((q.value(0), q.value(1)), (7, big));
+    let f = batch
+        .column_by_name("f")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    assert_eq!((f.value(0), f.value(1)), (0.5, 0.1));
+    let d = batch
+        .column_by_name("d")
+        .unwrap()
+        .as_primitive::<Decimal128Type>();
+    assert_eq!((d.value(0), d.value(1)), (1234, 12_345_678_901));
+}
+
+#[test]
+fn a_writer_that_changes_a_type_against_the_rules_is_incompatible() {
+    for (what, from, to) in [
+        (
+            "long to string",
+            r#"{"name":"id","type":"long"}"#,
+            r#"{"name":"id","type":"string"}"#,
+        ),
+        (
+            "long narrowed to int",
+            r#"{"name":"id","type":"long"}"#,
+            r#"{"name":"id","type":"int"}"#,
+        ),
+        (
+            "a required field dropped",
+            r#",{"name":"name","type":"string"}"#,
+            "",
+        ),
+    ] {
+        let changed = V1.replace(from, to);
+        assert_ne!(changed, V1, "{what}");
+        let mut d = decoder(V1, 10);
+        let learned = d.learn(4, Some(&schema("AVRO", &changed)));
+        // int → long promotes as Avro resolution allows: that one is readable.
+        if what == "long narrowed to int" {
+            assert_eq!(learned, Learned::Same, "{what}");
+            continue;
+        }
+        let Learned::Incompatible(why) = learned else {
+            panic!("{what}: {learned:?}")
+        };
+        assert!(why.contains("schema id 4 cannot be read"), "{what}: {why}");
+        let registry = HashMap::from([(4, schema("AVRO", &changed))]);
+        let record = match what {
+            "long to string" => Value::Record(vec![
+                ("id".into(), Value::String("x".into())),
+                ("name".into(), Value::String("n".into())),
+            ]),
+            _ => Value::Record(vec![("id".into(), Value::Long(1))]),
+        };
+        let (_, rejected) = run(&mut d, &registry, &[framed(4, &changed, record)]);
+        assert_eq!(
+            rejected[0].error, why,
+            "{what}: its records are refused with the reason"
+        );
+    }
 }

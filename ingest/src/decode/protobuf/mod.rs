@@ -15,7 +15,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 
-use super::format::{Format, Payload, ProtoSchema, Refusal, WriterSchema, usable};
+use super::format::{Format, Learned, Payload, ProtoSchema, Refusal, WriterSchema, usable, widens};
 use table::Columns;
 
 /// The name a registry schema's `.proto` text is compiled under.
@@ -210,46 +210,136 @@ impl Format for Protobuf {
             .filter(|id| !self.known.contains_key(id))
     }
 
-    fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Option<Payload> {
-        let mut wider = None;
-        let writer = match usable(id, schema, "PROTOBUF") {
-            Err(why) => Writer::Refused(why),
+    fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Learned {
+        let (writer, learned) = match usable(id, schema, "PROTOBUF") {
+            Err(why) => (Writer::Refused(why), Learned::Same),
             Ok(s) => match compile_source(&s.text) {
-                Ok(compiled) => {
-                    wider = self.wider(&s.text, &compiled.0);
-                    Writer::Readable(Arc::new(compiled))
-                }
-                Err(e) => Writer::Refused(format!("schema id {id} does not compile: {e}")),
+                Ok(compiled) => self.resolve(id, &s.text, compiled),
+                Err(e) => (
+                    Writer::Refused(format!("schema id {id} does not compile: {e}")),
+                    Learned::Same,
+                ),
             },
         };
         self.known.insert(id, writer);
-        wider
+        learned
     }
 }
 
 impl Protobuf {
-    /// The writer's file as the route's schema, when its version of the route's message
-    /// keeps every field the route reads (same number, name and type) and adds some.
-    fn wider(&self, text: &str, pool: &DescriptorPool) -> Option<Payload> {
+    /// How payloads of writer schema `text` are read: as the route's message (fields
+    /// matched by number, as Protobuf resolves versions), through the writer's wider
+    /// version of it (new fields, `int32` → `int64`), or not at all.
+    fn resolve(
+        &self,
+        id: u32,
+        text: &str,
+        compiled: (DescriptorPool, String),
+    ) -> (Writer, Learned) {
         let reader = &self.reader.message;
-        let writer = pool.get_message_by_name(reader.full_name())?;
+        let Some(writer) = compiled.0.get_message_by_name(reader.full_name()) else {
+            // Its payloads name another message: each is refused with that reason.
+            return (Writer::Readable(Arc::new(compiled)), Learned::Same);
+        };
+        let incompatible = |why: String| {
+            let why = format!("writer schema id {id} cannot be read as the route's schema: {why}");
+            (Writer::Refused(why.clone()), Learned::Incompatible(why))
+        };
+        let promoted = match changes(reader, &writer, &mut Vec::new()) {
+            Ok(promoted) => promoted,
+            Err(why) => return incompatible(why),
+        };
         let keeps = reader.fields().all(|f| {
-            writer.get_field(f.number()).is_some_and(|w| {
-                w.name() == f.name()
-                    && kind_name(&w.kind()) == kind_name(&f.kind())
-                    && w.is_list() == f.is_list()
-                    && w.is_map() == f.is_map()
-            })
+            writer
+                .get_field(f.number())
+                .is_some_and(|w| w.name() == f.name())
         });
         let adds = writer
             .fields()
             .any(|w| reader.get_field(w.number()).is_none());
-        (keeps && adds).then(|| Payload::Protobuf {
+        let wider = Payload::Protobuf {
             schema: ProtoSchema::Source(text.into()),
             message: Some(reader.full_name().into()),
             registry: self.registry,
-        })
+        };
+        let widens = table::table_fields(&writer)
+            .map(Schema::new)
+            .and_then(|table| widens(&self.reader.table, &table));
+        match (keeps && (adds || promoted), widens, promoted) {
+            (true, Ok(()), false) => (Writer::Readable(Arc::new(compiled)), Learned::Wider(wider)),
+            (true, Ok(()), true) => (
+                Writer::Refused(format!(
+                    "writer schema id {id} has wider types than the route; the route was not widened to them"
+                )),
+                Learned::Wider(wider),
+            ),
+            (_, Err(why), true) => incompatible(why),
+            (false, _, true) => incompatible(
+                "it widens a field's type but drops or renames another, so no one table reads every version".into(),
+            ),
+            (_, _, false) => {
+                if adds {
+                    tracing::warn!(id, "a writer version has fields the route lacks, but they cannot be added as columns; they are skipped");
+                }
+                (Writer::Readable(Arc::new(compiled)), Learned::Same)
+            }
+        }
     }
+}
+
+/// Whether `writer`'s version of the route's message `reader` has promoted types
+/// (`Ok(true)`: `int32` → `int64`, `sint32` → `sint64`, read the same from the wire by
+/// the wider kind), none (`Ok(false)`), or a change that reads another value from the
+/// same bytes (`Err`). Fields are matched by number; nested messages are compared too.
+fn changes(
+    reader: &MessageDescriptor,
+    writer: &MessageDescriptor,
+    seen: &mut Vec<String>,
+) -> Result<bool, String> {
+    use prost_reflect::Kind;
+    if seen.iter().any(|s| s == reader.full_name()) {
+        return Ok(false);
+    }
+    seen.push(reader.full_name().to_string());
+    let mut promoted = false;
+    for f in reader.fields() {
+        let Some(w) = writer.get_field(f.number()) else {
+            continue;
+        };
+        let what = |w: &prost_reflect::FieldDescriptor| {
+            let shape = if w.is_map() {
+                "map"
+            } else if w.is_list() {
+                "repeated"
+            } else {
+                "single"
+            };
+            format!("{shape} {}", kind_name(&w.kind()))
+        };
+        let differ = || {
+            format!(
+                "field `{}` (number {}) is {} in the writer, {} in the route",
+                f.name(),
+                f.number(),
+                what(&w),
+                what(&f)
+            )
+        };
+        if w.is_list() != f.is_list() || w.is_map() != f.is_map() {
+            return Err(differ());
+        }
+        match (f.kind(), w.kind()) {
+            (Kind::Message(r), Kind::Message(m)) if r.full_name() == m.full_name() => {
+                promoted |= changes(&r, &m, seen)?;
+            }
+            (r, m) if kind_name(&r) == kind_name(&m) => {}
+            (Kind::Int32, Kind::Int64) | (Kind::Sint32, Kind::Sint64) => promoted = true,
+            // An older, narrower writer: its values read the same as the wider kind.
+            (Kind::Int64, Kind::Int32) | (Kind::Sint64, Kind::Sint32) => {}
+            _ => return Err(differ()),
+        }
+    }
+    Ok(promoted)
 }
 
 /// A field kind by name (messages and enums by their full names: descriptors of two

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::decode::registry_tests::{ids, run, schema};
-use crate::decode::{Payload, RouteDecoder};
+use crate::decode::{Learned, Message, Payload, RouteDecoder};
 
 const PROTO: &str = r#"
 syntax = "proto3";
@@ -343,16 +343,119 @@ fn a_writer_version_with_new_fields_offers_a_wider_message() {
     let mut d = decoder();
     assert_eq!(
         d.learn(5, Some(&schema("PROTOBUF", PROTO))),
-        None,
+        Learned::Same,
         "nothing new"
     );
-    let Some(wider) = d.learn(6, Some(&schema("PROTOBUF", &as_base64_descriptor(&v2)))) else {
+    let Learned::Wider(wider) = d.learn(6, Some(&schema("PROTOBUF", &as_base64_descriptor(&v2))))
+    else {
         panic!("v2 adds a field")
     };
     let table = crate::decode::own_schema(&wider).unwrap().unwrap();
     assert!(table.field_with_name("added").is_ok());
     assert_eq!(table.fields().len(), 18);
-    // A version that changes a field's type offers nothing.
-    let retyped = PROTO.replace("string name = 2;", "int32 name = 2;\n  string more = 30;");
-    assert_eq!(d.learn(7, Some(&schema("PROTOBUF", &retyped))), None);
+}
+
+const SMALL: &str = r#"
+syntax = "proto3";
+package t;
+message M {
+  int64 id = 1;
+  string name = 2;
+  int32 small = 3;
+  Inner inner = 4;
+  message Inner { int32 x = 1; }
+}
+"#;
+
+fn small_decoder() -> RouteDecoder {
+    let payload = Payload::Protobuf {
+        schema: ProtoSchema::Source(SMALL.into()),
+        message: Some("t.M".into()),
+        registry: true,
+    };
+    let table = crate::decode::own_schema(&payload).unwrap().unwrap();
+    RouteDecoder::new(&payload, table, vec![], 10).unwrap()
+}
+
+/// Confluent framing with the index list `[0]` (the single byte 0).
+fn framed_first(id: u32, body: &[u8]) -> Vec<u8> {
+    [&[0][..], &id.to_be_bytes(), &[0], body].concat()
+}
+
+fn push_one(d: &mut RouteDecoder, payload: &[u8]) -> Vec<crate::decode::Rejected> {
+    let mut rejected = Vec::new();
+    d.push(&Message::payload_only("t", 0, 0, payload), &mut rejected);
+    rejected
+}
+
+#[test]
+fn a_version_that_changes_how_a_field_reads_is_incompatible_and_its_records_refused() {
+    for (what, from, to) in [
+        ("string to int32", "string name = 2;", "int32 name = 2;"),
+        (
+            "int32 to sint32 (zig-zag)",
+            "int32 small = 3;",
+            "sint32 small = 3;",
+        ),
+        ("int32 to float", "int32 small = 3;", "float small = 3;"),
+        (
+            "single to repeated",
+            "string name = 2;",
+            "repeated string name = 2;",
+        ),
+        ("nested int32 to string", "int32 x = 1;", "string x = 1;"),
+        (
+            "nested int32 to int64 (no nested promotion)",
+            "int32 x = 1;",
+            "int64 x = 1;",
+        ),
+    ] {
+        let retyped = SMALL.replace(from, to);
+        assert_ne!(retyped, SMALL, "{what}");
+        let mut d = small_decoder();
+        let Learned::Incompatible(why) = d.learn(7, Some(&schema("PROTOBUF", &retyped))) else {
+            panic!("{what}")
+        };
+        assert!(why.contains("schema id 7 cannot be read"), "{what}: {why}");
+        let rejected = push_one(&mut d, &framed_first(7, &[0x08, 0x01]));
+        assert_eq!(rejected[0].error, why, "{what}");
+    }
+}
+
+#[test]
+fn int32_to_int64_widens_and_its_records_wait_for_the_wider_column() {
+    let wide = SMALL.replace("int32 small = 3;", "int64 small = 3;");
+    let mut d = small_decoder();
+    let Learned::Wider(wider) = d.learn(8, Some(&schema("PROTOBUF", &wide))) else {
+        panic!("int32 → int64 is a promotion")
+    };
+    let table = crate::decode::own_schema(&wider).unwrap().unwrap();
+    assert_eq!(
+        table.field_with_name("small").unwrap().data_type(),
+        &arrow_schema::DataType::Int64
+    );
+    // 2^33 in field 3: the narrow decoder never reads it into its int32 column.
+    let big = framed_first(8, &[0x18, 0x80, 0x80, 0x80, 0x80, 0x20]);
+    let rejected = push_one(&mut d, &big);
+    assert!(rejected[0].error.contains("wider types"), "{rejected:?}");
+    // The wider decoder reads it, and records of the narrow version too.
+    let mut w = RouteDecoder::new(&wider, table, vec![], 10).unwrap();
+    let registry = HashMap::from([
+        (1, schema("PROTOBUF", SMALL)),
+        (8, schema("PROTOBUF", &wide)),
+    ]);
+    let narrow = framed_first(1, &[0x18, 0x07]);
+    let (batches, rejected) = run(&mut w, &registry, &[narrow, big]);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let small: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("small")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(small, [7, 1 << 33]);
 }
