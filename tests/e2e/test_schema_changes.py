@@ -140,16 +140,18 @@ def test_an_incompatible_version_pauses_only_its_route_until_fixed(setup):
     produce_records(json_topic, [(str(i), {"id": i}) for i in range(100, 200)])
     wait_until("the other route's new rows", lambda: (count(other) == 200, count(other)))
     time.sleep(2)
-    held = count(table)
-    assert held < 95, "nothing past a retyped record in its partition is written"
+    assert count(table) < 95, "nothing past a retyped record in its partition is written"
 
-    # SIGHUP tries again: the same record pauses the route again, nothing is lost.
+    # SIGHUP tries again: each partition is read again from its first record not taken
+    # (one the pause stopped early may write on up to its own retyped record), and the
+    # route pauses again; nothing is doubled.
     ingest.proc.send_signal(signal.SIGHUP)
     wait_until("SIGHUP retries", lambda: ("the paused route reads again" in ingest.logs(), ingest.logs()[-500:]))
     wait_until("paused again", lambda: (ingest.logs().count("the route is paused") >= 2, ingest.logs()[-500:]))
     assert ingest.get("/ready")[0] == 503
     assert ingest.stop() == 0, ingest.logs()
-    assert count(table) == held
+    ids = [int(r["id"]) for r in clickhouse(f"SELECT id FROM {table} ORDER BY id")]
+    assert len(ids) == len(set(ids)) and not set(ids) & set(range(50, 55)), ids
 
     # The fix: the operator sends those records to the dead-letter topic. The restart
     # reads from the sinks' positions: every other record lands, once.

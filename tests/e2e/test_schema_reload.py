@@ -57,3 +57,40 @@ def test_sighup_adds_a_new_optional_field_of_the_schema_file_to_both_sinks(setup
     assert [(int(r["id"]), r["note"]) for r in rows] == want
     got = read_iceberg(setup.catalog_uri, setup.warehouse, lake, "id", rows=True)
     assert [(int(r["id"]), r["note"]) for r in got["rows"]] == want
+
+
+def test_sighup_promotes_a_widened_type_of_the_schema_file_in_both_sinks(setup):
+    """The YAML schema's int32 field edited to int64 (and float32 to float64): SIGHUP
+    promotes both columns in both sinks; older rows keep their values, newer rows carry
+    values only the wider type holds."""
+    narrow = "fields:\n  - {name: id, type: int64}\n  - {name: q, type: int32}\n  - {name: f, type: float32}\n"
+    topic = create_topic(unique("reload-widen"), 1)
+    schema = setup.schema("m.yaml", narrow)
+    produce_records(topic, [(str(i), {"id": i, "q": -i, "f": i / 4}) for i in range(100)])
+    config = setup.config([{"topics": [topic], "schema": str(schema),
+                            "clickhouse": {"table": "promoted", "order_by": ["id"]},
+                            "iceberg": {"table": "promoted"},
+                            "batch": {"max_rows": 1000, "max_age": "300ms"}}])
+    ingest = setup.start(config)
+    ingest.wait_ready()
+    table, lake = f"{setup.database}.promoted", f"{setup.namespace}.promoted"
+    count = lambda: int(clickhouse(f"SELECT count() AS c FROM {table}")[0]["c"])  # noqa: E731
+    wait_until("narrow rows", lambda: (count() == 100, count()))
+
+    schema.write_text(narrow.replace("int32", "int64").replace("float32", "float64"))
+    ingest.proc.send_signal(signal.SIGHUP)
+    wait_until("the columns are promoted", lambda: log_has(ingest, "columns added in every sink"))
+    big = 5_000_000_000
+    produce_records(topic, [(str(i), {"id": i, "q": big + i, "f": i / 8 + 0.1}) for i in range(100, 200)])
+    wait_until("rows in both sinks", lambda: (
+        count() == 200 and iceberg_count(setup.catalog_uri, setup.warehouse, lake) == 200, count()))
+    assert ingest.stop() == 0, ingest.logs()
+
+    types = {r["name"]: r["type"] for r in clickhouse(
+        f"SELECT name, type FROM system.columns WHERE database = '{setup.database}' AND table = 'promoted'")}
+    assert (types["q"], types["f"]) == ("Int64", "Float64"), types
+    want = [(i, -i, i / 4) for i in range(100)] + [(i, big + i, i / 8 + 0.1) for i in range(100, 200)]
+    rows = clickhouse(f"SELECT id, q, f FROM {table} ORDER BY id")
+    assert [(int(r["id"]), int(r["q"]), r["f"]) for r in rows] == want
+    got = read_iceberg(setup.catalog_uri, setup.warehouse, lake, "id", rows=True)
+    assert [(int(r["id"]), int(r["q"]), r["f"]) for r in got["rows"]] == want

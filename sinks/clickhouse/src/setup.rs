@@ -431,8 +431,9 @@ impl<'a> Setup<'a> {
             tracing::info!(sink = %self.name, column = %field.name(), "adding a column while running");
             match self.run(sql).await {
                 Ok(()) => {}
-                // Another member added it first (DUPLICATE_COLUMN).
-                Err(e) if server_error_code(&e.to_string()) == Some(44) => {}
+                // Another member added it first: DUPLICATE_COLUMN is code 15 on current
+                // servers, ILLEGAL_COLUMN (44) on 18.16.
+                Err(e) if matches!(server_error_code(&e.to_string()), Some(15 | 44)) => {}
                 Err(e) => return Err(e),
             }
             added = true;
