@@ -321,3 +321,51 @@ def test_a_restart_on_a_newer_version_widens_the_tables_at_start(setup):
         [(i, None) for i in range(50)] + [(i, record(i, 2)["note"]) for i in range(50, 100)])
     got = read_iceberg(setup.catalog_uri, setup.warehouse, lake, "id", rows=True)
     assert [(int(r["id"]), r["note"]) for r in got["rows"]] == [(int(r["id"]), r["note"]) for r in rows]
+
+
+def test_a_registry_behind_tls_and_credentials(setup):
+    """The registry client against a live HTTPS server that checks credentials (the
+    stack's CA, basic auth, then a bearer token): the table schema comes from the subject
+    and writer schemas by id through it; wrong credentials keep the route waiting (not
+    ready, the 401 in the log), and no secret is ever logged."""
+    from support.registry_proxy import RegistryProxy
+    tls = os.environ["STACK_TLS"]
+    upstream = REGISTRY.split("/apis/", 1)
+    path = "apis/" + upstream[1]
+    topic = create_topic(unique("avro-auth"), 1)
+    produce_avro(topic, [(record(i, 1), V1) for i in range(20)])
+    routes = [{"topics": [topic], "format": "avro",
+               "clickhouse": {"table": "avro_auth", "order_by": ["id"]},
+               "batch": {"max_rows": 1000, "max_age": "300ms"}}]
+    table = f"{setup.database}.avro_auth"
+    count = lambda: int(clickhouse(f"SELECT count() AS c FROM {table}")[0]["c"])  # noqa: E731
+    password, token = "s3cret-" + uuid.uuid4().hex[:8], "tok-" + uuid.uuid4().hex[:12]
+    proxy = RegistryProxy(upstream[0], f"{tls}/server.pem", f"{tls}/server.key",
+                          username="ingest", password=password).start()
+    section = {"url": proxy.url(path), "username": "ingest", "password": password,
+               "tls": {"ca_file": os.environ["STACK_CA"]}, "timeout": "5s"}
+    ingest = setup.start(setup.config(routes, iceberg=False, extra={"schema_registry": section}))
+    ingest.wait_ready()
+    wait_until("rows through the authenticated registry", lambda: (count() == 20, count()))
+    assert ingest.stop() == 0, ingest.logs()
+    proxy.stop()
+
+    # A bearer token; the service started with a wrong one waits, then a right one reads.
+    proxy = RegistryProxy(upstream[0], f"{tls}/server.pem", f"{tls}/server.key", token=token).start()
+    produce_avro(topic, [(record(i, 2), V2) for i in range(20, 40)])
+    section = {"url": proxy.url(path), "token": token + "x", "tls": {"ca_file": os.environ["STACK_CA"]}}
+    schema = str(setup.schema("v1.avsc", json.dumps(V1)))
+    routes[0]["schema"] = schema
+    ingest = setup.start(setup.config(routes, iceberg=False, extra={"schema_registry": section}))
+    wait_until("a refused token is waited out, never a dead letter", lambda: (
+        "401" in ingest.logs() and ingest.get("/ready")[0] == 503, ingest.get("/ready")))
+    assert count() == 20
+    assert ingest.stop() == 0, ingest.logs()
+    section["token"] = token
+    ingest = setup.start(setup.config(routes, iceberg=False, extra={"schema_registry": section}))
+    ingest.wait_ready()
+    wait_until("rows with the right token", lambda: (count() == 40, count()))
+    assert ingest.stop() == 0, ingest.logs()
+    proxy.stop()
+    logs = "".join(p.logs() for p in setup.processes)
+    assert password not in logs and token not in logs
