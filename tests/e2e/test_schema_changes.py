@@ -111,6 +111,34 @@ def test_an_incompatible_version_is_a_dead_letter_under_dead_letter(setup):
     assert ids == list(range(50)) + list(range(60, 100))
 
 
+@every_clickhouse
+def test_a_promotion_a_sink_refuses_follows_on_incompatible(setup):
+    """ClickHouse will not retype a column of the sorting key: the widening is refused
+    for good, and the wide version's records follow `on_incompatible` (here
+    `dead_letter`) instead of stopping the service; the narrow ones go on landing."""
+    topic, dead = create_topic(unique("refused-widen"), 1), create_topic(unique("refused-dlq"), 1)
+    produce_avro(topic, [(narrow(i), NARROW) for i in range(50)]
+                 + [(wide(i), WIDE) for i in range(50, 60)]
+                 + [(narrow(i), NARROW) for i in range(60, 100)])
+    config = setup.config([{"topics": [topic], "format": "avro", "schema": str(setup.schema("m.avsc", json_of(NARROW))),
+                            "on_incompatible": "dead_letter",
+                            "clickhouse": {"table": "keyed", "order_by": ["q", "id"]},
+                            "batch": {"max_rows": 1000, "max_age": "300ms"}}],
+                          dead_letter=dead, iceberg=False, extra=registry_section())
+    ingest = setup.start(config)
+    ingest.wait_ready()
+    table = f"{setup.database}.keyed"
+    count = lambda: int(clickhouse(f"SELECT count() AS c FROM {table}")[0]["c"])  # noqa: E731
+    wait_until("the narrow rows", lambda: (count() == 90, count()))
+    assert ingest.stop() == 0, ingest.logs()
+    letters = dead_letters_in(dead, 5)
+    assert sorted(int(m.key()) for m in letters) == list(range(50, 60))
+    reasons = {v.decode() for m in letters for k, v in (m.headers() or []) if isinstance(v, bytes)}
+    assert any("could not widen to writer schema id" in r and "refused the change" in r for r in reasons), reasons
+    ids = [int(r["id"]) for r in clickhouse(f"SELECT id FROM {table} ORDER BY id")]
+    assert ids == list(range(50)) + list(range(60, 100))
+
+
 def test_an_incompatible_version_pauses_only_its_route_until_fixed(setup):
     avro_topic, json_topic = create_topic(unique("incompat-pause"), 2), create_topic(unique("other"), 1)
     dead = create_topic(unique("pause-dlq"), 1)

@@ -89,6 +89,12 @@ impl RouteBatch {
         self.decoder.learn(id, schema)
     }
 
+    /// Refuses the records of writer schema `id` from now on, with `why` (the route
+    /// could not widen to it).
+    pub fn refuse(&mut self, id: u32, why: &str) {
+        self.decoder.refuse(id, why);
+    }
+
     /// Forgets the writer schemas the decoder learned (it asks for them again), after
     /// the route was paused on one it could not read.
     pub fn relearn(&mut self) -> anyhow::Result<()> {

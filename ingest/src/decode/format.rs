@@ -138,6 +138,10 @@ pub trait Format: Send {
     fn learn(&mut self, _id: u32, _schema: Option<&WriterSchema>) -> Learned {
         Learned::Same
     }
+
+    /// Refuses the records of writer schema `id` from now on, with `why` (the route
+    /// could not widen to it).
+    fn refuse(&mut self, _id: u32, _why: &str) {}
 }
 
 /// What a format made of a writer schema it learned.

@@ -167,6 +167,11 @@ impl RouteDecoder {
         self.format.learn(id, schema)
     }
 
+    /// Refuses the records of writer schema `id` from now on, with `why`.
+    pub fn refuse(&mut self, id: u32, why: &str) {
+        self.format.refuse(id, why);
+    }
+
     /// Decodes one message. A malformed message is appended to `rejected` and leaves
     /// the decoder as if it had never been seen.
     pub fn push(&mut self, message: &Message<'_>, rejected: &mut Vec<Rejected>) {

@@ -12,6 +12,7 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::sync::watch;
 
 use super::Pipeline;
+use super::evolve::Widened;
 use crate::batch::RouteBatch;
 use crate::config::{Loaded, OnIncompatible};
 use crate::consumer::{self, Consumer, PositionReaders, RebalanceEvent, Resume};
@@ -198,21 +199,27 @@ impl Pipeline<'_> {
                 // Stopping: the record is not taken, so no position passes it.
                 return Ok(());
             };
-            match routes[index].learn(id, schema.as_ref()) {
-                Learned::Same => {}
-                Learned::Wider(wider) => {
-                    if !self.widen_to(&mut routes[index], wider).await? {
-                        return Ok(());
+            let refused = match routes[index].learn(id, schema.as_ref()) {
+                Learned::Same => continue,
+                Learned::Wider(wider) => match self.widen_to(&mut routes[index], wider).await? {
+                    Widened::Done => continue,
+                    Widened::Stopping => return Ok(()),
+                    Widened::Refused(why) => {
+                        let why =
+                            format!("the route could not widen to writer schema id {id}: {why}");
+                        // `dead_letter`: the records of that version are refused.
+                        routes[index].refuse(id, &why);
+                        why
                     }
-                }
+                },
                 // `dead_letter`: the decoder refuses the record with the reason.
-                Learned::Incompatible(why) => {
-                    if routes[index].route.config.on_incompatible == OnIncompatible::Pause {
-                        self.pause(&routes[index], why, &view);
-                        return Ok(());
-                    }
-                }
+                Learned::Incompatible(why) => why,
+            };
+            if routes[index].route.config.on_incompatible == OnIncompatible::Pause {
+                self.pause(&routes[index], refused, &view);
+                return Ok(());
             }
+            tracing::error!(route = %routes[index].route.name, id, reason = %refused, "the records of this writer version go to the dead-letter topic (on_incompatible: dead_letter)");
         }
         routes[index].push(&view);
         drop(message);

@@ -12,33 +12,49 @@ use super::Pipeline;
 use crate::batch::RouteBatch;
 use crate::decode::{Payload, own_schema, widens};
 
+/// How a widening ended.
+pub(super) enum Widened {
+    /// The sinks' tables and the route's decoder are wider (or nothing was to widen).
+    Done,
+    /// The service is stopping: nothing changed but writes made.
+    Stopping,
+    /// Not applied, and why: the schema does not only widen, or a sink refused the
+    /// change for good (a column ClickHouse cannot retype, `create_tables: false`).
+    /// Sinks that changed already keep their wider tables, which take the route's
+    /// rows as before.
+    Refused(String),
+}
+
 impl Pipeline<'_> {
     /// Widens `route` to the schema its new writer version brings.
     pub(super) async fn widen_to(
         &mut self,
         route: &mut RouteBatch,
         payload: Payload,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Widened> {
         match own_schema(&payload) {
             Ok(Some(wider)) => self.widen(route, payload, wider).await,
-            Ok(None) => Ok(true),
-            Err(e) => {
-                tracing::warn!(route = %route.route.name, error = %e, "a newer writer schema has no table; its new fields are skipped");
-                Ok(true)
-            }
+            Ok(None) => Ok(Widened::Done),
+            Err(e) => Ok(Widened::Refused(format!(
+                "the newer writer schema has no table schema: {e}"
+            ))),
         }
     }
 
     /// Reads every route's schema file again (SIGHUP) and widens the routes whose
-    /// schema gained fields. A file that does not load is an ERROR, and the route keeps
-    /// its schema.
+    /// schema gained fields or wider types. A file that does not load, or a change
+    /// that is not applied, is an ERROR, and the route keeps its schema.
     pub(super) async fn reread_schemas(&mut self, routes: &mut [RouteBatch]) -> anyhow::Result<()> {
         tracing::info!("SIGHUP: reading the routes' schema files again");
         for route in routes.iter_mut() {
             match self.loaded.reread_schema(route.index) {
                 Ok(Some((payload, schema))) if schema != route.route.schema => {
-                    if !self.widen(route, payload, schema).await? {
-                        return Ok(());
+                    match self.widen(route, payload, schema).await? {
+                        Widened::Done => {}
+                        Widened::Stopping => return Ok(()),
+                        Widened::Refused(why) => {
+                            tracing::error!(route = %route.route.name, %why, "the edited schema is not applied; the route keeps its schema")
+                        }
                     }
                 }
                 Ok(_) => {}
@@ -51,18 +67,18 @@ impl Pipeline<'_> {
     }
 
     /// Widens `route` to `payload` read as `wider` when that only adds fields (their
-    /// columns are nullable: rows before them have no value) and promotes types;
-    /// `false` when the service is stopping (nothing changed then but writes made).
+    /// columns are nullable: rows before them have no value) and promotes types.
     pub(super) async fn widen(
         &mut self,
         route: &mut RouteBatch,
         payload: Payload,
         wider: arrow_schema::SchemaRef,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Widened> {
         let old = route.route.schema.clone();
         if let Err(why) = widens(&old, &wider) {
-            tracing::error!(route = %route.route.name, %why, "the new schema is not applied: it does not only add columns or promote their types");
-            return Ok(true);
+            return Ok(Widened::Refused(format!(
+                "the new schema does not only add columns or promote their types: {why}"
+            )));
         }
         let added: Vec<String> = wider
             .fields()
@@ -86,23 +102,23 @@ impl Pipeline<'_> {
         }
         let output = route.output_schema_of(&wider);
         for lane in 0..route.lanes.len() {
-            if !self.widen_lane(route, lane, &output).await? {
-                return Ok(false);
+            match self.widen_lane(route, lane, &output).await? {
+                Widened::Done => {}
+                other => return Ok(other),
             }
         }
         route.widen(payload, wider)?;
-        tracing::info!(route = %route.route.name, ?added, "columns added in every sink");
-        Ok(true)
+        tracing::info!(route = %route.route.name, ?added, ?promoted, "columns added in every sink");
+        Ok(Widened::Done)
     }
 
-    /// One sink adds the columns, retried while it fails transiently; `false` when the
-    /// service stops meanwhile.
+    /// One sink adds or promotes the columns, retried while it fails transiently.
     async fn widen_lane(
         &mut self,
         route: &mut RouteBatch,
         lane: usize,
         output: &arrow_schema::SchemaRef,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Widened> {
         let mut stop = self.shutdown.clone();
         let mut wait = Duration::from_millis(200);
         let state = &mut route.lanes[lane];
@@ -114,20 +130,26 @@ impl Pipeline<'_> {
             match sink.evolve(output.clone()).await {
                 Ok(()) => {
                     self.health.set_sink_failing(&state.name, false);
-                    return Ok(true);
+                    return Ok(Widened::Done);
                 }
                 Err(e) if e.is_retryable() => {
                     self.health.set_sink_failing(&state.name, true);
-                    tracing::warn!(sink = %state.name, error = %e, "adding columns failed; retrying");
+                    tracing::warn!(sink = %state.name, error = %e, "changing the table failed; retrying");
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.health.set_sink_failing(&state.name, false);
+                    return Ok(Widened::Refused(format!(
+                        "{} refused the change: {e}",
+                        state.name
+                    )));
+                }
             }
             if *stop.borrow() {
-                return Ok(false);
+                return Ok(Widened::Stopping);
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => return Ok(false),
+                _ = stop.changed() => return Ok(Widened::Stopping),
             }
             wait = (wait * 2).min(Duration::from_secs(10));
         }

@@ -242,6 +242,10 @@ impl Format for Avro {
         }
     }
 
+    fn refuse(&mut self, id: u32, why: &str) {
+        self.known.insert(id, Writer::Refused(why.to_string()));
+    }
+
     fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Learned {
         let (writer, learned) = match usable(id, schema, "AVRO") {
             Err(why) => (Writer::Refused(why), Learned::Same),

@@ -210,6 +210,10 @@ impl Format for Protobuf {
             .filter(|id| !self.known.contains_key(id))
     }
 
+    fn refuse(&mut self, id: u32, why: &str) {
+        self.known.insert(id, Writer::Refused(why.to_string()));
+    }
+
     fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Learned {
         let (writer, learned) = match usable(id, schema, "PROTOBUF") {
             Err(why) => (Writer::Refused(why), Learned::Same),
