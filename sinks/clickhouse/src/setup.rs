@@ -50,14 +50,15 @@ impl ClickHouseSink {
             .create_ledger_and_gate_registry(&ledger, companions)
             .await?;
         setup.add_from_block(&ledger).await?;
-        // The route's schema may have gained nullable fields or wider types since the
-        // table was made.
-        let added = setup.add_columns(&schema, &columns).await?;
-        let promoted = setup.promote_columns(&schema, &columns).await?;
-        let columns = match added || promoted {
+        // The route's schema may have gained nullable fields since the table was made.
+        // A column narrower than its field is kept: the table's owner may want it so
+        // (values that do not fit are dead letters); only a type the route's schema
+        // widens while running is promoted (`evolve_table`).
+        let columns = match setup.add_columns(&schema, &columns).await? {
             true => setup.read_columns().await?,
             false => columns,
         };
+        setup.warn_narrower(&schema, &columns);
         let columns = setup.match_columns(&schema, columns)?;
         setup.check_encoding(&schema, &columns)?;
         let sink = setup.into_sink(schema, columns, ledger, coordinates, gates);
@@ -78,7 +79,9 @@ impl ClickHouseSink {
         let schema = with_coordinate_fields(&schema, &self.ledger.coordinates);
         let columns = setup.existing_columns().await?;
         setup.add_columns(&schema, &columns).await?;
-        setup.promote_columns(&schema, &columns).await?;
+        setup
+            .promote_columns(&schema, &self.schema, &columns)
+            .await?;
         let columns = setup.read_columns().await?;
         let columns = setup.match_columns(&schema, columns)?;
         setup.check_encoding(&schema, &columns)?;
@@ -441,17 +444,25 @@ impl<'a> Setup<'a> {
         Ok(added)
     }
 
-    /// `ALTER TABLE … MODIFY COLUMN` for each column whose field has a wider type (int →
-    /// long, float → double, decimal precision up: `ingest_sink_api::evolution`), its
-    /// nullability kept; whether any changed. A column another member promoted first
-    /// already has the type.
+    /// `ALTER TABLE … MODIFY COLUMN` for each column whose field the route's schema
+    /// widened (from `before`) to a type the column cannot hold (int → long, float →
+    /// double, decimal precision up: `ingest_sink_api::evolution`), its nullability
+    /// kept; whether any changed. A column another member promoted first already has
+    /// the type.
     async fn promote_columns(
         &self,
         schema: &SchemaRef,
+        before: &SchemaRef,
         columns: &[TableColumn],
     ) -> Result<bool, SinkError> {
         let mut promoted = false;
         for field in schema.fields() {
+            let widened = before
+                .field_with_name(field.name())
+                .is_ok_and(|b| b.data_type() != field.data_type());
+            if !widened {
+                continue;
+            }
             let Some(column) = columns.iter().find(|c| &c.name == field.name()) else {
                 continue;
             };
@@ -482,6 +493,29 @@ impl<'a> Setup<'a> {
             promoted = true;
         }
         Ok(promoted)
+    }
+
+    /// A WARN for each column narrower than its field (a promotion of it would hold
+    /// every value): values that do not fit go to the dead-letter topic.
+    fn warn_narrower(&self, schema: &SchemaRef, columns: &[TableColumn]) {
+        for field in schema.fields() {
+            let Some(column) = columns.iter().find(|c| &c.name == field.name()) else {
+                continue;
+            };
+            let narrower = ChType::parse(&column.type_name)
+                .ok()
+                .and_then(|ty| arrow_type(&ty))
+                .is_some_and(|from| promotes(&from, field.data_type()));
+            if narrower {
+                tracing::warn!(
+                    sink = %self.name,
+                    column = %column.name,
+                    column_type = %column.type_name,
+                    field_type = %field.data_type(),
+                    "the column is narrower than the route's field: values that do not fit are dead letters; to keep them, ALTER TABLE … MODIFY COLUMN to the wider type"
+                );
+            }
+        }
     }
 
     /// What the table or schema does not allow: retrying cannot help.

@@ -25,12 +25,24 @@ use crate::schema::iceberg_compatible;
 const ATTEMPTS: usize = 10;
 
 /// The table with every field of `schema`: the ones it lacks added as optional fields,
-/// the ones it has with a narrower type promoted. Errors are `(message, retryable)`.
+/// and, of the fields the route's schema widened from `before`, the ones the table has
+/// with a narrower type promoted (a narrower column the route did not widen is the
+/// table owner's choice, kept). Errors are `(message, retryable)`.
 pub async fn add_fields(
     catalog: &dyn Catalog,
     mut table: Table,
     schema: &SchemaRef,
+    before: Option<&SchemaRef>,
 ) -> Result<Table, (String, bool)> {
+    let widened = |name: &str| {
+        before.is_some_and(|b| {
+            b.field_with_name(name).is_ok_and(|b| {
+                schema
+                    .field_with_name(name)
+                    .is_ok_and(|f| f.data_type() != b.data_type())
+            })
+        })
+    };
     let wanted = iceberg_compatible(schema)
         .and_then(|s| {
             iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(&s).map_err(|e| e.to_string())
@@ -43,6 +55,7 @@ pub async fn add_fields(
             .as_struct()
             .fields()
             .iter()
+            .filter(|w| widened(&w.name))
             .filter_map(|w| {
                 let have = current.field_by_name(&w.name)?;
                 match (have.field_type.as_ref(), w.field_type.as_ref()) {

@@ -42,6 +42,8 @@ pub struct IcebergSink {
     table: Table,
     /// The table's schema as Arrow, with the field ids the Parquet writer needs.
     target_schema: SchemaRef,
+    /// The route's schema, as last opened or widened (which types it widens next).
+    route_schema: SchemaRef,
     files: ParquetFiles,
     /// The group's key of the positions in the table (`positions::positions_key`).
     positions_key: String,
@@ -62,7 +64,7 @@ impl IcebergSink {
             .await
             .map_err(|(message, retryable)| SinkError::new(&name, message, retryable))?;
         // The route's schema may have gained nullable fields since the table was made.
-        let table = crate::evolve::add_fields(&*catalog, table, &schema)
+        let table = crate::evolve::add_fields(&*catalog, table, &schema, None)
             .await
             .map_err(|(message, retryable)| SinkError::new(&name, message, retryable))?;
         let target_schema = Arc::new(
@@ -74,12 +76,13 @@ impl IcebergSink {
         // An unreadable position stops here, before anything is read from Kafka.
         recorded_positions(&table, &positions_key).map_err(permanent)?;
         // Converting an empty batch checks every column once, before data arrives.
-        conform(&target_schema, &RecordBatch::new_empty(schema)).map_err(permanent)?;
+        conform(&target_schema, &RecordBatch::new_empty(schema.clone())).map_err(permanent)?;
         Ok(Self {
             name,
             catalog,
             table,
             target_schema,
+            route_schema: schema,
             files,
             positions_key,
         })
@@ -167,16 +170,22 @@ impl Sink for IcebergSink {
 
     async fn evolve(&mut self, schema: SchemaRef) -> Result<(), SinkError> {
         self.reload().await?;
-        self.table = crate::evolve::add_fields(&*self.catalog, self.table.clone(), &schema)
-            .await
-            .map_err(|(message, retryable)| SinkError::new(&self.name, message, retryable))?;
+        self.table = crate::evolve::add_fields(
+            &*self.catalog,
+            self.table.clone(),
+            &schema,
+            Some(&self.route_schema),
+        )
+        .await
+        .map_err(|(message, retryable)| SinkError::new(&self.name, message, retryable))?;
         let permanent = |message: String| SinkError::permanent(&self.name, message);
         let target = Arc::new(
             schema_to_arrow_schema(self.table.metadata().current_schema())
                 .map_err(|e| permanent(e.to_string()))?,
         );
-        conform(&target, &RecordBatch::new_empty(schema)).map_err(permanent)?;
+        conform(&target, &RecordBatch::new_empty(schema.clone())).map_err(permanent)?;
         self.target_schema = target;
+        self.route_schema = schema;
         Ok(())
     }
 

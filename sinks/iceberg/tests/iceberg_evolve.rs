@@ -203,3 +203,34 @@ async fn promoted_types_and_new_fields_commit_as_one_schema_and_old_files_read_p
         .clone();
     assert_eq!(*q.field_type, Type::Primitive(PrimitiveType::Long));
 }
+
+#[tokio::test]
+async fn a_narrower_column_the_route_did_not_widen_is_kept() {
+    // The table's owner made `q` an int; the route's schema says long from the start:
+    // values that do not fit are the route's dead letters, the table is not changed.
+    let catalog = open_catalog(&catalog_config("narrow-kept")).await.unwrap();
+    open(&catalog, narrow()).await;
+    let mut sink = open(&catalog, wide()).await;
+    let ident = TableIdent::from_strs(["ns", "events"]).unwrap();
+    let q = |t: &iceberg::table::Table| {
+        *t.metadata()
+            .current_schema()
+            .field_by_name("q")
+            .unwrap()
+            .field_type
+            .clone()
+    };
+    let table = catalog.load_table(&ident).await.unwrap();
+    assert_eq!(q(&table), Type::Primitive(PrimitiveType::Int));
+    // Evolving to the same route schema again promotes nothing either.
+    sink.evolve(wide()).await.unwrap();
+    let table = catalog.load_table(&ident).await.unwrap();
+    assert_eq!(q(&table), Type::Primitive(PrimitiveType::Int));
+    assert!(
+        table
+            .metadata()
+            .current_schema()
+            .field_by_name("note")
+            .is_some()
+    );
+}
