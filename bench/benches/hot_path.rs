@@ -43,11 +43,7 @@ fn decode_framed(
 ) -> Vec<RecordBatch> {
     let schema = ingest::own_schema(payload).unwrap().unwrap();
     let mut decoder = RouteDecoder::new(payload, schema, vec![], EVENTS).unwrap();
-    let writer = WriterSchema {
-        kind: kind.into(),
-        text,
-        has_references: false,
-    };
+    let writer = WriterSchema::standalone(kind, &text);
     decoder.learn(id, Some(&writer));
     let mut rejected = Vec::new();
     for (offset, payload) in events.iter().enumerate() {
@@ -73,7 +69,10 @@ fn decode_all_avro(events: &[Vec<u8>]) -> Vec<RecordBatch> {
 
 fn decode_all_protobuf(events: &[Vec<u8>]) -> Vec<RecordBatch> {
     let payload = Payload::Protobuf {
-        schema: ProtoSchema::Source(ingest_bench::events_proto().into()),
+        schema: ProtoSchema::Source {
+            text: ingest_bench::events_proto().into(),
+            imports: std::sync::Arc::from([]),
+        },
         message: None,
         registry: true,
     };

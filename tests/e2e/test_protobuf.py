@@ -176,3 +176,50 @@ def test_a_new_field_of_a_newer_version_is_added_while_running(setup):
     assert [(int(r["id"]), r["note"]) for r in rows] == want
     got = read_iceberg(setup.catalog_uri, setup.warehouse, lake, "id", rows=True)
     assert [(int(r["id"]), r["note"]) for r in got["rows"]] == want
+
+
+def order_class(package):
+    """`Order` importing `Money` from another file, as teams split their .proto files:
+    confluent-kafka's serializer registers the imported file under its own subject and
+    the order schema with a reference to it."""
+    pool = descriptor_pool.DescriptorPool()
+    money = descriptor_pb2.FileDescriptorProto(name=f"{package}/money.proto", package=package, syntax="proto3")
+    m = money.message_type.add(name="Money")
+    m.field.add(name="cents", number=1, type=F.TYPE_INT64, label=F.LABEL_OPTIONAL)
+    m.field.add(name="currency", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    pool.Add(money)
+    order = descriptor_pb2.FileDescriptorProto(name=f"{package}/order.proto", package=package, syntax="proto3",
+                                               dependency=[f"{package}/money.proto"])
+    o = order.message_type.add(name="Order")
+    o.field.add(name="id", number=1, type=F.TYPE_INT64, label=F.LABEL_OPTIONAL)
+    o.field.add(name="price", number=2, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
+                type_name=f".{package}.Money")
+    pool.Add(order)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.Order"))
+
+
+def test_a_schema_importing_another_registered_file_reads_through_the_reference(setup):
+    """The table schema (the subject's latest at start) and each writer schema by id are
+    resolved with the files they import, fetched through their references."""
+    package = unique("e2e_ref")
+    cls = order_class(package)
+    topic = create_topic(unique("proto-ref"), 1)
+    ids = produce_protobuf(topic, [cls(id=i, price={"cents": i * 100 + 5, "currency": "EUR"}) for i in range(30)])
+    client = SchemaRegistryClient({"url": REGISTRY, "timeout": 30})
+    registered = client.get_schema(next(iter(ids)))
+    assert [r.name for r in registered.references] == [f"{package}/money.proto"], "the producer registers a reference"
+    config = setup.config([{"topics": [topic], "format": "protobuf",
+                            "clickhouse": {"table": "orders", "order_by": ["id"]},
+                            "iceberg": {"table": "orders"},
+                            "batch": {"max_rows": 1000, "max_age": "300ms"}}],
+                          extra={"schema_registry": {"url": REGISTRY}})
+    ingest = setup.start(config)
+    ingest.wait_ready()
+    table, lake = f"{setup.database}.orders", f"{setup.namespace}.orders"
+    count = lambda: int(clickhouse(f"SELECT count() AS c FROM {table}")[0]["c"])  # noqa: E731
+    wait_until("orders in both sinks", lambda: (
+        count() == 30 and iceberg_count(setup.catalog_uri, setup.warehouse, lake) == 30, count()))
+    assert ingest.stop() == 0, ingest.logs()
+    rows = clickhouse(f"SELECT id, tupleElement(price, 1) AS cents, tupleElement(price, 2) AS currency "
+                      f"FROM {table} ORDER BY id")
+    assert [(int(r["id"]), int(r["cents"]), r["currency"]) for r in rows] == [(i, i * 100 + 5, "EUR") for i in range(30)]

@@ -201,3 +201,38 @@ def test_an_incompatible_version_pauses_only_its_route_until_fixed(setup):
 def json_of(schema):
     import json
     return json.dumps(schema)
+
+
+def test_a_widened_type_is_promoted_through_the_rest_catalog(setup):
+    """The same promotion through a real Iceberg REST catalog (SeaweedFS, data on S3):
+    the catalog takes the new schema, and pyiceberg's RestCatalog reads the older files
+    as the wider types."""
+    import lake
+    topic = create_topic(unique("widen-rest"), 1)
+    produce_avro(topic, [(narrow(i), NARROW) for i in range(50)])
+    config = setup.config([{"topics": [topic], "format": "avro", "schema": str(setup.schema("m.avsc", json_of(NARROW))),
+                            "iceberg": {"table": "widened"},
+                            "batch": {"max_rows": 1000, "max_age": "300ms"}}],
+                          clickhouse=False, catalog=lake.rest_catalog_config(), extra=registry_section())
+    ingest = setup.start(config)
+    ingest.wait_ready()
+    ident = f"{setup.namespace}.widened"
+
+    def rows(want):
+        def check():
+            table = lake.load_table(ident)
+            snap = table and table.current_snapshot()
+            total = int(snap.summary.additional_properties.get("total-records", 0)) if snap else 0
+            return total == want, total
+        return check
+    wait_until("narrow rows", rows(50))
+    produce_avro(topic, [(wide(i), WIDE) for i in range(50, 100)])
+    wait_until("wide rows", rows(100), 120)
+    assert ingest.stop() == 0, ingest.logs()
+
+    table = lake.load_table(ident)
+    types = {f.name: str(f.field_type) for f in table.schema().fields}
+    assert (types["q"], types["f"], types["d"]) == ("long", "double", "decimal(14, 2)"), types
+    got = table.scan().to_arrow().sort_by("id").to_pylist()
+    want = [expected(i, set(range(50, 100))) for i in range(100)]
+    assert [(r["id"], r["q"], r["f"], r["d"]) for r in got] == want

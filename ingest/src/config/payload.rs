@@ -9,7 +9,7 @@ use std::time::Duration;
 use arrow_schema::SchemaRef;
 
 use super::{Coercion, Config, PayloadFormat, RouteConfig};
-use crate::decode::{Coercions, Payload, ProtoSchema, own_schema};
+use crate::decode::{Coercions, Payload, ProtoSchema, WriterSchema, own_schema};
 
 /// How long start-up waits for a registry that does not answer.
 const REGISTRY_PATIENCE: Duration = Duration::from_secs(60);
@@ -46,7 +46,15 @@ pub(super) fn resolve(
                 Some(path) => std::fs::read_to_string(base.join(path)).map_err(|e| {
                     problem("schema", format!("cannot read `{}`: {e}", path.display()))
                 })?,
-                None => from_registry(route, config, "AVRO", "an Avro schema file (.avsc)")?,
+                None => {
+                    let found =
+                        from_registry(route, config, "AVRO", "an Avro schema file (.avsc)")?;
+                    crate::decode::avro::with_references(
+                        &found.text,
+                        found.references.as_deref().unwrap_or_default(),
+                    )
+                    .map_err(|e| problem("subject", e))?
+                }
             };
             Payload::Avro {
                 reader: reader.into(),
@@ -65,15 +73,18 @@ pub(super) fn resolve(
                     ProtoSchema::File(base.join(path))
                 }
                 Some(path) => ProtoSchema::DescriptorSet(base.join(path)),
-                None => ProtoSchema::Source(
-                    from_registry(
+                None => {
+                    let found = from_registry(
                         route,
                         config,
                         "PROTOBUF",
                         "a .proto file or a descriptor set",
-                    )?
-                    .into(),
-                ),
+                    )?;
+                    ProtoSchema::Source {
+                        text: found.text.into(),
+                        imports: found.references.unwrap_or_default().into(),
+                    }
+                }
             };
             Payload::Protobuf {
                 schema,
@@ -123,7 +134,7 @@ fn from_registry(
     config: &Config,
     kind: &str,
     file: &str,
-) -> Result<String, Problem> {
+) -> Result<WriterSchema, Problem> {
     let Some(registry) = &config.schema_registry else {
         return Err(problem(
             "schema",
@@ -144,7 +155,13 @@ fn from_registry(
             ),
         ));
     }
-    Ok(found.text)
+    if let Err(why) = &found.references {
+        return Err(problem(
+            "subject",
+            format!("subject `{subject}` refers to a schema the registry cannot give: {why}"),
+        ));
+    }
+    Ok(found)
 }
 
 /// The subject named, or `<topic>-value` of the route's one listed topic.

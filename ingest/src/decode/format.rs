@@ -25,8 +25,11 @@ pub fn usable<'s>(
             "schema id {id} is a {} schema; the route reads {kind}",
             s.kind
         )),
-        Some(s) if s.has_references => Err(format!(
-            "schema id {id} refers to other registered schemas, which are not resolved yet"
+        Some(WriterSchema {
+            references: Err(why),
+            ..
+        }) => Err(format!(
+            "schema id {id} refers to a schema the registry cannot give: {why}"
         )),
         Some(s) => Ok(s),
     }
@@ -79,8 +82,12 @@ pub enum ProtoSchema {
     File(std::path::PathBuf),
     /// A compiled descriptor set (`protoc --descriptor_set_out`, `buf build`).
     DescriptorSet(std::path::PathBuf),
-    /// `.proto` text, as a registry holds it.
-    Source(Arc<str>),
+    /// A registry's schema: `.proto` text (or a base64 `FileDescriptorProto`), and the
+    /// files it imports that the registry holds (its references, by import name).
+    Source {
+        text: Arc<str>,
+        imports: Arc<[Reference]>,
+    },
 }
 
 impl Payload {
@@ -96,8 +103,28 @@ pub struct WriterSchema {
     /// `AVRO`, `PROTOBUF`, `JSON`.
     pub kind: String,
     pub text: String,
-    /// Whether it names other registered schemas.
-    pub has_references: bool,
+    /// The registered schemas it refers to (Protobuf imports, Avro named types), and
+    /// theirs, each once; `Err` names one the registry does not hold.
+    pub references: Result<Vec<Reference>, String>,
+}
+
+impl WriterSchema {
+    /// A schema that refers to no other.
+    pub fn standalone(kind: &str, text: &str) -> Self {
+        Self {
+            kind: kind.into(),
+            text: text.into(),
+            references: Ok(Vec::new()),
+        }
+    }
+}
+
+/// A registered schema another refers to, by the name it is referred to with (a
+/// Protobuf import path, an Avro type's full name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub name: String,
+    pub text: String,
 }
 
 /// Why a payload was not taken.

@@ -8,7 +8,7 @@
 //! rest is kept, with the metadata columns and coordinates of its rows. Rows holding a
 //! value some sink of the route cannot store are rejected too (see [`refuse`]).
 
-mod avro;
+pub mod avro;
 mod format;
 mod json;
 mod metadata;
@@ -20,7 +20,8 @@ use arrow_schema::{ArrowError, SchemaRef};
 use arrow_select::concat::concat_batches;
 
 pub use format::{
-    Coercions, Format, Learned, Payload, ProtoSchema, Refusal, WriterSchema, own_schema, widens,
+    Coercions, Format, Learned, Payload, ProtoSchema, Reference, Refusal, WriterSchema, own_schema,
+    widens,
 };
 pub use metadata::{MessageMeta, MetadataBuilder, TopicNames};
 

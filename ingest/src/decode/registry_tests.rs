@@ -10,11 +10,7 @@ use super::{Message, Rejected, RouteDecoder, WriterSchema};
 
 /// A writer schema as the registry would give it.
 pub fn schema(kind: &str, text: &str) -> WriterSchema {
-    WriterSchema {
-        kind: kind.into(),
-        text: text.into(),
-        has_references: false,
-    }
+    WriterSchema::standalone(kind, text)
 }
 
 /// Pushes `payloads` (learning ids as the consumer would), returns rows and rejects.

@@ -8,7 +8,10 @@
 //! come from the network: each must decode to exactly one row using all of its bytes,
 //! and a decoder that fails (or panics) on one is thrown away with its open rows.
 
+mod references;
 mod table;
+
+pub use references::with_references;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -249,7 +252,13 @@ impl Format for Avro {
     fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Learned {
         let (writer, learned) = match usable(id, schema, "AVRO") {
             Err(why) => (Writer::Refused(why), Learned::Same),
-            Ok(s) => self.resolve(id, &s.text),
+            Ok(s) => match with_references(&s.text, s.references.as_deref().unwrap_or_default()) {
+                Ok(text) => self.resolve(id, &text),
+                Err(e) => (
+                    Writer::Refused(format!("schema id {id}: {e}")),
+                    Learned::Same,
+                ),
+            },
         };
         self.known.insert(id, writer);
         learned

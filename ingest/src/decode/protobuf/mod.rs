@@ -15,7 +15,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 
-use super::format::{Format, Learned, Payload, ProtoSchema, Refusal, WriterSchema, usable, widens};
+use super::format::{
+    Format, Learned, Payload, ProtoSchema, Reference, Refusal, WriterSchema, usable, widens,
+};
 use table::Columns;
 
 /// The name a registry schema's `.proto` text is compiled under.
@@ -54,8 +56,8 @@ fn reader(schema: &ProtoSchema, message: Option<&str>) -> Result<Reader, String>
                 .map_err(|e| format!("`{}` is not a descriptor set: {e}", path.display()))?;
             (pool, None)
         }
-        ProtoSchema::Source(text) => {
-            let (pool, name) = compile_source(text)?;
+        ProtoSchema::Source { text, imports } => {
+            let (pool, name) = compile_source(text, imports)?;
             (pool, Some(name))
         }
     };
@@ -87,21 +89,42 @@ fn compile_file(path: &Path) -> Result<DescriptorPool, String> {
     Ok(compiler.descriptor_pool())
 }
 
-/// A registry's schema, with the well-known imports: `.proto` text, or (as Apicurio keeps
-/// what confluent-kafka's Python serializer registers) a base64 `FileDescriptorProto`.
-/// Returns the pool and the name of the schema's own file.
-fn compile_source(text: &str) -> Result<(DescriptorPool, String), String> {
-    use base64::Engine as _;
-    struct One(protox::file::File);
-    impl protox::file::FileResolver for One {
+/// A registry's schema, with the files it imports that the registry holds (its
+/// references, by import name) and the well-known types: each `.proto` text or (as
+/// Apicurio keeps what confluent-kafka's Python serializer registers) a base64
+/// `FileDescriptorProto`. Returns the pool and the name of the schema's own file.
+fn compile_source(text: &str, imports: &[Reference]) -> Result<(DescriptorPool, String), String> {
+    /// Files by the names they are imported with.
+    struct Files(Vec<(String, protox::file::File)>);
+    impl protox::file::FileResolver for Files {
         fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
-            if name == self.0.name() {
-                Ok(self.0.clone())
-            } else {
-                Err(protox::Error::file_not_found(name))
-            }
+            self.0
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, f)| f.clone())
+                .ok_or_else(|| protox::Error::file_not_found(name))
         }
     }
+    let main = parse_file(REGISTRY_FILE, text)?;
+    let name = main.name().to_string();
+    let mut files = vec![(name.clone(), main)];
+    for import in imports {
+        let file = parse_file(&import.name, &import.text)
+            .map_err(|e| format!("imported `{}`: {e}", import.name))?;
+        files.push((import.name.clone(), file));
+    }
+    let mut resolver = protox::file::ChainFileResolver::new();
+    resolver.add(Files(files));
+    resolver.add(protox::file::GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.open_file(&name).map_err(|e| e.to_string())?;
+    Ok((compiler.descriptor_pool(), name))
+}
+
+/// One registry schema as a file: a base64 `FileDescriptorProto` (named as it says),
+/// or `.proto` text named `name`.
+fn parse_file(name: &str, text: &str) -> Result<protox::file::File, String> {
+    use base64::Engine as _;
     let trimmed = text.trim();
     let descriptor = (!trimmed.contains(char::is_whitespace))
         .then(|| {
@@ -112,17 +135,10 @@ fn compile_source(text: &str) -> Result<(DescriptorPool, String), String> {
         .flatten()
         .and_then(|bytes| protox::file::File::decode_file_descriptor_proto(bytes.as_slice()).ok())
         .filter(|f| !f.name().is_empty());
-    let file = match descriptor {
-        Some(file) => file,
-        None => protox::file::File::from_source(REGISTRY_FILE, text).map_err(|e| e.to_string())?,
-    };
-    let name = file.name().to_string();
-    let mut resolver = protox::file::ChainFileResolver::new();
-    resolver.add(One(file));
-    resolver.add(protox::file::GoogleFileResolver::new());
-    let mut compiler = protox::Compiler::with_file_resolver(resolver);
-    compiler.open_file(&name).map_err(|e| e.to_string())?;
-    Ok((compiler.descriptor_pool(), name))
+    match descriptor {
+        Some(file) => Ok(file),
+        None => protox::file::File::from_source(name, text).map_err(|e| e.to_string()),
+    }
 }
 
 /// The table schema of a route's Protobuf message.
@@ -217,8 +233,8 @@ impl Format for Protobuf {
     fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Learned {
         let (writer, learned) = match usable(id, schema, "PROTOBUF") {
             Err(why) => (Writer::Refused(why), Learned::Same),
-            Ok(s) => match compile_source(&s.text) {
-                Ok(compiled) => self.resolve(id, &s.text, compiled),
+            Ok(s) => match compile_source(&s.text, s.references.as_deref().unwrap_or_default()) {
+                Ok(compiled) => self.resolve(id, s, compiled),
                 Err(e) => (
                     Writer::Refused(format!("schema id {id} does not compile: {e}")),
                     Learned::Same,
@@ -237,7 +253,7 @@ impl Protobuf {
     fn resolve(
         &self,
         id: u32,
-        text: &str,
+        writer_schema: &WriterSchema,
         compiled: (DescriptorPool, String),
     ) -> (Writer, Learned) {
         let reader = &self.reader.message;
@@ -262,7 +278,14 @@ impl Protobuf {
             .fields()
             .any(|w| reader.get_field(w.number()).is_none());
         let wider = Payload::Protobuf {
-            schema: ProtoSchema::Source(text.into()),
+            schema: ProtoSchema::Source {
+                text: writer_schema.text.as_str().into(),
+                imports: writer_schema
+                    .references
+                    .as_deref()
+                    .unwrap_or_default()
+                    .into(),
+            },
             message: Some(reader.full_name().into()),
             registry: self.registry,
         };
