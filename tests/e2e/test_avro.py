@@ -376,6 +376,7 @@ def test_a_schema_using_a_type_registered_under_another_subject(setup):
     subject; the table schema (the subject's latest at start) and each writer schema by
     id are read with the referenced type defined in place."""
     from confluent_kafka.schema_registry import Schema, SchemaReference
+    from support.orders import ORDERS, assert_orders_land, price
     namespace = unique("e2e_ref")
     money = {"type": "record", "name": "Money", "namespace": namespace,
              "fields": [{"name": "cents", "type": "long"}, {"name": "currency", "type": "string"}]}
@@ -389,22 +390,9 @@ def test_a_schema_using_a_type_registered_under_another_subject(setup):
     schema = Schema(json.dumps(order), "AVRO", [SchemaReference(f"{namespace}.Money", money_subject, version)])
     serializer = AvroSerializer(client, schema)
     producer = Producer({"bootstrap.servers": KAFKA})
-    for i in range(30):
-        value = {"id": i, "price": {"cents": i * 100 + 5, "currency": "EUR"}}
+    for i in range(ORDERS):
+        value = {"id": i, "price": price(i)}
         producer.produce(topic, key=str(i), value=serializer(value, SerializationContext(topic, MessageField.VALUE)))
     assert producer.flush(30) == 0
     assert client.get_latest_version(f"{topic}-value").schema.references, "registered with a reference"
-    config = setup.config([{"topics": [topic], "format": "avro",
-                            "clickhouse": {"table": "orders", "order_by": ["id"]},
-                            "iceberg": {"table": "orders"},
-                            "batch": {"max_rows": 1000, "max_age": "300ms"}}], extra=registry_section())
-    ingest = setup.start(config)
-    ingest.wait_ready()
-    table, lake = f"{setup.database}.orders", f"{setup.namespace}.orders"
-    count = lambda: int(clickhouse(f"SELECT count() AS c FROM {table}")[0]["c"])  # noqa: E731
-    wait_until("orders in both sinks", lambda: (
-        count() == 30 and iceberg_count(setup.catalog_uri, setup.warehouse, lake) == 30, count()))
-    assert ingest.stop() == 0, ingest.logs()
-    rows = clickhouse(f"SELECT id, tupleElement(price, 1) AS cents, tupleElement(price, 2) AS currency "
-                      f"FROM {table} ORDER BY id")
-    assert [(int(r["id"]), int(r["cents"]), r["currency"]) for r in rows] == [(i, i * 100 + 5, "EUR") for i in range(30)]
+    assert_orders_land(setup, topic, "avro", registry_section()["schema_registry"])

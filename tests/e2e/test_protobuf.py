@@ -12,6 +12,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2, wrappers_pb2
 
 from conftest import KAFKA, clickhouse, create_topic, every_clickhouse, iceberg_count, read_iceberg, unique, wait_until
+from support.orders import ORDERS, assert_orders_land, price
 
 REGISTRY = os.environ.get("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7")
 F = descriptor_pb2.FieldDescriptorProto
@@ -204,22 +205,8 @@ def test_a_schema_importing_another_registered_file_reads_through_the_reference(
     package = unique("e2e_ref")
     cls = order_class(package)
     topic = create_topic(unique("proto-ref"), 1)
-    ids = produce_protobuf(topic, [cls(id=i, price={"cents": i * 100 + 5, "currency": "EUR"}) for i in range(30)])
+    ids = produce_protobuf(topic, [cls(id=i, price=price(i)) for i in range(ORDERS)])
     client = SchemaRegistryClient({"url": REGISTRY, "timeout": 30})
     registered = client.get_schema(next(iter(ids)))
     assert [r.name for r in registered.references] == [f"{package}/money.proto"], "the producer registers a reference"
-    config = setup.config([{"topics": [topic], "format": "protobuf",
-                            "clickhouse": {"table": "orders", "order_by": ["id"]},
-                            "iceberg": {"table": "orders"},
-                            "batch": {"max_rows": 1000, "max_age": "300ms"}}],
-                          extra={"schema_registry": {"url": REGISTRY}})
-    ingest = setup.start(config)
-    ingest.wait_ready()
-    table, lake = f"{setup.database}.orders", f"{setup.namespace}.orders"
-    count = lambda: int(clickhouse(f"SELECT count() AS c FROM {table}")[0]["c"])  # noqa: E731
-    wait_until("orders in both sinks", lambda: (
-        count() == 30 and iceberg_count(setup.catalog_uri, setup.warehouse, lake) == 30, count()))
-    assert ingest.stop() == 0, ingest.logs()
-    rows = clickhouse(f"SELECT id, tupleElement(price, 1) AS cents, tupleElement(price, 2) AS currency "
-                      f"FROM {table} ORDER BY id")
-    assert [(int(r["id"]), int(r["cents"]), r["currency"]) for r in rows] == [(i, i * 100 + 5, "EUR") for i in range(30)]
+    assert_orders_land(setup, topic, "protobuf", {"url": REGISTRY})

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch};
-use common::{ROWS, batch, catalog_config, events_table};
+use common::{ROWS, batch, catalog_config, events_table, scan_all};
 use futures::future::BoxFuture;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
@@ -30,21 +30,11 @@ async fn read_back(config: &CatalogConfig) -> (iceberg::table::Table, i64) {
     let catalog = open_catalog(config).await.unwrap();
     let ident = iceberg::TableIdent::from_strs(["ns", "events"]).unwrap();
     let loaded = catalog.load_table(&ident).await.unwrap();
-    let rows: usize = futures::TryStreamExt::try_collect::<Vec<_>>(
-        loaded
-            .scan()
-            .select_all()
-            .build()
-            .unwrap()
-            .to_arrow()
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(RecordBatch::num_rows)
-    .sum();
+    let rows: usize = scan_all(&loaded)
+        .await
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
     (loaded, rows as i64)
 }
 
@@ -52,21 +42,7 @@ async fn read_back(config: &CatalogConfig) -> (iceberg::table::Table, i64) {
 async fn ids(config: &CatalogConfig) -> Vec<i64> {
     let catalog = open_catalog(config).await.unwrap();
     let ident = TableIdent::from_strs(["ns", "events"]).unwrap();
-    let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(
-        catalog
-            .load_table(&ident)
-            .await
-            .unwrap()
-            .scan()
-            .select_all()
-            .build()
-            .unwrap()
-            .to_arrow()
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let batches = scan_all(&catalog.load_table(&ident).await.unwrap()).await;
     batches
         .iter()
         .flat_map(|b| {

@@ -149,18 +149,7 @@ async fn promoted_types_and_new_fields_commit_as_one_schema_and_old_files_read_p
     // One schema per change: the narrow one and the wide one.
     assert_eq!(table.metadata().schemas_iter().count(), 2);
 
-    let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(
-        table
-            .scan()
-            .select_all()
-            .build()
-            .unwrap()
-            .to_arrow()
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let batches = common::scan_all(&table).await;
     let mut rows: Vec<(i64, i64, f64, i128)> = batches
         .iter()
         .flat_map(|b| {

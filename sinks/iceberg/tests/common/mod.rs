@@ -83,3 +83,20 @@ pub fn events_table() -> (Arc<Schema>, IcebergTable) {
         serde_json::from_str(r#"{"table": "events"}"#).unwrap(),
     )
 }
+
+/// Every row of the table's current snapshot, through iceberg-rust's own reader.
+#[allow(dead_code)] // not every test file uses it
+pub async fn scan_all(table: &iceberg::table::Table) -> Vec<RecordBatch> {
+    futures::TryStreamExt::try_collect(
+        table
+            .scan()
+            .select_all()
+            .build()
+            .unwrap()
+            .to_arrow()
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap()
+}
