@@ -47,6 +47,15 @@ impl Continuity {
         }
     }
 
+    /// Whether the partition's next record is expected at `offset` (not sought elsewhere
+    /// or forgotten since).
+    pub fn expects(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.next
+            .get(topic)
+            .and_then(|p| p.get(&partition))
+            .is_some_and(|next| *next == Some(offset))
+    }
+
     /// A record at `offset` was read from the partition.
     pub fn step(&mut self, topic: &str, partition: i32, offset: i64) -> Step {
         let slot = match self.next.get_mut(topic) {
@@ -71,6 +80,18 @@ impl Continuity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expects_says_whether_a_partition_was_sought_or_forgotten_since() {
+        let mut c = Continuity::default();
+        c.start("t", 0, Some(10));
+        c.step("t", 0, 10);
+        assert!(c.expects("t", 0, 11));
+        c.start("t", 0, Some(4));
+        assert!(!c.expects("t", 0, 11), "sought back");
+        c.forget("t", 0);
+        assert!(!c.expects("t", 0, 4), "revoked");
+    }
 
     #[test]
     fn records_in_order_and_an_unknown_start_pass() {

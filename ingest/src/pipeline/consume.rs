@@ -157,7 +157,9 @@ impl Pipeline<'_> {
                         .is_some()
                     {
                         self.reread_schemas(routes).await?;
-                        self.resume_paused(routes).await?;
+                        if !*self.shutdown.borrow() {
+                            self.resume_paused(routes).await?;
+                        }
                     }
                     self.handle_rebalances(routes)?;
                     self.check_log_bounds(routes)?;
@@ -202,8 +204,16 @@ impl Pipeline<'_> {
             let refused = match routes[index].learn(id, schema.as_ref()) {
                 Learned::Same => continue,
                 Learned::Wider(wider) => match self.widen_to(&mut routes[index], wider).await? {
-                    Widened::Done => continue,
                     Widened::Stopping => return Ok(()),
+                    // The writes the widening finished may have sent this partition
+                    // back (a fenced batch): the record comes round again after them.
+                    _ if !self
+                        .continuity
+                        .expects(topic, view.partition, view.offset + 1) =>
+                    {
+                        return Ok(());
+                    }
+                    Widened::Done => continue,
                     Widened::Refused(why) => {
                         let why =
                             format!("the route could not widen to writer schema id {id}: {why}");
@@ -323,7 +333,7 @@ impl Pipeline<'_> {
                     self.health.add_partitions(-(partitions.len() as i64));
                 }
                 RebalanceEvent::Assigned(partitions) => {
-                    self.pause_assigned(&partitions);
+                    self.pause_or_resume_assigned(&partitions);
                     self.health.add_partitions(partitions.len() as i64);
                     self.offsets.assign(&partitions);
                 }

@@ -20,8 +20,32 @@ use crate::batch::RouteBatch;
 use crate::decode::Message;
 use crate::protocol::Partition;
 
-/// Paused routes by index.
-pub(super) type PausedRoutes = HashMap<usize, Paused>;
+/// Paused routes by index; `ever` once any route was paused in this process (its
+/// partitions may carry the consumer's pause flag after a rebalance).
+#[derive(Default)]
+pub(super) struct PausedRoutes {
+    routes: HashMap<usize, Paused>,
+    ever: bool,
+}
+
+impl PausedRoutes {
+    /// A paused route's partition was sought to `next` (a rewind to the sinks'
+    /// positions, which lie at or below its first held record): it resumes from there
+    /// (`None`: from where the seek put it, so its held offset is dropped).
+    fn sought(&mut self, topic: &str, partition: i32, next: Option<i64>) {
+        let key = (topic.to_string(), partition);
+        for paused in self.routes.values_mut() {
+            if let Some(from) = paused.from.get_mut(&key) {
+                match next {
+                    Some(next) => *from = (*from).min(next),
+                    None => {
+                        paused.from.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+}
 
 pub(super) struct Paused {
     name: String,
@@ -46,7 +70,10 @@ impl Pipeline<'_> {
             (message.topic.to_string(), message.partition),
             message.offset,
         )]);
-        self.paused.insert(route.index, Paused { name, from });
+        self.paused
+            .routes
+            .insert(route.index, Paused { name, from });
+        self.paused.ever = true;
         let assigned = self.assigned_to(route.index);
         self.set_paused(&assigned, true);
     }
@@ -54,7 +81,7 @@ impl Pipeline<'_> {
     /// Whether a message's route is paused: then it is not taken, and its partition
     /// will be read again from the first such message.
     pub(super) fn held(&mut self, route: usize, topic: &str, partition: i32, offset: i64) -> bool {
-        let Some(paused) = self.paused.get_mut(&route) else {
+        let Some(paused) = self.paused.routes.get_mut(&route) else {
             return false;
         };
         paused
@@ -64,40 +91,51 @@ impl Pipeline<'_> {
         true
     }
 
-    /// Partitions newly assigned to a paused route are paused too.
-    pub(super) fn pause_assigned(&mut self, partitions: &[Partition]) {
-        if self.paused.is_empty() {
+    /// Partitions newly assigned to a paused route are paused too; those of other
+    /// routes are resumed, once any route was paused here: a partition paused, revoked
+    /// and assigned back after its route read again keeps the consumer's pause flag.
+    pub(super) fn pause_or_resume_assigned(&mut self, partitions: &[Partition]) {
+        if !self.paused.ever {
             return;
         }
-        let of_paused: Vec<Partition> = partitions
-            .iter()
-            .filter(|p| {
+        let (pause, resume): (Vec<Partition>, Vec<Partition>) =
+            partitions.iter().cloned().partition(|p| {
                 self.lookup(&p.topic)
-                    .is_some_and(|r| self.paused.contains_key(&r))
-            })
-            .cloned()
-            .collect();
-        self.set_paused(&of_paused, true);
+                    .is_some_and(|r| self.paused.routes.contains_key(&r))
+            });
+        self.set_paused(&pause, true);
+        self.set_paused(&resume, false);
     }
 
     /// Revoked partitions: their new owner reads them from the sinks' positions.
     pub(super) fn forget_held(&mut self, partitions: &[Partition]) {
-        for paused in self.paused.values_mut() {
+        for paused in self.paused.routes.values_mut() {
             for p in partitions {
                 paused.from.remove(&(p.topic.clone(), p.partition));
             }
         }
     }
 
+    /// A paused route's partition was sought (a rewind to the sinks' positions): see
+    /// [`PausedRoutes::sought`].
+    pub(super) fn sought_while_paused(&mut self, topic: &str, partition: i32, next: Option<i64>) {
+        self.paused.sought(topic, partition, next);
+    }
+
     /// SIGHUP: every paused route tries again from its first held records.
     pub(super) async fn resume_paused(&mut self, routes: &mut [RouteBatch]) -> anyhow::Result<()> {
-        for (index, paused) in std::mem::take(&mut self.paused) {
+        let indexes: Vec<usize> = self.paused.routes.keys().copied().collect();
+        for index in indexes {
             let route = &mut routes[index];
-            // Rows decoded before the pause are written before the decoder is new.
+            // Rows decoded before the pause are written before the decoder is new;
+            // a rewind meanwhile lowers where the route reads again.
             self.flush(route, true).await?;
             for lane in 0..route.lanes.len() {
                 self.finish_lane(route, lane).await?;
             }
+            let Some(paused) = self.paused.routes.remove(&index) else {
+                continue;
+            };
             route.relearn()?;
             for ((topic, partition), offset) in &paused.from {
                 if self.offsets.owns(topic, *partition) {
@@ -152,5 +190,33 @@ impl Pipeline<'_> {
         if let Err(e) = done {
             tracing::warn!(error = %e, pause, "pausing or resuming partitions failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewind_while_paused_lowers_where_the_partition_reads_again() {
+        let mut paused = PausedRoutes::default();
+        let from = BTreeMap::from([(("t".to_string(), 0), 50), (("t".to_string(), 1), 70)]);
+        paused.routes.insert(
+            0,
+            Paused {
+                name: "r".into(),
+                from,
+            },
+        );
+        // A fenced batch sent partition 0 back to the sinks' position 30.
+        paused.sought("t", 0, Some(30));
+        // A seek to where the group stands: no offset known, the seek decides.
+        paused.sought("t", 1, None);
+        // Another partition's seek changes nothing.
+        paused.sought("t", 2, Some(5));
+        let from = &paused.routes[&0].from;
+        assert_eq!(from.get(&("t".to_string(), 0)), Some(&30));
+        assert_eq!(from.get(&("t".to_string(), 1)), None);
+        assert_eq!(from.len(), 1);
     }
 }

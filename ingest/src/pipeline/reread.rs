@@ -150,6 +150,7 @@ impl Pipeline<'_> {
             .seek(topic, partition, target, Duration::from_secs(10))
             .map_err(|e| rewind_failed(partitions, &e))?;
         self.continuity.start(topic, partition, next);
+        self.sought_while_paused(topic, partition, next);
         Ok(target)
     }
 

@@ -293,6 +293,14 @@ impl Avro {
                 )),
                 Learned::Wider(payload(&w.reader)),
             ),
+            // A wider type no one schema reads with the earlier versions: never read
+            // into the narrower column, even where Avro resolution would.
+            (_, None) if widened.as_ref().is_some_and(|w| w.promoted) => {
+                let why = format!(
+                    "writer schema id {id} cannot be read as the route's schema: it widens a type, and no wider schema also reads the earlier versions"
+                );
+                (Writer::Refused(why.clone()), Learned::Incompatible(why))
+            }
             (Ok(_), None) => {
                 tracing::warn!(
                     id,
