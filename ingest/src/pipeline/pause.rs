@@ -100,7 +100,7 @@ impl Pipeline<'_> {
         }
         let (pause, resume): (Vec<Partition>, Vec<Partition>) =
             partitions.iter().cloned().partition(|p| {
-                self.lookup(&p.topic)
+                self.route_index(&p.topic)
                     .is_some_and(|r| self.paused.routes.contains_key(&r))
             });
         self.set_paused(&pause, true);
@@ -164,12 +164,8 @@ impl Pipeline<'_> {
             .elements()
             .iter()
             .map(|e| Partition::new(e.topic(), e.partition()))
-            .filter(|p| self.lookup(&p.topic) == Some(index))
+            .filter(|p| self.route_index(&p.topic) == Some(index))
             .collect()
-    }
-
-    fn lookup(&mut self, topic: &str) -> Option<usize> {
-        self.route_index(topic)
     }
 
     /// Pauses or resumes fetching `partitions`. A failure is only logged: held

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use arrow_schema::{Field, SchemaRef};
 use ingest_sink_api::{OffsetMap, SinkError};
 
 use crate::client::{
@@ -419,20 +419,8 @@ impl<'a> Setup<'a> {
             // whatever the field says.
             let nullable = field.as_ref().clone().with_nullable(true);
             let ty = ddl_type(&nullable, self.caps).map_err(|e| self.refused(e))?;
-            let sql = format!(
-                "ALTER TABLE {}.{} ADD COLUMN {} {ty}",
-                quote_ident(&self.conn.database),
-                quote_ident(&self.table.table),
-                quote_ident(field.name())
-            );
-            if !self.conn.create_tables {
-                return Err(self.refused(format!(
-                    "the route's schema gained field `{}`; with create_tables: false, run: {sql}",
-                    field.name()
-                )));
-            }
-            tracing::info!(sink = %self.name, column = %field.name(), "adding a column while running");
-            match self.run(sql).await {
+            let why = format!("the route's schema gained field `{}`", field.name());
+            match self.alter_column("ADD", field.name(), &ty, &why).await {
                 Ok(()) => {}
                 // Another member added it first: DUPLICATE_COLUMN is code 15 on current
                 // servers, ILLEGAL_COLUMN (44) on 18.16.
@@ -460,53 +448,51 @@ impl<'a> Setup<'a> {
             let widened = before
                 .field_with_name(field.name())
                 .is_ok_and(|b| b.data_type() != field.data_type());
-            if !widened {
+            let Some((column, ty)) = narrower_column(field, columns).filter(|_| widened) else {
                 continue;
-            }
-            let Some(column) = columns.iter().find(|c| &c.name == field.name()) else {
-                continue;
-            };
-            let Ok(ty) = ChType::parse(&column.type_name) else {
-                continue;
-            };
-            let from = match arrow_type(&ty) {
-                Some(from) if promotes(&from, field.data_type()) => from,
-                _ => continue,
             };
             let wider = field.as_ref().clone().with_nullable(ty.is_nullable());
             let new_type = ddl_type(&wider, self.caps).map_err(|e| self.refused(e))?;
-            let sql = format!(
-                "ALTER TABLE {}.{} MODIFY COLUMN {} {new_type}",
-                quote_ident(&self.conn.database),
-                quote_ident(&self.table.table),
-                quote_ident(field.name())
+            let why = format!(
+                "the route's schema widened field `{}` from {} to {}",
+                field.name(),
+                column.type_name,
+                field.data_type()
             );
-            if !self.conn.create_tables {
-                return Err(self.refused(format!(
-                    "the route's schema widened field `{}` from {from} to {}; with create_tables: false, run: {sql}",
-                    field.name(),
-                    field.data_type()
-                )));
-            }
-            tracing::info!(sink = %self.name, column = %field.name(), from = %column.type_name, to = %new_type, "promoting a column while running");
-            self.run(sql).await?;
+            self.alter_column("MODIFY", field.name(), &new_type, &why)
+                .await?;
             promoted = true;
         }
         Ok(promoted)
+    }
+
+    /// `ALTER TABLE … {ADD|MODIFY} COLUMN name ty`, or with `create_tables: false` a
+    /// refusal saying `why` and the statement to run.
+    async fn alter_column(
+        &self,
+        action: &str,
+        name: &str,
+        ty: &str,
+        why: &str,
+    ) -> Result<(), SinkError> {
+        let sql = format!(
+            "ALTER TABLE {}.{} {action} COLUMN {} {ty}",
+            quote_ident(&self.conn.database),
+            quote_ident(&self.table.table),
+            quote_ident(name)
+        );
+        if !self.conn.create_tables {
+            return Err(self.refused(format!("{why}; with create_tables: false, run: {sql}")));
+        }
+        tracing::info!(sink = %self.name, column = %name, %why, "changing the table while running: {sql}");
+        self.run(sql).await
     }
 
     /// A WARN for each column narrower than its field (a promotion of it would hold
     /// every value): values that do not fit go to the dead-letter topic.
     fn warn_narrower(&self, schema: &SchemaRef, columns: &[TableColumn]) {
         for field in schema.fields() {
-            let Some(column) = columns.iter().find(|c| &c.name == field.name()) else {
-                continue;
-            };
-            let narrower = ChType::parse(&column.type_name)
-                .ok()
-                .and_then(|ty| arrow_type(&ty))
-                .is_some_and(|from| promotes(&from, field.data_type()));
-            if narrower {
+            if let Some((column, _)) = narrower_column(field, columns) {
                 tracing::warn!(
                     sink = %self.name,
                     column = %column.name,
@@ -522,6 +508,18 @@ impl<'a> Setup<'a> {
     fn refused(&self, message: impl Into<String>) -> SinkError {
         SinkError::permanent(&self.name, message)
     }
+}
+
+/// The column of `field` when its type is narrower than the field's (a promotion of
+/// it would hold every value), with that type.
+fn narrower_column<'c>(
+    field: &Field,
+    columns: &'c [TableColumn],
+) -> Option<(&'c TableColumn, ChType)> {
+    let column = columns.iter().find(|c| &c.name == field.name())?;
+    let ty = ChType::parse(&column.type_name).ok()?;
+    let from = arrow_type(&ty)?;
+    promotes(&from, field.data_type()).then_some((column, ty))
 }
 
 /// The Arrow type of a column type promotions apply to (numbers and decimals), else

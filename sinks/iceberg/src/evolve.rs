@@ -12,7 +12,7 @@
 //! built on. Two members changing the same table race on that check: the loser
 //! reloads, finds the change made, and has nothing left to do.
 
-use arrow_schema::{Schema as ArrowSchema, SchemaRef};
+use arrow_schema::SchemaRef;
 use iceberg::Catalog;
 use iceberg::spec::{NestedField, PrimitiveType, Schema, TableMetadata, Type};
 use iceberg::table::Table;
@@ -50,7 +50,15 @@ pub async fn add_fields(
         .map_err(|e| (e, false))?;
     for _ in 0..ATTEMPTS {
         let current = table.metadata().current_schema().clone();
-        let missing = missing_fields(schema, &current)?;
+        // Added as optional fields, whatever the route says: rows already in the table
+        // have no value for them.
+        let missing: Vec<NestedField> = wanted
+            .as_struct()
+            .fields()
+            .iter()
+            .filter(|w| current.field_by_name(&w.name).is_none())
+            .map(|w| w.as_ref().clone())
+            .collect();
         let promoted: Vec<(String, PrimitiveType)> = wanted
             .as_struct()
             .fields()
@@ -99,34 +107,6 @@ pub async fn add_fields(
         format!("the schema update lost {ATTEMPTS} races in a row"),
         true,
     ))
-}
-
-/// The fields of `schema` the table lacks, as Iceberg fields (optional: rows already in
-/// the table have no value for them, whatever the route's fields say).
-fn missing_fields(
-    schema: &SchemaRef,
-    current: &Schema,
-) -> Result<Vec<NestedField>, (String, bool)> {
-    let missing: Vec<_> = schema
-        .fields()
-        .iter()
-        .filter(|f| current.field_by_name(f.name()).is_none())
-        .map(|f| f.as_ref().clone().with_nullable(true))
-        .collect();
-    if missing.is_empty() {
-        return Ok(Vec::new());
-    }
-    let types = iceberg_compatible(&ArrowSchema::new(missing))
-        .and_then(|s| {
-            iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(&s).map_err(|e| e.to_string())
-        })
-        .map_err(|e| (e, false))?;
-    Ok(types
-        .as_struct()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect())
 }
 
 /// Iceberg's type promotions.

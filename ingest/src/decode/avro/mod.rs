@@ -270,49 +270,43 @@ impl Avro {
     /// wider one (new fields, promoted types), or not at all.
     fn resolve(&self, id: u32, text: &str) -> (Writer, Learned) {
         let writer = AvroSchema::new(text.to_string());
-        let readable = build(&self.reader, [(id, &writer)], 1);
-        let widened = widened(&self.reader.json_string, text);
-        let wider = widened.as_ref().and_then(|w| {
-            self.reads_every_version(&w.reader, id, &writer)
-                .then_some(w)
-        });
-        let payload = |reader: &str| Payload::Avro {
-            reader: reader.into(),
-            registry: self.framing == Framing::Registry,
+        let readable = build(&self.reader, [(id, &writer)], 1).map(|_| ());
+        let incompatible = |why: String| {
+            let why = format!("writer schema id {id} cannot be read as the route's schema: {why}");
+            (Writer::Refused(why.clone()), Learned::Incompatible(why))
         };
-        match (readable, wider) {
+        let Some(w) = widened(&self.reader.json_string, text) else {
+            return match readable {
+                Ok(()) => (Writer::Readable(writer), Learned::Same),
+                Err(e) => incompatible(e),
+            };
+        };
+        let wider = Learned::Wider(Payload::Avro {
+            reader: w.reader.as_str().into(),
+            registry: self.framing == Framing::Registry,
+        });
+        match (self.reads_every_version(&w.reader, id, &writer), readable) {
             // New fields only: the route's schema reads the records meanwhile.
-            (Ok(_), Some(w)) if !w.promoted => {
-                (Writer::Readable(writer), Learned::Wider(payload(&w.reader)))
-            }
-            (Ok(_), None) if widened.is_none() => (Writer::Readable(writer), Learned::Same),
-            // Wider types: no record is read into the narrower column meanwhile.
-            (_, Some(w)) => (
+            (true, Ok(())) if !w.promoted => (Writer::Readable(writer), wider),
+            // Until the route has widened, none is read into a narrower column.
+            (true, _) => (
                 Writer::Refused(format!(
                     "writer schema id {id} has wider types than the route; the route was not widened to them"
                 )),
-                Learned::Wider(payload(&w.reader)),
+                wider,
             ),
-            // A wider type no one schema reads with the earlier versions: never read
-            // into the narrower column, even where Avro resolution would.
-            (_, None) if widened.as_ref().is_some_and(|w| w.promoted) => {
-                let why = format!(
-                    "writer schema id {id} cannot be read as the route's schema: it widens a type, and no wider schema also reads the earlier versions"
-                );
-                (Writer::Refused(why.clone()), Learned::Incompatible(why))
-            }
-            (Ok(_), None) => {
+            // Never left to Avro resolution against the narrower column.
+            (false, _) if w.promoted => incompatible(
+                "it widens a type, and no wider schema also reads the earlier versions".into(),
+            ),
+            (false, Ok(())) => {
                 tracing::warn!(
                     id,
                     "a writer schema has fields the route lacks, but no wider schema reads every version; the new fields are skipped"
                 );
                 (Writer::Readable(writer), Learned::Same)
             }
-            (Err(e), None) => {
-                let why =
-                    format!("writer schema id {id} cannot be read as the route's schema: {e}");
-                (Writer::Refused(why.clone()), Learned::Incompatible(why))
-            }
+            (false, Err(e)) => incompatible(e),
         }
     }
 
