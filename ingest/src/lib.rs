@@ -19,6 +19,12 @@ pub mod protocol;
 mod registry;
 
 pub use config::{Loaded, PayloadFormat, load, load_str, metadata_fields};
+pub use dead_letter::replay::{
+    Filter as ReplayFilter, PER_TRANSACTION as REPLAY_PER_TRANSACTION, Report as ReplayReport,
+    replay,
+};
+pub use dead_letter::show::show as show_dead_letters;
+pub use decode::ErrorClass;
 pub use decode::{Message, Payload, ProtoSchema, RouteDecoder, WriterSchema, own_schema};
 pub use health::{Health, serve as serve_health};
 pub use logging::init as init_logging;

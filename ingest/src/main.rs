@@ -67,6 +67,64 @@ enum Command {
         #[arg(long = "option", value_parser = parse_key_value)]
         options: Vec<(String, String)>,
     },
+    /// The dead-letter topics: what they hold, and replaying them after a fix.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Sends dead letters back through their route (decode, checks, both sinks),
+    /// exactly once: each letter is replayed once however often this runs; what still
+    /// fails goes back to the dead-letter topic with its new reason.
+    Replay {
+        #[arg(long, short, env = "INGEST_CONFIG")]
+        config: PathBuf,
+        /// Only letters of this error class (e.g. `schema_mismatch`, `unknown_schema`).
+        #[arg(long, value_parser = parse_class)]
+        reason: Option<ingest::ErrorClass>,
+        /// Only letters dead-lettered at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        from: Option<i64>,
+        /// Only letters dead-lettered before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        to: Option<i64>,
+        /// Only letters from this source topic (repeatable).
+        #[arg(long = "source-topic")]
+        source_topics: Vec<String>,
+        /// Count what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Letters per Kafka transaction (each commits its records and receipts).
+        #[arg(long, default_value_t = ingest::REPLAY_PER_TRANSACTION as u64, value_parser = clap::value_parser!(u64).range(1..))]
+        per_transaction: u64,
+    },
+    /// Counts per route and reason, waiting and replayed, with a few examples.
+    Show {
+        #[arg(long, short, env = "INGEST_CONFIG")]
+        config: PathBuf,
+        /// Examples per route and reason.
+        #[arg(long, default_value_t = 3)]
+        examples: usize,
+    },
+}
+
+fn parse_class(text: &str) -> Result<ingest::ErrorClass, String> {
+    ingest::ErrorClass::parse(text).ok_or_else(|| {
+        let all: Vec<&str> = ingest::ErrorClass::ALL.iter().map(|c| c.as_str()).collect();
+        format!("unknown reason `{text}`; one of {}", all.join(", "))
+    })
+}
+
+fn parse_time(text: &str) -> Result<i64, String> {
+    let t = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{e} (RFC 3339, e.g. 2026-12-07T10:00:00Z)"))?;
+    let since = t
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?;
+    Ok(since.as_millis() as i64)
 }
 
 #[derive(clap::Args)]
@@ -205,6 +263,39 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let loaded = load_config(&config)?;
             let options = options.into_iter().collect();
             dry_run(&loaded, &sink, route.as_deref(), &input, (out, options))
+        }
+        Command::Dlq { command } => dlq(command).await,
+    }
+}
+
+async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::Replay {
+            config,
+            reason,
+            from,
+            to,
+            source_topics,
+            dry_run,
+            per_transaction,
+        } => {
+            let loaded = load_config(&config)?;
+            let filter = ingest::ReplayFilter {
+                reason,
+                from,
+                to,
+                source_topics,
+            };
+            let per_transaction = if dry_run { 0 } else { per_transaction as usize };
+            let report = ingest::replay(&loaded, &filter, per_transaction).await?;
+            let mode = if dry_run { "dry run: " } else { "" };
+            println!("{mode}{report}");
+            Ok(())
+        }
+        DlqCommand::Show { config, examples } => {
+            let loaded = load_config(&config)?;
+            print!("{}", ingest::show_dead_letters(&loaded, examples).await?);
+            Ok(())
         }
     }
 }

@@ -50,6 +50,7 @@ fn main() {
                 timestamp: Some(0),
                 key: None,
                 payload: Some(payload),
+                headers: None,
             };
             let before = ALLOCATIONS.load(Ordering::Relaxed);
             decoder.push(&message, &mut rejected);

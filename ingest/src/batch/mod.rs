@@ -44,9 +44,13 @@ pub struct Decoded {
 
 impl RouteBatch {
     pub fn new(route: Route, index: usize) -> anyhow::Result<Self> {
-        let metadata = metadata_fields(&route.config.metadata);
-        let decoder =
-            RouteDecoder::new(&route.payload, route.schema.clone(), metadata, CHUNK_ROWS)?;
+        let mut decoder = RouteDecoder::new(
+            &route.payload,
+            route.schema.clone(),
+            metadata_fields(&route.config.metadata),
+            CHUNK_ROWS,
+        )?;
+        decoder.set_max_message_bytes(route.config.max_message_bytes);
         Ok(Self {
             route,
             index,
@@ -124,6 +128,7 @@ impl RouteBatch {
         let metadata = metadata_fields(&self.route.config.metadata);
         let mut decoder =
             RouteDecoder::new(&payload, payload_schema.clone(), metadata, CHUNK_ROWS)?;
+        decoder.set_max_message_bytes(self.route.config.max_message_bytes);
         for lane in &self.lanes {
             if let Some(check) = lane.sink.as_ref().and_then(|s| s.value_check()) {
                 decoder.add_check(check);

@@ -73,6 +73,7 @@ pub(super) fn push(route: &mut RouteBatch, partition: i32, offsets: std::ops::Ra
             timestamp: None,
             key: None,
             payload: Some(payload.as_bytes()),
+            headers: None,
         });
     }
 }

@@ -148,6 +148,16 @@ pub struct RouteConfig {
     /// a sink that was down).
     #[serde(default)]
     pub on_lost_records: OnLostRecords,
+    /// Records whose key and value together are larger are bad records (`too_large`):
+    /// they go where `on_error` says instead of into the decoder and the sinks.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+/// 1 MiB: Kafka's own default limit for a record batch, so a record over it was let in
+/// by a topic configured for larger ones.
+fn default_max_message_bytes() -> usize {
+    1 << 20
 }
 
 /// How a route's payloads are encoded (`decode/format.rs`; one module per format).

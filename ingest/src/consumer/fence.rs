@@ -1,15 +1,13 @@
 //! Ownership checks against the consumer group, asked for by sinks right before a write.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::{Committed, Consumer, SharedCommitted};
+use crate::protocol::Partition;
 use ingest_sink_api::{Fence, Fenced, OffsetMap, Partitions};
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::{Offset, TopicPartitionList};
-
-use super::Consumer;
-use crate::protocol::Partition;
 
 /// Proves ownership three ways: librdkafka has not declared the assignment lost (it
 /// does so as soon as it sees its session expired, e.g. right after a SIGSTOP ends),
@@ -25,11 +23,11 @@ pub struct GroupFence {
     consumer: Arc<Consumer>,
     /// What this instance committed last, per partition (the probe commits it again,
     /// so the group offset does not move).
-    committed: Arc<Mutex<OffsetMap>>,
+    committed: SharedCommitted,
 }
 
 impl GroupFence {
-    pub fn new(consumer: Arc<Consumer>, committed: Arc<Mutex<OffsetMap>>) -> Self {
+    pub fn new(consumer: Arc<Consumer>, committed: SharedCommitted) -> Self {
         Self {
             consumer,
             committed,
@@ -80,7 +78,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 fn probe(
     consumer: &Consumer,
     partitions: &OffsetMap,
-    committed: &OffsetMap,
+    committed: &Committed,
 ) -> Result<Vec<Partition>, Fenced> {
     if consumer.assignment_lost() {
         return Err(Fenced::lost(
@@ -90,21 +88,23 @@ fn probe(
     let assignment = consumer
         .assignment()
         .map_err(|e| Fenced::unconfirmed(format!("cannot read the assignment: {e}")))?;
-    let mut tpl = TopicPartitionList::new();
+    let mut again = OffsetMap::default();
     let mut unassigned = Vec::new();
     for (topic, partition, _) in partitions.iter() {
         if assignment.find_partition(topic, partition).is_none() {
             unassigned.push(Partition::new(topic, partition));
             continue;
         }
-        if let Some(next) = committed.get(topic, partition) {
-            tpl.add_partition_offset(topic, partition, Offset::Offset(next))
-                .expect("valid offset");
+        if let Some(next) = committed.offsets.get(topic, partition) {
+            again.advance(topic, partition, next);
         }
     }
-    if tpl.count() == 0 {
+    if again.is_empty() {
         return Ok(unassigned);
     }
+    let tpl = committed
+        .list(&again)
+        .map_err(|e| Fenced::unconfirmed(format!("cannot build the commit: {e}")))?;
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) => Ok(unassigned),
         Err(KafkaError::ConsumerCommit(

@@ -1,5 +1,6 @@
 //! The Kafka consumer: a group member with manual offsets and cooperative rebalancing.
 
+mod committed;
 mod continuity;
 mod fence;
 mod log_bounds;
@@ -7,6 +8,7 @@ mod ownership;
 mod readers;
 mod resume;
 
+pub use committed::{Committed, SharedCommitted};
 pub use continuity::{Continuity, Step};
 pub use fence::GroupFence;
 pub use log_bounds::{Bounds, LogBounds, Lost, Refused, Why, cached_bounds, refusal};

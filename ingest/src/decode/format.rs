@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arrow_schema::SchemaRef;
 
 pub use super::json::Coercions;
+use super::{ErrorClass, Reason};
 
 /// The writer schema of `id` when a format reading `kind` (`AVRO`, `PROTOBUF`) can use
 /// it, else why its records are refused.
@@ -18,19 +19,23 @@ pub fn usable<'s>(
     id: u32,
     schema: Option<&'s WriterSchema>,
     kind: &str,
-) -> Result<&'s WriterSchema, String> {
+) -> Result<&'s WriterSchema, Reason> {
+    let unreadable = |text: String| Reason::new(ErrorClass::UnreadableSchema, text);
     match schema {
-        None => Err(format!("schema id {id} is not in the registry")),
-        Some(s) if !s.kind.eq_ignore_ascii_case(kind) => Err(format!(
+        None => Err(Reason::new(
+            ErrorClass::UnknownSchema,
+            format!("schema id {id} is not in the registry"),
+        )),
+        Some(s) if !s.kind.eq_ignore_ascii_case(kind) => Err(unreadable(format!(
             "schema id {id} is a {} schema; the route reads {kind}",
             s.kind
-        )),
+        ))),
         Some(WriterSchema {
             references: Err(why),
             ..
-        }) => Err(format!(
+        }) => Err(unreadable(format!(
             "schema id {id} refers to a schema the registry cannot give: {why}"
-        )),
+        ))),
         Some(s) => Ok(s),
     }
 }
@@ -131,10 +136,10 @@ pub struct Reference {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// Not a record; the format's open rows are as before.
-    Record(String),
+    Record(Reason),
     /// Not a record, and the format lost its open rows: they are fed to a
     /// [`Format::fresh`] one again.
-    RowsLost(String),
+    RowsLost(Reason),
 }
 
 /// Decodes payloads of one format into batches of one payload schema.
@@ -155,6 +160,12 @@ pub trait Format: Send {
     /// The caller fetches it (the network is not the format's business) and calls
     /// [`Format::learn`] before [`Format::push`].
     fn schema_wanted(&self, _payload: &[u8]) -> Option<u32> {
+        None
+    }
+
+    /// The registry schema id this payload names, if its framing has one (for its
+    /// dead letter).
+    fn schema_id(&self, _payload: &[u8]) -> Option<u32> {
         None
     }
 

@@ -24,11 +24,17 @@ impl Format for Digits {
         let text = String::from_utf8_lossy(payload);
         if text.starts_with('!') {
             self.open.clear();
-            return Err(Refusal::RowsLost("a bang".into()));
+            return Err(Refusal::RowsLost(Reason::new(
+                ErrorClass::Undecodable,
+                "a bang",
+            )));
         }
-        let n = text
-            .parse()
-            .map_err(|_| Refusal::Record(format!("not a number: {text}")))?;
+        let n = text.parse().map_err(|_| {
+            Refusal::Record(Reason::new(
+                ErrorClass::Undecodable,
+                format!("not a number: {text}"),
+            ))
+        })?;
         self.open.push(n);
         Ok(())
     }

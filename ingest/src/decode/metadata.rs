@@ -7,7 +7,7 @@ use arrow_array::builder::{BinaryBuilder, StringBuilder};
 use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use super::Message;
+use super::{Message, OriginalHeaders};
 use crate::config::MetadataKind;
 
 /// Per-row coordinates, small so a chunk keeps them without allocating.
@@ -19,6 +19,8 @@ pub struct MessageMeta {
     pub offset: i64,
     pub timestamp: Option<i64>,
     key: Option<(usize, usize)>,
+    /// The record's own headers, when it has any (for its dead letter).
+    headers: Option<Arc<OriginalHeaders>>,
 }
 
 impl MessageMeta {
@@ -34,12 +36,32 @@ impl MessageMeta {
             offset: message.offset,
             timestamp: message.timestamp,
             key,
+            headers: message
+                .headers
+                .map(|h| Arc::new(own_headers(Some(h))))
+                .filter(|h| !h.is_empty()),
         }
+    }
+
+    pub fn headers(&self) -> OriginalHeaders {
+        self.headers.as_deref().cloned().unwrap_or_default()
     }
 
     pub fn key<'a>(&self, keys: &'a [u8]) -> Option<&'a [u8]> {
         self.key.map(|(s, e)| &keys[s..e])
     }
+}
+
+/// An owned copy of a record's headers.
+pub fn own_headers(headers: Option<&rdkafka::message::BorrowedHeaders>) -> OriginalHeaders {
+    use rdkafka::message::Headers as _;
+    headers
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The topic names a decoder has seen: each is allocated once and shared by its rows

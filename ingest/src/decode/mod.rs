@@ -13,6 +13,7 @@ mod format;
 mod json;
 mod metadata;
 mod protobuf;
+mod reason;
 mod refuse;
 
 use arrow_array::RecordBatch;
@@ -24,13 +25,14 @@ pub use format::{
     widens,
 };
 pub use metadata::{MessageMeta, MetadataBuilder, TopicNames};
+pub use reason::{ErrorClass, OriginalHeaders, Reason, Rejected};
 
 use crate::config::MetadataKind;
 use ingest_sink_api::{Coordinates, ValueCheck};
 use refuse::ValueChecks;
 
 /// One Kafka record as the decoder sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Message<'a> {
     pub topic: &'a str,
     pub partition: i32,
@@ -39,6 +41,8 @@ pub struct Message<'a> {
     pub timestamp: Option<i64>,
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
+    /// The record's own headers (kept for its dead letter).
+    pub headers: Option<&'a rdkafka::message::BorrowedHeaders>,
 }
 
 impl<'a> Message<'a> {
@@ -51,20 +55,14 @@ impl<'a> Message<'a> {
             timestamp: None,
             key: None,
             payload: Some(payload),
+            headers: None,
         }
     }
-}
 
-/// A record that could not be decoded, kept whole for the dead-letter topic.
-#[derive(Debug, Clone)]
-pub struct Rejected {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub error: String,
+    /// Key and value bytes together (what `max_message_bytes` bounds).
+    pub fn size(&self) -> usize {
+        self.key.map_or(0, <[u8]>::len) + self.payload.map_or(0, <[u8]>::len)
+    }
 }
 
 /// Rows of the open chunk: raw payloads (for bisecting) and their Kafka coordinates.
@@ -104,6 +102,8 @@ pub struct RouteDecoder {
     topics: TopicNames,
     /// The route's sinks' checks of the values they can store.
     checks: ValueChecks,
+    /// Records whose key and value together are larger are refused (`too_large`).
+    max_message_bytes: usize,
 }
 
 impl RouteDecoder {
@@ -144,7 +144,13 @@ impl RouteDecoder {
             piece_meta: Vec::new(),
             topics: TopicNames::default(),
             checks: ValueChecks::default(),
+            max_message_bytes: usize::MAX,
         }
+    }
+
+    /// Records whose key and value together are larger than `bytes` are refused.
+    pub fn set_max_message_bytes(&mut self, bytes: usize) {
+        self.max_message_bytes = bytes;
     }
 
     /// Rows `check` refuses are rejected from now on (a sink's column ranges).
@@ -162,6 +168,11 @@ impl RouteDecoder {
         self.format.schema_wanted(message.payload?)
     }
 
+    /// The registry schema id the message names, if its format has them.
+    pub fn schema_id(&self, message: &Message<'_>) -> Option<u32> {
+        self.format.schema_id(message.payload?)
+    }
+
     /// Teaches the format (and the fresh ones it makes) the writer schema of `id`;
     /// a wider payload when the writer has fields the route's schema lacks.
     pub fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Learned {
@@ -177,18 +188,31 @@ impl RouteDecoder {
     /// the decoder as if it had never been seen.
     pub fn push(&mut self, message: &Message<'_>, rejected: &mut Vec<Rejected>) {
         let Some(payload) = message.payload.filter(|p| !p.is_empty()) else {
-            rejected.push(reject(message, "empty message (no payload)"));
+            let why = Reason::new(ErrorClass::Empty, "empty message (no payload)");
+            rejected.push(self.reject(message, why));
             return;
         };
+        if message.size() > self.max_message_bytes {
+            let why = Reason::new(
+                ErrorClass::TooLarge,
+                format!(
+                    "key and value are {} bytes, over the route's max_message_bytes ({})",
+                    message.size(),
+                    self.max_message_bytes
+                ),
+            );
+            rejected.push(self.reject(message, why));
+            return;
+        }
         match self.format.push(payload) {
             Ok(()) => {}
-            Err(Refusal::Record(problem)) => {
-                rejected.push(reject(message, &problem));
+            Err(Refusal::Record(why)) => {
+                rejected.push(self.reject(message, why));
                 return;
             }
-            Err(Refusal::RowsLost(problem)) => {
+            Err(Refusal::RowsLost(why)) => {
                 self.recover(rejected);
-                rejected.push(reject(message, &problem));
+                rejected.push(self.reject(message, why));
                 return;
             }
         }
@@ -278,7 +302,11 @@ impl RouteDecoder {
         }
         for (row, reason) in &refused {
             let raw = chunk_rows.map_or(*row, |rows| rows[*row]);
-            rejected.push(self.rejected_row(*row, raw, format!("cannot be stored: {reason}")));
+            let why = Reason::new(
+                ErrorClass::CannotStore,
+                format!("cannot be stored: {reason}"),
+            );
+            rejected.push(self.rejected_row(*row, raw, why));
         }
         let mut row = 0;
         self.chunk.meta.retain(|_| {
@@ -290,16 +318,36 @@ impl RouteDecoder {
     }
 
     /// The record of chunk row `raw`, whose coordinates are `self.chunk.meta[meta]`.
-    fn rejected_row(&self, meta: usize, raw: usize, error: String) -> Rejected {
+    fn rejected_row(&self, meta: usize, raw: usize, why: Reason) -> Rejected {
         let meta = &self.chunk.meta[meta];
+        let payload = self.chunk.payload(raw);
         Rejected {
             topic: meta.topic.to_string(),
             partition: meta.partition,
             offset: meta.offset,
             timestamp: meta.timestamp,
             key: meta.key(&self.chunk.keys).map(<[u8]>::to_vec),
-            payload: Some(self.chunk.payload(raw).to_vec()),
-            error,
+            payload: Some(payload.to_vec()),
+            headers: meta.headers(),
+            schema_id: self.format.schema_id(payload),
+            class: why.class,
+            error: why.text,
+        }
+    }
+
+    /// A message refused whole, before it reached the chunk.
+    fn reject(&self, message: &Message<'_>, why: Reason) -> Rejected {
+        Rejected {
+            topic: message.topic.to_string(),
+            partition: message.partition,
+            offset: message.offset,
+            timestamp: message.timestamp,
+            key: message.key.map(<[u8]>::to_vec),
+            payload: message.payload.map(<[u8]>::to_vec),
+            headers: metadata::own_headers(message.headers),
+            schema_id: message.payload.and_then(|p| self.format.schema_id(p)),
+            class: why.class,
+            error: why.text,
         }
     }
 
@@ -322,7 +370,11 @@ impl RouteDecoder {
                 keep[lo..hi].iter_mut().for_each(|k| *k = true);
             }
             Err(e) if hi - lo == 1 => {
-                rejected.push(self.rejected_row(lo, lo, format!("does not match the schema: {e}")));
+                let why = Reason::new(
+                    ErrorClass::SchemaMismatch,
+                    format!("does not match the schema: {e}"),
+                );
+                rejected.push(self.rejected_row(lo, lo, why));
             }
             Err(_) => {
                 let mid = lo + (hi - lo) / 2;
@@ -380,18 +432,6 @@ impl RouteDecoder {
             meta.retain(|m| !drop(&m.topic, m.partition));
         }
         rejected.retain(|r| !drop(&r.topic, r.partition));
-    }
-}
-
-fn reject(message: &Message<'_>, error: &str) -> Rejected {
-    Rejected {
-        topic: message.topic.to_string(),
-        partition: message.partition,
-        offset: message.offset,
-        timestamp: message.timestamp,
-        key: message.key.map(<[u8]>::to_vec),
-        payload: message.payload.map(<[u8]>::to_vec),
-        error: error.to_string(),
     }
 }
 

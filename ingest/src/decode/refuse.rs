@@ -72,6 +72,7 @@ mod tests {
             timestamp: None,
             key: None,
             payload: Some(payload.as_bytes()),
+            headers: None,
         }
     }
 

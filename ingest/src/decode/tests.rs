@@ -26,6 +26,7 @@ fn message(offset: i64, payload: &str) -> Message<'_> {
         timestamp: Some(1_700_000_000_000),
         key: Some(b"k"),
         payload: Some(payload.as_bytes()),
+        headers: None,
     }
 }
 

@@ -30,6 +30,7 @@ struct Inner {
     registry: Registry,
     rows: IntCounterVec,
     rejected: IntCounterVec,
+    dead_letters_skipped: IntCounterVec,
     flushes: IntCounterVec,
     lost: IntCounterVec,
     assigned: IntGauge,
@@ -57,7 +58,12 @@ impl Health {
         );
         let rejected = counter(
             "ingest_records_rejected_total",
-            "Records sent to the dead-letter topic",
+            "Records the dead-letter topic took, by route and reason (the error class)",
+            &["route", "reason"],
+        );
+        let dead_letters_skipped = counter(
+            "ingest_dead_letters_skipped_total",
+            "Bad records read again that the dead-letter topic held already: not sent twice",
             &["route"],
         );
         let flushes = counter(
@@ -105,6 +111,7 @@ impl Health {
                 registry,
                 rows,
                 rejected,
+                dead_letters_skipped,
                 flushes,
                 lost,
                 assigned,
@@ -173,11 +180,18 @@ impl Health {
         self.inner.flushes.with_label_values(&[route, sink]).inc();
     }
 
-    pub fn record_rejected(&self, route: &str, rejected: u64) {
+    pub fn record_rejected(&self, route: &str, reason: &str, rejected: u64) {
         self.inner
             .rejected
-            .with_label_values(&[route])
+            .with_label_values(&[route, reason])
             .inc_by(rejected);
+    }
+
+    pub fn record_dead_letters_skipped(&self, route: &str, skipped: u64) {
+        self.inner
+            .dead_letters_skipped
+            .with_label_values(&[route])
+            .inc_by(skipped);
     }
 
     /// A gap of `offsets` records Kafka deleted before the sink held them.

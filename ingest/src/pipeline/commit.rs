@@ -1,9 +1,9 @@
 //! Step 6, Kafka commit: the commit of what every sink of a route made durable (which offsets
-//! may be committed is the protocol's rule, see `crate::protocol`).
+//! may be committed is the protocol's rule, see `crate::protocol`), each with the
+//! dead-letter hint of its partition (`pipeline/dead_letter.rs`).
 
 use ingest_sink_api::OffsetMap;
 use rdkafka::consumer::{CommitMode, Consumer as _};
-use rdkafka::{Offset, TopicPartitionList};
 
 use super::Pipeline;
 
@@ -14,9 +14,14 @@ impl Pipeline<'_> {
         if offsets.is_empty() {
             return Ok(());
         }
-        *self.committed.lock().expect("offsets poisoned") = self.offsets.committed().clone();
+        let notes = self.dead_letter_notes(offsets);
+        let tpl = {
+            let mut shared = self.committed.lock().expect("offsets poisoned");
+            shared.offsets = self.offsets.committed().clone();
+            shared.notes.extend(notes);
+            shared.list(offsets)?
+        };
         tracing::debug!(?offsets, "committing offsets");
-        let tpl = offset_list(offsets)?;
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             // A commit can fail while a rebalance is under way; the data is durable in
             // the sinks and the next commit (or the new owner) moves the offset on.
@@ -32,18 +37,14 @@ impl Pipeline<'_> {
         if last.is_empty() {
             return Ok(());
         }
-        let tpl = offset_list(&last)?;
+        let tpl = self
+            .committed
+            .lock()
+            .expect("offsets poisoned")
+            .list(&last)?;
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
             tracing::warn!(error = %e, "final offset commit failed");
         }
         Ok(())
     }
-}
-
-fn offset_list(offsets: &OffsetMap) -> anyhow::Result<TopicPartitionList> {
-    let mut tpl = TopicPartitionList::new();
-    for (topic, partition, next) in offsets.iter() {
-        tpl.add_partition_offset(topic, partition, Offset::Offset(next))?;
-    }
-    Ok(tpl)
 }

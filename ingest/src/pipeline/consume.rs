@@ -2,11 +2,10 @@
 //! shutdown flush what is open and commit it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use ingest_sink_api::OffsetMap;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use tokio::sync::watch;
@@ -15,7 +14,9 @@ use super::Pipeline;
 use super::evolve::Widened;
 use crate::batch::RouteBatch;
 use crate::config::{Loaded, OnIncompatible};
-use crate::consumer::{self, Consumer, PositionReaders, RebalanceEvent, Resume};
+use crate::consumer::{
+    self, Consumer, GroupFence, PositionReaders, RebalanceEvent, Resume, SharedCommitted,
+};
 use crate::dead_letter::DeadLetters;
 use crate::decode::{Learned, Message, WriterSchema};
 use crate::health::Health;
@@ -31,7 +32,7 @@ pub(super) async fn consume(
     health: Health,
     shutdown: watch::Receiver<bool>,
     consumer: Arc<Consumer>,
-    committed: Arc<Mutex<OffsetMap>>,
+    committed: SharedCommitted,
     mut routes: Vec<RouteBatch>,
 ) -> anyhow::Result<()> {
     let positions = resume_from_sinks(&loaded, &consumer, &routes);
@@ -62,13 +63,15 @@ pub(super) async fn consume(
         last_route: None,
         health: &health,
         offsets: Offsets::new(routes.iter().map(|r| r.lanes.len())),
-        committed,
         shutdown,
         continuity: Default::default(),
         lost_reported: HashMap::new(),
         lost_fail: Vec::new(),
         last_log_check: Instant::now(),
         paused: Default::default(),
+        dead: Default::default(),
+        fence: GroupFence::new(Arc::clone(&consumer), Arc::clone(&committed)),
+        committed,
     };
     let result = pipeline.consume_until_stopped(&mut routes).await;
     health.set_ready(false);
@@ -193,6 +196,7 @@ impl Pipeline<'_> {
             timestamp: message.timestamp().to_millis(),
             key: message.key(),
             payload: message.payload(),
+            headers: message.headers(),
         };
         // A new writer schema may first widen the route (then its decoder is new and
         // learns the id again, from the registry's cache).
@@ -326,9 +330,10 @@ impl Pipeline<'_> {
                         self.continuity.forget(topic, *partition);
                     }
                     self.forget_held(&partitions);
+                    self.dead_letters_revoked(&partitions);
                     // Never commit for a partition another member now owns.
                     self.offsets.revoke(&partitions);
-                    *self.committed.lock().expect("offsets poisoned") =
+                    self.committed.lock().expect("offsets poisoned").offsets =
                         self.offsets.committed().clone();
                     self.health.add_partitions(-(partitions.len() as i64));
                 }
@@ -336,6 +341,7 @@ impl Pipeline<'_> {
                     self.pause_or_resume_assigned(&partitions);
                     self.health.add_partitions(partitions.len() as i64);
                     self.offsets.assign(&partitions);
+                    self.dead_letters_assigned(&partitions);
                 }
             }
         }

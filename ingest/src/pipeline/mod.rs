@@ -2,8 +2,8 @@
 //! offset back to Kafka once they all hold it, one file per step:
 //!
 //! 1. consume: `pipeline/consume.rs` polls a record and hands it to its route;
-//! 2. decode: `decode/mod.rs` turns it into Arrow rows (bad records to the dead-letter
-//!    topic);
+//! 2. decode: `decode/mod.rs` turns it into Arrow rows; bad records go to the
+//!    dead-letter topic, exactly once per source position (`pipeline/dead_letter.rs`);
 //! 3. batch: `batch/mod.rs` gives the rows to one lane per sink, each with its limits;
 //! 4. sink write: `pipeline/write.rs` hands a due lane's batch to its sink (the sink's
 //!    `write.rs`), retrying while it fails;
@@ -22,6 +22,7 @@
 mod commit;
 mod connections;
 mod consume;
+mod dead_letter;
 mod evolve;
 mod log_check;
 mod open;
@@ -30,14 +31,14 @@ mod reread;
 mod write;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use ingest_sink_api::{Fence, OffsetMap};
+use ingest_sink_api::Fence;
 use tokio::sync::watch;
 
 use crate::config::Loaded;
-use crate::consumer::{self, Consumer, Continuity, GroupFence, PositionReaders};
+use crate::consumer::{self, Consumer, Continuity, GroupFence, PositionReaders, SharedCommitted};
 use crate::dead_letter::DeadLetters;
 use crate::health::Health;
 use crate::protocol::Offsets;
@@ -51,7 +52,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let consumer = Arc::new(consumer::create(&loaded.config.kafka)?);
-    let committed = Arc::new(Mutex::new(OffsetMap::default()));
+    let committed: SharedCommitted = Default::default();
     let fence: Arc<dyn Fence> = Arc::new(GroupFence::new(
         Arc::clone(&consumer),
         Arc::clone(&committed),
@@ -75,9 +76,9 @@ struct Pipeline<'a> {
     health: &'a Health,
     /// What each sink made durable, what is owned and committed: the protocol.
     offsets: Offsets,
-    /// A copy of what `offsets` committed, for the fence (it commits it again to prove
-    /// ownership without moving the group offset).
-    committed: Arc<Mutex<OffsetMap>>,
+    /// A copy of what `offsets` committed and the notes that go with it, for the fence
+    /// (it commits them again to prove ownership without moving the group offset).
+    committed: SharedCommitted,
     /// Turns true on SIGTERM/SIGINT; write retries give up on it.
     shutdown: watch::Receiver<bool>,
     /// Per route (by index), its sinks' position readers.
@@ -91,6 +92,10 @@ struct Pipeline<'a> {
     last_log_check: Instant,
     /// Routes paused on a writer schema their table cannot take (`pause.rs`).
     paused: pause::PausedRoutes,
+    /// What the dead-letter topics hold (`dead_letter.rs`).
+    dead: dead_letter::DeadLetterBook,
+    /// Ownership checks before dead letters are sent.
+    fence: GroupFence,
 }
 
 #[cfg(test)]

@@ -36,9 +36,7 @@ impl Pipeline<'_> {
         if !route.lanes[lane].book.is_shed() {
             return Ok(());
         }
-        let chunk = route.take_decoded();
-        self.dispose_rejected(route, &chunk.rejected).await?;
-        route.distribute(&chunk);
+        self.hand_over(route).await?;
         let partitions: Vec<Partition> = route.lanes[lane]
             .book
             .unshed()

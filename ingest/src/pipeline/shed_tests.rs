@@ -218,7 +218,7 @@ impl Harness {
             self.health.clone(),
             shutdown,
             consumer,
-            Arc::new(Mutex::new(OffsetMap::default())),
+            Default::default(),
             vec![route],
         )
         .await;

@@ -11,9 +11,7 @@ use tokio::sync::watch;
 
 use super::Pipeline;
 use crate::batch::{LaneOutcome, RouteBatch};
-use crate::config::OnError;
 use crate::consumer::Ownership;
-use crate::decode::Rejected;
 use crate::health::Health;
 use crate::protocol::Partition;
 
@@ -63,9 +61,7 @@ impl Pipeline<'_> {
         let due: Vec<bool> = (0..route.lanes.len())
             .map(|lane| all || route.lane_due(lane, now))
             .collect();
-        let chunk = route.take_decoded();
-        self.dispose_rejected(route, &chunk.rejected).await?;
-        route.distribute(&chunk);
+        self.hand_over(route).await?;
         for (lane, due) in due.into_iter().enumerate() {
             if !due {
                 continue;
@@ -115,42 +111,6 @@ impl Pipeline<'_> {
                 return false;
             }
             tokio::time::sleep(WAIT_STEP).await;
-        }
-    }
-
-    /// Bad records go to the route's dead-letter topic (their offsets count once it
-    /// acknowledged them), or stop the service when the route has none.
-    pub(super) async fn dispose_rejected(
-        &self,
-        route: &RouteBatch,
-        rejected: &[Rejected],
-    ) -> anyhow::Result<()> {
-        let Some(first) = rejected.first() else {
-            return Ok(());
-        };
-        match (
-            route.route.on_error,
-            &route.route.dead_letter_topic,
-            self.dead_letters,
-        ) {
-            (OnError::DeadLetter, Some(topic), Some(dl)) => {
-                for r in rejected {
-                    tracing::warn!(route = %route.route.name, topic = %r.topic, partition = r.partition,
-                        offset = r.offset, error = %r.error, dead_letter = %topic, "bad record");
-                }
-                dl.send(topic, &route.route.name, rejected).await?;
-                self.health
-                    .record_rejected(&route.route.name, rejected.len() as u64);
-                Ok(())
-            }
-            _ => anyhow::bail!(
-                "route `{}`: record {}/{}@{} cannot be decoded ({}); set `dead_letter.topic` to divert bad records",
-                route.route.name,
-                first.topic,
-                first.partition,
-                first.offset,
-                first.error
-            ),
         }
     }
 

@@ -233,6 +233,7 @@ mod tests {
                 timestamp: None,
                 key: None,
                 payload: Some(&buf),
+                headers: None,
             };
             decoder.push(&m, &mut rejected);
         }

@@ -24,6 +24,7 @@ use arrow_schema::{Schema, SchemaRef};
 use arrow_select::concat::concat_batches;
 
 use super::format::{Format, Learned, Payload, Refusal, WriterSchema, usable};
+use super::{ErrorClass, Reason};
 
 /// How payloads carry their writer schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +43,7 @@ const BARE_ID: u32 = 0;
 enum Writer {
     Readable(AvroSchema),
     /// Records of this id are refused with this reason.
-    Refused(String),
+    Refused(Reason),
 }
 
 /// The table schema of an Avro reader schema (its top level must be a record).
@@ -162,15 +163,17 @@ impl Avro {
 impl Format for Avro {
     fn push(&mut self, payload: &[u8]) -> Result<(), Refusal> {
         let id = match self.framing {
-            Framing::Registry => registry_id(payload).map_err(Refusal::Record)?,
+            Framing::Registry => registry_id(payload)
+                .map_err(|e| Refusal::Record(Reason::new(ErrorClass::Undecodable, e)))?,
             Framing::Bare => BARE_ID,
         };
         match self.known.get(&id) {
             Some(Writer::Readable(_)) => {}
             Some(Writer::Refused(why)) => return Err(Refusal::Record(why.clone())),
             None => {
-                return Err(Refusal::Record(format!(
-                    "schema id {id} was not looked up in the registry"
+                return Err(Refusal::Record(Reason::new(
+                    ErrorClass::UnknownSchema,
+                    format!("schema id {id} was not looked up in the registry"),
                 )));
             }
         }
@@ -178,7 +181,10 @@ impl Format for Avro {
             && let Err(e) = self.rebuild()
         {
             self.lose_rows();
-            return Err(Refusal::RowsLost(format!("invalid Avro: {e}")));
+            return Err(Refusal::RowsLost(Reason::new(
+                ErrorClass::Undecodable,
+                format!("invalid Avro: {e}"),
+            )));
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         let framed = match self.framing {
@@ -195,7 +201,10 @@ impl Format for Avro {
         self.scratch = scratch;
         result.map_err(|problem| {
             self.lose_rows();
-            Refusal::RowsLost(format!("invalid Avro: {problem}"))
+            Refusal::RowsLost(Reason::new(
+                ErrorClass::Undecodable,
+                format!("invalid Avro: {problem}"),
+            ))
         })
     }
 
@@ -245,8 +254,16 @@ impl Format for Avro {
         }
     }
 
+    fn schema_id(&self, payload: &[u8]) -> Option<u32> {
+        match self.framing {
+            Framing::Registry => registry_id(payload).ok(),
+            Framing::Bare => None,
+        }
+    }
+
     fn refuse(&mut self, id: u32, why: &str) {
-        self.known.insert(id, Writer::Refused(why.to_string()));
+        let why = Reason::new(ErrorClass::IncompatibleSchema, why);
+        self.known.insert(id, Writer::Refused(why));
     }
 
     fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Learned {
@@ -255,7 +272,10 @@ impl Format for Avro {
             Ok(s) => match with_references(&s.text, s.references.as_deref().unwrap_or_default()) {
                 Ok(text) => self.resolve(id, &text),
                 Err(e) => (
-                    Writer::Refused(format!("schema id {id}: {e}")),
+                    Writer::Refused(Reason::new(
+                        ErrorClass::UnreadableSchema,
+                        format!("schema id {id}: {e}"),
+                    )),
                     Learned::Same,
                 ),
             },
@@ -273,7 +293,8 @@ impl Avro {
         let readable = build(&self.reader, [(id, &writer)], 1).map(|_| ());
         let incompatible = |why: String| {
             let why = format!("writer schema id {id} cannot be read as the route's schema: {why}");
-            (Writer::Refused(why.clone()), Learned::Incompatible(why))
+            let refused = Reason::new(ErrorClass::IncompatibleSchema, why.clone());
+            (Writer::Refused(refused), Learned::Incompatible(why))
         };
         let Some(w) = widened(&self.reader.json_string, text) else {
             return match readable {
@@ -290,8 +311,11 @@ impl Avro {
             (true, Ok(())) if !w.promoted => (Writer::Readable(writer), wider),
             // Until the route has widened, none is read into a narrower column.
             (true, _) => (
-                Writer::Refused(format!(
-                    "writer schema id {id} has wider types than the route; the route was not widened to them"
+                Writer::Refused(Reason::new(
+                    ErrorClass::IncompatibleSchema,
+                    format!(
+                        "writer schema id {id} has wider types than the route; the route was not widened to them"
+                    ),
                 )),
                 wider,
             ),

@@ -11,6 +11,7 @@ use arrow_schema::{ArrowError, SchemaRef};
 pub use strict::Coercions;
 
 use super::format::{Format, Refusal};
+use super::{ErrorClass, Reason};
 use strict::Strict;
 
 pub struct Json {
@@ -37,9 +38,12 @@ impl Json {
 impl Format for Json {
     fn push(&mut self, payload: &[u8]) -> Result<(), Refusal> {
         if !self.strict.is_empty() {
-            self.strict
-                .check(payload, self.coerce)
-                .map_err(|e| Refusal::Record(format!("does not match the schema: {e}")))?;
+            self.strict.check(payload, self.coerce).map_err(|e| {
+                Refusal::Record(Reason::new(
+                    ErrorClass::SchemaMismatch,
+                    format!("does not match the schema: {e}"),
+                ))
+            })?;
         }
         let before = self.decoder.len();
         let problem = match self.decoder.decode(payload) {
@@ -52,7 +56,10 @@ impl Format for Json {
             Ok(_) => return Ok(()),
         };
         // The tape holds garbage now: a fresh decoder takes the good rows again.
-        Err(Refusal::RowsLost(problem))
+        Err(Refusal::RowsLost(Reason::new(
+            ErrorClass::Undecodable,
+            problem,
+        )))
     }
 
     fn flush(&mut self) -> Result<Option<RecordBatch>, String> {

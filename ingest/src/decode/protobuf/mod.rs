@@ -18,6 +18,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use super::format::{
     Format, Learned, Payload, ProtoSchema, Reference, Refusal, WriterSchema, usable, widens,
 };
+use super::{ErrorClass, Reason};
 use table::Columns;
 
 /// The name a registry schema's `.proto` text is compiled under.
@@ -35,7 +36,7 @@ enum Writer {
     /// The registry's file (its pool and name), to find the message a payload's
     /// indexes name.
     Readable(Arc<(DescriptorPool, String)>),
-    Refused(String),
+    Refused(Reason),
 }
 
 pub struct Protobuf {
@@ -162,24 +163,34 @@ impl Protobuf {
     }
 
     /// The message bytes of a payload, after its framing is checked.
-    fn message_bytes<'p>(&self, payload: &'p [u8]) -> Result<&'p [u8], String> {
+    fn message_bytes<'p>(&self, payload: &'p [u8]) -> Result<&'p [u8], Reason> {
         if !self.registry {
             return Ok(payload);
         }
-        let (id, indexes, body) = framing(payload)?;
+        let (id, indexes, body) =
+            framing(payload).map_err(|e| Reason::new(ErrorClass::Undecodable, e))?;
         let writer = match self.known.get(&id) {
             Some(Writer::Readable(writer)) => writer,
             Some(Writer::Refused(why)) => return Err(why.clone()),
-            None => return Err(format!("schema id {id} was not looked up in the registry")),
+            None => {
+                return Err(Reason::new(
+                    ErrorClass::UnknownSchema,
+                    format!("schema id {id} was not looked up in the registry"),
+                ));
+            }
         };
-        let named = message_at(&writer.0, &writer.1, &indexes)
-            .ok_or_else(|| format!("schema id {id} has no message at indexes {indexes:?}"))?;
+        let mismatch = |text: String| Reason::new(ErrorClass::SchemaMismatch, text);
+        let named = message_at(&writer.0, &writer.1, &indexes).ok_or_else(|| {
+            mismatch(format!(
+                "schema id {id} has no message at indexes {indexes:?}"
+            ))
+        })?;
         if named.full_name() != self.reader.message.full_name() {
-            return Err(format!(
+            return Err(mismatch(format!(
                 "schema id {id} names message `{}`, not the route's `{}`",
                 named.full_name(),
                 self.reader.message.full_name()
-            ));
+            )));
         }
         Ok(body)
     }
@@ -188,12 +199,16 @@ impl Protobuf {
 impl Format for Protobuf {
     fn push(&mut self, payload: &[u8]) -> Result<(), Refusal> {
         let body = self.message_bytes(payload).map_err(Refusal::Record)?;
-        let message = DynamicMessage::decode(self.reader.message.clone(), body)
-            .map_err(|e| Refusal::Record(format!("invalid Protobuf: {e}")))?;
+        let message = DynamicMessage::decode(self.reader.message.clone(), body).map_err(|e| {
+            Refusal::Record(Reason::new(
+                ErrorClass::Undecodable,
+                format!("invalid Protobuf: {e}"),
+            ))
+        })?;
         self.columns.append(Some(&message)).map_err(|e| {
             // Some columns took the row, others not: the open rows are lost.
             self.columns = Columns::new(&self.reader.message, self.reader.table.fields());
-            Refusal::RowsLost(e)
+            Refusal::RowsLost(Reason::new(ErrorClass::SchemaMismatch, e))
         })
     }
 
@@ -226,8 +241,15 @@ impl Format for Protobuf {
             .filter(|id| !self.known.contains_key(id))
     }
 
+    fn schema_id(&self, payload: &[u8]) -> Option<u32> {
+        self.registry
+            .then(|| framing(payload).ok().map(|(id, _, _)| id))
+            .flatten()
+    }
+
     fn refuse(&mut self, id: u32, why: &str) {
-        self.known.insert(id, Writer::Refused(why.to_string()));
+        let why = Reason::new(ErrorClass::IncompatibleSchema, why);
+        self.known.insert(id, Writer::Refused(why));
     }
 
     fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Learned {
@@ -236,7 +258,10 @@ impl Format for Protobuf {
             Ok(s) => match compile_source(&s.text, s.references.as_deref().unwrap_or_default()) {
                 Ok(compiled) => self.resolve(id, s, compiled),
                 Err(e) => (
-                    Writer::Refused(format!("schema id {id} does not compile: {e}")),
+                    Writer::Refused(Reason::new(
+                        ErrorClass::UnreadableSchema,
+                        format!("schema id {id} does not compile: {e}"),
+                    )),
                     Learned::Same,
                 ),
             },
@@ -263,7 +288,8 @@ impl Protobuf {
         };
         let incompatible = |why: String| {
             let why = format!("writer schema id {id} cannot be read as the route's schema: {why}");
-            (Writer::Refused(why.clone()), Learned::Incompatible(why))
+            let refused = Reason::new(ErrorClass::IncompatibleSchema, why.clone());
+            (Writer::Refused(refused), Learned::Incompatible(why))
         };
         let promoted = match changes(reader, &writer, &mut Vec::new()) {
             Ok(promoted) => promoted,
@@ -295,8 +321,11 @@ impl Protobuf {
         match (keeps && (adds || promoted), widens, promoted) {
             (true, Ok(()), false) => (Writer::Readable(Arc::new(compiled)), Learned::Wider(wider)),
             (true, Ok(()), true) => (
-                Writer::Refused(format!(
-                    "writer schema id {id} has wider types than the route; the route was not widened to them"
+                Writer::Refused(Reason::new(
+                    ErrorClass::IncompatibleSchema,
+                    format!(
+                        "writer schema id {id} has wider types than the route; the route was not widened to them"
+                    ),
                 )),
                 Learned::Wider(wider),
             ),
