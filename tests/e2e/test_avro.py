@@ -191,6 +191,10 @@ def test_records_the_registry_cannot_explain_are_dead_letters_with_their_reason(
     text = {k: b" ".join(v for v in h.values() if isinstance(v, bytes)).decode() for k, h in reasons.items()}
     assert "schema id 2147483632 is not in the registry" in text[b"x"], text
     assert "not schema-registry framed" in text[b"y"], text
+    # The class of each failure, and the schema id the payload names.
+    assert reasons[b"x"]["ingest.error.class"] == b"unknown_schema", reasons
+    assert reasons[b"x"]["ingest.schema.id"] == b"2147483632", reasons
+    assert reasons[b"y"]["ingest.error.class"] == b"undecodable", reasons
 
 
 def dead_letters_in(topic, wait_s):

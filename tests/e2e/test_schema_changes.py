@@ -107,6 +107,9 @@ def test_an_incompatible_version_is_a_dead_letter_under_dead_letter(setup):
     assert sorted(int(m.key()) for m in letters) == list(range(50, 60))
     reasons = {v.decode() for m in letters for k, v in (m.headers() or []) if isinstance(v, bytes)}
     assert any("cannot be read as the route's schema" in r for r in reasons), reasons
+    classes = {dict(m.headers())["ingest.error.class"] for m in letters}
+    assert classes == {b"incompatible_schema"}, classes
+    assert all(dict(m.headers()).get("ingest.schema.id") for m in letters)
     ids = [int(r["id"]) for r in clickhouse(f"SELECT id FROM {table} ORDER BY id")]
     assert ids == list(range(50)) + list(range(60, 100))
 
