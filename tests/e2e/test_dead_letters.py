@@ -96,6 +96,13 @@ def expected_classes(ids):
     return {f"k{i}".encode(): record(i)[3] for i in ids if record(i)[3]}
 
 
+def rejected_metric(ingest, reason):
+    """ingest_records_rejected_total{reason=...}, summed over routes."""
+    _, body = ingest.get("/metrics")
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in body.splitlines()
+               if line.startswith("ingest_records_rejected_total{") and f'reason="{reason}"' in line)
+
+
 def check_letters(letters, topic, group, expected):
     """Each dead letter once, with the record's own key, value and headers and ours."""
     positions = source_positions(letters)
@@ -200,6 +207,9 @@ def test_a_dead_letter_topic_refusing_writes_for_30s_is_waited_for(setup):
         (sink_counts(setup), len(letters_only(read_letters(dead))))), timeout=120, interval=1)
     wait_until("ready again", lambda: (ingest.get("/ready")[0] == 200, ingest.get("/ready")), timeout=30)
     time.sleep(2)
+    # Counted per route and reason, exactly.
+    by_reason = {cls: rejected_metric(ingest, cls) for cls in CLASSES}
+    assert by_reason == {cls: sum(1 for v in expected.values() if v == cls) for cls in CLASSES}, by_reason
     assert ingest.stop() == 0, ingest.logs()
     assert sink_counts(setup) == (good, good, good)
     check_letters(letters_only(read_letters(dead)), topic, setup.group, expected)
