@@ -9,6 +9,8 @@ import time
 
 from confluent_kafka import Producer
 
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
 from conftest import clickhouse, create_topic, iceberg_count, unique, wait_until
 from support.acl import allow_writes, deny_writes
 from support.chaos_run import KAFKA_PROPERTIES, SESSION_TIMEOUT
@@ -16,6 +18,8 @@ from support.dead_letters import letters_only, read_letters, source_positions
 from support.logs import full_log
 from support.processes import kill9, wait_assignment
 from support.stack import KAFKA
+from test_avro import REGISTRY, produce_avro, registry_section
+from test_schema_changes import NARROW, RETYPED, json_of, narrow, retyped
 
 SCHEMA = """
 fields:
@@ -80,10 +84,11 @@ class Feed(threading.Thread):
             self.done.set()
 
 
-def route(topic, table="t"):
-    return {"topics": [topic], "schema": None, "max_message_bytes": MAX_MESSAGE_BYTES,
-            "clickhouse": {"table": table, "order_by": ["id"]}, "iceberg": {"table": table},
-            "batch": {"max_rows": 5000, "max_age": "500ms"}}
+def route(setup, topic, batch=None):
+    """The JSON route of these tests, into table `t` of both sinks."""
+    return {"topics": [topic], "schema": str(setup.schema("s.yaml", SCHEMA)), "max_message_bytes": MAX_MESSAGE_BYTES,
+            "clickhouse": {"table": "t", "order_by": ["id"]}, "iceberg": {"table": "t"},
+            "batch": batch or {"max_rows": 5000, "max_age": "500ms"}}
 
 
 def sink_counts(setup, table="t"):
@@ -122,23 +127,58 @@ def check_letters(letters, topic, group, expected):
         assert "ingest.source.timestamp" in h, h
 
 
+# The classes only a registry route can have, one in turn every 100th Avro record.
+AVRO_CLASSES = ["unknown_schema", "incompatible_schema", "unreadable_schema"]
+AVRO_TOTAL = 10_000
+
+
+def produce_avro_mix(topic):
+    """AVRO_TOTAL records of NARROW, every 100th bad: naming a schema id the registry
+    lacks, written with RETYPED (no table reads it), or naming a Protobuf schema's id.
+    Returns {key: class} of the bad ones."""
+    client = SchemaRegistryClient({"url": REGISTRY, "timeout": 30})
+    proto = 'syntax = "proto3"; package dl.e2e; message Other { int64 id = 1; }'
+    proto_id = client.register_schema(f"{topic}-other", Schema(proto, "PROTOBUF"))
+    bad, good, retyped_records = {}, [], []
+    raw = Producer({"bootstrap.servers": KAFKA})
+    for i in range(AVRO_TOTAL):
+        if i % 100 != 37:
+            good.append((narrow(i), NARROW))
+            continue
+        cls = AVRO_CLASSES[(i // 100) % len(AVRO_CLASSES)]
+        bad[str(i).encode()] = cls
+        if cls == "incompatible_schema":
+            retyped_records.append((retyped(i), RETYPED))
+        else:
+            schema_id = 2147483632 if cls == "unknown_schema" else proto_id
+            raw.produce(topic, key=str(i), value=b"\x00" + schema_id.to_bytes(4, "big") + b"\x02\x04")
+    assert raw.flush(30) == 0
+    produce_avro(topic, good + retyped_records)
+    return bad
+
+
 def test_good_rows_plus_dead_letters_equal_consumed_through_kill_9_and_rebalance(setup, capsys):
     total, partitions = 100_000, 4
     topic = create_topic(unique("dl_account"), partitions)
     dead = create_topic(unique("dl_account_dlq"), 2)
-    schema = setup.schema("s.yaml", SCHEMA)
-    r = route(topic)
-    r["schema"] = str(schema)
+    r = route(setup, topic)
     # Iceberg commits every 3 s: the dead letters of a chunk are sent long before both
     # sinks hold its rows, so a kill or a rebalance re-reads records already dead-lettered.
     r["iceberg"]["batch"] = {"max_age": "3s", "max_rows": 50_000}
-    config = setup.config([r], dead_letter=dead, kafka_properties=KAFKA_PROPERTIES)
+    # A registry route beside it, for the classes only such a route has.
+    avro_topic = create_topic(unique("dl_account_avro"), 2)
+    avro_bad = produce_avro_mix(avro_topic)
+    avro = {"topics": [avro_topic], "format": "avro", "schema": str(setup.schema("m.avsc", json_of(NARROW))),
+            "on_incompatible": "dead_letter", "clickhouse": {"table": "m", "order_by": ["id"]},
+            "iceberg": {"table": "m"}, "batch": {"max_rows": 2000, "max_age": "500ms"}}
+    config = setup.config([r, avro], dead_letter=dead, kafka_properties=KAFKA_PROPERTIES,
+                          extra=registry_section())
     feed = Feed(topic, total, rate=4000)
     feed.start()
     a, b = setup.start(config), setup.start(config)
     a.wait_ready(60)
     b.wait_ready(60)
-    wait_assignment([a, b], partitions, "two instances share the partitions", timeout=60)
+    wait_assignment([a, b], partitions + 2, "two instances share the partitions", timeout=60)
     wait_until("rows arrive", lambda: (sink_counts(setup)[0] > 15_000, sink_counts(setup)), timeout=120)
     kill9(a)
     time.sleep(SESSION_TIMEOUT / 2)
@@ -149,21 +189,28 @@ def test_good_rows_plus_dead_letters_equal_consumed_through_kill_9_and_rebalance
     ids = range(total)
     expected = expected_classes(ids)
     good = total - len(expected)
+    avro_good = AVRO_TOTAL - len(avro_bad)
 
     def drained():
         ch, _, ice = sink_counts(setup)
+        m_ch, _, m_ice = sink_counts(setup, "m")
         letters = letters_only(read_letters(dead))
-        return ch >= good and ice >= good and len(letters) >= len(expected), (ch, ice, len(letters))
+        return (ch >= good and ice >= good and m_ch >= avro_good and m_ice >= avro_good
+                and len(letters) >= len(expected) + len(avro_bad)), (ch, ice, m_ch, m_ice, len(letters))
     wait_until("every record in the sinks or the dead-letter topic", drained, timeout=300, interval=2)
     time.sleep(3)  # a late duplicate would show now
     codes = [b.stop(), c.stop()]
     assert codes == [0, 0], codes
     ch, unique_ids, ice = sink_counts(setup)
-    letters = letters_only(read_letters(dead))
+    avro_counts = sink_counts(setup, "m")
+    everything = letters_only(read_letters(dead))
+    letters = [x for x in everything if x["headers"]["ingest.source.topic"] == topic]
+    avro_letters = [x for x in everything if x["headers"]["ingest.source.topic"] == avro_topic]
     skipped = sum(full_log(i).count("not sent again") for i in (a, b, c))
     with capsys.disabled():
         print(f"\n[dead letters] {total} consumed: clickhouse {ch} ({unique_ids} ids), iceberg {ice}, "
-              f"dead letters {len(letters)} of {len(expected)} bad; re-read dead letters not sent again "
+              f"dead letters {len(letters)} of {len(expected)} bad; avro {AVRO_TOTAL}: sinks {avro_counts}, "
+              f"dead letters {len(avro_letters)} of {len(avro_bad)} bad; re-read dead letters not sent again "
               f"logged {skipped} times")
     assert (ch, unique_ids, ice) == (good, good, good)
     assert ch + len(letters) == total
@@ -172,16 +219,18 @@ def test_good_rows_plus_dead_letters_equal_consumed_through_kill_9_and_rebalance
     classes = {cls: sum(1 for v in expected.values() if v == cls) for cls in CLASSES}
     found = {cls: sum(1 for x in letters if x["headers"]["ingest.error.class"] == cls) for cls in CLASSES}
     assert found == classes
+    assert avro_counts == (avro_good, avro_good, avro_good)
+    positions = source_positions(avro_letters)
+    assert len(positions) == len(set(positions)), "an Avro source position is in the dead-letter topic twice"
+    assert {x["key"]: x["headers"]["ingest.error.class"] for x in avro_letters} == avro_bad
+    assert all(x["headers"].get("ingest.schema.id") for x in avro_letters)
 
 
 def test_a_dead_letter_topic_refusing_writes_for_30s_is_waited_for(setup):
     topic = create_topic(unique("dl_refused"), 2)
     dead = create_topic(unique("dl_refused_dlq"), 1)
-    schema = setup.schema("s.yaml", SCHEMA)
-    r = route(topic)
-    r["schema"] = str(schema)
-    r["batch"] = {"max_rows": 500, "max_age": "300ms"}
-    ingest = setup.start(setup.config([r], dead_letter=dead))
+    ingest = setup.start(setup.config([route(setup, topic, {"max_rows": 500, "max_age": "300ms"})],
+                                      dead_letter=dead))
     ingest.wait_ready(60)
     first = Feed(topic, 2000, rate=None)
     first.run()
@@ -222,11 +271,7 @@ def test_trailing_dead_letters_are_not_sent_again_after_restarts(setup):
     every start reads the bad ones again; they are in the dead-letter topic already."""
     topic = create_topic(unique("dl_trailing"), 1)
     dead = create_topic(unique("dl_trailing_dlq"), 1)
-    schema = setup.schema("s.yaml", SCHEMA)
-    r = route(topic)
-    r["schema"] = str(schema)
-    r["batch"] = {"max_rows": 50, "max_age": "200ms"}
-    config = setup.config([r], dead_letter=dead)
+    config = setup.config([route(setup, topic, {"max_rows": 50, "max_age": "200ms"})], dead_letter=dead)
     good = [(f"k{i}".encode(), json.dumps({"id": i, "name": "n", "raw_ts": 0}).encode()) for i in range(100)]
     bad = [(f"b{i}".encode(), b"{broken %d" % i) for i in range(120)]
     p = Producer({"bootstrap.servers": KAFKA})

@@ -99,18 +99,13 @@ impl DeadLetters {
     ) -> Vec<Result<i64, SendError>> {
         let deliveries = records.iter().map(|r| {
             let headers = headers::for_letter(r, route, &self.group, &[]);
-            let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-                .partition(partition)
-                .headers(headers);
-            if let Some(key) = &r.key {
-                record = record.key(key.as_slice());
-            }
-            if let Some(payload) = &r.payload {
-                record = record.payload(payload.as_slice());
-            }
-            if let Some(ts) = r.timestamp {
-                record = record.timestamp(ts);
-            }
+            let record = record_to(
+                (topic, partition),
+                r.key.as_deref(),
+                r.payload.as_deref(),
+                r.timestamp,
+                headers,
+            );
             // Waits for room when the producer queue is full.
             self.producer
                 .send(record, Timeout::After(Duration::from_secs(60)))
@@ -141,6 +136,29 @@ impl DeadLetters {
             Timeout::After(Duration::from_secs(10)),
         );
     }
+}
+
+/// A record for `partition` of `topic`: key, value and timestamp as given.
+pub fn record_to<'r>(
+    (topic, partition): (&'r str, i32),
+    key: Option<&'r [u8]>,
+    value: Option<&'r [u8]>,
+    timestamp: Option<i64>,
+    headers: rdkafka::message::OwnedHeaders,
+) -> FutureRecord<'r, [u8], [u8]> {
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+        .partition(partition)
+        .headers(headers);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(value) = value {
+        record = record.payload(value);
+    }
+    if let Some(ts) = timestamp {
+        record = record.timestamp(ts);
+    }
+    record
 }
 
 fn classify(topic: &str, record: &Rejected, e: &KafkaError) -> SendError {

@@ -363,19 +363,13 @@ impl<'a> Replayer<'a> {
         letter: &'r Letter,
         headers: OwnedHeaders,
     ) -> FutureRecord<'r, [u8], [u8]> {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-            .partition(partition)
-            .headers(headers);
-        if let Some(key) = &letter.key {
-            record = record.key(key.as_slice());
-        }
-        if let Some(value) = &letter.value {
-            record = record.payload(value.as_slice());
-        }
-        if let Some(ts) = letter.ours.source_timestamp {
-            record = record.timestamp(ts);
-        }
-        record
+        super::record_to(
+            (topic, partition),
+            letter.key.as_deref(),
+            letter.value.as_deref(),
+            letter.ours.source_timestamp,
+            headers,
+        )
     }
 
     /// `None` when the letter decodes with its route as it is now, else the refusal.
