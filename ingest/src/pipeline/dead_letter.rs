@@ -59,16 +59,26 @@ impl Pipeline<'_> {
 
     /// Where the chunk's good records end, per partition (see `Ledger::decided`).
     fn dead_letters_decided(&mut self, rows: &ingest_sink_api::SinkBatch) {
+        // Only partitions that had a bad record since their assignment are tracked:
+        // most chunks of most routes cost no pass over their rows here.
+        let tracked: Vec<Partition> = rows
+            .positions
+            .partitions()
+            .filter(|p| self.dead.ledger.knows(p))
+            .collect();
+        if tracked.is_empty() {
+            return;
+        }
         let mut last_good: HashMap<(&str, i32), i64> = HashMap::new();
         for c in rows.coordinates.iter().flatten() {
             let entry = last_good.entry((&c.topic, c.partition)).or_insert(c.offset);
             *entry = (*entry).max(c.offset);
         }
-        for (topic, partition, end) in rows.positions.iter() {
-            let good = last_good.get(&(topic, partition)).copied();
-            self.dead
-                .ledger
-                .decided(&Partition::new(topic, partition), end, good);
+        for p in tracked {
+            let good = last_good.get(&(p.topic.as_str(), p.partition)).copied();
+            if let Some(end) = rows.positions.get(&p.topic, p.partition) {
+                self.dead.ledger.decided(&p, end, good);
+            }
         }
     }
 
