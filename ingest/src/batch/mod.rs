@@ -9,7 +9,7 @@ use ingest_sink_api::{BatchOverride, OffsetMap, Partitions, Sink, SinkBatch};
 
 pub use lane::{Lane, LaneOutcome};
 
-use crate::config::{Route, metadata_fields};
+use crate::config::{OnError, Route, metadata_fields};
 use crate::decode::{Message, Rejected, RouteDecoder};
 use crate::protocol::Partition;
 
@@ -51,6 +51,9 @@ impl RouteBatch {
             CHUNK_ROWS,
         )?;
         decoder.set_max_message_bytes(route.config.max_message_bytes);
+        if route.on_error == OnError::DeadLetter {
+            decoder.keep_headers();
+        }
         Ok(Self {
             route,
             index,
@@ -129,6 +132,9 @@ impl RouteBatch {
         let mut decoder =
             RouteDecoder::new(&payload, payload_schema.clone(), metadata, CHUNK_ROWS)?;
         decoder.set_max_message_bytes(self.route.config.max_message_bytes);
+        if self.route.on_error == OnError::DeadLetter {
+            decoder.keep_headers();
+        }
         for lane in &self.lanes {
             if let Some(check) = lane.sink.as_ref().and_then(|s| s.value_check()) {
                 decoder.add_check(check);

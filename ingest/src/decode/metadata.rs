@@ -24,7 +24,12 @@ pub struct MessageMeta {
 }
 
 impl MessageMeta {
-    pub fn new(message: &Message<'_>, keys: &mut Vec<u8>, topics: &mut TopicNames) -> Self {
+    pub fn new(
+        message: &Message<'_>,
+        keep_headers: bool,
+        keys: &mut Vec<u8>,
+        topics: &mut TopicNames,
+    ) -> Self {
         let key = message.key.map(|k| {
             let start = keys.len();
             keys.extend_from_slice(k);
@@ -38,6 +43,7 @@ impl MessageMeta {
             key,
             headers: message
                 .headers
+                .filter(|_| keep_headers)
                 .map(|h| Arc::new(own_headers(Some(h))))
                 .filter(|h| !h.is_empty()),
         }

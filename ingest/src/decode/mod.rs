@@ -104,6 +104,9 @@ pub struct RouteDecoder {
     checks: ValueChecks,
     /// Records whose key and value together are larger are refused (`too_large`).
     max_message_bytes: usize,
+    /// Whether rows keep their record's headers (for a dead letter found after the
+    /// chunk is decoded); a copy per record, so only routes with a dead-letter topic.
+    keep_headers: bool,
 }
 
 impl RouteDecoder {
@@ -145,10 +148,16 @@ impl RouteDecoder {
             topics: TopicNames::default(),
             checks: ValueChecks::default(),
             max_message_bytes: usize::MAX,
+            keep_headers: false,
         }
     }
 
     /// Records whose key and value together are larger than `bytes` are refused.
+    /// Rows keep their record's headers, for their dead letters.
+    pub fn keep_headers(&mut self) {
+        self.keep_headers = true;
+    }
+
     pub fn set_max_message_bytes(&mut self, bytes: usize) {
         self.max_message_bytes = bytes;
     }
@@ -221,6 +230,7 @@ impl RouteDecoder {
         self.chunk.spans.push((start, self.chunk.raw.len()));
         self.chunk.meta.push(MessageMeta::new(
             message,
+            self.keep_headers,
             &mut self.chunk.keys,
             &mut self.topics,
         ));
