@@ -205,9 +205,7 @@ pub fn for_route(
 ) -> Result<Box<dyn Format>, String> {
     use super::avro::{Avro, Framing};
     Ok(match payload {
-        Payload::Json(coerce) => Box::new(
-            super::json::Json::new(schema.clone(), rows, *coerce).map_err(|e| e.to_string())?,
-        ),
+        Payload::Json(coerce) => Box::new(super::json::Json::new(schema.clone(), *coerce)?),
         Payload::Avro { reader, registry } => {
             let framing = if *registry {
                 Framing::Registry

@@ -10,14 +10,7 @@ use std::fmt;
 use arrow_schema::{DataType, Fields};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-/// Which lenient readings a route allows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Coercions {
-    /// `"7"` for a number field.
-    pub string_to_number: bool,
-    /// `2.0` (or `2e0`) for an integer field; `2.5` is refused either way.
-    pub integral_float_to_int: bool,
-}
+use super::super::Coercions;
 
 /// What a field's value must be.
 #[derive(Debug)]
