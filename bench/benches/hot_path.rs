@@ -17,13 +17,11 @@ use parquet::file::properties::WriterProperties;
 const EVENTS: usize = 16 * 1024;
 
 fn decode_all(events: &[Vec<u8>]) -> Vec<RecordBatch> {
-    let mut decoder = RouteDecoder::new(
-        &Payload::json(),
-        ingest_bench::events_schema(),
-        vec![],
-        EVENTS,
-    )
-    .unwrap();
+    decode_json(ingest_bench::events_schema(), events)
+}
+
+fn decode_json(schema: arrow_schema::SchemaRef, events: &[Vec<u8>]) -> Vec<RecordBatch> {
+    let mut decoder = RouteDecoder::new(&Payload::json(), schema, vec![], EVENTS).unwrap();
     let mut rejected = Vec::new();
     for (offset, payload) in events.iter().enumerate() {
         let message = Message::payload_only("bench", 0, offset as i64, payload);
@@ -86,37 +84,77 @@ fn decode_all_protobuf(events: &[Vec<u8>]) -> Vec<RecordBatch> {
 const AVRO_ID: u32 = 7;
 const PROTOBUF_ID: u32 = 8;
 
-fn benches(c: &mut Criterion) {
-    let events = ingest_bench::sample_events(EVENTS);
+/// JSON → Arrow with our route decoder, next to arrow-json's reader on the same bytes,
+/// a parse-only serde pass and a parse-only SIMD pass (simd-json's tape: the structure
+/// found, no column built; it parses in place, so each event is copied first).
+fn json_to_arrow(
+    c: &mut Criterion,
+    group: &str,
+    schema: arrow_schema::SchemaRef,
+    events: &[Vec<u8>],
+) {
     let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
     let newline_joined: Vec<u8> = events
         .iter()
         .flat_map(|e| e.iter().copied().chain([b'\n']))
         .collect();
-
-    let mut decode = c.benchmark_group("json_to_arrow");
+    let rows: usize = decode_json(schema.clone(), events)
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    assert_eq!(rows, events.len());
+    let mut decode = c.benchmark_group(group);
     decode.throughput(Throughput::Bytes(bytes));
+    // Both decoders live on across iterations, as a route's does in the service.
+    let mut ours = RouteDecoder::new(&Payload::json(), schema.clone(), vec![], EVENTS).unwrap();
+    let mut rejected = Vec::new();
     decode.bench_function("ingest_route_decoder", |b| {
-        b.iter(|| black_box(decode_all(&events)))
+        b.iter(|| {
+            for (offset, payload) in events.iter().enumerate() {
+                let message = Message::payload_only("bench", 0, offset as i64, payload);
+                ours.push(&message, &mut rejected);
+            }
+            black_box(ours.take(&mut rejected))
+        })
     });
+    assert!(rejected.is_empty());
+    let mut theirs = arrow_json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(EVENTS)
+        .build_decoder()
+        .unwrap();
     decode.bench_function("arrow_json_reader_reference", |b| {
         b.iter(|| {
-            let mut d = arrow_json::ReaderBuilder::new(ingest_bench::events_schema())
-                .with_batch_size(EVENTS)
-                .build_decoder()
-                .unwrap();
-            d.decode(&newline_joined).unwrap();
-            black_box(d.flush().unwrap())
+            theirs.decode(&newline_joined).unwrap();
+            black_box(theirs.flush().unwrap())
         })
     });
     decode.bench_function("serde_json_parse_only_reference", |b| {
         b.iter(|| {
-            for e in &events {
+            for e in events {
                 black_box(serde_json::from_slice::<serde::de::IgnoredAny>(e).unwrap());
             }
         })
     });
+    let mut copy = Vec::with_capacity(4096);
+    decode.bench_function("simd_json_parse_only_reference", |b| {
+        b.iter(|| {
+            for e in events {
+                copy.clear();
+                copy.extend_from_slice(e);
+                black_box(simd_json::to_tape(&mut copy).unwrap());
+            }
+        })
+    });
     decode.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let events = ingest_bench::sample_events(EVENTS);
+    let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
+
+    json_to_arrow(c, "json_to_arrow", ingest_bench::events_schema(), &events);
+    let wide = ingest_bench::sample_wide_events(EVENTS);
+    json_to_arrow(c, "wide_json_to_arrow", ingest_bench::wide_schema(), &wide);
 
     // The same events as Avro: MB/s of Avro input, and events/s next to JSON's.
     let avro = ingest_bench::sample_avro_events(EVENTS, AVRO_ID);

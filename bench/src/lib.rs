@@ -11,9 +11,24 @@ pub fn events_schema() -> SchemaRef {
     ingest_schemas::load_schema(&path).expect("example schema")
 }
 
+/// The wide event (`schemas/examples/wide.yaml`: 30 fields, about 600 bytes).
+pub fn wide_schema() -> SchemaRef {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/examples/wide.yaml");
+    ingest_schemas::load_schema(&path).expect("wide example schema")
+}
+
 /// `count` generated events, one JSON object each (the same generator `ingest produce` uses).
 pub fn sample_events(count: usize) -> Vec<Vec<u8>> {
-    let mut generator = EventGenerator::new(events_schema(), Some("event_id".into()), 0, 42);
+    sample_events_of(events_schema(), "event_id", count)
+}
+
+/// `count` generated wide events.
+pub fn sample_wide_events(count: usize) -> Vec<Vec<u8>> {
+    sample_events_of(wide_schema(), "order_id", count)
+}
+
+fn sample_events_of(schema: SchemaRef, id: &str, count: usize) -> Vec<Vec<u8>> {
+    let mut generator = EventGenerator::new(schema, Some(id.into()), 0, 42);
     (0..count)
         .map(|_| {
             let mut buf = Vec::with_capacity(400);
