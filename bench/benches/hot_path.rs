@@ -148,11 +148,47 @@ fn json_to_arrow(
     decode.finish();
 }
 
+/// The route decoder with its full chunks (2,048 events) decoded in place (`0`) or on
+/// 1, 2 and 4 decode workers: bytes of JSON per second of wall time.
+fn decode_workers(c: &mut Criterion, events: &[Vec<u8>]) {
+    let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
+    let mut group = c.benchmark_group("json_to_arrow_workers");
+    group.throughput(Throughput::Bytes(bytes));
+    for threads in [0, 1, 2, 4] {
+        let mut decoder = RouteDecoder::new(
+            &Payload::json(),
+            ingest_bench::events_schema(),
+            vec![],
+            2048,
+        )
+        .unwrap();
+        if let Some(workers) = ingest::Workers::new(threads) {
+            decoder.decode_on(Arc::new(workers));
+        }
+        let mut rejected = Vec::new();
+        group.bench_function(format!("{threads}"), |b| {
+            b.iter(|| {
+                for (offset, payload) in events.iter().enumerate() {
+                    let message = Message::payload_only("bench", 0, offset as i64, payload);
+                    decoder.push(&message, &mut rejected);
+                    if decoder.chunk_full() {
+                        decoder.flush_chunk(&mut rejected);
+                    }
+                }
+                black_box(decoder.take(&mut rejected))
+            })
+        });
+        assert!(rejected.is_empty());
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let events = ingest_bench::sample_events(EVENTS);
     let bytes: u64 = events.iter().map(|e| e.len() as u64).sum();
 
     json_to_arrow(c, "json_to_arrow", ingest_bench::events_schema(), &events);
+    decode_workers(c, &events);
     let wide = ingest_bench::sample_wide_events(EVENTS);
     json_to_arrow(c, "wide_json_to_arrow", ingest_bench::wide_schema(), &wide);
 

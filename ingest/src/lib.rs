@@ -25,7 +25,7 @@ pub use dead_letter::replay::{
 };
 pub use dead_letter::show::show as show_dead_letters;
 pub use decode::ErrorClass;
-pub use decode::{Message, Payload, ProtoSchema, RouteDecoder, WriterSchema, own_schema};
+pub use decode::{Message, Payload, ProtoSchema, RouteDecoder, Workers, WriterSchema, own_schema};
 pub use health::{Health, serve as serve_health};
 pub use logging::init as init_logging;
 pub use pipeline::{check_connections, run};

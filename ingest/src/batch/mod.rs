@@ -10,7 +10,7 @@ use ingest_sink_api::{BatchOverride, OffsetMap, Partitions, Sink, SinkBatch};
 pub use lane::{Lane, LaneOutcome};
 
 use crate::config::{OnError, Route, metadata_fields};
-use crate::decode::{Message, Rejected, RouteDecoder};
+use crate::decode::{Message, Rejected, RouteDecoder, Workers};
 use crate::protocol::Partition;
 
 /// Rows are turned into record batches this many at a time (bounds the raw payloads
@@ -22,6 +22,8 @@ pub struct RouteBatch {
     /// The route's place in the configuration (routes' names need not be unique).
     pub index: usize,
     decoder: RouteDecoder,
+    /// Where full chunks are decoded, if not here (kept for a widened decoder).
+    workers: Option<std::sync::Arc<Workers>>,
     /// One per sink, each with its own batch and cadence.
     pub lanes: Vec<Lane>,
     /// Positions of the messages in the decoder not yet handed to the lanes, rejected
@@ -58,6 +60,7 @@ impl RouteBatch {
             route,
             index,
             decoder,
+            workers: None,
             lanes: Vec::new(),
             positions: OffsetMap::default(),
             rejected: Vec::new(),
@@ -108,6 +111,12 @@ impl RouteBatch {
         self.widen(self.route.payload.clone(), self.route.schema.clone())
     }
 
+    /// Full chunks of records are decoded on `workers` while reading goes on.
+    pub fn decode_on(&mut self, workers: std::sync::Arc<Workers>) {
+        self.decoder.decode_on(std::sync::Arc::clone(&workers));
+        self.workers = Some(workers);
+    }
+
     /// The output schema (payload then metadata columns) `payload_schema` would give.
     pub fn output_schema_of(
         &self,
@@ -139,6 +148,9 @@ impl RouteBatch {
             if let Some(check) = lane.sink.as_ref().and_then(|s| s.value_check()) {
                 decoder.add_check(check);
             }
+        }
+        if let Some(workers) = &self.workers {
+            decoder.decode_on(std::sync::Arc::clone(workers));
         }
         self.decoder = decoder;
         self.route.payload = payload;

@@ -36,6 +36,10 @@ pub struct Config {
     /// Where Avro routes find writer schemas by id (and their subject's latest schema).
     #[serde(default)]
     pub schema_registry: Option<SchemaRegistryConfig>,
+    /// Threads that decode full chunks of records while reading goes on. Default: the
+    /// machine's cores (at most 8; none on one core); 0 decodes where records are read.
+    #[serde(default)]
+    pub decode_workers: Option<usize>,
     pub routes: Vec<RouteConfig>,
 }
 

@@ -11,6 +11,7 @@ use arrow_array::{Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::*;
+use crate::decode::format::Refusal;
 
 /// Payloads are decimal numbers. `x…` is not a record (the open rows stay), `!…` loses
 /// the open rows, and a negative number is taken but does not fit the schema at flush.

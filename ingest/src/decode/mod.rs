@@ -1,35 +1,43 @@
 //! Step 2, decode: Kafka messages decoded once, straight into Arrow columns.
 //!
-//! The route's [`Format`] (`json.rs`; the seam is `format.rs`) takes each message on its
-//! own, so a malformed one is caught and rejected alone, and rows are flushed into
-//! record batches in chunks. Everything here is format-free: a chunk whose values do
-//! not fit the schema (a string in an int column, a missing required field) is bisected
-//! down to the offending records, which are rejected with the format's message; the
-//! rest is kept, with the metadata columns and coordinates of its rows. Rows holding a
-//! value some sink of the route cannot store are rejected too (see [`refuse`]).
+//! A route reads its records into chunks (`chunk.rs`); a full chunk is decoded on its
+//! own, on a decode worker when the machine has cores to spare (`workers.rs`), and
+//! chunks are taken back in the order they were read. In a chunk, the route's
+//! [`Format`] (`json/`, `avro/`, `protobuf/`; the seam is `format.rs`) takes each
+//! message on its own, so a malformed one is rejected alone. Everything else is
+//! format-free: a chunk whose values do not fit the schema is bisected down to the
+//! offending records, the rest is kept with the metadata columns and coordinates of
+//! its rows, and rows holding a value some sink of the route cannot store are rejected
+//! too (see [`refuse`]).
 
 pub mod avro;
+mod chunk;
 mod format;
 mod json;
 mod metadata;
 mod protobuf;
 mod reason;
 mod refuse;
+mod workers;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, SchemaRef};
-use arrow_select::concat::concat_batches;
 
 pub use format::{
-    Coercions, Format, Learned, Payload, ProtoSchema, Reference, Refusal, WriterSchema, own_schema,
-    widens,
+    Coercions, Format, Learned, Payload, ProtoSchema, Reference, WriterSchema, own_schema, widens,
 };
 pub use metadata::{MessageMeta, MetadataBuilder, TopicNames};
 pub use reason::{ErrorClass, OriginalHeaders, Reason, Rejected};
+pub use workers::Workers;
 
 use crate::config::MetadataKind;
+use chunk::{Decoded, RawRows, Recipe};
 use ingest_sink_api::{Coordinates, ValueCheck};
 use refuse::ValueChecks;
+use workers::Pending;
 
 /// One Kafka record as the decoder sees it.
 #[derive(Clone, Copy)]
@@ -65,43 +73,26 @@ impl<'a> Message<'a> {
     }
 }
 
-/// Rows of the open chunk: raw payloads (for bisecting) and their Kafka coordinates.
-#[derive(Default)]
-struct RawRows {
-    raw: Vec<u8>,
-    spans: Vec<(usize, usize)>,
-    meta: Vec<MessageMeta>,
-    keys: Vec<u8>,
-}
-
-impl RawRows {
-    fn payload(&self, row: usize) -> &[u8] {
-        let (start, end) = self.spans[row];
-        &self.raw[start..end]
-    }
-
-    fn clear(&mut self) {
-        self.raw.clear();
-        self.spans.clear();
-        self.meta.clear();
-        self.keys.clear();
-    }
-}
-
 /// Decodes one route's messages into record batches of its output schema.
 pub struct RouteDecoder {
-    payload_schema: SchemaRef,
-    metadata: MetadataBuilder,
+    recipe: Recipe,
+    /// The route's format decoder: it learns writer schemas and names records' ids;
+    /// chunks are decoded by copies of it (`spare`, or [`Format::fresh`] ones).
     format: Box<dyn Format>,
+    /// Format decoders whose chunk is done, as they know what `format` knows.
+    spare: Vec<Box<dyn Format>>,
     chunk: RawRows,
+    /// Emptied chunk buffers, to read the next chunk into without growing them.
+    spare_rows: Vec<RawRows>,
     chunk_rows: usize,
+    /// Chunks being decoded, in the order they were read.
+    pending: VecDeque<Pending>,
+    workers: Option<Arc<Workers>>,
     pieces: Vec<RecordBatch>,
     /// Coordinates of each piece's rows, to drop a revoked partition's rows.
     piece_meta: Vec<Vec<MessageMeta>>,
     /// Topic names shared by the rows' coordinates.
     topics: TopicNames,
-    /// The route's sinks' checks of the values they can store.
-    checks: ValueChecks,
     /// Records whose key and value together are larger are refused (`too_large`).
     max_message_bytes: usize,
     /// Whether rows keep their record's headers (for a dead letter found after the
@@ -139,37 +130,48 @@ impl RouteDecoder {
         let chunk_rows = chunk_rows.max(1);
         Self {
             format,
-            metadata: MetadataBuilder::new(&payload_schema, metadata),
-            payload_schema,
+            spare: Vec::new(),
+            recipe: Recipe {
+                metadata: Arc::new(MetadataBuilder::new(&payload_schema, metadata)),
+                payload_schema,
+                checks: ValueChecks::default(),
+            },
             chunk: RawRows::default(),
+            spare_rows: Vec::new(),
             chunk_rows,
+            pending: VecDeque::new(),
+            workers: None,
             pieces: Vec::new(),
             piece_meta: Vec::new(),
             topics: TopicNames::default(),
-            checks: ValueChecks::default(),
             max_message_bytes: usize::MAX,
             keep_headers: false,
         }
     }
 
-    /// Records whose key and value together are larger than `bytes` are refused.
+    /// Full chunks are decoded on `workers` while the route reads on.
+    pub fn decode_on(&mut self, workers: Arc<Workers>) {
+        self.workers = Some(workers);
+    }
+
     /// Rows keep their record's headers, for their dead letters.
     pub fn keep_headers(&mut self) {
         self.keep_headers = true;
     }
 
+    /// Records whose key and value together are larger than `bytes` are refused.
     pub fn set_max_message_bytes(&mut self, bytes: usize) {
         self.max_message_bytes = bytes;
     }
 
     /// Rows `check` refuses are rejected from now on (a sink's column ranges).
     pub fn add_check(&mut self, check: std::sync::Arc<dyn ValueCheck>) {
-        self.checks.add(check);
+        self.recipe.checks.add(check);
     }
 
     /// The schema of the batches produced: payload fields, then metadata columns.
     pub fn output_schema(&self) -> SchemaRef {
-        self.metadata.schema()
+        self.recipe.metadata.schema()
     }
 
     /// The registry schema id this message names that the format has not learned.
@@ -185,16 +187,19 @@ impl RouteDecoder {
     /// Teaches the format (and the fresh ones it makes) the writer schema of `id`;
     /// a wider payload when the writer has fields the route's schema lacks.
     pub fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Learned {
+        self.spare.clear();
         self.format.learn(id, schema)
     }
 
     /// Refuses the records of writer schema `id` from now on, with `why`.
     pub fn refuse(&mut self, id: u32, why: &str) {
+        self.spare.clear();
         self.format.refuse(id, why);
     }
 
-    /// Decodes one message. A malformed message is appended to `rejected` and leaves
-    /// the decoder as if it had never been seen.
+    /// Takes one message into the open chunk. A message refused whole (empty, too
+    /// large) is appended to `rejected` now; one the format refuses, when its chunk is
+    /// decoded. Either leaves the other rows as if it had never been seen.
     pub fn push(&mut self, message: &Message<'_>, rejected: &mut Vec<Rejected>) {
         let Some(payload) = message.payload.filter(|p| !p.is_empty()) else {
             let why = Reason::new(ErrorClass::Empty, "empty message (no payload)");
@@ -213,135 +218,77 @@ impl RouteDecoder {
             rejected.push(self.reject(message, why));
             return;
         }
-        match self.format.push(payload) {
-            Ok(()) => {}
-            Err(Refusal::Record(why)) => {
-                rejected.push(self.reject(message, why));
-                return;
-            }
-            Err(Refusal::RowsLost(why)) => {
-                self.recover(rejected);
-                rejected.push(self.reject(message, why));
-                return;
-            }
-        }
-        let start = self.chunk.raw.len();
-        self.chunk.raw.extend_from_slice(payload);
-        self.chunk.spans.push((start, self.chunk.raw.len()));
-        self.chunk.meta.push(MessageMeta::new(
+        let meta = MessageMeta::new(
             message,
             self.keep_headers,
             &mut self.chunk.keys,
             &mut self.topics,
-        ));
-    }
-
-    /// The format lost its open rows with a bad message: a fresh one takes the chunk's
-    /// good rows, flushed at once, so each good row is fed again at most once however
-    /// many bad messages follow.
-    fn recover(&mut self, rejected: &mut Vec<Rejected>) {
-        self.format = self.format.fresh(self.chunk_rows);
-        for row in 0..self.chunk.spans.len() {
-            // These rows were taken alone before; together they are taken the same.
-            let _ = self.format.push(self.chunk.payload(row));
-        }
-        self.flush_chunk(rejected);
+        );
+        self.chunk.push(payload, meta);
     }
 
     /// Whether the open chunk is full and should be flushed.
     pub fn chunk_full(&self) -> bool {
-        self.chunk.spans.len() >= self.chunk_rows
+        self.chunk.len() >= self.chunk_rows
     }
 
-    /// Turns the open chunk into a record batch; rows that do not fit the schema are
-    /// appended to `rejected`.
+    /// Sends the open chunk to be decoded: on a worker when the route has them (at
+    /// most two chunks per worker wait; beyond that the oldest is waited for), else
+    /// here. Rows that do not fit the schema are appended to `rejected` when their
+    /// chunk is taken back.
     pub fn flush_chunk(&mut self, rejected: &mut Vec<Rejected>) {
-        if self.chunk.spans.is_empty() {
+        if self.chunk.is_empty() {
             return;
         }
-        let rows = self.chunk.spans.len();
-        // After bisecting, which chunk row (raw payload) each decoded row came from.
-        let mut kept_rows = None;
-        let payload = match self.format.flush() {
-            Ok(Some(batch)) => Some(batch),
-            Ok(None) => None,
-            Err(_) => {
-                // Some row does not fit: find the culprits.
-                let mut good = Vec::new();
-                let mut keep = vec![false; rows];
-                self.bisect(0, rows, &mut good, &mut keep, rejected);
-                let batch =
-                    concat_batches(&self.payload_schema, &good).expect("batches share the schema");
-                let kept: Vec<MessageMeta> = self
-                    .chunk
-                    .meta
-                    .iter()
-                    .zip(&keep)
-                    .filter(|(_, k)| **k)
-                    .map(|(m, _)| m.clone())
-                    .collect();
-                self.chunk.meta = kept;
-                kept_rows = Some((0..rows).filter(|row| keep[*row]).collect::<Vec<_>>());
-                Some(batch)
+        let rows = std::mem::replace(&mut self.chunk, self.spare_rows.pop().unwrap_or_default());
+        let format = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| self.format.fresh(self.chunk_rows));
+        match &self.workers {
+            Some(workers) => {
+                let waiting = 2 * workers.threads();
+                self.pending
+                    .push_back(workers.decode(self.recipe.clone(), format, rows));
+                while self.pending.len() > waiting {
+                    let oldest = self.pending.pop_front().expect("more than none");
+                    self.keep(oldest.wait(), rejected);
+                }
             }
-        };
-        if let Some(payload) = payload.filter(|b| b.num_rows() > 0) {
-            let batch = self
-                .metadata
-                .append_columns(payload, &self.chunk.meta, &self.chunk.keys);
-            let batch = self.reject_refused(batch, kept_rows.as_deref(), rejected);
-            if batch.num_rows() > 0 {
-                self.pieces.push(batch);
-                self.piece_meta.push(std::mem::take(&mut self.chunk.meta));
+            None => {
+                let decoded = self.recipe.decode(format, rows);
+                self.keep(decoded, rejected);
             }
         }
-        self.chunk.clear();
     }
 
-    /// Rows of `batch` some sink cannot store go to `rejected` whole (`chunk_rows[i]`
-    /// is the chunk row of batch row `i`, identity when `None`); the rest is returned.
-    fn reject_refused(
-        &mut self,
-        batch: RecordBatch,
-        chunk_rows: Option<&[usize]>,
-        rejected: &mut Vec<Rejected>,
-    ) -> RecordBatch {
-        let refused = self.checks.refused(&batch);
-        if refused.is_empty() {
-            return batch;
+    /// A decoded chunk's rows and rejected records join those before it.
+    fn keep(&mut self, decoded: Decoded, rejected: &mut Vec<Rejected>) {
+        for (batch, meta) in decoded.pieces {
+            self.pieces.push(batch);
+            self.piece_meta.push(meta);
         }
-        for (row, reason) in &refused {
-            let raw = chunk_rows.map_or(*row, |rows| rows[*row]);
-            let why = Reason::new(
-                ErrorClass::CannotStore,
-                format!("cannot be stored: {reason}"),
-            );
-            rejected.push(self.rejected_row(*row, raw, why));
+        rejected.extend(decoded.rejected);
+        self.spare.push(decoded.format);
+        if self.spare_rows.len() < 2 {
+            self.spare_rows.push(decoded.rows);
         }
-        let mut row = 0;
-        self.chunk.meta.retain(|_| {
-            row += 1;
-            !refused.contains_key(&(row - 1))
-        });
-        let keep = refuse::keep_mask(batch.num_rows(), &refused);
-        arrow_select::filter::filter_record_batch(&batch, &keep).expect("mask matches the batch")
     }
 
-    /// The record of chunk row `raw`, whose coordinates are `self.chunk.meta[meta]`.
-    fn rejected_row(&self, meta: usize, raw: usize, why: Reason) -> Rejected {
-        let meta = &self.chunk.meta[meta];
-        let payload = self.chunk.payload(raw);
-        Rejected {
-            topic: meta.topic.to_string(),
-            partition: meta.partition,
-            offset: meta.offset,
-            timestamp: meta.timestamp,
-            key: meta.key(&self.chunk.keys).map(<[u8]>::to_vec),
-            payload: Some(payload.to_vec()),
-            headers: meta.headers(),
-            schema_id: self.format.schema_id(payload),
-            class: why.class,
-            error: why.text,
+    /// Decodes the open chunk and waits for every chunk still being decoded. Records
+    /// rejected whole at `push` were appended before those rejected in earlier
+    /// chunks: `rejected` is put back in each partition's order.
+    fn finish_chunks(&mut self, rejected: &mut Vec<Rejected>) {
+        self.flush_chunk(rejected);
+        while let Some(pending) = self.pending.pop_front() {
+            self.keep(pending.wait(), rejected);
+        }
+        if !rejected.is_sorted_by(|a, b| {
+            (&a.topic, a.partition, a.offset) <= (&b.topic, b.partition, b.offset)
+        }) {
+            rejected.sort_by(|a, b| {
+                (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset))
+            });
         }
     }
 
@@ -361,39 +308,6 @@ impl RouteDecoder {
         }
     }
 
-    /// Decodes rows `lo..hi` with a fresh decoder, halving ranges that fail.
-    fn bisect(
-        &self,
-        lo: usize,
-        hi: usize,
-        good: &mut Vec<RecordBatch>,
-        keep: &mut [bool],
-        rejected: &mut Vec<Rejected>,
-    ) {
-        let mut decoder = self.format.fresh(hi - lo);
-        for row in lo..hi {
-            let _ = decoder.push(self.chunk.payload(row));
-        }
-        match decoder.flush() {
-            Ok(batch) => {
-                good.extend(batch);
-                keep[lo..hi].iter_mut().for_each(|k| *k = true);
-            }
-            Err(e) if hi - lo == 1 => {
-                let why = Reason::new(
-                    ErrorClass::SchemaMismatch,
-                    format!("does not match the schema: {e}"),
-                );
-                rejected.push(self.rejected_row(lo, lo, why));
-            }
-            Err(_) => {
-                let mid = lo + (hi - lo) / 2;
-                self.bisect(lo, mid, good, keep, rejected);
-                self.bisect(mid, hi, good, keep, rejected);
-            }
-        }
-    }
-
     /// Flushes the open chunk and hands over every decoded batch.
     pub fn take(&mut self, rejected: &mut Vec<Rejected>) -> Vec<RecordBatch> {
         self.take_with_coordinates(rejected).0
@@ -404,7 +318,7 @@ impl RouteDecoder {
         &mut self,
         rejected: &mut Vec<Rejected>,
     ) -> (Vec<RecordBatch>, Vec<Vec<Coordinates>>) {
-        self.flush_chunk(rejected);
+        self.finish_chunks(rejected);
         let coordinates = self
             .piece_meta
             .drain(..)
@@ -428,7 +342,7 @@ impl RouteDecoder {
         rejected: &mut Vec<Rejected>,
         drop: impl Fn(&str, i32) -> bool,
     ) {
-        self.flush_chunk(rejected);
+        self.finish_chunks(rejected);
         for (piece, meta) in self.pieces.iter_mut().zip(self.piece_meta.iter_mut()) {
             if !meta.iter().any(|m| drop(&m.topic, m.partition)) {
                 continue;

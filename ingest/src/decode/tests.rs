@@ -148,3 +148,91 @@ fn empty_payload_is_rejected() {
     assert_eq!(rejected.len(), 1);
     assert!(d.take(&mut rejected).is_empty());
 }
+
+/// Chunks decoded on workers come back as decoding them in place gives: the same rows
+/// in the same order with the same coordinates, and the same rejected records in each
+/// partition's order (records refused whole at `push` are found before those a worker
+/// refuses in earlier chunks, and put back in order). Partitions interleave, chunks are
+/// small, and a revocation meets chunks still on the workers.
+#[test]
+fn workers_give_what_decoding_in_place_gives() {
+    let records: Vec<(i32, i64, String)> = (0..6_000i64)
+        .map(|i| {
+            let text = match i % 97 {
+                0 => String::new(),
+                1 => "x".repeat(300),
+                2 => r#"{"id": 1, "ts": 0"#.to_string(),
+                3 => r#"{"id": "x", "ts": 0}"#.to_string(),
+                _ => format!(
+                    r#"{{"id": {i}, "ts": {i}, "tags": ["t{i}"], "user": {{"name": "n{i}"}}}}"#
+                ),
+            };
+            ((i % 3) as i32, i / 3, text)
+        })
+        .collect();
+    let run = |workers: Option<usize>, revoke_at: Option<usize>| {
+        let mut d = decoder(64);
+        d.set_max_message_bytes(200);
+        if let Some(threads) = workers {
+            d.decode_on(std::sync::Arc::new(Workers::new(threads).unwrap()));
+        }
+        let mut rejected = Vec::new();
+        let mut rows = Vec::new();
+        let mut take = |d: &mut RouteDecoder, rejected: &mut Vec<Rejected>| {
+            let (batches, coordinates) = d.take_with_coordinates(rejected);
+            for (batch, coordinates) in batches.iter().zip(coordinates) {
+                let ids = batch.column(0).as_primitive::<Int64Type>();
+                for (row, c) in coordinates.iter().enumerate() {
+                    rows.push((c.partition, c.offset, ids.value(row)));
+                }
+            }
+        };
+        for (n, (partition, offset, text)) in records.iter().enumerate() {
+            let mut m = message(*offset, text);
+            m.partition = *partition;
+            if text.is_empty() {
+                m.payload = None;
+            }
+            d.push(&m, &mut rejected);
+            if d.chunk_full() {
+                d.flush_chunk(&mut rejected);
+            }
+            if Some(n) == revoke_at {
+                d.retain_partitions(&mut rejected, |_, p| p == 1);
+            }
+            if n % 2_500 == 2_499 {
+                take(&mut d, &mut rejected);
+            }
+        }
+        take(&mut d, &mut rejected);
+        let rejected: Vec<_> = rejected
+            .iter()
+            .map(|r| (r.partition, r.offset, r.class))
+            .collect();
+        (rows, rejected)
+    };
+    let (rows, rejected) = run(None, None);
+    assert_eq!(rows.len() + rejected.len(), records.len());
+    let bad = (0..records.len()).filter(|i| i % 97 < 4).count();
+    assert_eq!(rejected.len(), bad);
+    for partition in 0..3 {
+        let offsets: Vec<i64> = rejected
+            .iter()
+            .filter(|r| r.0 == partition)
+            .map(|r| r.1)
+            .collect();
+        assert!(offsets.is_sorted(), "partition {partition}: {offsets:?}");
+    }
+    for threads in [2, 4] {
+        assert_eq!(
+            run(Some(threads), None),
+            (rows.clone(), rejected.clone()),
+            "{threads} workers"
+        );
+        assert_eq!(
+            run(Some(threads), Some(4_000)),
+            run(None, Some(4_000)),
+            "{threads} workers, revoked"
+        );
+    }
+}

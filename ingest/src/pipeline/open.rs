@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::batch::RouteBatch;
 use crate::config::Loaded;
+use crate::decode::Workers;
 
 /// Builds the run-time state of every route, opening each of its tables (and creating
 /// them where their sink is configured to). Sinks that must confirm ownership before
@@ -18,8 +19,20 @@ pub(super) async fn open_routes(
     fence: Arc<dyn Fence>,
 ) -> anyhow::Result<Vec<RouteBatch>> {
     let mut states = Vec::with_capacity(loaded.routes.len());
+    let workers = match loaded.config.decode_workers {
+        Some(threads) => Workers::new(threads),
+        None => Workers::for_this_machine(),
+    }
+    .map(Arc::new);
+    tracing::info!(
+        threads = workers.as_ref().map_or(0, |w| w.threads()),
+        "decode workers"
+    );
     for (index, route) in loaded.routes.iter().enumerate() {
         let mut state = RouteBatch::new(route.clone(), index)?;
+        if let Some(workers) = &workers {
+            state.decode_on(Arc::clone(workers));
+        }
         let context = OpenContext {
             schema: state.output_schema(),
             group: loaded.config.kafka.group_id.clone(),

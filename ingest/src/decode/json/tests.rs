@@ -345,6 +345,7 @@ fn malformed_json_is_undecodable_wherever_it_is() {
             &Message::payload_only("t", 0, 0, payload.as_bytes()),
             &mut rejected,
         );
+        decoder.flush_chunk(&mut rejected);
         assert_eq!(rejected.len(), 1, "{payload}");
         if why.is_empty() {
             assert_eq!(rejected[0].class, crate::decode::ErrorClass::SchemaMismatch);

@@ -393,6 +393,7 @@ fn framed_first(id: u32, body: &[u8]) -> Vec<u8> {
 fn push_one(d: &mut RouteDecoder, payload: &[u8]) -> Vec<crate::decode::Rejected> {
     let mut rejected = Vec::new();
     d.push(&Message::payload_only("t", 0, 0, payload), &mut rejected);
+    d.flush_chunk(&mut rejected);
     rejected
 }
 
