@@ -81,12 +81,16 @@ pub struct RouteDecoder {
     format: Box<dyn Format>,
     /// Format decoders whose chunk is done, as they know what `format` knows.
     spare: Vec<Box<dyn Format>>,
+    /// Counts what `format` learned: a chunk's decoder made before the last lesson is
+    /// not kept as a spare.
+    lessons: u64,
     chunk: RawRows,
     /// Emptied chunk buffers, to read the next chunk into without growing them.
     spare_rows: Vec<RawRows>,
     chunk_rows: usize,
-    /// Chunks being decoded, in the order they were read.
-    pending: VecDeque<Pending>,
+    /// Chunks being decoded, in the order they were read, with the lessons their
+    /// decoder knew.
+    pending: VecDeque<(Pending, u64)>,
     workers: Option<Arc<Workers>>,
     pieces: Vec<RecordBatch>,
     /// Coordinates of each piece's rows, to drop a revoked partition's rows.
@@ -131,6 +135,7 @@ impl RouteDecoder {
         Self {
             format,
             spare: Vec::new(),
+            lessons: 0,
             recipe: Recipe {
                 metadata: Arc::new(MetadataBuilder::new(&payload_schema, metadata)),
                 payload_schema,
@@ -188,12 +193,14 @@ impl RouteDecoder {
     /// a wider payload when the writer has fields the route's schema lacks.
     pub fn learn(&mut self, id: u32, schema: Option<&WriterSchema>) -> Learned {
         self.spare.clear();
+        self.lessons += 1;
         self.format.learn(id, schema)
     }
 
     /// Refuses the records of writer schema `id` from now on, with `why`.
     pub fn refuse(&mut self, id: u32, why: &str) {
         self.spare.clear();
+        self.lessons += 1;
         self.format.refuse(id, why);
     }
 
@@ -248,28 +255,31 @@ impl RouteDecoder {
         match &self.workers {
             Some(workers) => {
                 let waiting = 2 * workers.threads();
-                self.pending
-                    .push_back(workers.decode(self.recipe.clone(), format, rows));
+                let chunk = workers.decode(self.recipe.clone(), format, rows);
+                self.pending.push_back((chunk, self.lessons));
                 while self.pending.len() > waiting {
-                    let oldest = self.pending.pop_front().expect("more than none");
-                    self.keep(oldest.wait(), rejected);
+                    let (oldest, lessons) = self.pending.pop_front().expect("more than none");
+                    self.keep(oldest.wait(), lessons, rejected);
                 }
             }
             None => {
                 let decoded = self.recipe.decode(format, rows);
-                self.keep(decoded, rejected);
+                self.keep(decoded, self.lessons, rejected);
             }
         }
     }
 
-    /// A decoded chunk's rows and rejected records join those before it.
-    fn keep(&mut self, decoded: Decoded, rejected: &mut Vec<Rejected>) {
+    /// A decoded chunk's rows and rejected records join those before it; its decoder
+    /// is kept for a later chunk if it knows all the route's format knows.
+    fn keep(&mut self, decoded: Decoded, lessons: u64, rejected: &mut Vec<Rejected>) {
         for (batch, meta) in decoded.pieces {
             self.pieces.push(batch);
             self.piece_meta.push(meta);
         }
         rejected.extend(decoded.rejected);
-        self.spare.push(decoded.format);
+        if lessons == self.lessons {
+            self.spare.push(decoded.format);
+        }
         if self.spare_rows.len() < 2 {
             self.spare_rows.push(decoded.rows);
         }
@@ -280,8 +290,8 @@ impl RouteDecoder {
     /// chunks: `rejected` is put back in each partition's order.
     fn finish_chunks(&mut self, rejected: &mut Vec<Rejected>) {
         self.flush_chunk(rejected);
-        while let Some(pending) = self.pending.pop_front() {
-            self.keep(pending.wait(), rejected);
+        while let Some((pending, lessons)) = self.pending.pop_front() {
+            self.keep(pending.wait(), lessons, rejected);
         }
         if !rejected.is_sorted_by(|a, b| {
             (&a.topic, a.partition, a.offset) <= (&b.topic, b.partition, b.offset)

@@ -526,3 +526,47 @@ fn a_schema_importing_registered_files_reads_through_its_references() {
         "{rejected:?}"
     );
 }
+
+/// A chunk on a decode worker while the route learns a writer schema: the decoder it
+/// comes back with knew only the schemas before, so later chunks (records of the new
+/// id among them) must not be decoded with it.
+#[test]
+fn a_schema_learned_while_chunks_are_on_workers_reaches_the_next_chunks() {
+    for round in 0..20 {
+        let mut d = small_decoder();
+        d.decode_on(std::sync::Arc::new(crate::decode::Workers::new(2).unwrap()));
+        assert_eq!(d.learn(1, Some(&schema("PROTOBUF", SMALL))), Learned::Same);
+        let mut rejected = Vec::new();
+        let mut offset = 0;
+        let mut push = |d: &mut RouteDecoder, id: u32, rejected: &mut Vec<_>| {
+            let body = [0x08, 0x01];
+            d.push(
+                &Message::payload_only("t", 0, offset, &framed_first(id, &body)),
+                rejected,
+            );
+            offset += 1;
+            if d.chunk_full() {
+                d.flush_chunk(rejected);
+            }
+        };
+        for _ in 0..35 {
+            push(&mut d, 1, &mut rejected);
+        }
+        // Chunks of id 1 are on the workers (or back) when id 2 is learned.
+        assert_eq!(d.learn(2, Some(&schema("PROTOBUF", SMALL))), Learned::Same);
+        for _ in 0..35 {
+            push(&mut d, 2, &mut rejected);
+        }
+        let rows: usize = d
+            .take(&mut rejected)
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum();
+        assert!(
+            rejected.is_empty(),
+            "round {round}: {:?}",
+            rejected.first().map(|r| &r.error)
+        );
+        assert_eq!(rows, 70);
+    }
+}
