@@ -274,6 +274,10 @@ pub fn is_retryable(error: &clickhouse::error::Error) -> bool {
             // MEMORY_LIMIT_EXCEEDED, TABLE_IS_READ_ONLY, TOO_MANY_PARTS, ALL_CONNECTION_TRIES_FAILED,
             // KEEPER_EXCEPTION, UNEXPECTED_END_OF_FILE, CANNOT_READ_ALL_DATA (cut request)
             Some(159 | 202 | 209 | 210 | 241 | 242 | 252 | 279 | 999 | 3 | 33) => true,
+            // UNKNOWN_TABLE for a bookkeeping table of ours, which the sink made or found
+            // when it opened: a server shutting down detaches its tables while it still
+            // answers (18.16). Dropped by hand, it fails every retry, with its name.
+            Some(60) => text.contains("__ingest_positions") || text.contains("__ingest_gates"),
             Some(_) => false,
             // No code: a proxy or a server going down answered.
             None => true,
@@ -312,6 +316,13 @@ mod tests {
         assert!(!is_retryable(&bad(
             "Code: 60. DB::Exception: Table x doesn't exist"
         )));
+        // The sink's own bookkeeping tables exist from its start: a server shutting down
+        // (18.16 detaches tables while it still answers) says they do not.
+        for table in ["db.t__ingest_gates", "db.t__ingest_positions"] {
+            assert!(is_retryable(&bad(&format!(
+                "Code: 60, e.displayText() = DB::Exception: Table {table} doesn't exist., e.what() = DB::Exception"
+            ))));
+        }
         assert!(is_retryable(&bad(
             "Code: 252. DB::Exception: Too many parts"
         )));
