@@ -51,10 +51,12 @@ chaos: stack build
 clean-stack:
 	$(STACK)/down.sh
 
-## Measures us and the alternatives in one run (results in bench/results/, ~20 min).
+## Measures us and the alternatives in one run (results in bench/results/, ~30 min;
+## the flame graph needs perf (Debian: linux-perf) and inferno, installed here if missing).
 bench: stack
+	command -v inferno-flamegraph >/dev/null || cargo install inferno --locked
 	cargo build --release -p ingest -p ingest-bench
 	mkdir -p bench/results
-	cargo bench -p ingest-bench --bench hot_path 2>&1 | tee bench/results/criterion-latest.txt | grep -E "^[a-z_]+/|time:|thrpt:"
+	cargo bench -p ingest-bench --bench hot_path 2>&1 | tee bench/results/criterion-latest.txt | grep -E "^[a-z_]+/|time:|thrpt:|^parquet size"
 	./target/release/alloc_count | tee bench/results/alloc-latest.json
 	. $(STACK)/env.sh && $(PY) bench/harness.py $(BENCH_ARGS)

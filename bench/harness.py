@@ -5,6 +5,11 @@ Variants (each repeated, medians reported):
   b  ingest -> ClickHouse only      c  ingest -> Iceberg only      d  ingest -> both
   e  ClickHouse's Kafka engine + materialized view (bench/baselines/)
   f  a straightforward Python pipeline (bench/baselines/), on a smaller event count
+  w  the bare drain and ingest -> both again on a wide event (schemas/examples/wide.yaml:
+     30 fields, ~600 bytes)
+Beside (b), ClickHouse's own CPU for the same rows as one plain Native INSERT into a copy
+of the table (both counted until 10 s after the last insert, so merges count too).
+A flame graph (SVG) of one more (d) run, when perf and inferno are installed.
 Then latency: events produced at 25/50/90 % of (d)'s rate, event-to-visible-in-ClickHouse
 p50/p99 for several max_age settings, and a plot of p99 against throughput.
 
@@ -14,6 +19,7 @@ CPU and peak RSS of each pipeline come from the kernel's rusage of the child pro
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -22,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -30,6 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "target/release/ingest"
 DRAIN = ROOT / "target/release/drain"
 EVENTS_SCHEMA = ROOT / "schemas/examples/events.yaml"
+WIDE_SCHEMA = ROOT / "schemas/examples/wide.yaml"
+# Merges after the last insert belong to the insert's cost.
+SETTLE_SECONDS = 10
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 CLICKHOUSE = os.environ.get("CLICKHOUSE_URL", "http://127.0.0.1:8123")
 STATE = Path(os.environ.get("STACK_STATE", "/var/tmp/ingest-stack"))
@@ -110,6 +120,7 @@ def measured(name, variant, events, payload_bytes, seconds, usage, servers, extr
         "events_per_s": round(events / seconds), "mb_per_s": round(payload_bytes / seconds / 1e6, 1),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         "cpu_s_per_million": round((usage.ru_utime + usage.ru_stime) / events * 1e6, 2),
+        "mb_json_per_cpu_s": round(payload_bytes / 1e6 / max(usage.ru_utime + usage.ru_stime, 1e-9), 1),
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "server_cpu_seconds": servers.cpu,
     }
     # A baseline's own report adds fields; it does not replace the uniform measurements.
@@ -143,13 +154,14 @@ def iceberg_rows(catalog_db, table):
     return 0
 
 
-def ingest_config(work, topic, sinks, database, batch=None, order_by=("event_type", "ts")):
-    route = {"topics": [topic], "schema": str(EVENTS_SCHEMA),
+def ingest_config(work, topic, sinks, database, batch=None, order_by=("event_type", "ts"),
+                  schema=EVENTS_SCHEMA, partition_by=("day(ts)",)):
+    route = {"topics": [topic], "schema": str(schema),
              "batch": batch or {"max_rows": 200000, "max_bytes": "64MiB", "max_age": "2s"}}
     if "clickhouse" in sinks:
         route["clickhouse"] = {"table": "events", "order_by": list(order_by)}
     if "iceberg" in sinks:
-        route["iceberg"] = {"table": "events", "partition_by": ["day(ts)"]}
+        route["iceberg"] = {"table": "events", "partition_by": list(partition_by)}
     config = {"kafka": {"brokers": KAFKA, "group_id": f"bench-{uuid.uuid4().hex[:8]}",
                         "properties": {}},
               # ClickHouse runs on this machine: compressing request bodies only burns CPU.
@@ -162,11 +174,14 @@ def ingest_config(work, topic, sinks, database, batch=None, order_by=("event_typ
     return path
 
 
-def run_ingest(variant, sinks, topic, events, payload_bytes, work_root):
+WIDE = {"schema": WIDE_SCHEMA, "order_by": ("status", "created_at"), "partition_by": ("day(created_at)",)}
+
+
+def run_ingest(variant, sinks, topic, events, payload_bytes, work_root, shape=None):
     database = f"bench_{uuid.uuid4().hex[:8]}"
     work = work_root / database
     work.mkdir(parents=True)
-    config = ingest_config(work, topic, sinks, database)
+    config = ingest_config(work, topic, sinks, database, **(shape or {}))
 
     def done():
         ok = True
@@ -178,21 +193,84 @@ def run_ingest(variant, sinks, topic, events, payload_bytes, work_root):
 
     with Servers() as servers:
         _, seconds, usage = run_child([str(BIN), "run", "--config", str(config)], stop_when=done)
-    names = {"b": "ingest -> ClickHouse", "c": "ingest -> Iceberg", "d": "ingest -> ClickHouse + Iceberg"}
+        if "clickhouse" in sinks:
+            time.sleep(SETTLE_SECONDS)
+    names = {"b": "ingest -> ClickHouse", "c": "ingest -> Iceberg", "d": "ingest -> ClickHouse + Iceberg",
+             "w": "ingest -> ClickHouse + Iceberg, wide event"}
     extra = {}
     if "clickhouse" in sinks:
         extra["rows_clickhouse"] = ch_count(f"{database}.events")
+        if variant == "b":
+            extra["plain_insert_clickhouse_cpu"] = plain_native_insert(database, work)
         ch(f"DROP DATABASE IF EXISTS {database}")
     if "iceberg" in sinks:
         extra["rows_iceberg"] = iceberg_rows(work / "catalog.db", f"{database}.events")
     return measured(names[variant], variant, events, payload_bytes, seconds, usage, servers, extra)
 
 
-def run_drain(topic, events):
+def plain_native_insert(database, work):
+    """ClickHouse's own CPU seconds for the rows (b) wrote, as one plain Native INSERT
+    into a copy of the table (counted until SETTLE_SECONDS after it)."""
+    dump = work / "rows.native"
+    query = urllib.parse.quote(f"SELECT * FROM {database}.events FORMAT Native")
+    with urllib.request.urlopen(f"{CLICKHOUSE}/?query={query}", timeout=600) as resp, dump.open("wb") as f:
+        while chunk := resp.read(1 << 20):
+            f.write(chunk)
+    ch(f"CREATE TABLE {database}.plain AS {database}.events")
+    insert = urllib.parse.quote(f"INSERT INTO {database}.plain FORMAT Native")
+    with Servers() as servers:
+        with dump.open("rb") as f:
+            req = urllib.request.Request(f"{CLICKHOUSE}/?query={insert}", data=f, method="POST",
+                                         headers={"Content-Length": str(dump.stat().st_size)})
+            urllib.request.urlopen(req, timeout=600).read()
+        time.sleep(SETTLE_SECONDS)
+    dump.unlink()
+    rows = ch_count(f"{database}.plain")
+    log(f"  plain Native insert of {rows} rows: ClickHouse cpu {servers.cpu['clickhouse']}s")
+    return servers.cpu["clickhouse"]
+
+
+def flame_graph(topic, events, work_root, svg):
+    """One more (d) run with perf sampling the service's stacks, folded into an SVG by
+    inferno. Skipped (with the reason) when either tool is missing."""
+    for tool in ("perf", "inferno-collapse-perf", "inferno-flamegraph"):
+        if not shutil.which(tool):
+            log(f"  flame graph skipped: {tool} not installed")
+            return False
+    database = f"bench_{uuid.uuid4().hex[:8]}"
+    work = work_root / database
+    work.mkdir(parents=True)
+    config = ingest_config(work, topic, ("clickhouse", "iceberg"), database)
+    proc = subprocess.Popen([str(BIN), "run", "--config", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    data = work / "perf.data"
+    perf = subprocess.Popen(["perf", "record", "-F", "199", "--call-graph", "dwarf,16384", "-o", str(data),
+                             "-p", str(proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    while time.time() < deadline and not (ch_count(f"{database}.events") >= events
+                                          and iceberg_rows(work / "catalog.db", f"{database}.events") >= events):
+        time.sleep(0.2)
+    perf.send_signal(signal.SIGINT)
+    perf.wait(120)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(120)
+    ch(f"DROP DATABASE IF EXISTS {database}")
+    script = subprocess.Popen(["perf", "script", "-i", str(data)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    folded = subprocess.run(["inferno-collapse-perf"], stdin=script.stdout, capture_output=True, check=True).stdout
+    script.wait()
+    svg.write_bytes(subprocess.run(["inferno-flamegraph", "--title", "ingest -> ClickHouse + Iceberg (d)"],
+                                   input=folded, capture_output=True, check=True).stdout)
+    data.unlink()
+    log(f"  flame graph: {svg}")
+    return True
+
+
+def run_drain(topic, events, variant="a"):
     with Servers() as servers:
         out, _, usage = run_child([str(DRAIN), "--brokers", KAFKA, "--topic", topic, "--count", str(events)])
     drained = json.loads(out.strip().splitlines()[-1])
-    return measured("bare rdkafka drain", "a", events, drained["bytes"], drained["seconds"], usage, servers), drained["bytes"]
+    name = "bare rdkafka drain" + (", wide event" if variant != "a" else "")
+    return measured(name, variant, events, drained["bytes"], drained["seconds"], usage, servers), drained["bytes"]
 
 
 def run_baseline(variant, script, args, events, payload_bytes):
@@ -212,9 +290,9 @@ def create_topic(name, partitions):
                    stdout=subprocess.DEVNULL)
 
 
-def produce(topic, count, rate=None, live_time=False, start_id=0):
-    args = [str(BIN), "produce", "--brokers", KAFKA, "--topic", topic, "--schema", str(EVENTS_SCHEMA),
-            "--count", str(count), "--id-field", "event_id", "--start-id", str(start_id)]
+def produce(topic, count, rate=None, live_time=False, start_id=0, schema=EVENTS_SCHEMA, id_field="event_id"):
+    args = [str(BIN), "produce", "--brokers", KAFKA, "--topic", topic, "--schema", str(schema),
+            "--count", str(count), "--id-field", id_field, "--start-id", str(start_id)]
     if rate:
         args += ["--rate", str(rate), "-X", "linger.ms=5"]
     if live_time:
@@ -287,6 +365,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=2_000_000)
     p.add_argument("--python-events", type=int, default=200_000, help="event count for the slow Python baseline")
+    p.add_argument("--wide-events", type=int, default=1_000_000, help="event count of the wide-event runs")
+    p.add_argument("--skip-flame-graph", action="store_true")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--latency-seconds", type=float, default=15)
     p.add_argument("--max-ages", default="250ms,1s,2s")
@@ -307,8 +387,11 @@ def main():
     py_topic = f"bench-py-{stamp}"
     create_topic(py_topic, 4)
     produce(py_topic, a.python_events)
+    wide_topic = f"bench-wide-{stamp}"
+    create_topic(wide_topic, 4)
+    produce(wide_topic, a.wide_events, schema=WIDE_SCHEMA, id_field="order_id")
 
-    runs = {v: [] for v in "abcdef"}
+    runs = {v: [] for v in "abcdefvw"}
     payload_bytes = None
     for rep in range(a.repeats):
         log(f"repeat {rep + 1}/{a.repeats}")
@@ -328,6 +411,10 @@ def main():
                                        "--clickhouse-url", CLICKHOUSE, "--database", f"bench_f_{rep}_{stamp.replace('-', '_')}",
                                        "--catalog-db", str(work / "catalog.db"), "--warehouse", f"file://{work}/warehouse"],
                                       a.python_events, py_bytes))
+        result, wide_bytes = run_drain(wide_topic, a.wide_events, "v")
+        runs["v"].append(result)
+        runs["w"].append(run_ingest("w", ("clickhouse", "iceberg"), wide_topic, a.wide_events, wide_bytes,
+                                    work_root, shape=WIDE))
 
     summary = {}
     for v, rs in runs.items():
@@ -335,16 +422,21 @@ def main():
         if not rs:
             continue
         summary[v] = {"name": rs[0]["name"], "events": rs[0]["events"]}
-        for key in ("events_per_s", "mb_per_s", "cpu_s_per_million", "peak_rss_mib", "seconds"):
+        for key in ("events_per_s", "mb_per_s", "cpu_s_per_million", "mb_json_per_cpu_s", "peak_rss_mib", "seconds",
+                    "plain_insert_clickhouse_cpu"):
             summary[v][key] = median_of(rs, key)
         for key in ("duplicates", "missing"):
             if key in rs[0]:
                 summary[v][key] = median_of(rs, key)
         summary[v]["server_cpu_seconds"] = {k: statistics.median(r["server_cpu_seconds"][k] for r in rs)
                                             for k in rs[0]["server_cpu_seconds"]}
-    ceiling = summary["a"]["events_per_s"]
     for v in summary:
+        # The wide runs are measured against the drain of the wide topic.
+        ceiling = summary["v" if v in "vw" and "v" in summary else "a"]["events_per_s"]
         summary[v]["ratio_to_a"] = round(summary[v]["events_per_s"] / ceiling, 3)
+    flame = out / f"{stamp}-flame-d.svg"
+    if not a.skip_flame_graph and not flame_graph(topic, a.events, work_root, flame):
+        flame = None
 
     latency = []
     if not a.skip_latency and "d" in summary:
@@ -362,14 +454,15 @@ def main():
                 latency.append(entry)
 
     result = {"stamp": stamp, "events": a.events, "repeats": a.repeats, "runs": runs,
-              "summary": summary, "latency": latency, "machine": {"cores": os.cpu_count()}}
+              "summary": summary, "latency": latency, "machine": {"cores": os.cpu_count()},
+              "flame_graph": flame.name if flame else None}
     (out / f"{stamp}.json").write_text(json.dumps(result, indent=1))
     write_summary(result, out / f"{stamp}.md", out / f"{stamp}-latency.png")
-    for name in ("latest.json", "latest.md", "latest-latency.png"):
+    for name in ("latest.json", "latest.md", "latest-latency.png", "latest-flame-d.svg"):
         src = out / name.replace("latest", stamp)
         if src.exists():
-            # latest.md links the plot under its latest name.
-            (out / name).write_bytes(src.read_bytes().replace(f"{stamp}-latency.png".encode(), b"latest-latency.png"))
+            # latest.md links the plot and the flame graph under their latest names.
+            (out / name).write_bytes(src.read_bytes().replace(f"{stamp}-".encode(), b"latest-"))
     print((out / f"{stamp}.md").read_text())
 
 
@@ -379,9 +472,9 @@ def write_summary(result, md_path, png_path):
              f"{result['events']:,} events (~{s['a']['mb_per_s'] / max(s['a']['events_per_s'], 1) * 1e6:.0f} bytes of JSON each) "
              f"preloaded in 4 partitions; medians of {result['repeats']} runs on {result['machine']['cores']} cores. "
              "CPU is user+sys of the pipeline's own process; server CPU (ClickHouse, broker) is separate.", "",
-             "| variant | events/s | MB/s | ratio to (a) | CPU s per M events | peak RSS MiB | server CPU s (ClickHouse / broker) | notes |",
-             "|---|---:|---:|---:|---:|---:|---|---|"]
-    for v in "abcdef":
+             "| variant | events/s | MB/s | ratio to (a) | CPU s per M events | MB of JSON per CPU s | peak RSS MiB | server CPU s (ClickHouse / broker) | notes |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for v in "abcdefvw":
         if v not in s:
             continue
         r = s[v]
@@ -390,8 +483,14 @@ def write_summary(result, md_path, png_path):
             notes.append(f"duplicates {r['duplicates']}, missing {r['missing']}")
         if r["events"] != result["events"]:
             notes.append(f"{r['events']:,} events")
+        if v == "w":
+            notes.append("ratio to (v)")
+        if r.get("plain_insert_clickhouse_cpu"):
+            ours = r["server_cpu_seconds"].get("clickhouse")
+            notes.append(f"ClickHouse CPU {ours} s against {r['plain_insert_clickhouse_cpu']} s for the same rows as one "
+                         f"plain Native insert: {ours / r['plain_insert_clickhouse_cpu']:.2f}x")
         lines.append(f"| ({v}) {r['name']} | {r['events_per_s']:,.0f} | {r['mb_per_s']} | {r['ratio_to_a']} | "
-                     f"{r['cpu_s_per_million']} | {r['peak_rss_mib']} | {r['server_cpu_seconds'].get('clickhouse')} / "
+                     f"{r['cpu_s_per_million']} | {r.get('mb_json_per_cpu_s')} | {r['peak_rss_mib']} | {r['server_cpu_seconds'].get('clickhouse')} / "
                      f"{r['server_cpu_seconds'].get('kafka')} | {'; '.join(notes)} |")
     if result["latency"]:
         lines += ["", "## Latency: event produced → visible in ClickHouse", "",
@@ -417,6 +516,8 @@ def write_summary(result, md_path, png_path):
             lines += ["", f"![p99 latency against throughput]({png_path.name})"]
         except ImportError:
             lines += ["", "(matplotlib missing: no plot)"]
+    if result.get("flame_graph"):
+        lines += ["", "## Where (d) spends its CPU", "", f"![flame graph of (d)]({result['flame_graph']})"]
     md_path.write_text("\n".join(lines) + "\n")
 
 

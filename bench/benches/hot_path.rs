@@ -250,22 +250,88 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
-    encode.bench_function("parquet_zstd3", |b| {
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
-            .build();
-        b.iter(|| {
-            let mut out = Vec::with_capacity(bytes as usize);
-            let mut writer =
-                ArrowWriter::try_new(&mut out, Arc::clone(&schema), Some(props.clone())).unwrap();
-            for batch in &batches {
-                writer.write(batch).unwrap();
-            }
-            writer.close().unwrap();
-            black_box(out.len())
-        })
-    });
     encode.finish();
+    parquet_settings(c, &schema, &batches, bytes);
+}
+
+/// Arrow → Parquet under the settings the Iceberg sink could use: codecs and zstd
+/// levels, and data page sizes. Throughput in bytes of JSON per second (the same events);
+/// each setting's file size is printed beside it (`parquet size`), so the default can be
+/// chosen on size against CPU.
+fn parquet_settings(
+    c: &mut Criterion,
+    schema: &arrow_schema::SchemaRef,
+    batches: &[RecordBatch],
+    json_bytes: u64,
+) {
+    let zstd = |level| Compression::ZSTD(ZstdLevel::try_new(level).unwrap());
+    let settings: Vec<(String, WriterProperties)> = vec![
+        (
+            "uncompressed".into(),
+            WriterProperties::builder()
+                .set_compression(Compression::UNCOMPRESSED)
+                .build(),
+        ),
+        (
+            "snappy".into(),
+            WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .build(),
+        ),
+        (
+            "lz4_raw".into(),
+            WriterProperties::builder()
+                .set_compression(Compression::LZ4_RAW)
+                .build(),
+        ),
+        (
+            "zstd1".into(),
+            WriterProperties::builder().set_compression(zstd(1)).build(),
+        ),
+        (
+            "zstd3".into(),
+            WriterProperties::builder().set_compression(zstd(3)).build(),
+        ),
+        (
+            "zstd6".into(),
+            WriterProperties::builder().set_compression(zstd(6)).build(),
+        ),
+        (
+            "zstd1_page_64k".into(),
+            WriterProperties::builder()
+                .set_compression(zstd(1))
+                .set_data_page_size_limit(64 * 1024)
+                .build(),
+        ),
+        (
+            "zstd1_no_dictionary".into(),
+            WriterProperties::builder()
+                .set_compression(zstd(1))
+                .set_dictionary_enabled(false)
+                .build(),
+        ),
+    ];
+    let write = |props: &WriterProperties| {
+        let mut out = Vec::with_capacity(json_bytes as usize);
+        let mut writer =
+            ArrowWriter::try_new(&mut out, Arc::clone(schema), Some(props.clone())).unwrap();
+        for batch in batches {
+            writer.write(batch).unwrap();
+        }
+        writer.close().unwrap();
+        out.len()
+    };
+    let mut group = c.benchmark_group("parquet_settings");
+    group.throughput(Throughput::Bytes(json_bytes));
+    for (name, props) in &settings {
+        let size = write(props);
+        println!(
+            "parquet size {name}: {size} bytes, {:.3} of the JSON",
+            size as f64 / json_bytes as f64
+        );
+        group.bench_function(name.as_str(), |b| b.iter(|| black_box(write(props))));
+    }
+    group.finish();
 }
 
 criterion_group! {
