@@ -49,6 +49,7 @@ impl ParquetFiles {
         let writer_properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(config.row_group_rows))
+            .set_dictionary_enabled(config.dictionary)
             .build();
         Ok(Self {
             splitter,
