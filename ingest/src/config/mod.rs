@@ -37,7 +37,8 @@ pub struct Config {
     #[serde(default)]
     pub schema_registry: Option<SchemaRegistryConfig>,
     /// Threads that decode full chunks of records while reading goes on. Default: the
-    /// machine's cores (at most 8; none on one core); 0 decodes where records are read.
+    /// machine's cores less two (at most 8; none below 4 cores); 0 decodes where
+    /// records are read.
     #[serde(default)]
     pub decode_workers: Option<usize>,
     pub routes: Vec<RouteConfig>,

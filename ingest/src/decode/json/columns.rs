@@ -227,10 +227,10 @@ impl<P: ArrowPrimitiveType> Column for Primitive<P> {
     fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
         // The next batch is likely as large: room for it up front saves growing.
         let rows = self.values.len();
-        let values = ScalarBuffer::from(std::mem::replace(
+        let values = ScalarBuffer::from(fitted(std::mem::replace(
             &mut self.values,
             Vec::with_capacity(rows),
-        ));
+        )));
         let nulls = std::mem::replace(&mut self.nulls, NullBufferBuilder::new(rows)).finish();
         let array =
             PrimitiveArray::<P>::try_new(values, nulls)?.with_data_type(self.data_type.clone());
@@ -469,9 +469,9 @@ impl Column for Strings {
 
     fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
         let (rows, bytes) = (self.offsets.len(), self.data.len());
-        let offsets = std::mem::replace(&mut self.offsets, starts(rows));
+        let offsets = fitted(std::mem::replace(&mut self.offsets, starts(rows)));
         let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-        let data = std::mem::replace(&mut self.data, Vec::with_capacity(bytes)).into();
+        let data = fitted(std::mem::replace(&mut self.data, Vec::with_capacity(bytes))).into();
         let nulls = std::mem::replace(&mut self.nulls, NullBufferBuilder::new(rows)).finish();
         Ok(if self.binary {
             Arc::new(BinaryArray::try_new(offsets, data, nulls)?)
@@ -481,6 +481,13 @@ impl Column for Strings {
             Arc::new(unsafe { StringArray::new_unchecked(offsets, data, nulls) })
         })
     }
+}
+
+/// `values` without room to spare: an array keeps its buffer's whole allocation for
+/// as long as a lane holds the batch.
+fn fitted<T>(mut values: Vec<T>) -> Vec<T> {
+    values.shrink_to_fit();
+    values
 }
 
 /// Offsets for up to `rows` rows, the first one in.
