@@ -17,6 +17,22 @@ use crate::protocol::Partition;
 /// kept for isolating bad records, and the size of each Arrow piece).
 const CHUNK_ROWS: usize = 16 * 1024;
 
+/// The decoder of `route`'s records as `payload` of `payload_schema`, with the route's
+/// limits (sinks' value checks and decode workers are added by the caller).
+fn decoder(
+    route: &Route,
+    payload: &crate::decode::Payload,
+    payload_schema: &arrow_schema::SchemaRef,
+) -> anyhow::Result<RouteDecoder> {
+    let metadata = metadata_fields(&route.config.metadata);
+    let mut decoder = RouteDecoder::new(payload, payload_schema.clone(), metadata, CHUNK_ROWS)?;
+    decoder.set_max_message_bytes(route.config.max_message_bytes);
+    if route.on_error == OnError::DeadLetter {
+        decoder.keep_headers();
+    }
+    Ok(decoder)
+}
+
 pub struct RouteBatch {
     pub route: Route,
     /// The route's place in the configuration (routes' names need not be unique).
@@ -46,16 +62,7 @@ pub struct Decoded {
 
 impl RouteBatch {
     pub fn new(route: Route, index: usize) -> anyhow::Result<Self> {
-        let mut decoder = RouteDecoder::new(
-            &route.payload,
-            route.schema.clone(),
-            metadata_fields(&route.config.metadata),
-            CHUNK_ROWS,
-        )?;
-        decoder.set_max_message_bytes(route.config.max_message_bytes);
-        if route.on_error == OnError::DeadLetter {
-            decoder.keep_headers();
-        }
+        let decoder = decoder(&route, &route.payload, &route.schema)?;
         Ok(Self {
             route,
             index,
@@ -137,13 +144,7 @@ impl RouteBatch {
         payload: crate::decode::Payload,
         payload_schema: arrow_schema::SchemaRef,
     ) -> anyhow::Result<()> {
-        let metadata = metadata_fields(&self.route.config.metadata);
-        let mut decoder =
-            RouteDecoder::new(&payload, payload_schema.clone(), metadata, CHUNK_ROWS)?;
-        decoder.set_max_message_bytes(self.route.config.max_message_bytes);
-        if self.route.on_error == OnError::DeadLetter {
-            decoder.keep_headers();
-        }
+        let mut decoder = decoder(&self.route, &payload, &payload_schema)?;
         for lane in &self.lanes {
             if let Some(check) = lane.sink.as_ref().and_then(|s| s.value_check()) {
                 decoder.add_check(check);
