@@ -1,8 +1,8 @@
 //! Fast readings of the forms producers write most: `2024-05-01` and
 //! `2024-05-01T12:30:00.123Z`. Anything else (another separator, an offset, a leap
 //! second, a value out of range) is `None`, and the caller asks arrow's general
-//! parser, which decides. arrow's parser builds a tokenizer and a time zone per
-//! value; this is a fifth of the decoder's time on the benchmark events otherwise.
+//! parser, which decides. arrow's parser builds a tokenizer and resolves a time zone
+//! for every value; these forms need neither.
 
 use chrono::{Datelike, NaiveDate};
 
