@@ -4,7 +4,7 @@ STACK := deploy/local
 PY ?= /opt/ingest-stack/venv/bin/python
 CARGO_FLAGS ?= --release
 
-.PHONY: demo test stack build unit e2e lint deploy-check k8s-manifests clean-stack bench chaos
+.PHONY: demo test stack build unit e2e lint deploy-check k8s-manifests clean-stack bench soak chaos
 
 ## Installs what is missing, starts the local stack, runs the pipeline end to end and
 ## prints one aggregate answered by ClickHouse and by the Iceberg table.
@@ -60,3 +60,10 @@ bench: stack
 	cargo bench -p ingest-bench --bench hot_path 2>&1 | tee bench/results/criterion-latest.txt | grep -E "^[a-z_]+/|time:|thrpt:|^parquet size"
 	./target/release/alloc_count | tee bench/results/alloc-latest.json
 	. $(STACK)/env.sh && $(PY) bench/harness.py $(BENCH_ARGS)
+
+## The service fed live at half of (d)'s rate for 30 minutes (SOAK_ARGS="--minutes 5"):
+## RSS, CPU and lag over time, then every event checked once in each sink
+## (bench/results/soak-latest.{md,png}; not run in CI).
+soak: stack
+	cargo build --release -p ingest
+	. $(STACK)/env.sh && $(PY) bench/soak.py $(SOAK_ARGS)

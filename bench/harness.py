@@ -56,6 +56,16 @@ def ch(sql):
         return resp.read().decode()
 
 
+def ch_rows_held(database, table):
+    """Rows in the table's active parts, from metadata: polling with count() would make
+    18.16 read a column of every row each time, and bill that to the pipeline measured."""
+    try:
+        return int(ch(f"SELECT sum(rows) FROM system.parts WHERE database = '{database}' "
+                      f"AND table = '{table}' AND active").strip() or 0)
+    except Exception:
+        return 0
+
+
 def ch_count(table):
     try:
         return int(ch(f"SELECT count() FROM {table}").strip() or 0)
@@ -186,7 +196,7 @@ def run_ingest(variant, sinks, topic, events, payload_bytes, work_root, shape=No
     def done():
         ok = True
         if "clickhouse" in sinks:
-            ok &= ch_count(f"{database}.events") >= events
+            ok &= ch_rows_held(database, "events") >= events
         if "iceberg" in sinks:
             ok &= iceberg_rows(work / "catalog.db", f"{database}.events") >= events
         return ok
@@ -201,7 +211,7 @@ def run_ingest(variant, sinks, topic, events, payload_bytes, work_root, shape=No
     if "clickhouse" in sinks:
         extra["rows_clickhouse"] = ch_count(f"{database}.events")
         if variant == "b":
-            extra["plain_insert_clickhouse_cpu"] = plain_native_insert(database, work)
+            extra.update(plain_native_insert(database, work))
         ch(f"DROP DATABASE IF EXISTS {database}")
     if "iceberg" in sinks:
         extra["rows_iceberg"] = iceberg_rows(work / "catalog.db", f"{database}.events")
@@ -209,24 +219,55 @@ def run_ingest(variant, sinks, topic, events, payload_bytes, work_root, shape=No
 
 
 def plain_native_insert(database, work):
-    """ClickHouse's own CPU seconds for the rows (b) wrote, as one plain Native INSERT
-    into a copy of the table (counted until SETTLE_SECONDS after it)."""
-    dump = work / "rows.native"
-    query = urllib.parse.quote(f"SELECT * FROM {database}.events FORMAT Native")
-    with urllib.request.urlopen(f"{CLICKHOUSE}/?query={query}", timeout=600) as resp, dump.open("wb") as f:
+    """ClickHouse's own CPU seconds for the rows (b) wrote, (1) as one plain Native INSERT
+    and (2) as plain inserts of the sizes (b) made, with no gate, ledger or read-back,
+    each into a fresh copy of the table and counted until SETTLE_SECONDS after it.
+    (b) against (2) is what the exactly-once bookkeeping costs; (2) against (1) is what
+    streaming in batches (more parts, more merges) costs."""
+    order = "ORDER BY _topic, _partition, _offset"
+    sizes = [int(n) for n in ch(
+        "SELECT written_rows FROM system.query_log WHERE type = 2 AND query LIKE "
+        f"'INSERT INTO `{database}`.%FORMAT Native%' ORDER BY event_time FORMAT TSV").split()]
+    whole = dump_native(f"SELECT * FROM {database}.events {order}", work / "rows.native")
+    one = timed_plain_inserts(database, "plain_one", [whole])
+    result = {"plain_insert_clickhouse_cpu": one}
+    if sum(sizes) == ch_count(f"{database}.events"):
+        pieces, start = [], 0
+        for i, n in enumerate(sizes):
+            pieces.append(dump_native(f"SELECT * FROM {database}.events {order} LIMIT {start}, {n}",
+                                      work / f"piece-{i}.native", block_rows=n))
+            start += n
+        result["plain_batches_clickhouse_cpu"] = timed_plain_inserts(database, "plain_batches", pieces)
+        result["inserts"] = len(sizes)
+    else:
+        log(f"  the query log does not account for the rows (sizes {sizes}): no same-size reference")
+    return result
+
+
+def dump_native(query, path, block_rows=None):
+    url = f"{CLICKHOUSE}/?query={urllib.parse.quote(query + ' FORMAT Native')}"
+    if block_rows:
+        url += f"&max_block_size={block_rows}"
+    with urllib.request.urlopen(url, timeout=600) as resp, path.open("wb") as f:
         while chunk := resp.read(1 << 20):
             f.write(chunk)
-    ch(f"CREATE TABLE {database}.plain AS {database}.events")
-    insert = urllib.parse.quote(f"INSERT INTO {database}.plain FORMAT Native")
+    return path
+
+
+def timed_plain_inserts(database, table, bodies):
+    ch(f"CREATE TABLE {database}.{table} AS {database}.events")
+    insert = urllib.parse.quote(f"INSERT INTO {database}.{table} FORMAT Native")
     with Servers() as servers:
-        with dump.open("rb") as f:
-            req = urllib.request.Request(f"{CLICKHOUSE}/?query={insert}", data=f, method="POST",
-                                         headers={"Content-Length": str(dump.stat().st_size)})
-            urllib.request.urlopen(req, timeout=600).read()
+        for body in bodies:
+            with body.open("rb") as f:
+                req = urllib.request.Request(f"{CLICKHOUSE}/?query={insert}", data=f, method="POST",
+                                             headers={"Content-Length": str(body.stat().st_size)})
+                urllib.request.urlopen(req, timeout=600).read()
         time.sleep(SETTLE_SECONDS)
-    dump.unlink()
-    rows = ch_count(f"{database}.plain")
-    log(f"  plain Native insert of {rows} rows: ClickHouse cpu {servers.cpu['clickhouse']}s")
+    for body in bodies:
+        body.unlink()
+    rows = ch_count(f"{database}.{table}")
+    log(f"  {len(bodies)} plain Native insert(s) of {rows} rows: ClickHouse cpu {servers.cpu['clickhouse']}s")
     return servers.cpu["clickhouse"]
 
 
@@ -247,7 +288,7 @@ def flame_graph(topic, events, work_root, svg):
     perf = subprocess.Popen(["perf", "record", "-F", "199", "--call-graph", "dwarf,16384", "-o", str(data),
                              "-p", str(proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 900
-    while time.time() < deadline and not (ch_count(f"{database}.events") >= events
+    while time.time() < deadline and not (ch_rows_held(database, "events") >= events
                                           and iceberg_rows(work / "catalog.db", f"{database}.events") >= events):
         time.sleep(0.2)
     perf.send_signal(signal.SIGINT)
@@ -423,7 +464,7 @@ def main():
             continue
         summary[v] = {"name": rs[0]["name"], "events": rs[0]["events"]}
         for key in ("events_per_s", "mb_per_s", "cpu_s_per_million", "mb_json_per_cpu_s", "peak_rss_mib", "seconds",
-                    "plain_insert_clickhouse_cpu"):
+                    "plain_insert_clickhouse_cpu", "plain_batches_clickhouse_cpu", "inserts"):
             summary[v][key] = median_of(rs, key)
         for key in ("duplicates", "missing"):
             if key in rs[0]:
@@ -489,6 +530,11 @@ def write_summary(result, md_path, png_path):
             ours = r["server_cpu_seconds"].get("clickhouse")
             notes.append(f"ClickHouse CPU {ours} s against {r['plain_insert_clickhouse_cpu']} s for the same rows as one "
                          f"plain Native insert: {ours / r['plain_insert_clickhouse_cpu']:.2f}x")
+            if r.get("plain_batches_clickhouse_cpu"):
+                batches = r["plain_batches_clickhouse_cpu"]
+                notes.append(f"{batches} s as plain inserts of our {r['inserts']:.0f} batch sizes without gate or "
+                             f"ledger: batches {batches / r['plain_insert_clickhouse_cpu']:.2f}x, "
+                             f"exactly-once bookkeeping {ours / batches:.2f}x")
         lines.append(f"| ({v}) {r['name']} | {r['events_per_s']:,.0f} | {r['mb_per_s']} | {r['ratio_to_a']} | "
                      f"{r['cpu_s_per_million']} | {r.get('mb_json_per_cpu_s')} | {r['peak_rss_mib']} | {r['server_cpu_seconds'].get('clickhouse')} / "
                      f"{r['server_cpu_seconds'].get('kafka')} | {'; '.join(notes)} |")
