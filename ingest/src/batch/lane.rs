@@ -28,6 +28,9 @@ pub struct Lane {
     messages: u64,
     bytes: u64,
     opened_at: Option<Instant>,
+    /// When the oldest record handed to it and not yet durable in its sink was read
+    /// (open, being written or shed), for `ingest_oldest_unwritten_seconds`.
+    unwritten_since: Option<Instant>,
 }
 
 /// What a finished write hands back.
@@ -38,6 +41,10 @@ pub struct LaneOutcome {
     /// The ownership epoch the batch was started in.
     pub epoch: u64,
     pub rows: usize,
+    /// Payload bytes of the records the rows came from.
+    pub bytes: u64,
+    /// What made the batch due: `rows`, `bytes`, `age` or `drain`.
+    pub reason: &'static str,
     pub started: Instant,
 }
 
@@ -53,6 +60,7 @@ impl Lane {
             messages: 0,
             bytes: 0,
             opened_at: None,
+            unwritten_since: None,
         }
     }
 
@@ -76,6 +84,45 @@ impl Lane {
         self.bytes += bytes;
         let first = *self.opened_at.get_or_insert(opened_at);
         self.opened_at = Some(first.min(opened_at));
+        let since = *self.unwritten_since.get_or_insert(opened_at);
+        self.unwritten_since = Some(since.min(opened_at));
+    }
+
+    /// What makes the open batch due now: a limit it reached, its age, or else a drain
+    /// (shutdown, rebalance, schema change); the `reason` of `ingest_flushes_total`.
+    pub fn due_reason(&self, now: Instant) -> &'static str {
+        if self.messages >= self.limits.max_rows as u64 {
+            "rows"
+        } else if self.bytes >= self.limits.max_bytes.as_u64() {
+            "bytes"
+        } else if self
+            .opened_at
+            .is_some_and(|t| now.duration_since(t) >= self.limits.max_age)
+        {
+            "age"
+        } else {
+            "drain"
+        }
+    }
+
+    /// Payload bytes of the records in the open batch.
+    pub fn open_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// A write succeeded: what is still not durable is the open batch (or, while shed,
+    /// the rows it dropped, read again later).
+    pub fn written(&mut self) {
+        if !self.book.is_shed() {
+            self.unwritten_since = self.opened_at;
+        }
+    }
+
+    /// How long the oldest record it was handed and its sink does not hold has waited
+    /// since it was read (zero when it holds them all).
+    pub fn oldest_unwritten(&self, now: Instant) -> std::time::Duration {
+        self.unwritten_since
+            .map_or(std::time::Duration::ZERO, |t| now.duration_since(t))
     }
 
     /// Full with `pending` more messages and bytes still in the route's decoder.
@@ -134,6 +181,9 @@ impl Lane {
             self.messages = 0;
             self.bytes = 0;
             self.opened_at = None;
+            if self.in_flight.is_none() && !self.book.is_shed() {
+                self.unwritten_since = None;
+            }
         }
     }
 }

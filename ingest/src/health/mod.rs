@@ -1,17 +1,24 @@
-//! Liveness, readiness and Prometheus metrics over HTTP, for Kubernetes probes and
-//! scraping: `/health` (process up), `/ready` (consuming and no sink failing),
-//! `/metrics`.
+//! Liveness, readiness, Prometheus metrics and a status page over HTTP, for Kubernetes
+//! probes, scraping and people: `/health` (process up), `/ready` (consuming and no sink
+//! failing), `/metrics` (`metrics.rs`), `/` and `/status.json` (`status.rs`).
+
+mod metrics;
+mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::RawQuery;
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
-use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, TextEncoder};
+
+use metrics::Metrics;
+pub use status::Status;
 
 #[derive(Clone)]
 pub struct Health {
@@ -26,15 +33,24 @@ struct Inner {
     waiting_for: Mutex<BTreeSet<String>>,
     /// Paused routes, with why.
     paused: Mutex<BTreeMap<String, String>>,
-    paused_gauge: IntGaugeVec,
-    registry: Registry,
-    rows: IntCounterVec,
-    rejected: IntCounterVec,
-    dead_letters_skipped: IntCounterVec,
-    flushes: IntCounterVec,
-    lost: IntCounterVec,
-    assigned: IntGauge,
-    consumed: IntCounter,
+    metrics: Metrics,
+    /// What the status page shows per route and sink.
+    sinks: Mutex<status::Sinks>,
+    started: std::time::SystemTime,
+}
+
+/// What one finished write did, for the metrics.
+pub struct Flushed<'a> {
+    pub route: &'a str,
+    pub sink: &'a str,
+    pub rows: u64,
+    /// Payload bytes of the records the rows came from.
+    pub bytes: u64,
+    /// One of `metrics::FLUSH_REASONS`.
+    pub reason: &'static str,
+    pub took: Duration,
+    pub files: u64,
+    pub commits: u64,
 }
 
 impl Default for Health {
@@ -45,61 +61,6 @@ impl Default for Health {
 
 impl Health {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric");
-            registry.register(Box::new(c.clone())).expect("register");
-            c
-        };
-        let rows = counter(
-            "ingest_rows_written_total",
-            "Rows of batches a sink made durable (rows it held already are skipped, not rewritten)",
-            &["route", "sink"],
-        );
-        let rejected = counter(
-            "ingest_records_rejected_total",
-            "Records the dead-letter topic took, by route and reason (the error class)",
-            &["route", "reason"],
-        );
-        let dead_letters_skipped = counter(
-            "ingest_dead_letters_skipped_total",
-            "Bad records read again that the dead-letter topic held already: not sent twice",
-            &["route"],
-        );
-        let flushes = counter(
-            "ingest_flushes_total",
-            "Batches written to a sink",
-            &["route", "sink"],
-        );
-        let lost = counter(
-            "ingest_records_lost_total",
-            "Offsets Kafka deleted (retention, DeleteRecords) before a sink held them: a gap in that sink",
-            &["route", "sink"],
-        );
-        let paused_gauge = IntGaugeVec::new(
-            Opts::new(
-                "ingest_route_paused",
-                "1 while the route is paused (on_incompatible: pause): /ready says why",
-            ),
-            &["route"],
-        )
-        .expect("metric");
-        registry
-            .register(Box::new(paused_gauge.clone()))
-            .expect("register");
-        let assigned = IntGauge::new(
-            "ingest_assigned_partitions",
-            "Partitions owned by this instance",
-        )
-        .expect("metric");
-        registry
-            .register(Box::new(assigned.clone()))
-            .expect("register");
-        let consumed = IntCounter::new("ingest_records_consumed_total", "Records read from Kafka")
-            .expect("metric");
-        registry
-            .register(Box::new(consumed.clone()))
-            .expect("register");
         Self {
             inner: Arc::new(Inner {
                 consuming: AtomicBool::new(false),
@@ -107,16 +68,41 @@ impl Health {
                 failing_sinks: Mutex::new(BTreeSet::new()),
                 waiting_for: Mutex::new(BTreeSet::new()),
                 paused: Mutex::new(BTreeMap::new()),
-                paused_gauge,
-                registry,
-                rows,
-                rejected,
-                dead_letters_skipped,
-                flushes,
-                lost,
-                assigned,
-                consumed,
+                metrics: Metrics::new(),
+                sinks: Mutex::new(status::Sinks::default()),
+                started: std::time::SystemTime::now(),
             }),
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    fn sinks(&self) -> std::sync::MutexGuard<'_, status::Sinks> {
+        self.inner.sinks.lock().expect("health poisoned")
+    }
+
+    /// A route's sink is open: its series start at zero.
+    pub fn sink_opened(&self, route: &str, sink: &str) {
+        self.metrics().sink_opened(route, sink);
+        self.sinks().opened(route, sink);
+    }
+
+    /// Everything the status page shows.
+    pub fn status(&self) -> Status {
+        let not_ready = match self.ready() {
+            Ok(()) => Vec::new(),
+            Err(why) => why.split("; ").map(str::to_string).collect(),
+        };
+        Status {
+            ready: not_ready.is_empty(),
+            not_ready,
+            assigned_partitions: self.inner.partitions.load(Ordering::Relaxed).max(0),
+            started_unix: status::unix(self.inner.started),
+            now_unix: status::unix(std::time::SystemTime::now()),
+            version: env!("CARGO_PKG_VERSION"),
+            sinks: self.sinks().list(),
         }
     }
 
@@ -126,7 +112,9 @@ impl Health {
 
     pub fn add_partitions(&self, delta: i64) {
         let now = self.inner.partitions.fetch_add(delta, Ordering::Relaxed) + delta;
-        self.inner.assigned.set(now.max(0));
+        self.metrics().assigned.set(now.max(0));
+        let kind = if delta >= 0 { "assigned" } else { "revoked" };
+        self.metrics().rebalances.with_label_values(&[kind]).inc();
     }
 
     pub fn set_sink_failing(&self, sink: &str, failing: bool) {
@@ -136,6 +124,27 @@ impl Health {
         } else {
             set.remove(sink);
         }
+        drop(set);
+        self.metrics()
+            .sink_up
+            .with_label_values(&[sink])
+            .set(i64::from(!failing));
+        self.sinks().failing(sink, failing);
+    }
+
+    /// A write attempt has gone unanswered for a while (it goes on).
+    pub fn record_unanswered(&self, sink: &str, waited: Duration) {
+        let why = format!(
+            "write not answered for {} s (still waiting)",
+            waited.as_secs()
+        );
+        self.sinks().error(sink, &why);
+    }
+
+    /// A write attempt failed with `error` and is retried.
+    pub fn record_retry(&self, sink: &str, error: &str) {
+        self.metrics().retries.with_label_values(&[sink]).inc();
+        self.sinks().retried(sink, error);
     }
 
     /// A service the pipeline needs besides its sinks (the schema registry) does not
@@ -156,8 +165,8 @@ impl Health {
             Some(why) => paused.insert(route.to_string(), why.to_string()),
             None => paused.remove(route),
         };
-        self.inner
-            .paused_gauge
+        self.metrics()
+            .paused
             .with_label_values(&[route])
             .set(i64::from(why.is_some()));
     }
@@ -168,27 +177,62 @@ impl Health {
         set.contains(sink)
     }
 
-    pub fn record_consumed(&self) {
-        self.inner.consumed.inc();
+    pub fn record_consumed(&self, route: &str, bytes: u64) {
+        let m = self.metrics();
+        m.consumed.with_label_values(&[route]).inc();
+        m.consumed_bytes.with_label_values(&[route]).inc_by(bytes);
     }
 
-    pub fn record_flush(&self, route: &str, sink: &str, rows: u64) {
-        self.inner
-            .rows
+    pub fn record_flush(&self, f: &Flushed<'_>) {
+        let m = self.metrics();
+        let both = &[f.route, f.sink];
+        m.rows.with_label_values(both).inc_by(f.rows);
+        m.bytes_written.with_label_values(both).inc_by(f.bytes);
+        m.flushes
+            .with_label_values(&[f.route, f.sink, f.reason])
+            .inc();
+        m.write_seconds
+            .with_label_values(both)
+            .observe(f.took.as_secs_f64());
+        m.files.with_label_values(both).inc_by(f.files);
+        m.commits.with_label_values(both).inc_by(f.commits);
+        self.sinks().flushed(f.route, f.sink, f.rows);
+    }
+
+    /// A sink's lane dropped its buffered rows (its sink down or hung, the lane full).
+    pub fn record_shed(&self, route: &str, sink: &str) {
+        self.metrics().shed.with_label_values(&[route, sink]).inc();
+    }
+
+    /// Partitions of the route read again from a sink's position.
+    pub fn record_reread(&self, route: &str, partitions: u64) {
+        self.metrics()
+            .reread
+            .with_label_values(&[route])
+            .inc_by(partitions);
+    }
+
+    /// Where a route's sink stands: records behind the log end, and the age of the
+    /// oldest record it was handed and does not hold yet.
+    pub fn set_progress(&self, route: &str, sink: &str, lag: i64, oldest_unwritten: Duration) {
+        let m = self.metrics();
+        m.lag.with_label_values(&[route, sink]).set(lag.max(0));
+        m.oldest_unwritten
             .with_label_values(&[route, sink])
-            .inc_by(rows);
-        self.inner.flushes.with_label_values(&[route, sink]).inc();
+            .set(oldest_unwritten.as_secs_f64());
+        self.sinks()
+            .progress(route, sink, lag.max(0), oldest_unwritten);
     }
 
     pub fn record_rejected(&self, route: &str, reason: &str, rejected: u64) {
-        self.inner
+        self.metrics()
             .rejected
             .with_label_values(&[route, reason])
             .inc_by(rejected);
     }
 
     pub fn record_dead_letters_skipped(&self, route: &str, skipped: u64) {
-        self.inner
+        self.metrics()
             .dead_letters_skipped
             .with_label_values(&[route])
             .inc_by(skipped);
@@ -196,7 +240,7 @@ impl Health {
 
     /// A gap of `offsets` records Kafka deleted before the sink held them.
     pub fn record_lost(&self, route: &str, sink: &str, offsets: u64) {
-        self.inner
+        self.metrics()
             .lost
             .with_label_values(&[route, sink])
             .inc_by(offsets);
@@ -232,7 +276,7 @@ impl Health {
     pub(crate) fn metrics_text(&self) -> String {
         let mut out = Vec::new();
         TextEncoder::new()
-            .encode(&self.inner.registry.gather(), &mut out)
+            .encode(&self.metrics().registry.gather(), &mut out)
             .expect("text encoding");
         String::from_utf8(out).unwrap_or_default()
     }
@@ -242,7 +286,34 @@ impl Health {
 pub async fn serve(listen: &str, health: Health) -> anyhow::Result<()> {
     let ready = health.clone();
     let metrics = health.clone();
+    let page = health.clone();
+    let json = health.clone();
     let app = Router::new()
+        .route(
+            "/",
+            get(move |RawQuery(query): RawQuery| {
+                let h = page.clone();
+                async move {
+                    let status = h.status();
+                    let body = if query.as_deref() == Some("part=facts") {
+                        status::facts(&status)
+                    } else {
+                        status::page(&status)
+                    };
+                    ([(CONTENT_TYPE, "text/html; charset=utf-8")], body)
+                }
+            }),
+        )
+        .route(
+            "/status.json",
+            get(move || {
+                let h = json.clone();
+                async move {
+                    let body = serde_json::to_string_pretty(&h.status()).unwrap_or_default();
+                    ([(CONTENT_TYPE, "application/json")], body)
+                }
+            }),
+        )
         .route("/health", get(|| async { "ok" }))
         .route(
             "/ready",
@@ -272,7 +343,111 @@ pub async fn serve(listen: &str, health: Health) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::Health;
+    use std::time::Duration;
+
+    use super::{Flushed, Health};
+
+    /// The value of the one sample of `name` whose labels are exactly `labels`.
+    fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+        let prefix = format!("{name}{{{labels}}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map(|v| v.parse().expect("a number"))
+    }
+
+    #[test]
+    fn a_sink_is_seen_before_its_first_write_and_every_write_is_counted() {
+        let health = Health::new();
+        let (route, sink) = ("orders", "clickhouse db.orders");
+        health.sink_opened(route, sink);
+        let text = health.metrics_text();
+        let both = r#"route="orders",sink="clickhouse db.orders""#;
+        assert_eq!(sample(&text, "ingest_rows_written_total", both), Some(0.0));
+        assert_eq!(
+            sample(&text, "ingest_consumer_lag_records", both),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, "ingest_sink_up", r#"sink="clickhouse db.orders""#),
+            Some(1.0)
+        );
+        for _ in 0..3 {
+            health.record_consumed(route, 100);
+        }
+        health.record_flush(&Flushed {
+            route,
+            sink,
+            rows: 3,
+            bytes: 300,
+            reason: "age",
+            took: Duration::from_millis(40),
+            files: 2,
+            commits: 1,
+        });
+        health.record_retry(sink, "insert failed: connection refused");
+        health.set_sink_failing(sink, true);
+        health.set_progress(route, sink, 7, Duration::from_millis(1500));
+        health.add_partitions(4);
+        let text = health.metrics_text();
+        assert_eq!(
+            sample(&text, "ingest_records_consumed_total", r#"route="orders""#),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(&text, "ingest_bytes_consumed_total", r#"route="orders""#),
+            Some(300.0)
+        );
+        assert_eq!(sample(&text, "ingest_rows_written_total", both), Some(3.0));
+        assert_eq!(
+            sample(&text, "ingest_bytes_written_total", both),
+            Some(300.0)
+        );
+        assert_eq!(sample(&text, "ingest_files_written_total", both), Some(2.0));
+        assert_eq!(sample(&text, "ingest_commits_total", both), Some(1.0));
+        let by_reason = |reason: &str| {
+            sample(
+                &text,
+                "ingest_flushes_total",
+                &format!(r#"reason="{reason}",{both}"#),
+            )
+        };
+        assert_eq!(by_reason("age"), Some(1.0));
+        assert_eq!(by_reason("rows"), Some(0.0));
+        assert_eq!(sample(&text, "ingest_write_seconds_count", both), Some(1.0));
+        assert_eq!(
+            sample(
+                &text,
+                "ingest_write_seconds_bucket",
+                &format!(r#"{both},le="0.05""#)
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "ingest_sink_retries_total",
+                r#"sink="clickhouse db.orders""#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "ingest_sink_up", r#"sink="clickhouse db.orders""#),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, "ingest_consumer_lag_records", both),
+            Some(7.0)
+        );
+        assert_eq!(
+            sample(&text, "ingest_oldest_unwritten_seconds", both),
+            Some(1.5)
+        );
+        assert_eq!(
+            sample(&text, "ingest_rebalances_total", r#"kind="assigned""#),
+            Some(1.0)
+        );
+        assert!(text.contains("\ningest_assigned_partitions 4\n"));
+    }
 
     #[test]
     fn ready_names_every_reason_and_the_paused_metric_follows() {

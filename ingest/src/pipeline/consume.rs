@@ -49,6 +49,11 @@ pub(super) async fn consume(
     let topics: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(?subscriptions, group = %loaded.config.kafka.group_id, "consuming");
+    for route in &routes {
+        for lane in &route.lanes {
+            health.sink_opened(&route.route.name, &lane.name);
+        }
+    }
     health.set_ready(true);
 
     let mut pipeline = Pipeline {
@@ -68,6 +73,7 @@ pub(super) async fn consume(
         lost_reported: HashMap::new(),
         lost_fail: Vec::new(),
         last_log_check: Instant::now(),
+        last_progress: Instant::now(),
         paused: Default::default(),
         dead: Default::default(),
         fence: GroupFence::new(Arc::clone(&consumer), Arc::clone(&committed)),
@@ -167,6 +173,7 @@ impl Pipeline<'_> {
                     self.handle_rebalances(routes)?;
                     self.check_log_bounds(routes)?;
                     self.flush_due(routes).await?;
+                    self.report_progress(routes);
                 }
             }
         }
@@ -235,9 +242,11 @@ impl Pipeline<'_> {
             }
             tracing::error!(route = %routes[index].route.name, id, reason = %refused, "the records of this writer version go to the dead-letter topic (on_incompatible: dead_letter)");
         }
+        let bytes = view.payload.map_or(0, <[u8]>::len) as u64;
         routes[index].push(&view);
         drop(message);
-        self.health.record_consumed();
+        self.health
+            .record_consumed(&routes[index].route.name, bytes);
         if routes[index].full() {
             self.flush(&mut routes[index], false).await?;
         }

@@ -17,7 +17,7 @@
 //! Around them: `open.rs` opens the sinks, `reread.rs` reads partitions again from the
 //! sinks' positions (a dropped or shed batch), `evolve.rs` widens a route and its
 //! tables to a new schema, `pause.rs` holds a route on one it cannot take,
-//! `connections.rs` checks the services.
+//! `connections.rs` checks the services, `progress.rs` reports where each sink stands.
 
 mod commit;
 mod connections;
@@ -27,6 +27,7 @@ mod evolve;
 mod log_check;
 mod open;
 mod pause;
+mod progress;
 mod reread;
 mod write;
 
@@ -90,6 +91,8 @@ struct Pipeline<'a> {
     /// Gaps found on routes with `on_lost_records: fail`, told before the service stops.
     lost_fail: Vec<String>,
     last_log_check: Instant,
+    /// When the lag and age gauges were last brought up to date (`progress.rs`).
+    last_progress: Instant,
     /// Routes paused on a writer schema their table cannot take (`pause.rs`).
     paused: pause::PausedRoutes,
     /// What the dead-letter topics hold (`dead_letter.rs`).

@@ -46,6 +46,8 @@ impl Pipeline<'_> {
         if partitions.is_empty() {
             return Ok(());
         }
+        self.health
+            .record_reread(&route.route.name, partitions.len() as u64);
         let known = self.sink_positions(route, &partitions).await?;
         learn(route, &known);
         for Partition { topic, partition } in &partitions {
@@ -82,6 +84,8 @@ impl Pipeline<'_> {
         if owned.is_empty() {
             return Ok(());
         }
+        self.health
+            .record_reread(&route.route.name, owned.len() as u64);
         // Writes already started on them no longer count for them.
         self.consumer.context().ownership.revoke(&owned);
         route.revoke(&owned);

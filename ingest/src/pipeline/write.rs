@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::Pipeline;
 use crate::batch::{LaneOutcome, RouteBatch};
 use crate::consumer::Ownership;
-use crate::health::Health;
+use crate::health::{Flushed, Health};
 use crate::protocol::Partition;
 
 /// How long reading waits for a busy lane that holds twice its limits before it sheds
@@ -101,6 +101,8 @@ impl Pipeline<'_> {
             let failing = self.health.sink_failing(&state.name);
             if failing || Instant::now() >= deadline {
                 route.lanes[lane].shed();
+                self.health
+                    .record_shed(&route.route.name, &route.lanes[lane].name);
                 tracing::warn!(
                     route = %route.route.name,
                     sink = %route.lanes[lane].name,
@@ -118,6 +120,8 @@ impl Pipeline<'_> {
     pub(super) fn start_lane(&self, route: &mut RouteBatch, lane: usize) {
         let state = &mut route.lanes[lane];
         let mut sink = state.sink.take().expect("the lane's sink is home");
+        let reason = state.due_reason(Instant::now());
+        let bytes = state.open_bytes();
         let mut batch = state.take();
         batch.epoch = self.consumer.context().ownership.epoch();
         state.book.writing(Some(&batch.positions));
@@ -136,6 +140,8 @@ impl Pipeline<'_> {
                 positions: batch.positions,
                 epoch: batch.epoch,
                 rows,
+                bytes,
+                reason,
                 started,
             }
         }));
@@ -186,8 +192,17 @@ impl Pipeline<'_> {
         );
         let state = &mut route.lanes[lane];
         state.book.learn_positions(&counted.counted);
-        self.health
-            .record_flush(&route.route.name, &state.name, outcome.rows as u64);
+        state.written();
+        self.health.record_flush(&Flushed {
+            route: &route.route.name,
+            sink: &state.name,
+            rows: outcome.rows as u64,
+            bytes: outcome.bytes,
+            reason: outcome.reason,
+            took: outcome.started.elapsed(),
+            files: written.files,
+            commits: written.commits,
+        });
         tracing::info!(
             route = %route.route.name,
             sink = %state.name,
@@ -232,6 +247,7 @@ pub(super) async fn write_with_retry(
             }
             Err(e) if e.is_retryable() => {
                 failures += 1;
+                health.record_retry(sink.name(), &e.to_string());
                 health.set_sink_failing(sink.name(), true);
                 let delay = delays.next().unwrap_or(Duration::from_secs(30));
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "sink write failed");
@@ -275,6 +291,7 @@ async fn attempt_with_deadline(
             _ = &mut silence, if !marked => {
                 marked = true;
                 health.set_sink_failing(&name, true);
+                health.record_unanswered(&name, NO_ANSWER);
                 tracing::warn!(sink = %name, waited_s = NO_ANSWER.as_secs(),
                     "sink write not answered yet: marking the sink failing");
             }

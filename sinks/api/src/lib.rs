@@ -193,12 +193,17 @@ impl SinkError {
     }
 }
 
-/// What a successful write did not make durable.
+/// What a successful write did not make durable, and what it made.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteOutcome {
     /// Partitions whose rows the sink did not write because another instance owns them
     /// (it writes them): their offsets are not durable in this sink.
     pub not_owned: Vec<Partition>,
+    /// Data files the write committed (Iceberg's Parquet files; 0 where a sink has
+    /// none), for the service's metrics.
+    pub files: u64,
+    /// Table commits the write made (Iceberg: snapshots; 0 where a sink has none).
+    pub commits: u64,
 }
 
 /// A destination table fed by the pipeline.

@@ -53,6 +53,7 @@ async fn a_partition_moves(conn: &ClickHouseConnection, expected_clause: &str) {
     b.write(&batch(0..150)).await.unwrap();
     let not_owned = WriteOutcome {
         not_owned: vec![Partition::new("events", 0)],
+        ..WriteOutcome::default()
     };
     assert_eq!(a.write(&batch(100..200)).await.unwrap(), not_owned);
     assert_eq!(counts(conn).await, (150, 150));

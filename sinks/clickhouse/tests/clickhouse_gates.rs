@@ -69,6 +69,7 @@ async fn two_writers(database: &str) -> (ClickHouseConnection, Writer, Writer) {
 fn not_owned() -> WriteOutcome {
     WriteOutcome {
         not_owned: vec![Partition::new("events", 0)],
+        ..WriteOutcome::default()
     }
 }
 

@@ -223,7 +223,11 @@ impl Sink for IcebergSink {
             match outcome {
                 Ok(table) => {
                     self.table = table;
-                    return Ok(WriteOutcome::default());
+                    return Ok(WriteOutcome {
+                        files: files.files.len() as u64,
+                        commits: 1,
+                        ..WriteOutcome::default()
+                    });
                 }
                 Err(e) if is_conflict(&e) && attempt < MAX_COMMIT_ATTEMPTS => {
                     written = Some(files);

@@ -53,13 +53,13 @@ class Ingest:
         wait_until("ingest /ready", ready, timeout)
 
     def metric(self, name):
+        """The sum of every sample of `name` (over its labels: routes, sinks); 0 if none,
+        None when /metrics does not answer."""
         status, body = self.get("/metrics")
         if status != 200:
             return None
-        for line in body.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                   if line.startswith(name + " ") or line.startswith(name + "{"))
 
     def terminate(self):
         """SIGTERM, once, unless it has exited already."""
