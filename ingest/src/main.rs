@@ -310,13 +310,28 @@ async fn run(loaded: Loaded) -> anyhow::Result<()> {
         }
     });
     let (stop, stopped) = watch::channel(false);
+    let drain_timeout = loaded.config.server.drain_timeout;
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("signal received");
+        tracing::info!(
+            ?drain_timeout,
+            "signal received: writing open batches and committing"
+        );
         let _ = stop.send(true);
+        tokio::time::sleep(drain_timeout).await;
+        // Like a crash: nothing unwritten was committed, so the next owner replays it.
+        tracing::error!(
+            ?drain_timeout,
+            "the drain took longer than server.drain_timeout: \
+            exiting without committing what is not written (the partitions' next owner reads it again)"
+        );
+        std::process::exit(DRAIN_TIMED_OUT);
     });
     ingest::run(loaded, health, stopped).await
 }
+
+/// The exit code when the drain after SIGTERM outlasted `server.drain_timeout`.
+const DRAIN_TIMED_OUT: i32 = 3;
 
 async fn wait_for_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -88,18 +88,30 @@ pub struct ServerConfig {
     /// Health (`/health`, `/ready`) and Prometheus (`/metrics`) endpoint.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// After SIGTERM, how long writing the open batches and committing may take. Past
+    /// it the service exits without committing what it has not written (a sink hanging,
+    /// say): the partitions' next owner reads it again, as after a crash. Keep it below
+    /// the pod's `terminationGracePeriodSeconds` (the chart checks), so the drain is
+    /// never cut by a SIGKILL it did not expect.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            drain_timeout: default_drain_timeout(),
         }
     }
 }
 
 fn default_listen() -> String {
     "0.0.0.0:9464".into()
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(45)
 }
 
 #[derive(Debug, Clone, Deserialize)]
