@@ -57,8 +57,23 @@ VARIANTS = {
         "logJson": False,
     }, None),
     "config-as-text": ({"config": CONFIG_TEXT}, None),
+    "hpa": ({"autoscaling": {"enabled": True, "maxReplicas": 6},
+             "config": {"server": {"listen": "0.0.0.0:9464", "drain_timeout": "2m"}},
+             "terminationGracePeriodSeconds": 150}, None),
+    "keda": ({"keda": {"enabled": True, "bootstrapServers": "kafka-0.kafka:9092", "topic": "events",
+                       "authenticationRef": "kafka-sasl"}}, None),
     "sqlite-scaled": ({"replicaCount": 2, "config": {"iceberg": {"catalog": {"uri": "sqlite:///var/lib/ingest/catalog.db"}}}},
                       "SQLite Iceberg catalog only works with replicaCount: 1"),
+    "sqlite-autoscaled": ({"autoscaling": {"enabled": True},
+                           "config": {"iceberg": {"catalog": {"uri": "sqlite:///var/lib/ingest/catalog.db"}}}},
+                          "SQLite Iceberg catalog only works with replicaCount: 1 and no autoscaling"),
+    "two-autoscalers": ({"autoscaling": {"enabled": True}, "keda": {"enabled": True, "bootstrapServers": "k:9092"}},
+                        "enable either autoscaling"),
+    "keda-brokers-from-env": ({"keda": {"enabled": True}}, "keda.bootstrapServers"),
+    "grace-shorter-than-drain": ({"terminationGracePeriodSeconds": 50},
+                                 "terminationGracePeriodSeconds (50) must be at least config.server.drain_timeout (45s) + 10 s"),
+    "drain-unreadable": ({"config": {"server": {"listen": "0.0.0.0:9464", "drain_timeout": "1h 30m"}}},
+                         "config.server.drain_timeout"),
 }
 RENDERED = [name for name, (_, refusal) in VARIANTS.items() if refusal is None]
 REFUSED = [name for name, (_, refusal) in VARIANTS.items() if refusal is not None]

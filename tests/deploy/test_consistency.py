@@ -142,13 +142,46 @@ def test_security_context_locks_the_pod_down(manifests):
     no_problems(manifests.label, problems)
 
 
-def test_shutdown_time_and_resources(manifests):
+def test_shutdown_time_and_resources(manifests, image):
     pod, problems = Pod.of(manifests.objects), []
-    if pod.spec.get("terminationGracePeriodSeconds", 30) < 60:
+    grace = pod.spec.get("terminationGracePeriodSeconds", 30)
+    if grace < 60:
         problems.append("terminationGracePeriodSeconds < 60 (flush + commit + leave group on SIGTERM)")
+    data, cfg_name = config_mount(manifests.objects, image.cmd)
+    cfg = yaml.safe_load(data[cfg_name]) or {}
+    drain = str((cfg.get("server") or {}).get("drain_timeout", "45s"))
+    m = re.fullmatch(r"([0-9]+)(s|m)", drain)
+    if not m:
+        problems.append(f"server.drain_timeout {drain} is not in seconds or minutes")
+    elif grace < int(m.group(1)) * (60 if m.group(2) == "m" else 1) + 10:
+        problems.append(f"terminationGracePeriodSeconds {grace} leaves no 10 s past server.drain_timeout {drain}")
     res = pod.container.get("resources") or {}
     if not (res.get("requests") and res.get("limits")):
         problems.append("resources requests/limits missing")
+    no_problems(manifests.label, problems)
+
+
+def test_autoscalers_scale_the_deployment(manifests):
+    """An HPA or a KEDA ScaledObject targets the release's Deployment, which then leaves
+    its replica count to them; never both (KEDA makes its own HPA)."""
+    pod, problems = Pod.of(manifests.objects), []
+    name = pod.deployment["metadata"]["name"]
+    hpas, scaled = pod.kind("HorizontalPodAutoscaler"), pod.kind("ScaledObject")
+    if hpas and scaled:
+        problems.append("both an HPA and a KEDA ScaledObject")
+    for hpa in hpas:
+        ref = hpa["spec"]["scaleTargetRef"]
+        if (ref.get("kind"), ref.get("name")) != ("Deployment", name):
+            problems.append(f"the HPA targets {ref}, not Deployment {name}")
+    for so in scaled:
+        if so["spec"]["scaleTargetRef"].get("name") != name:
+            problems.append(f"the ScaledObject targets {so['spec']['scaleTargetRef']}, not {name}")
+        for trigger in so["spec"].get("triggers") or []:
+            meta = trigger.get("metadata") or {}
+            if trigger.get("type") != "kafka" or not meta.get("consumerGroup") or "${" in meta.get("bootstrapServers", "${"):
+                problems.append(f"the ScaledObject's trigger cannot measure the group's lag: {trigger}")
+    if (hpas or scaled) and "replicas" in pod.deployment["spec"]:
+        problems.append("the Deployment sets replicas while an autoscaler owns them")
     no_problems(manifests.label, problems)
 
 

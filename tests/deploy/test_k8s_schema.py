@@ -1,13 +1,14 @@
 """Every object of every set validates, strictly (no unknown fields), against the
 Kubernetes JSON schemas of K8S_VERSION bundled in kubernetes-validate. A ServiceMonitor
-is a CRD without a bundled schema: test_consistency.py checks it instead."""
+and KEDA's ScaledObject are CRDs without a bundled schema: test_consistency.py checks
+them instead."""
 import kubernetes_validate
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
 import chart
 from conftest import K8S_VERSION
 
-CRDS_WITHOUT_SCHEMA = {"ServiceMonitor"}
+CRDS_WITHOUT_SCHEMA = {"ServiceMonitor", "ScaledObject"}
 
 
 def test_objects_match_the_schemas(manifests):

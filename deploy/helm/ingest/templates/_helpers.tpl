@@ -80,3 +80,25 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- toYaml .Values.config }}
 {{- end }}
 {{- end }}
+
+{{/* config.server.drain_timeout in whole seconds (45 when not set). Only seconds and
+minutes are read ("45s", "2m"), enough to check it against terminationGracePeriodSeconds. */}}
+{{- define "ingest.drainSeconds" -}}
+{{- $config := include "ingest.configMap" . | fromJson }}
+{{- $drain := toString (dig "server" "drain_timeout" "45s" $config) }}
+{{- if regexMatch "^[0-9]+s$" $drain }}
+{{- trimSuffix "s" $drain }}
+{{- else if regexMatch "^[0-9]+m$" $drain }}
+{{- mul (trimSuffix "m" $drain | int) 60 }}
+{{- else }}
+{{- fail (printf "config.server.drain_timeout (%q): write it in seconds or minutes (45s, 2m) so the chart can check terminationGracePeriodSeconds against it" $drain) }}
+{{- end }}
+{{- end }}
+
+{{/* Whether an autoscaler (HPA or KEDA) owns the replica count. */}}
+{{- define "ingest.autoscaled" -}}
+{{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
+{{- fail "enable either autoscaling (an HPA on CPU) or keda (which makes its own HPA), not both" }}
+{{- end }}
+{{- if or .Values.autoscaling.enabled .Values.keda.enabled }}true{{ end }}
+{{- end }}
