@@ -15,9 +15,11 @@ exec 9>"$STACK_HOME/.install.lock"
 flock 9
 
 # ------------------------------------------------------------------ apt ---
-# JDBC drivers and jarjar for the Spark reader; openssl for the stack's CA.
+# JDBC drivers and jarjar for the Spark reader; openssl for the stack's CA; prometheus
+# for the tests of deploy/monitoring (rules and dashboard queries, tests/e2e/test_prometheus.py);
+# chromium (headless, through chromium-driver) loads the status page in tests/e2e/test_status_page.py.
 step "apt packages"
-r=$(apt_ensure libxerial-sqlite-jdbc-java libpostgresql-jdbc-java libjarjar-java openssl curl); done_ "$r"
+r=$(apt_ensure libxerial-sqlite-jdbc-java libpostgresql-jdbc-java libjarjar-java openssl curl prometheus chromium chromium-driver); done_ "$r"
 
 # ---------------------------------------------------------- python venv ---
 # The readers' and tests' libraries, and the deployment checks' pinned tools (make deploy-check).
