@@ -51,7 +51,7 @@ def test_metrics_count_what_was_read_and_written(setup):
     # Both sinks are seen before their first write, at zero.
     assert sinks_of(before) == [f"clickhouse {setup.database}.events", f"iceberg {setup.namespace}.events"], before
     assert value(before, "ingest_rows_written_total") == 0
-    assert value(before, "ingest_sink_up") == 2
+    assert value(before, "ingest_writes_up") == 2
     ingest_produce(topic, EVENTS_SCHEMA, count, "event_id")
 
     def settled():
@@ -74,8 +74,8 @@ def test_metrics_count_what_was_read_and_written(setup):
         # Rows reach a lane a decoded chunk at a time, so a batch may pass max_rows.
         assert flushes >= 1, (sink, flushes)
         assert value(s, "ingest_write_seconds_count", sink=sink) == flushes, sink
-        assert value(s, "ingest_sink_up", sink=sink) == 1
-        assert value(s, "ingest_sink_retries_total", sink=sink) == 0
+        assert value(s, "ingest_writes_up", sink=sink) == 1
+        assert value(s, "ingest_write_retries_total", sink=sink) == 0
     # Iceberg commits one snapshot per flush, with at least one data file each.
     assert value(s, "ingest_commits_total", sink=ice) == value(s, "ingest_flushes_total", sink=ice)
     assert value(s, "ingest_files_written_total", sink=ice) >= value(s, "ingest_commits_total", sink=ice)
@@ -106,8 +106,8 @@ def test_a_sink_down_shows_in_its_lag_age_and_up_gauge(setup):
         def behind():
             s = scrape(ingest)
             facts = (value(s, "ingest_consumer_lag_records", sink=ch), value(s, "ingest_consumer_lag_records", sink=ice),
-                     value(s, "ingest_sink_up", sink=ch), value(s, "ingest_oldest_unwritten_seconds", sink=ch),
-                     value(s, "ingest_sink_retries_total", sink=ch))
+                     value(s, "ingest_writes_up", sink=ch), value(s, "ingest_oldest_unwritten_seconds", sink=ch),
+                     value(s, "ingest_write_retries_total", sink=ch))
             lag_ch, lag_ice, up, age, retries = facts
             return lag_ch == second and lag_ice == 0 and up == 0 and age > 2 and retries >= 1, facts
 
@@ -118,7 +118,7 @@ def test_a_sink_down_shows_in_its_lag_age_and_up_gauge(setup):
     def caught_up():
         s = scrape(ingest)
         facts = (value(s, "ingest_consumer_lag_records"), value(s, "ingest_oldest_unwritten_seconds"),
-                 value(s, "ingest_sink_up"), value(s, "ingest_rows_written_total", sink=ch))
+                 value(s, "ingest_writes_up"), value(s, "ingest_rows_written_total", sink=ch))
         return facts[:3] == (0, 0, 2) and facts[3] >= first + second, facts
 
     wait_until("ClickHouse back and caught up", caught_up, timeout=180)

@@ -106,12 +106,12 @@ impl Metrics {
                 route_sink,
             ),
             retries: counter(
-                "ingest_sink_retries_total",
+                "ingest_write_retries_total",
                 "Failed write attempts that are retried (the sink is down or refused for a while)",
                 &["sink"],
             ),
             sink_up: gauge(
-                "ingest_sink_up",
+                "ingest_writes_up",
                 "1 while the sink's writes succeed, 0 while they fail or go unanswered (/ready says why)",
                 &["sink"],
             ),

@@ -368,7 +368,7 @@ mod tests {
             Some(0.0)
         );
         assert_eq!(
-            sample(&text, "ingest_sink_up", r#"sink="clickhouse db.orders""#),
+            sample(&text, "ingest_writes_up", r#"sink="clickhouse db.orders""#),
             Some(1.0)
         );
         for _ in 0..3 {
@@ -425,13 +425,13 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                "ingest_sink_retries_total",
+                "ingest_write_retries_total",
                 r#"sink="clickhouse db.orders""#
             ),
             Some(1.0)
         );
         assert_eq!(
-            sample(&text, "ingest_sink_up", r#"sink="clickhouse db.orders""#),
+            sample(&text, "ingest_writes_up", r#"sink="clickhouse db.orders""#),
             Some(0.0)
         );
         assert_eq!(
