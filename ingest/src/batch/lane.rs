@@ -110,19 +110,20 @@ impl Lane {
         self.bytes
     }
 
-    /// A write succeeded: what is still not durable is the open batch (or, while shed,
-    /// the rows it dropped, read again later).
-    pub fn written(&mut self) {
-        if !self.book.is_shed() {
+    /// After a write ended (written, or dropped as fenced) or a shed lane took rows
+    /// again: what is still not durable here is the open batch, unless the lane is
+    /// shed (its dropped rows are read again later) or a write is under way. Rows sent
+    /// to be read again come back through `append`.
+    pub fn settle(&mut self) {
+        if !self.book.is_shed() && self.in_flight.is_none() {
             self.unwritten_since = self.opened_at;
         }
     }
 
-    /// How long the oldest record it was handed and its sink does not hold has waited
-    /// since it was read (zero when it holds them all).
-    pub fn oldest_unwritten(&self, now: Instant) -> std::time::Duration {
+    /// When the oldest record it was handed and its sink does not hold was read
+    /// (`None` when it holds them all).
+    pub fn unwritten_since(&self) -> Option<Instant> {
         self.unwritten_since
-            .map_or(std::time::Duration::ZERO, |t| now.duration_since(t))
     }
 
     /// Full with `pending` more messages and bytes still in the route's decoder.

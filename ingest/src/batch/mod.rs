@@ -77,6 +77,11 @@ impl RouteBatch {
         })
     }
 
+    /// When the oldest record still in the decoder (not handed to the lanes) was read.
+    pub fn pending_since(&self) -> Option<Instant> {
+        self.opened_at
+    }
+
     /// Adds a sink with the route's batch limits, overridden by the sink's own.
     pub fn add_sink(&mut self, sink: Box<dyn Sink>, limits: &BatchOverride) {
         let limits = self.route.config.batch.overridden(limits);

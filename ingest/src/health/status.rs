@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -23,6 +23,10 @@ pub struct SinkStatus {
     pub last_error: Option<String>,
     pub last_error_unix: Option<f64>,
     pub retries: u64,
+    /// When the oldest record not yet durable in the sink was read: the age is taken
+    /// when asked, so it keeps growing while the pipeline is blocked on a write.
+    #[serde(skip)]
+    pub unwritten_since: Option<Instant>,
 }
 
 /// The whole service, as one page shows it.
@@ -61,10 +65,10 @@ impl Sinks {
         }
     }
 
-    pub fn progress(&mut self, route: &str, sink: &str, lag: i64, oldest: Duration) {
+    pub fn progress(&mut self, route: &str, sink: &str, lag: i64, since: Option<Instant>) {
         if let Some(s) = self.0.get_mut(&(route.to_string(), sink.to_string())) {
             s.lag_records = lag;
-            s.oldest_unwritten_seconds = oldest.as_secs_f64();
+            s.unwritten_since = since;
         }
     }
 
@@ -89,14 +93,26 @@ impl Sinks {
     /// The sink's latest trouble, whether or not a retry follows (a write not answered).
     pub fn error(&mut self, sink: &str, error: &str) {
         let now = unix(SystemTime::now());
+        // The page is served to whoever reaches the admin port: the same masking as
+        // the logs (registered secrets, URI passwords).
+        let error = ingest_sink_api::secret::scrub(error).into_owned();
         for s in self.of_sink(sink) {
-            s.last_error = Some(error.to_string());
+            s.last_error = Some(error.clone());
             s.last_error_unix = Some(now);
         }
     }
 
-    pub fn list(&self) -> Vec<SinkStatus> {
-        self.0.values().cloned().collect()
+    /// Every sink, with the age of its oldest unwritten record as of `now`.
+    pub fn list(&self, now: Instant) -> Vec<SinkStatus> {
+        self.0
+            .values()
+            .map(|s| SinkStatus {
+                oldest_unwritten_seconds: s
+                    .unwritten_since
+                    .map_or(0.0, |t| now.duration_since(t).as_secs_f64()),
+                ..s.clone()
+            })
+            .collect()
     }
 }
 
@@ -227,12 +243,13 @@ mod tests {
             "clickhouse db.orders",
             "insert failed: <Connection refused>",
         );
-        sinks.progress(
-            "orders",
-            "clickhouse db.orders",
-            1234,
-            Duration::from_secs(75),
+        sinks.error(
+            "iceberg lake.orders",
+            "catalog postgres://ingest:hunter2@db:5432/lake unreachable",
         );
+        let now = Instant::now();
+        let read = now - std::time::Duration::from_secs(75);
+        sinks.progress("orders", "clickhouse db.orders", 1234, Some(read));
         let status = Status {
             ready: false,
             not_ready: vec!["failing sinks: clickhouse db.orders".into()],
@@ -240,7 +257,7 @@ mod tests {
             started_unix: 1000.0,
             now_unix: 1100.0,
             version: "0.1.0",
-            sinks: sinks.list(),
+            sinks: sinks.list(now),
         };
         let html = page(&status);
         assert!(
@@ -258,7 +275,12 @@ mod tests {
             html.contains("<tr class=\"failing\"><td>orders</td><td>clickhouse db.orders</td>")
         );
         assert!(html.contains("<tr class=\"up\"><td>orders</td><td>iceberg lake.orders</td>"));
-        assert_eq!(sinks.list()[1].rows_written, 10);
-        assert_eq!(sinks.list()[0].retries, 1);
+        assert!(!html.contains("hunter2"), "{html}");
+        assert!(
+            html.contains("postgres://ingest:***@db:5432/lake"),
+            "{html}"
+        );
+        assert_eq!(sinks.list(now)[1].rows_written, 10);
+        assert_eq!(sinks.list(now)[0].retries, 1);
     }
 }

@@ -1,8 +1,9 @@
-//! Where each route's sinks stand, for the metrics: records behind the log end
-//! (`ingest_consumer_lag_records`) and the age of the oldest record a sink was handed and
-//! does not hold yet (`ingest_oldest_unwritten_seconds`). Read from what the pipeline
-//! knows already (each lane's durable position, librdkafka's last fetch), so it costs
-//! no request to the broker or the sinks.
+//! Where each route's sinks stand, for the metrics and the status page: records behind
+//! the log end (`ingest_consumer_lag_records`) and when the oldest record a sink does
+//! not hold yet was read (its age, `ingest_oldest_unwritten_seconds`, is taken at each
+//! scrape, so it grows even while the loop waits on a write; the lag is as of the
+//! last update). Read from what the pipeline knows already (each lane's durable
+//! position, librdkafka's last fetch): no request to the broker or the sinks.
 
 use std::time::{Duration, Instant};
 
@@ -23,12 +24,12 @@ impl Pipeline<'_> {
         for route in routes {
             for lane in &route.lanes {
                 let lag = self.lag(route, lane);
-                self.health.set_progress(
-                    &route.route.name,
-                    &lane.name,
-                    lag,
-                    lane.oldest_unwritten(now),
-                );
+                // Records still in the route's decoder are the lane's too, unless it is
+                // shed (it takes nothing now).
+                let pending = route.pending_since().filter(|_| !lane.book.is_shed());
+                let since = lane.unwritten_since().into_iter().chain(pending).min();
+                self.health
+                    .set_progress(&route.route.name, &lane.name, lag, since);
             }
         }
     }

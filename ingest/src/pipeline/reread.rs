@@ -43,6 +43,7 @@ impl Pipeline<'_> {
             .into_iter()
             .filter(|p| self.offsets.owns(&p.topic, p.partition))
             .collect();
+        route.lanes[lane].settle();
         if partitions.is_empty() {
             return Ok(());
         }

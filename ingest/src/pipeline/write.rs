@@ -171,6 +171,7 @@ impl Pipeline<'_> {
                 tracing::warn!(sink = %state.name, error = %e, "batch dropped: partitions lost");
                 let partitions: Vec<Partition> = outcome.positions.partitions().collect();
                 self.rewind(route, &partitions).await?;
+                route.lanes[lane].settle();
                 return self.unshed(route, lane).await;
             }
             Err(e) => return Err(e.into()),
@@ -192,7 +193,7 @@ impl Pipeline<'_> {
         );
         let state = &mut route.lanes[lane];
         state.book.learn_positions(&counted.counted);
-        state.written();
+        state.settle();
         self.health.record_flush(&Flushed {
             route: &route.route.name,
             sink: &state.name,
