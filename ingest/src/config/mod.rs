@@ -444,6 +444,9 @@ fn validate(
         return Err("at `routes`: at least one route is needed".into());
     }
     check_kafka(&config.kafka)?;
+    if config.server.drain_timeout.is_zero() {
+        return Err("at `server.drain_timeout`: must be above zero (the drain after SIGTERM writes the open batches)".into());
+    }
     if let Some(registry) = &config.schema_registry {
         registry.check()?;
     }

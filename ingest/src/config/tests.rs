@@ -582,3 +582,20 @@ fn registry_secrets_are_masked_and_one_way_to_log_in_is_given() {
         assert!(!err.contains("Secret"), "{err}");
     }
 }
+
+#[test]
+fn a_drain_timeout_of_zero_is_refused() {
+    let text =
+        with_routes("  - topics: [events]\n    schema: events.yaml\n    iceberg: { table: e }\n")
+            + "server: { drain_timeout: 0s }\n";
+    let err = load_text(&text).unwrap_err().to_string();
+    assert!(err.contains("server.drain_timeout"), "{err}");
+    let text =
+        with_routes("  - topics: [events]\n    schema: events.yaml\n    iceberg: { table: e }\n")
+            + "server: { drain_timeout: 2m }\n";
+    let loaded = load_text(&text).unwrap();
+    assert_eq!(
+        loaded.config.server.drain_timeout,
+        std::time::Duration::from_secs(120)
+    );
+}
