@@ -61,7 +61,7 @@ VARIANTS = {
              "config": {"server": {"listen": "0.0.0.0:9464", "drain_timeout": "2m"}},
              "terminationGracePeriodSeconds": 150}, None),
     "keda": ({"keda": {"enabled": True, "bootstrapServers": "kafka-0.kafka:9092", "topic": "events",
-                       "authenticationRef": "kafka-sasl"}}, None),
+                       "authenticationRef": "kafka-sasl", "lagThreshold": 1000000}}, None),
     "sqlite-scaled": ({"replicaCount": 2, "config": {"iceberg": {"catalog": {"uri": "sqlite:///var/lib/ingest/catalog.db"}}}},
                       "SQLite Iceberg catalog only works with replicaCount: 1"),
     "sqlite-autoscaled": ({"autoscaling": {"enabled": True},

@@ -180,6 +180,8 @@ def test_autoscalers_scale_the_deployment(manifests):
             meta = trigger.get("metadata") or {}
             if trigger.get("type") != "kafka" or not meta.get("consumerGroup") or "${" in meta.get("bootstrapServers", "${"):
                 problems.append(f"the ScaledObject's trigger cannot measure the group's lag: {trigger}")
+            if not str(meta.get("lagThreshold", "")).isdigit():
+                problems.append(f"the ScaledObject's lagThreshold {meta.get('lagThreshold')!r} is not a whole number")
     if (hpas or scaled) and "replicas" in pod.deployment["spec"]:
         problems.append("the Deployment sets replicas while an autoscaler owns them")
     no_problems(manifests.label, problems)
