@@ -26,13 +26,19 @@ def browser():
 
 
 def row_of(driver, sink):
-    from selenium.webdriver.common.by import By
-    for tr in driver.find_elements(By.CSS_SELECTOR, "#facts tbody tr"):
-        cells = [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+    """The row of `sink`, read in one script run: the page swaps its table every 2 s, so
+    elements found one call earlier may be gone (a stale element) by the next."""
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll('#facts tbody tr')].map(tr => [...tr.cells].map(td => td.innerText))")
+    for cells in rows:
         if cells[1] == sink:
             return dict(zip(["route", "sink", "state", "behind", "oldest", "rows", "last_write", "retries", "error"],
                             cells))
     return None
+
+
+def ready_text(driver):
+    return driver.execute_script("return document.getElementById('ready').innerText")
 
 
 @pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
@@ -57,13 +63,12 @@ def test_the_status_page_shows_a_sink_going_down_and_back_live(setup):
         driver = browser()
         driver.get(f"http://127.0.0.1:{ingest.port}/")
         assert driver.title == "ingest status"
-        from selenium.webdriver.common.by import By
 
         def shows_written():
             rows = [row_of(driver, sink) for sink in (ch, ice)]
             ok = all(r and r["state"] == "up" and r["rows"] == str(count) and r["behind"] == "0"
                      and r["last_write"].endswith("ago") and r["error"] == "" for r in rows)
-            return ok and driver.find_element(By.ID, "ready").text == "ready", rows
+            return ok and ready_text(driver) == "ready", rows
 
         wait_until("the page shows both sinks up with every row", shows_written, timeout=30)
         driver.save_screenshot(str(ARTIFACTS / "status-page-ready.png"))
@@ -74,7 +79,7 @@ def test_the_status_page_shows_a_sink_going_down_and_back_live(setup):
 
         def shows_down():
             row = row_of(driver, ch)
-            ready = driver.find_element(By.ID, "ready").text
+            ready = ready_text(driver)
             return (row["state"] == "failing" and row["error"] != "" and int(row["retries"]) >= 1
                     and int(row["behind"]) == 500 and f"failing sinks: {ch}" in ready), (row, ready)
 
@@ -87,7 +92,7 @@ def test_the_status_page_shows_a_sink_going_down_and_back_live(setup):
         proxy.forward()
         wait_until("the page shows ClickHouse back", lambda: (
             row_of(driver, ch)["state"] == "up" and row_of(driver, ch)["behind"] == "0"
-            and driver.find_element(By.ID, "ready").text == "ready", row_of(driver, ch)), timeout=120)
+            and ready_text(driver) == "ready", row_of(driver, ch)), timeout=120)
         assert ingest.stop() == 0, ingest.logs()
     finally:
         if driver:
