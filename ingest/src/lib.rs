@@ -11,12 +11,14 @@ mod consumer;
 mod dead_letter;
 mod decode;
 mod health;
+mod inspect;
 mod logging;
 mod pipeline;
 mod plugins;
 mod produce;
 pub mod protocol;
 mod registry;
+mod watermark;
 
 pub use config::{Loaded, PayloadFormat, load, load_str, metadata_fields};
 pub use dead_letter::replay::{
@@ -27,6 +29,7 @@ pub use dead_letter::show::show as show_dead_letters;
 pub use decode::ErrorClass;
 pub use decode::{Message, Payload, ProtoSchema, RouteDecoder, Workers, WriterSchema, own_schema};
 pub use health::{Health, serve as serve_health};
+pub use inspect::{Report as StatusReport, render as render_status, report as status_report};
 pub use logging::init as init_logging;
 pub use pipeline::{check_connections, run};
 pub use produce::{EventGenerator, ProduceOptions, produce};

@@ -67,6 +67,21 @@ enum Command {
         #[arg(long = "option", value_parser = parse_key_value)]
         options: Vec<(String, String)>,
     },
+    /// Per route and sink: positions, records behind, the completeness watermark, the
+    /// last write and the last error, read from the broker, the sinks and (when it
+    /// answers) the running service. Changes nothing; runs from anywhere that reaches
+    /// them.
+    Status {
+        #[arg(long, short, env = "INGEST_CONFIG")]
+        config: PathBuf,
+        /// The report as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// The service's admin address (default: http://127.0.0.1:<port of
+        /// `server.listen`>).
+        #[arg(long)]
+        service: Option<String>,
+    },
     /// The dead-letter topics: what they hold, and replaying them after a fix.
     Dlq {
         #[command(subcommand)]
@@ -263,6 +278,23 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let loaded = load_config(&config)?;
             let options = options.into_iter().collect();
             dry_run(&loaded, &sink, route.as_deref(), &input, (out, options))
+        }
+        Command::Status {
+            config,
+            json,
+            service,
+        } => {
+            let loaded = load_config(&config)?;
+            let report = ingest::status_report(&loaded, service).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs_f64();
+                print!("{}", ingest::render_status(&report, now));
+            }
+            Ok(())
         }
         Command::Dlq { command } => dlq(command).await,
     }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use ingest_sink_api::{OffsetMap, Sink, SinkBatch, SinkError};
 
 use crate::protocol::{LaneBook, Partition};
+use crate::watermark::{ChunkTimes, LaneTimes};
 
 use crate::config::BatchConfig;
 
@@ -24,6 +25,8 @@ pub struct Lane {
     pub in_flight: Option<tokio::task::JoinHandle<LaneOutcome>>,
     /// What it was handed, skips, shed, and where its sink stands (`protocol/lane.rs`).
     pub book: LaneBook,
+    /// The times of what it was handed and its sink does not hold (`watermark`).
+    pub times: LaneTimes,
     open: SinkBatch,
     messages: u64,
     bytes: u64,
@@ -56,6 +59,7 @@ impl Lane {
             sink: Some(sink),
             in_flight: None,
             book: LaneBook::default(),
+            times: LaneTimes::default(),
             open: SinkBatch::default(),
             messages: 0,
             bytes: 0,
@@ -66,10 +70,18 @@ impl Lane {
 
     /// Adds decoded rows (and the positions of every message they cover) as its book
     /// takes them: all, but those it had before a re-read; nothing while shed.
-    pub fn append(&mut self, chunk: &SinkBatch, messages: u64, bytes: u64, opened_at: Instant) {
+    pub fn append(
+        &mut self,
+        chunk: &SinkBatch,
+        times: &ChunkTimes,
+        messages: u64,
+        bytes: u64,
+        opened_at: Instant,
+    ) {
         let Some(taken) = self.book.take(&chunk.positions) else {
             return;
         };
+        self.times.handed(&taken.positions, times);
         let (messages, bytes) = if taken.skip.is_empty() {
             self.open.append(chunk);
             (messages, bytes)
@@ -177,6 +189,7 @@ impl Lane {
     /// Forgets buffered rows of partitions taken away by a rebalance.
     pub fn revoke(&mut self, gone: &impl Fn(&str, i32) -> bool) {
         self.book.revoke(gone);
+        self.times.revoke(gone);
         self.open.drop_partitions(gone);
         if self.open.positions.is_empty() {
             self.messages = 0;

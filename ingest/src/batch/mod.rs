@@ -12,6 +12,7 @@ pub use lane::{Lane, LaneOutcome};
 use crate::config::{OnError, Route, metadata_fields};
 use crate::decode::{Message, Rejected, RouteDecoder, Workers};
 use crate::protocol::Partition;
+use crate::watermark::ChunkTimes;
 
 /// Rows are turned into record batches this many at a time (bounds the raw payloads
 /// kept for isolating bad records, and the size of each Arrow piece).
@@ -54,6 +55,8 @@ pub struct RouteBatch {
 /// Rows decoded since the last hand-over, and the records that failed to decode.
 pub struct Decoded {
     pub rows: SinkBatch,
+    /// Per partition, the earliest and latest time of its rows (see `watermark`).
+    pub times: ChunkTimes,
     pub rejected: Vec<Rejected>,
     messages: u64,
     bytes: u64,
@@ -207,13 +210,23 @@ impl RouteBatch {
 
     /// Takes what the decoder holds: rows with their coordinates, and rejected records.
     pub fn take_decoded(&mut self) -> Decoded {
-        let (batches, coordinates) = self.decoder.take_with_coordinates(&mut self.rejected);
+        let field = self.route.config.watermark.time_field.as_deref();
+        let (batches, coordinates, mut times) = self
+            .decoder
+            .take_with_times(&mut self.rejected, field.is_none());
+        if let Some(field) = field {
+            for (batch, at) in batches.iter().zip(&coordinates) {
+                times.add_column(batch, field, at);
+            }
+        }
         let chunk = Decoded {
+            times,
             rows: SinkBatch {
                 batches,
                 coordinates,
                 positions: std::mem::take(&mut self.positions),
                 epoch: 0,
+                watermark: None,
             },
             rejected: std::mem::take(&mut self.rejected),
             messages: self.messages,
@@ -232,7 +245,13 @@ impl RouteBatch {
             return;
         };
         for lane in &mut self.lanes {
-            lane.append(&chunk.rows, chunk.messages, chunk.bytes, opened_at);
+            lane.append(
+                &chunk.rows,
+                &chunk.times,
+                chunk.messages,
+                chunk.bytes,
+                opened_at,
+            );
         }
     }
 

@@ -169,6 +169,19 @@ pub struct RouteConfig {
     /// they go where `on_error` says instead of into the decoder and the sinks.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// What time the route's completeness watermark is in (`watermark/`).
+    #[serde(default)]
+    pub watermark: WatermarkConfig,
+}
+
+/// The time a route's completeness watermark is kept in.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WatermarkConfig {
+    /// A payload field holding each record's event time (a timestamp or date column);
+    /// the records' Kafka timestamps when absent.
+    #[serde(default)]
+    pub time_field: Option<String>,
 }
 
 /// 1 MiB: Kafka's own default limit for a record batch, so a record over it was let in

@@ -45,6 +45,7 @@ pub(super) fn resolve(
         metadata: metadata_fields(&route.metadata),
     };
     check_metadata(&spec).map_err(at)?;
+    check_time_field(route, &spec).map_err(at)?;
     let sinks = open_tables(blocks, &spec, route, sections, seen).map_err(at)?;
     let (on_error, dead_letter_topic) = error_handling(route, config).map_err(at)?;
     Ok(Route {
@@ -108,6 +109,27 @@ fn check_metadata(spec: &RouteSpec) -> Result<(), Problem> {
             format!("column `{column}` is also a schema field"),
         )),
         None => Ok(()),
+    }
+}
+
+/// `watermark.time_field` names a timestamp or date field of the payload.
+fn check_time_field(route: &RouteConfig, spec: &RouteSpec) -> Result<(), Problem> {
+    use arrow_schema::DataType;
+    let Some(name) = &route.watermark.time_field else {
+        return Ok(());
+    };
+    let field = spec.payload.field_with_name(name).map_err(|_| {
+        problem(
+            "watermark.time_field",
+            format!("`{name}` is not a field of the route's schema"),
+        )
+    })?;
+    match field.data_type() {
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => Ok(()),
+        other => Err(problem(
+            "watermark.time_field",
+            format!("`{name}` is {other}, not a timestamp or a date"),
+        )),
     }
 }
 

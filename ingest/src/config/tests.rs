@@ -599,3 +599,31 @@ fn a_drain_timeout_of_zero_is_refused() {
         std::time::Duration::from_secs(120)
     );
 }
+
+#[test]
+fn a_watermark_time_field_must_be_a_timestamp_or_date_of_the_schema() {
+    let schema = dir().join("timed.yaml");
+    std::fs::write(
+        &schema,
+        "fields:\n  - {name: id, type: int64}\n  - {name: at, type: \"timestamp(ms, UTC)\"}\n",
+    )
+    .unwrap();
+    let route = |field: &str| {
+        with_routes(&format!(
+            "  - {{ topics: [t], schema: \"{}\", clickhouse: {{ table: e }}, watermark: {{ time_field: {field} }} }}\n",
+            schema.display()
+        ))
+    };
+    let loaded = load_text(&route("at")).unwrap();
+    assert_eq!(
+        loaded.routes[0].config.watermark.time_field.as_deref(),
+        Some("at")
+    );
+    let err = load_text(&route("id")).unwrap_err().to_string();
+    assert!(
+        err.contains("routes[0].watermark.time_field") && err.contains("not a timestamp or a date"),
+        "{err}"
+    );
+    let err = load_text(&route("nope")).unwrap_err().to_string();
+    assert!(err.contains("`nope` is not a field"), "{err}");
+}

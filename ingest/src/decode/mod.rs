@@ -328,12 +328,33 @@ impl RouteDecoder {
         &mut self,
         rejected: &mut Vec<Rejected>,
     ) -> (Vec<RecordBatch>, Vec<Vec<Coordinates>>) {
+        let (batches, coordinates, _) = self.take_with_times(rejected, false);
+        (batches, coordinates)
+    }
+
+    /// [`RouteDecoder::take_with_coordinates`], with each partition's earliest and
+    /// latest Kafka timestamp among the rows when `kafka_times` (for the watermark).
+    pub fn take_with_times(
+        &mut self,
+        rejected: &mut Vec<Rejected>,
+        kafka_times: bool,
+    ) -> (
+        Vec<RecordBatch>,
+        Vec<Vec<Coordinates>>,
+        crate::watermark::ChunkTimes,
+    ) {
         self.finish_chunks(rejected);
+        let mut times = crate::watermark::ChunkTimes::default();
         let coordinates = self
             .piece_meta
             .drain(..)
             .map(|rows| {
                 rows.into_iter()
+                    .inspect(|m| {
+                        if let (true, Some(at)) = (kafka_times, m.timestamp) {
+                            times.add(&m.topic, m.partition, at);
+                        }
+                    })
                     .map(|m| Coordinates {
                         topic: m.topic,
                         partition: m.partition,
@@ -342,7 +363,7 @@ impl RouteDecoder {
                     .collect()
             })
             .collect();
-        (std::mem::take(&mut self.pieces), coordinates)
+        (std::mem::take(&mut self.pieces), coordinates, times)
     }
 
     /// Forgets buffered rows whose partition `drop` selects (partitions this instance

@@ -31,6 +31,8 @@ pub(crate) struct Metrics {
     pub sink_up: IntGaugeVec,
     pub lag: IntGaugeVec,
     pub oldest_unwritten: GaugeVec,
+    pub watermark: GaugeVec,
+    pub route_watermark: GaugeVec,
     pub shed: IntCounterVec,
     pub reread: IntCounterVec,
     pub rejected: IntCounterVec,
@@ -52,6 +54,11 @@ impl Metrics {
         };
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric");
+            registry.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        let float_gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("metric");
             registry.register(Box::new(g.clone())).expect("register");
             g
         };
@@ -132,6 +139,16 @@ impl Metrics {
                 registry.register(Box::new(g.clone())).expect("register");
                 g
             },
+            watermark: float_gauge(
+                "ingest_watermark_seconds",
+                "Completeness watermark (Unix seconds): every record of the route's partitions read here with an earlier time (Kafka timestamp or the route's watermark.time_field) is durable in the sink; NaN while unknown",
+                route_sink,
+            ),
+            route_watermark: float_gauge(
+                "ingest_route_watermark_seconds",
+                "The least of the route's sinks' watermarks: complete in every sink before this time (Unix seconds; NaN while unknown)",
+                &["route"],
+            ),
             shed: counter(
                 "ingest_lanes_shed_total",
                 "Times a sink's buffered rows were dropped because it was down or hung with its lane full (read again once it is back)",
@@ -220,6 +237,10 @@ impl Metrics {
         self.write_seconds.with_label_values(both);
         self.lag.with_label_values(both).set(0);
         self.oldest_unwritten.with_label_values(both).set(0.0);
+        self.watermark.with_label_values(both).set(f64::NAN);
+        self.route_watermark
+            .with_label_values(&[route])
+            .set(f64::NAN);
         self.retries.with_label_values(&[sink]).inc_by(0);
         self.sink_up.with_label_values(&[sink]).set(1);
         self.consumed.with_label_values(&[route]).inc_by(0);

@@ -36,7 +36,26 @@ struct Inner {
     metrics: Metrics,
     /// What the status page shows per route and sink.
     sinks: Mutex<status::Sinks>,
+    /// Each route's watermark across its sinks, ms since the epoch.
+    routes: Mutex<BTreeMap<String, Option<i64>>>,
     started: std::time::SystemTime,
+}
+
+/// Where a route's sink stands.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Records behind the log end.
+    pub lag: i64,
+    /// When the oldest record it was handed and does not hold yet was read (its age is
+    /// taken at each scrape).
+    pub since: Option<Instant>,
+    /// Its completeness watermark, ms since the epoch (`None`: unknown).
+    pub watermark: Option<i64>,
+}
+
+/// A watermark in Unix seconds, NaN when unknown (so `changes()` sees it stall).
+fn seconds(watermark: Option<i64>) -> f64 {
+    watermark.map_or(f64::NAN, |ms| ms as f64 / 1000.0)
 }
 
 /// What one finished write did, for the metrics.
@@ -70,6 +89,7 @@ impl Health {
                 paused: Mutex::new(BTreeMap::new()),
                 metrics: Metrics::new(),
                 sinks: Mutex::new(status::Sinks::default()),
+                routes: Mutex::new(BTreeMap::new()),
                 started: std::time::SystemTime::now(),
             }),
         }
@@ -103,6 +123,14 @@ impl Health {
             now_unix: status::unix(std::time::SystemTime::now()),
             version: env!("CARGO_PKG_VERSION"),
             sinks: self.sinks().list(Instant::now()),
+            routes: self
+                .inner
+                .routes
+                .lock()
+                .expect("health poisoned")
+                .iter()
+                .map(|(route, watermark)| status::RouteStatus::new(route, *watermark))
+                .collect(),
         }
     }
 
@@ -212,15 +240,28 @@ impl Health {
             .inc_by(partitions);
     }
 
-    /// Where a route's sink stands: records behind the log end, and when the oldest
-    /// record it was handed and does not hold yet was read (its age is taken at each
-    /// scrape).
-    pub fn set_progress(&self, route: &str, sink: &str, lag: i64, since: Option<Instant>) {
-        self.metrics()
-            .lag
+    /// Where a route's sink stands (see [`Progress`]).
+    pub fn set_progress(&self, route: &str, sink: &str, progress: Progress) {
+        let progress = Progress {
+            lag: progress.lag.max(0),
+            ..progress
+        };
+        let m = self.metrics();
+        m.lag.with_label_values(&[route, sink]).set(progress.lag);
+        m.watermark
             .with_label_values(&[route, sink])
-            .set(lag.max(0));
-        self.sinks().progress(route, sink, lag.max(0), since);
+            .set(seconds(progress.watermark));
+        self.sinks().progress(route, sink, &progress);
+    }
+
+    /// A route's watermark across all its sinks (the least of theirs).
+    pub fn set_route_watermark(&self, route: &str, watermark: Option<i64>) {
+        self.metrics()
+            .route_watermark
+            .with_label_values(&[route])
+            .set(seconds(watermark));
+        let mut routes = self.inner.routes.lock().expect("health poisoned");
+        routes.insert(route.to_string(), watermark);
     }
 
     pub fn record_rejected(&self, route: &str, reason: &str, rejected: u64) {
@@ -391,12 +432,19 @@ mod tests {
         });
         health.record_retry(sink, "insert failed: connection refused");
         health.set_sink_failing(sink, true);
+        // Unknown until the pipeline knows it: NaN, which `changes()` reads as stalled.
+        let before = sample(&health.metrics_text(), "ingest_watermark_seconds", both);
+        assert!(before.unwrap().is_nan(), "{before:?}");
         health.set_progress(
             route,
             sink,
-            7,
-            Some(std::time::Instant::now() - Duration::from_millis(1500)),
+            super::Progress {
+                lag: 7,
+                since: Some(std::time::Instant::now() - Duration::from_millis(1500)),
+                watermark: Some(1_796_000_000_250),
+            },
         );
+        health.set_route_watermark(route, Some(1_796_000_000_000));
         health.add_partitions(4);
         let text = health.metrics_text();
         assert_eq!(
@@ -447,6 +495,18 @@ mod tests {
         assert_eq!(
             sample(&text, "ingest_consumer_lag_records", both),
             Some(7.0)
+        );
+        assert_eq!(
+            sample(&text, "ingest_watermark_seconds", both),
+            Some(1_796_000_000.25)
+        );
+        assert_eq!(
+            sample(&text, "ingest_route_watermark_seconds", r#"route="orders""#),
+            Some(1_796_000_000.0)
+        );
+        assert_eq!(
+            health.status().routes[0].watermark.as_deref(),
+            Some("2026-11-30T00:53:20.000Z")
         );
         let age = sample(&text, "ingest_oldest_unwritten_seconds", both).unwrap();
         assert!((1.5..3.0).contains(&age), "{age}");

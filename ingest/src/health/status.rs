@@ -23,6 +23,10 @@ pub struct SinkStatus {
     pub last_error: Option<String>,
     pub last_error_unix: Option<f64>,
     pub retries: u64,
+    /// The completeness watermark (`watermark/`), ms since the epoch and as RFC 3339:
+    /// every record of the partitions read here with an earlier time is in the sink.
+    pub watermark_unix_ms: Option<i64>,
+    pub watermark: Option<String>,
     /// When the oldest record not yet durable in the sink was read: the age is taken
     /// when asked, so it keeps growing while the pipeline is blocked on a write.
     #[serde(skip)]
@@ -40,6 +44,26 @@ pub struct Status {
     pub now_unix: f64,
     pub version: &'static str,
     pub sinks: Vec<SinkStatus>,
+    /// Each route's watermark across all its sinks (the least of theirs).
+    pub routes: Vec<RouteStatus>,
+}
+
+/// A route's watermark across its sinks.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteStatus {
+    pub route: String,
+    pub watermark_unix_ms: Option<i64>,
+    pub watermark: Option<String>,
+}
+
+impl RouteStatus {
+    pub fn new(route: &str, watermark: Option<i64>) -> Self {
+        Self {
+            route: route.to_string(),
+            watermark_unix_ms: watermark,
+            watermark: watermark.map(|ms| crate::watermark::format_time(Some(ms))),
+        }
+    }
 }
 
 /// The sinks' statuses, by (route, sink).
@@ -65,10 +89,14 @@ impl Sinks {
         }
     }
 
-    pub fn progress(&mut self, route: &str, sink: &str, lag: i64, since: Option<Instant>) {
+    pub fn progress(&mut self, route: &str, sink: &str, progress: &super::Progress) {
         if let Some(s) = self.0.get_mut(&(route.to_string(), sink.to_string())) {
-            s.lag_records = lag;
-            s.unwritten_since = since;
+            s.lag_records = progress.lag;
+            s.unwritten_since = progress.since;
+            s.watermark_unix_ms = progress.watermark;
+            s.watermark = progress
+                .watermark
+                .map(|ms| crate::watermark::format_time(Some(ms)));
         }
     }
 
@@ -153,8 +181,8 @@ pub fn facts(status: &Status) -> String {
     );
     out.push_str(
         "<table><thead><tr><th>route</th><th>sink</th><th>state</th><th>records behind</th>\
-         <th>oldest unwritten</th><th>rows written</th><th>last write</th><th>retries</th>\
-         <th>last error</th></tr></thead><tbody>",
+         <th>oldest unwritten</th><th>complete to</th><th>rows written</th><th>last write</th>\
+         <th>retries</th><th>last error</th></tr></thead><tbody>",
     );
     for s in &status.sinks {
         let ago = |t: Option<f64>| {
@@ -165,13 +193,15 @@ pub fn facts(status: &Status) -> String {
         let _ = write!(
             out,
             "<tr class=\"{}\"><td>{}</td><td>{}</td><td class=\"state\">{}</td><td class=\"lag\">{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"error\">{}</td></tr>",
+             <td>{}</td><td class=\"watermark\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td class=\"error\">{}</td></tr>",
             s.state,
             escape(&s.route),
             escape(&s.sink),
             s.state,
             s.lag_records,
             age(s.oldest_unwritten_seconds),
+            s.watermark.as_deref().unwrap_or("unknown"),
             s.rows_written,
             ago(s.last_write_unix),
             s.retries,
@@ -183,6 +213,14 @@ pub fn facts(status: &Status) -> String {
         );
     }
     out.push_str("</tbody></table>");
+    for r in &status.routes {
+        let _ = write!(
+            out,
+            "<p class=\"route-watermark\">route {} is complete in all its sinks to {}</p>",
+            escape(&r.route),
+            r.watermark.as_deref().unwrap_or("an unknown time")
+        );
+    }
     out
 }
 
@@ -249,7 +287,15 @@ mod tests {
         );
         let now = Instant::now();
         let read = now - std::time::Duration::from_secs(75);
-        sinks.progress("orders", "clickhouse db.orders", 1234, Some(read));
+        sinks.progress(
+            "orders",
+            "clickhouse db.orders",
+            &crate::health::Progress {
+                lag: 1234,
+                since: Some(read),
+                watermark: Some(1_796_000_000_000),
+            },
+        );
         let status = Status {
             ready: false,
             not_ready: vec!["failing sinks: clickhouse db.orders".into()],
@@ -258,6 +304,7 @@ mod tests {
             now_unix: 1100.0,
             version: "0.1.0",
             sinks: sinks.list(now),
+            routes: vec![RouteStatus::new("orders", None)],
         };
         let html = page(&status);
         assert!(
@@ -266,6 +313,14 @@ mod tests {
         );
         assert!(html.contains("<td class=\"lag\">1234</td>"), "{html}");
         assert!(html.contains("1 min 15 s"), "{html}");
+        assert!(
+            html.contains("<td class=\"watermark\">2026-11-30T"),
+            "{html}"
+        );
+        assert!(
+            html.contains("route orders is complete in all its sinks to an unknown time"),
+            "{html}"
+        );
         assert!(
             html.contains("insert failed: &lt;Connection refused&gt;"),
             "{html}"

@@ -144,6 +144,7 @@ impl Pipeline<'_> {
             };
             for (lane, positions) in route.lanes.iter_mut().zip(known) {
                 lane.book.learn_positions(positions);
+                lane.times.durable(positions);
             }
         }
         for (topic, partition, start) in &assignment.starts {

@@ -194,6 +194,7 @@ impl Pipeline<'_> {
 fn learn(route: &mut RouteBatch, known: &[OffsetMap]) {
     for (lane, positions) in route.lanes.iter_mut().zip(known) {
         lane.book.learn_positions(positions);
+        lane.times.durable(positions);
     }
 }
 

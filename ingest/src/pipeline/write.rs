@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ingest_sink_api::{Sink, SinkBatch, SinkError, WriteOutcome, retry};
+use ingest_sink_api::{Sink, SinkBatch, SinkError, Watermark, WriteOutcome, retry};
 use rdkafka::consumer::Consumer as _;
 use tokio::sync::watch;
 
@@ -118,12 +118,23 @@ impl Pipeline<'_> {
 
     /// Writes the lane's open batch in a task of its own, so decoding goes on.
     pub(super) fn start_lane(&self, route: &mut RouteBatch, lane: usize) {
+        let logs = self.route_logs(route);
         let state = &mut route.lanes[lane];
         let mut sink = state.sink.take().expect("the lane's sink is home");
         let reason = state.due_reason(Instant::now());
         let bytes = state.open_bytes();
         let mut batch = state.take();
         batch.epoch = self.consumer.context().ownership.epoch();
+        batch.watermark =
+            super::progress::watermark(&logs, state, Some(&batch.positions)).map(|time_ms| {
+                Watermark {
+                    time_ms,
+                    partitions: logs
+                        .iter()
+                        .map(|(topic, partition, _)| Partition::new(topic, *partition))
+                        .collect(),
+                }
+            });
         state.book.writing(Some(&batch.positions));
         let health = self.health.clone();
         let shutdown = self.shutdown.clone();
@@ -193,6 +204,7 @@ impl Pipeline<'_> {
         );
         let state = &mut route.lanes[lane];
         state.book.learn_positions(&counted.counted);
+        state.times.durable(&counted.counted);
         state.settle();
         self.health.record_flush(&Flushed {
             route: &route.route.name,

@@ -15,7 +15,7 @@ pub use offsets::OffsetMap;
 pub use partition::{Partition, Partitions};
 pub use plugin::{
     ConfigProblem, DryRun, MetadataKind, OpenContext, RouteBlock, RouteSpec, RouteTable,
-    SinkPlugin, SinkSection, SinkTable, parse_block,
+    SinkPlugin, SinkSection, SinkTable, TableState, parse_block,
 };
 pub use values::{Refusal, ValueCheck};
 
@@ -44,6 +44,32 @@ pub struct SinkBatch {
     pub positions: OffsetMap,
     /// The ownership epoch the batch was started in (see [`Fence`]).
     pub epoch: u64,
+    /// The completeness watermark the sink reaches once this batch is durable, for
+    /// sinks that record it where readers look (`None`: not known).
+    pub watermark: Option<Watermark>,
+}
+
+/// A completeness watermark: every record of `partitions` whose time (Kafka timestamp
+/// or the route's event-time field) is before `time_ms` is durable in the sink. A
+/// claim that stays true once made, so a reader may take the highest recorded per
+/// partition and the lowest of those over a table's partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// Every partition of the route this instance reads, batch or not.
+    pub partitions: Vec<Partition>,
+}
+
+impl Watermark {
+    /// `ms` since the epoch as RFC 3339 in UTC with milliseconds
+    /// (`2026-12-07T10:00:00.000Z`), how the sinks write it for people.
+    pub fn format(ms: i64) -> String {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map_or_else(
+            || ms.to_string(),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
+    }
 }
 
 impl SinkBatch {
@@ -73,6 +99,7 @@ impl SinkBatch {
         let mut out = SinkBatch {
             positions: self.positions.clone(),
             epoch: self.epoch,
+            watermark: self.watermark.clone(),
             ..SinkBatch::default()
         };
         for (batch, coordinates) in self.batches.iter().zip(&self.coordinates) {

@@ -15,7 +15,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use serde::de::DeserializeOwned;
 
-use crate::{BatchOverride, Fence, Sink, SinkError};
+use crate::{BatchOverride, Fence, OffsetMap, Partition, Sink, SinkError};
 
 /// A kind of sink (ClickHouse, Iceberg), registered once: a value, so that a sink's
 /// registration is a few fields, not a trait implementation.
@@ -82,6 +82,32 @@ pub trait SinkTable: Send + Sync + std::fmt::Debug {
         let _ = run;
         Err("this sink has no dry run".into())
     }
+
+    /// `ingest status`: where the table stands for consumer group `group`, read from
+    /// the sink's own storage without changing anything (no table, ledger or gate is
+    /// created), so it can run beside the service, from anywhere that reaches the sink.
+    async fn inspect(&self, group: &str) -> Result<TableState, SinkError> {
+        let _ = group;
+        Err(SinkError::permanent(
+            "a sink",
+            "this sink cannot be inspected",
+        ))
+    }
+}
+
+/// What a table holds of the group's progress, as `ingest status` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct TableState {
+    /// `clickhouse db.table`, as the service names the sink.
+    pub sink: String,
+    /// The table does not exist (yet): nothing was written.
+    pub missing: bool,
+    /// The positions the sink has made durable, per partition.
+    pub positions: OffsetMap,
+    /// Per partition, the highest completeness watermark recorded (ms since the epoch).
+    pub watermarks: BTreeMap<Partition, i64>,
+    /// When the sink last recorded a write (Unix seconds).
+    pub last_write_unix: Option<f64>,
 }
 
 /// What a sink is told about the route it serves, when the config is checked.

@@ -7,7 +7,8 @@
 //! One job per module: `config` (what the service config says), `client` (queries
 //! and what their errors mean), `setup` (opening a sink: the table and its
 //! companions), `columns` (the table's columns matched to the schema), `write` (a
-//! batch through the gate into the table, then the ledger), `dry_run` (the payload
+//! batch through the gate into the table, then the ledger, then the completeness
+//! watermark in `watermarks`), `dry_run` (the payload
 //! without a server), `plugin` (the sink registered with the service). Exactly-once rests on [`gate`] (one writer per partition) and
 //! [`ledger`] (where the table stands); [`native`] encodes, [`ranges`] finds the values
 //! a column cannot hold.
@@ -21,6 +22,7 @@ mod ddl;
 mod dry_run;
 mod engine;
 mod gate;
+mod inspect;
 mod ledger;
 mod native;
 mod one_server;
@@ -28,6 +30,7 @@ mod plugin;
 mod ranges;
 mod setup;
 mod types;
+mod watermarks;
 mod write;
 
 pub use client::{

@@ -8,7 +8,7 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use ingest_sink_api::{
     ConfigProblem, DryRun, MetadataKind, OpenContext, RouteBlock, RouteSpec, RouteTable, Sink,
-    SinkError, SinkPlugin, SinkSection, SinkTable, parse_block,
+    SinkError, SinkPlugin, SinkSection, SinkTable, TableState, parse_block,
 };
 
 use crate::{ClickHouseConnection, ClickHouseSink, ClickHouseTable, CoordinateColumns};
@@ -98,6 +98,10 @@ impl SinkTable for Table {
         .await?
         .with_fence(context.fence);
         Ok(Box::new(sink))
+    }
+
+    async fn inspect(&self, _group: &str) -> Result<TableState, SinkError> {
+        crate::inspect::table_state(&self.section.conn, &self.config, &self.coordinates).await
     }
 
     /// Writes `<table>.sql` (the CREATE statements) and `<table>.native` (the insert

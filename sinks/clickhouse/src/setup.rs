@@ -23,6 +23,7 @@ use crate::gate::Gates;
 use crate::ledger::{CoordinateColumns, Ledger, LedgerReader};
 use crate::native::{NativeColumn, encode_block};
 use crate::types::{ChType, ServerCaps, ddl_type, quote_ident};
+use crate::watermarks::Watermarks;
 use crate::write::ClickHouseSink;
 use ingest_sink_api::evolution::promotes;
 
@@ -49,6 +50,8 @@ impl ClickHouseSink {
         setup
             .create_ledger_and_gate_registry(&ledger, companions)
             .await?;
+        let watermarks = Watermarks::new(&conn.database, &table.table);
+        setup.create_watermarks(&watermarks).await?;
         setup.add_from_block(&ledger).await?;
         // The route's schema may have gained nullable fields since the table was made.
         // A column narrower than its field is kept: the table's owner may want it so
@@ -61,7 +64,7 @@ impl ClickHouseSink {
         setup.warn_narrower(&schema, &columns);
         let columns = setup.match_columns(&schema, columns)?;
         setup.check_encoding(&schema, &columns)?;
-        let sink = setup.into_sink(schema, columns, ledger, coordinates, gates);
+        let sink = setup.into_sink(schema, columns, (ledger, watermarks), coordinates, gates);
         // The ledger must answer before any write relies on it.
         sink.ledger.held(&OffsetMap::default()).await?;
         Ok(sink)
@@ -310,6 +313,15 @@ impl<'a> Setup<'a> {
         self.run(ledger.drop_old_view_statement()).await
     }
 
+    /// The completeness watermark's table, with `create_tables` (without, writes of
+    /// the watermark fail and are logged once: it is a reader's aid, not a position).
+    async fn create_watermarks(&self, watermarks: &Watermarks) -> Result<(), SinkError> {
+        if !self.conn.create_tables {
+            return Ok(());
+        }
+        self.run(watermarks.create_statement()).await
+    }
+
     /// Adds `from_block` to a ledger made by an earlier release (without
     /// `create_tables`: an error naming the statement to run).
     async fn add_from_block(&self, ledger: &Ledger) -> Result<(), SinkError> {
@@ -367,7 +379,7 @@ impl<'a> Setup<'a> {
         self,
         schema: SchemaRef,
         columns: Vec<NativeColumn>,
-        ledger: Ledger,
+        (ledger, watermarks): (Ledger, Watermarks),
         coordinates: CoordinateColumns,
         gates: Gates,
     ) -> ClickHouseSink {
@@ -393,6 +405,8 @@ impl<'a> Setup<'a> {
             fence: None,
             gates,
             in_flight: None,
+            watermarks,
+            watermark_failed: false,
             conn: self.conn.clone(),
             table: self.table.clone(),
         }

@@ -30,6 +30,7 @@ use crate::ledger::{EntryToRecord, HeldRows, LedgerReader};
 use crate::native::{NativeColumn, encode_block};
 use crate::ranges::ColumnRanges;
 use crate::types::{ServerCaps, quote_ident};
+use crate::watermarks::Watermarks;
 
 /// How long sending an insert body, and then waiting for the server's answer, may take.
 const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -65,6 +66,10 @@ pub struct ClickHouseSink {
     /// Where the table is, to change it while running ([`ClickHouseSink::evolve_table`]).
     pub(crate) conn: ClickHouseConnection,
     pub(crate) table: ClickHouseTable,
+    /// Where the completeness watermark is kept for readers ([`crate::watermarks`]).
+    pub(crate) watermarks: Watermarks,
+    /// A watermark write failed and was logged (once: it is a reader's aid).
+    pub(crate) watermark_failed: bool,
 }
 
 /// An insert that may still land: its query id and the gate it was sent through.
@@ -277,6 +282,31 @@ impl ClickHouseSink {
     /// Records ledger entries through the gate's entry table; marked as in flight like
     /// the rows (an entry landing late could move a partition's `from_block` past rows
     /// recovery must still find).
+    /// Records the batch's watermark for readers, now that its rows and their ledger
+    /// entries are in. A failure is logged, not returned: the rows are durable, and the
+    /// next write records a watermark at least as high.
+    async fn record_watermark(&mut self, batch: &SinkBatch, not_owned: &[Partition]) {
+        let Some(watermark) = &batch.watermark else {
+            return;
+        };
+        let Some(statement) = self
+            .watermarks
+            .record_statement(&self.client, watermark, not_owned)
+        else {
+            return;
+        };
+        match run_within(statement, QUERY_TIMEOUT).await {
+            Ok(()) => self.watermark_failed = false,
+            Err(e) if !self.watermark_failed => {
+                self.watermark_failed = true;
+                tracing::warn!(sink = %self.name, table = self.watermarks.name(), error = %e,
+                    "recording the completeness watermark failed (the rows are written; \
+                     the next write tries again)");
+            }
+            Err(_) => {}
+        }
+    }
+
     async fn record(
         &mut self,
         admission: &Admission,
@@ -372,6 +402,7 @@ impl Sink for ClickHouseSink {
             // Only now that the server acknowledged every row may the ledger say so.
             let entries = held.entries_after(&todo.positions);
             let Err(e) = self.record(&admission, &entries).await else {
+                self.record_watermark(batch, &outcome.not_owned).await;
                 return Ok(outcome);
             };
             // The rows are in; whoever took the gate finds them past the ledger.

@@ -49,6 +49,7 @@ async fn a_payload_offset_field_does_not_move_the_position() {
         coordinates: vec![coordinates(&kafka_offsets)],
         positions,
         epoch: 0,
+        watermark: None,
     };
     sink.write(&batch).await.unwrap();
 

@@ -1,5 +1,5 @@
-//! One commit of the sink: its data files appended and the positions they bring the
-//! table to recorded (all of them in the table properties, those of the partitions it
+//! One commit of the sink: its data files appended, the watermark (`watermark`) and the
+//! positions they bring the table to recorded (all of them in the table properties, those of the partitions it
 //! wrote in the snapshot summary, see `positions`), in one catalog commit that is a
 //! compare-and-swap on the table the sink last loaded (see `pinned`): a lost race comes
 //! back as a conflict error, never silently rebased.
@@ -13,23 +13,39 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 
 use crate::pinned::PinnedCatalog;
 use crate::positions::property_updates;
-use ingest_sink_api::OffsetMap;
+use crate::watermark;
+use ingest_sink_api::{OffsetMap, Watermark};
 
-/// Appends `files` to `table` and records `positions` under the group's `key`; returns
-/// the table as committed. The properties (which survive compaction and snapshot
-/// expiry) hold every position and change only where a topic's recorded value
-/// differs; the summary holds only the partitions in `written` (those of the batch),
-/// so it does not grow with the partitions of the table times its snapshots.
+/// The group's property and summary keys.
+pub struct Keys<'a> {
+    pub positions: &'a str,
+    pub watermark: &'a str,
+}
+
+/// Appends `files` to `table` and records `positions` (the table's, and those `written`
+/// by this batch) and the batch's `watermark` under the group's keys; returns the
+/// table as committed. The properties (which survive compaction and snapshot expiry)
+/// hold every position and change only where a topic's recorded value differs; the
+/// summary holds only the partitions in `written`, so it does not grow with the
+/// partitions of the table times its snapshots.
 pub async fn commit(
     catalog: &dyn Catalog,
     table: &Table,
-    key: &str,
+    keys: Keys<'_>,
     files: Vec<DataFile>,
-    positions: &OffsetMap,
-    written: &OffsetMap,
+    (positions, written): (&OffsetMap, &OffsetMap),
+    watermark: Option<&Watermark>,
 ) -> iceberg::Result<Table> {
+    let key = keys.positions;
     let summary = HashMap::from([(key.to_string(), summary_value(positions, written))]);
-    let properties = property_updates(table, key, positions);
+    let mut properties = property_updates(table, key, positions);
+    if let Some(watermark) = watermark {
+        properties.extend(watermark::property_updates(
+            table,
+            keys.watermark,
+            watermark,
+        ));
+    }
     let tx = Transaction::new(table);
     let tx = tx
         .fast_append()

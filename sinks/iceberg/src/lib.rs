@@ -8,7 +8,8 @@
 //! write as its steps), `conform` (a batch cast to the table's schema; `values` finds
 //! the rows that would not fit first), `data_files` (the Parquet files, kept across a
 //! lost race), `commit` (files and positions in one compare-and-swap, `pinned`),
-//! `positions` (where they are kept) and `reader` (reading them back). `plugin`
+//! `positions` (where they are kept), `reader` (reading them back) and `watermark` (the
+//! completeness watermark for readers). `plugin`
 //! registers the sink with the service.
 
 mod catalog;
@@ -17,6 +18,7 @@ mod config;
 mod conform;
 mod data_files;
 mod evolve;
+mod inspect;
 mod partition;
 mod pinned;
 mod plugin;
@@ -27,6 +29,7 @@ mod schema;
 mod sink;
 mod table;
 mod values;
+mod watermark;
 
 pub use catalog::{CatalogConfig, CatalogKind, open_catalog};
 pub use config::IcebergTable;
@@ -34,3 +37,4 @@ pub use plugin::ICEBERG;
 pub use positions::{positions_key, property_key, recorded_positions};
 pub use rest_auth::is_permanent_refusal;
 pub use sink::IcebergSink;
+pub use watermark::watermark_key;

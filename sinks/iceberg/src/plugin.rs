@@ -9,7 +9,7 @@ use std::time::Duration;
 use iceberg::Catalog;
 use ingest_sink_api::{
     ConfigProblem, OpenContext, RouteBlock, RouteTable, Sink, SinkError, SinkPlugin, SinkSection,
-    SinkTable, parse_block, secret,
+    SinkTable, TableState, parse_block, secret,
 };
 use serde::Deserialize;
 use tokio::sync::OnceCell;
@@ -129,5 +129,16 @@ impl SinkTable for Table {
         )
         .await?;
         Ok(Box::new(sink))
+    }
+
+    async fn inspect(&self, group: &str) -> Result<TableState, SinkError> {
+        let namespace = &self.section.config.namespace;
+        let catalog = self.section.catalog().await.map_err(|message| {
+            SinkError::permanent(
+                format!("iceberg {namespace}.{}", self.config.table),
+                message,
+            )
+        })?;
+        crate::inspect::table_state(Arc::clone(catalog), namespace, &self.config.table, group).await
     }
 }

@@ -12,7 +12,7 @@ use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::DataFile;
 use iceberg::table::Table;
 
-use crate::commit::commit;
+use crate::commit::{Keys, commit};
 use crate::config::IcebergTable;
 use crate::conform::conform;
 use crate::data_files::{ParquetFiles, WrittenFiles};
@@ -21,6 +21,7 @@ use crate::positions::{positions_key, recorded_positions};
 use crate::reader::TablePositionReader;
 use crate::table::ensure_table;
 use crate::values::TableValues;
+use crate::watermark::watermark_key;
 use ingest_sink_api::{
     OffsetMap, PositionReader, Sink, SinkBatch, SinkError, ValueCheck, WriteOutcome, retry,
 };
@@ -47,6 +48,8 @@ pub struct IcebergSink {
     files: ParquetFiles,
     /// The group's key of the positions in the table (`positions::positions_key`).
     positions_key: String,
+    /// The group's key of the watermark in the table (`watermark::watermark_key`).
+    watermark_key: String,
 }
 
 impl IcebergSink {
@@ -85,6 +88,7 @@ impl IcebergSink {
             route_schema: schema,
             files,
             positions_key,
+            watermark_key: watermark_key(group),
         })
     }
 
@@ -214,10 +218,13 @@ impl Sink for IcebergSink {
             let outcome = commit(
                 &*self.catalog,
                 &self.table,
-                &self.positions_key,
+                Keys {
+                    positions: &self.positions_key,
+                    watermark: &self.watermark_key,
+                },
                 files.files.clone(),
-                &positions,
-                &batch.positions,
+                (&positions, &batch.positions),
+                batch.watermark.as_ref(),
             )
             .await;
             match outcome {

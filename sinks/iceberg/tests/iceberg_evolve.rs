@@ -54,6 +54,7 @@ fn row(schema: &Arc<Schema>, offset: i64, columns: Vec<ArrayRef>) -> SinkBatch {
         }]],
         positions,
         epoch: 0,
+        watermark: None,
     }
 }
 

@@ -108,6 +108,7 @@ pub fn batch(offsets: impl Iterator<Item = i64>) -> SinkBatch {
         coordinates: vec![coordinates(&offsets)],
         positions,
         epoch: 0,
+        watermark: None,
     }
 }
 

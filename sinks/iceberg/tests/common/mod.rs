@@ -31,6 +31,7 @@ pub fn batch(schema: &Arc<Schema>, partition: i32, round: i64) -> SinkBatch {
         coordinates: vec![coordinates],
         positions,
         epoch: 0,
+        watermark: None,
     }
 }
 
@@ -59,6 +60,7 @@ pub fn one_row_per_partition(
         coordinates: vec![coordinates],
         positions,
         epoch: 0,
+        watermark: None,
     }
 }
 
