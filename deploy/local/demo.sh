@@ -53,6 +53,9 @@ trap - EXIT
 echo "pipeline stopped with exit code $status after ingesting $EVENTS events into both sinks in ${elapsed}s"
 echo "(log: $DEMO_DIR/ingest.log)"
 
+step "where each route and sink stands, from Kafka and the sinks alone (ingest status)"
+"$BIN" status --config "$HERE/demo.yaml"
+
 step "the same aggregate from ClickHouse and from the Iceberg table (read by pyiceberg)"
 cat "$DEMO_DIR/compare.txt"
 [ "$status" -eq 0 ]
