@@ -32,7 +32,8 @@ def row_of(driver, sink):
         "return [...document.querySelectorAll('#facts tbody tr')].map(tr => [...tr.cells].map(td => td.innerText))")
     for cells in rows:
         if cells[1] == sink:
-            return dict(zip(["route", "sink", "state", "behind", "oldest", "rows", "last_write", "retries", "error"],
+            return dict(zip(["route", "sink", "state", "behind", "oldest", "complete_to", "rows", "last_write",
+                                 "retries", "error"],
                             cells))
     return None
 
@@ -68,7 +69,11 @@ def test_the_status_page_shows_a_sink_going_down_and_back_live(setup):
             rows = [row_of(driver, sink) for sink in (ch, ice)]
             ok = all(r and r["state"] == "up" and r["rows"] == str(count) and r["behind"] == "0"
                      and r["last_write"].endswith("ago") and r["error"] == "" for r in rows)
-            return ok and ready_text(driver) == "ready", rows
+            # Every record written: both sinks complete to the same (newest) time.
+            marks = {r["complete_to"] for r in rows if r}
+            ok = ok and len(marks) == 1 and marks.pop().startswith("20")
+            route_line = driver.find_element("css selector", "p.route-watermark").text
+            return ok and ready_text(driver) == "ready" and route_line.startswith("route events is complete"), rows
 
         wait_until("the page shows both sinks up with every row", shows_written, timeout=30)
         driver.save_screenshot(str(ARTIFACTS / "status-page-ready.png"))
@@ -85,6 +90,10 @@ def test_the_status_page_shows_a_sink_going_down_and_back_live(setup):
 
         wait_until("the page shows ClickHouse failing", shows_down, timeout=60)
         assert row_of(driver, ice)["state"] == "up"
+        # ClickHouse lacks the new records: it is complete to an earlier time than Iceberg.
+        wait_until("Iceberg's watermark passes ClickHouse's", lambda: (
+            row_of(driver, ice)["complete_to"] > row_of(driver, ch)["complete_to"],
+            (row_of(driver, ch), row_of(driver, ice))), timeout=60)
         driver.save_screenshot(str(ARTIFACTS / "status-page-sink-down.png"))
         status = json.loads(ingest.get("/status.json")[1])
         assert not status["ready"] and status["not_ready"] == [f"failing sinks: {ch}"], status
