@@ -141,12 +141,12 @@ impl Metrics {
             },
             watermark: float_gauge(
                 "ingest_watermark_seconds",
-                "Completeness watermark (Unix seconds): every record of the route's partitions read here with an earlier time (Kafka timestamp or the route's watermark.time_field) is durable in the sink; NaN while unknown",
+                "Completeness watermark (Unix seconds): every record of the route's partitions read here with an earlier time (Kafka timestamp or the route's watermark.time_field) is durable in the sink; 0 while unknown",
                 route_sink,
             ),
             route_watermark: float_gauge(
                 "ingest_route_watermark_seconds",
-                "The least of the route's sinks' watermarks: complete in every sink before this time (Unix seconds; NaN while unknown)",
+                "The least of the route's sinks' watermarks: complete in every sink before this time (Unix seconds; 0 while unknown)",
                 &["route"],
             ),
             shed: counter(
@@ -237,10 +237,8 @@ impl Metrics {
         self.write_seconds.with_label_values(both);
         self.lag.with_label_values(both).set(0);
         self.oldest_unwritten.with_label_values(both).set(0.0);
-        self.watermark.with_label_values(both).set(f64::NAN);
-        self.route_watermark
-            .with_label_values(&[route])
-            .set(f64::NAN);
+        self.watermark.with_label_values(both).set(0.0);
+        self.route_watermark.with_label_values(&[route]).set(0.0);
         self.retries.with_label_values(&[sink]).inc_by(0);
         self.sink_up.with_label_values(&[sink]).set(1);
         self.consumed.with_label_values(&[route]).inc_by(0);

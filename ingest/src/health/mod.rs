@@ -53,9 +53,10 @@ pub struct Progress {
     pub watermark: Option<i64>,
 }
 
-/// A watermark in Unix seconds, NaN when unknown (so `changes()` sees it stall).
+/// A watermark in Unix seconds, 0 when unknown: "complete to nothing yet", which
+/// `min` across pods keeps (it would skip a NaN) and the stalled alert sees.
 fn seconds(watermark: Option<i64>) -> f64 {
-    watermark.map_or(f64::NAN, |ms| ms as f64 / 1000.0)
+    watermark.map_or(0.0, |ms| ms as f64 / 1000.0)
 }
 
 /// What one finished write did, for the metrics.
@@ -432,9 +433,9 @@ mod tests {
         });
         health.record_retry(sink, "insert failed: connection refused");
         health.set_sink_failing(sink, true);
-        // Unknown until the pipeline knows it: NaN, which `changes()` reads as stalled.
+        // Unknown until the pipeline knows it: 0, complete to nothing yet.
         let before = sample(&health.metrics_text(), "ingest_watermark_seconds", both);
-        assert!(before.unwrap().is_nan(), "{before:?}");
+        assert_eq!(before, Some(0.0));
         health.set_progress(
             route,
             sink,

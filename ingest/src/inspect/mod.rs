@@ -122,7 +122,8 @@ type Live = BTreeMap<(String, String), (String, Option<String>)>;
 
 async fn ask_service(url: &str) -> (Service, Live) {
     let mut service = Service {
-        url: url.to_string(),
+        // A URL may carry credentials: shown masked like everything else.
+        url: ingest_sink_api::secret::scrub(url).into_owned(),
         reachable: false,
         ready: None,
         not_ready: Vec::new(),
@@ -176,7 +177,9 @@ fn read_broker(
     routes: &[(String, Option<regex::Regex>, Vec<String>)],
 ) -> anyhow::Result<Vec<Vec<Log>>> {
     // Never subscribed: it only asks, so the group's members are not disturbed.
-    let consumer: BaseConsumer = crate::consumer::client_config(kafka).create()?;
+    let consumer: BaseConsumer = crate::consumer::client_config(kafka)
+        .create()
+        .map_err(crate::consumer::redact_config_error)?;
     let metadata = consumer.fetch_metadata(None, TIMEOUT)?;
     let mut out = Vec::new();
     for (_, pattern, topics) in routes {
@@ -222,8 +225,12 @@ fn read_broker(
 async fn route_report(route: &Route, group: &str, logs: Vec<Log>, live: &Live) -> RouteReport {
     let mut sinks = Vec::new();
     let mut states = Vec::new();
+    let mut wanted = ingest_sink_api::OffsetMap::default();
+    for log in &logs {
+        wanted.advance(&log.partition.topic, log.partition.partition, 0);
+    }
     for sink in &route.sinks {
-        let (report, state) = match sink.table.inspect(group).await {
+        let (report, state) = match sink.table.inspect(group, &wanted).await {
             Ok(state) => (sink_report(&state, &logs), Some(state)),
             Err(e) => (
                 SinkReport {

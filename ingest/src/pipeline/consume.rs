@@ -74,6 +74,7 @@ pub(super) async fn consume(
         lost_fail: Vec::new(),
         last_log_check: Instant::now(),
         last_progress: Instant::now(),
+        assigned_at: HashMap::new(),
         paused: Default::default(),
         dead: Default::default(),
         fence: GroupFence::new(Arc::clone(&consumer), Arc::clone(&committed)),
@@ -345,11 +346,19 @@ impl Pipeline<'_> {
                     self.committed.lock().expect("offsets poisoned").offsets =
                         self.offsets.committed().clone();
                     self.health.add_partitions(-(partitions.len() as i64));
+                    for p in &partitions {
+                        self.assigned_at.remove(p);
+                    }
                 }
                 RebalanceEvent::Assigned(partitions) => {
                     self.pause_or_resume_assigned(&partitions);
                     self.health.add_partitions(partitions.len() as i64);
                     self.offsets.assign(&partitions);
+                    let now = Instant::now();
+                    for p in &partitions {
+                        let cached = consumer::cached_bounds(self.consumer, &p.topic, p.partition);
+                        self.assigned_at.insert(p.clone(), (now, cached));
+                    }
                     self.dead_letters_assigned(&partitions);
                 }
             }

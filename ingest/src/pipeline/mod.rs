@@ -93,6 +93,9 @@ struct Pipeline<'a> {
     last_log_check: Instant,
     /// When the lag and age gauges were last brought up to date (`progress.rs`).
     last_progress: Instant,
+    /// When each partition was assigned, with librdkafka's cached log bounds then: they
+    /// may be those of an earlier ownership until its first fetch (`progress.rs`).
+    assigned_at: HashMap<crate::protocol::Partition, (Instant, Option<consumer::Bounds>)>,
     /// Routes paused on a writer schema their table cannot take (`pause.rs`).
     paused: pause::PausedRoutes,
     /// What the dead-letter topics hold (`dead_letter.rs`).

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use ingest_sink_api::OffsetMap;
+use ingest_sink_api::{OffsetMap, Partition};
 
 use super::Pipeline;
 use crate::batch::{Lane, RouteBatch};
@@ -18,6 +18,13 @@ use crate::watermark::Standing;
 
 /// How often the gauges are brought up to date.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long after its assignment a partition's cached log bounds are not trusted for
+/// the watermark while they are those cached at the assignment: until librdkafka's
+/// first fetch they may be those of an earlier ownership (an idle partition is fetched
+/// every `fetch.wait.max.ms`, 500 ms). Bounds first cached, or changed, since the
+/// assignment come from a fetch of this one.
+const BOUNDS_SETTLE: Duration = Duration::from_secs(5);
 
 impl Pipeline<'_> {
     pub(super) fn report_progress(&mut self, routes: &[RouteBatch]) {
@@ -54,7 +61,7 @@ impl Pipeline<'_> {
     }
 
     /// The route's assigned partitions with their log bounds as librdkafka's last fetch
-    /// saw them (`None` before the first).
+    /// saw them (`None` before the first, and while they may predate the assignment).
     pub(super) fn route_logs(&self, route: &RouteBatch) -> Vec<(String, i32, Option<Bounds>)> {
         self.offsets
             .assigned()
@@ -62,6 +69,11 @@ impl Pipeline<'_> {
             .filter(|(topic, _)| self.loaded.route_for(topic) == Some(route.index))
             .map(|(topic, partition)| {
                 let bounds = consumer::cached_bounds(self.consumer, topic, partition);
+                let assigned = self.assigned_at.get(&Partition::new(topic, partition));
+                let settled = assigned.is_none_or(|(at, then)| {
+                    then.is_none() || *then != bounds || at.elapsed() >= BOUNDS_SETTLE
+                });
+                let bounds = bounds.filter(|_| settled);
                 (topic.to_string(), partition, bounds)
             })
             .collect()

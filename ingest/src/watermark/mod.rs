@@ -28,7 +28,7 @@ mod tests;
 
 /// Pending pieces kept per partition before the oldest two are merged (a merged piece
 /// is kept until its later end is durable: the bound stays conservative).
-const MAX_PIECES: usize = 1024;
+const MAX_PIECES: usize = 64;
 
 /// Per partition, the earliest and latest time among the rows of a chunk (partitions
 /// whose rows carry no time are absent). A chunk holds few partitions and its rows come
@@ -213,7 +213,8 @@ impl LaneTimes {
                 (Some(h), Some(a)) => Some(h.max(a)),
                 (h, a) => h.or(a),
             };
-            let caught_up = matches!((position, s.log), (Some(p), Some((_, end))) if p >= end);
+            // Past the log end means the cached end is stale: not caught up.
+            let caught_up = matches!((position, s.log), (Some(p), Some((_, end))) if p == end);
             let (bound, held) = times.bound(position, caught_up);
             latest = latest.max(held);
             match bound {

@@ -83,11 +83,13 @@ pub trait SinkTable: Send + Sync + std::fmt::Debug {
         Err("this sink has no dry run".into())
     }
 
-    /// `ingest status`: where the table stands for consumer group `group`, read from
-    /// the sink's own storage without changing anything (no table, ledger or gate is
-    /// created), so it can run beside the service, from anywhere that reaches the sink.
-    async fn inspect(&self, group: &str) -> Result<TableState, SinkError> {
-        let _ = group;
+    /// `ingest status`: where the table stands for consumer group `group` in
+    /// `partitions` (each at offset 0: the shape `PositionReader::read` asks with), read
+    /// from the sink's own storage without changing anything (no table, ledger or gate
+    /// is created), so it can run beside the service, from anywhere that reaches the
+    /// sink.
+    async fn inspect(&self, group: &str, partitions: &OffsetMap) -> Result<TableState, SinkError> {
+        let _ = (group, partitions);
         Err(SinkError::permanent(
             "a sink",
             "this sink cannot be inspected",

@@ -11,12 +11,13 @@ use crate::config::{ClickHouseConnection, ClickHouseTable};
 use crate::ledger::{CoordinateColumns, Ledger, LedgerReader, TableLook};
 use crate::watermarks::Watermarks;
 
-/// Where the table stands. The group does not matter: the table's rows carry their
+/// Where the table stands in `partitions` (each at offset 0). The group does not matter: the table's rows carry their
 /// positions whichever group wrote them.
 pub async fn table_state(
     conn: &ClickHouseConnection,
     table: &ClickHouseTable,
     coordinates: &CoordinateColumns,
+    partitions: &OffsetMap,
 ) -> Result<TableState, SinkError> {
     let sink = format!("clickhouse {}.{}", conn.database, table.table);
     let client = try_client(conn).map_err(|e| {
@@ -40,7 +41,9 @@ pub async fn table_state(
         coordinates: coordinates.clone(),
         scanned: Default::default(),
     };
-    state.positions = reader.read(&OffsetMap::default()).await?;
+    // Asked per partition, the rows past the ledger are found too (asked for none, it
+    // answers with the ledger alone).
+    state.positions = reader.read(partitions).await?;
     state.last_write_unix = reader
         .entries(&[])
         .await?

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use ingest_sink_api::{
-    ConfigProblem, DryRun, MetadataKind, OpenContext, RouteBlock, RouteSpec, RouteTable, Sink,
-    SinkError, SinkPlugin, SinkSection, SinkTable, TableState, parse_block,
+    ConfigProblem, DryRun, MetadataKind, OffsetMap, OpenContext, RouteBlock, RouteSpec, RouteTable,
+    Sink, SinkError, SinkPlugin, SinkSection, SinkTable, TableState, parse_block,
 };
 
 use crate::{ClickHouseConnection, ClickHouseSink, ClickHouseTable, CoordinateColumns};
@@ -100,8 +100,14 @@ impl SinkTable for Table {
         Ok(Box::new(sink))
     }
 
-    async fn inspect(&self, _group: &str) -> Result<TableState, SinkError> {
-        crate::inspect::table_state(&self.section.conn, &self.config, &self.coordinates).await
+    async fn inspect(&self, _group: &str, partitions: &OffsetMap) -> Result<TableState, SinkError> {
+        crate::inspect::table_state(
+            &self.section.conn,
+            &self.config,
+            &self.coordinates,
+            partitions,
+        )
+        .await
     }
 
     /// Writes `<table>.sql` (the CREATE statements) and `<table>.native` (the insert

@@ -50,8 +50,9 @@ impl ClickHouseSink {
         setup
             .create_ledger_and_gate_registry(&ledger, companions)
             .await?;
-        let watermarks = Watermarks::new(&conn.database, &table.table);
-        setup.create_watermarks(&watermarks).await?;
+        let watermarks = setup
+            .watermarks(Watermarks::new(&conn.database, &table.table))
+            .await?;
         setup.add_from_block(&ledger).await?;
         // The route's schema may have gained nullable fields since the table was made.
         // A column narrower than its field is kept: the table's owner may want it so
@@ -313,13 +314,35 @@ impl<'a> Setup<'a> {
         self.run(ledger.drop_old_view_statement()).await
     }
 
-    /// The completeness watermark's table, with `create_tables` (without, writes of
-    /// the watermark fail and are logged once: it is a reader's aid, not a position).
-    async fn create_watermarks(&self, watermarks: &Watermarks) -> Result<(), SinkError> {
-        if !self.conn.create_tables {
-            return Ok(());
+    /// The completeness watermark's table: created with `create_tables`; without, used
+    /// only if it exists (the watermark is a reader's aid, not a position).
+    async fn watermarks(&self, watermarks: Watermarks) -> Result<Option<Watermarks>, SinkError> {
+        if self.conn.create_tables {
+            self.run(watermarks.create_statement()).await?;
+            return Ok(Some(watermarks));
         }
-        self.run(watermarks.create_statement()).await
+        let query = self
+            .client
+            .query("SELECT count() AS n FROM system.tables WHERE database = ? AND name = ?")
+            .bind(&self.conn.database)
+            .bind(watermarks.name());
+        let rows = fetch_json(query).await.map_err(|e| {
+            SinkError::new(
+                &self.name,
+                format!("cannot read system.tables: {e}"),
+                is_retryable(&e),
+            )
+        })?;
+        let exists = rows
+            .first()
+            .and_then(|r| json_number::<u64>(&r["n"]))
+            .is_some_and(|n| n > 0);
+        if !exists {
+            tracing::info!(sink = %self.name, table = watermarks.name(),
+                "no watermark table and create_tables is off: the watermark is not recorded \
+                 in ClickHouse (create the table to have it; see docs/operations.md)");
+        }
+        Ok(exists.then_some(watermarks))
     }
 
     /// Adds `from_block` to a ledger made by an earlier release (without
@@ -379,7 +402,7 @@ impl<'a> Setup<'a> {
         self,
         schema: SchemaRef,
         columns: Vec<NativeColumn>,
-        (ledger, watermarks): (Ledger, Watermarks),
+        (ledger, watermarks): (Ledger, Option<Watermarks>),
         coordinates: CoordinateColumns,
         gates: Gates,
     ) -> ClickHouseSink {

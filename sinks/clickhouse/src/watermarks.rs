@@ -6,9 +6,12 @@
 //! only leaves it behind until the next. "Is the table complete up to 10:00?":
 //!
 //! ```sql
-//! SELECT toDateTime(intDiv(min(w), 1000)) FROM (SELECT topic, partition,
-//!   max(watermark_ms) AS w FROM db.events__ingest_watermarks GROUP BY topic, partition)
+//! SELECT toDateTime(intDiv(min(w), 1000)), count() AS partitions FROM (SELECT topic,
+//!   partition, max(watermark_ms) AS w FROM db.events__ingest_watermarks GROUP BY topic, partition)
 //! ```
+//!
+//! (with `partitions` checked against the topic's: a partition nobody wrote yet has no
+//! row.)
 //!
 //! `UInt64` milliseconds rather than `DateTime64`, which ClickHouse 18.16 lacks.
 

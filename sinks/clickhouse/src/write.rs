@@ -40,6 +40,9 @@ const INSERT_END_TIMEOUT: Duration = Duration::from_secs(120);
 /// gives up (and is retried).
 const INTERRUPTED_INSERT_WAIT: Duration = Duration::from_secs(300);
 
+/// How long recording the watermark may take (it follows a write that succeeded).
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Writes batches into one ClickHouse table, exactly once per Kafka record.
 pub struct ClickHouseSink {
     pub(crate) name: String,
@@ -66,8 +69,9 @@ pub struct ClickHouseSink {
     /// Where the table is, to change it while running ([`ClickHouseSink::evolve_table`]).
     pub(crate) conn: ClickHouseConnection,
     pub(crate) table: ClickHouseTable,
-    /// Where the completeness watermark is kept for readers ([`crate::watermarks`]).
-    pub(crate) watermarks: Watermarks,
+    /// Where the completeness watermark is kept for readers ([`crate::watermarks`]);
+    /// `None` when the table lacks it and may not create it (`create_tables: false`).
+    pub(crate) watermarks: Option<Watermarks>,
     /// A watermark write failed and was logged (once: it is a reader's aid).
     pub(crate) watermark_failed: bool,
 }
@@ -279,27 +283,24 @@ impl ClickHouseSink {
         insert.end().await
     }
 
-    /// Records ledger entries through the gate's entry table; marked as in flight like
-    /// the rows (an entry landing late could move a partition's `from_block` past rows
-    /// recovery must still find).
     /// Records the batch's watermark for readers, now that its rows and their ledger
-    /// entries are in. A failure is logged, not returned: the rows are durable, and the
-    /// next write records a watermark at least as high.
+    /// entries are in. A failure is logged (once), not returned: the rows are durable,
+    /// and later writes record it again (readers take the highest per partition). Its
+    /// deadline is short, so a slow watermark table never makes the sink look hung.
     async fn record_watermark(&mut self, batch: &SinkBatch, not_owned: &[Partition]) {
-        let Some(watermark) = &batch.watermark else {
+        let (Some(watermark), Some(watermarks)) = (&batch.watermark, &self.watermarks) else {
             return;
         };
-        let Some(statement) = self
-            .watermarks
-            .record_statement(&self.client, watermark, not_owned)
+        let Some(statement) = watermarks.record_statement(&self.client, watermark, not_owned)
         else {
             return;
         };
-        match run_within(statement, QUERY_TIMEOUT).await {
+        let statement = pin(statement, &self.pinned);
+        match run_within(statement, WATERMARK_TIMEOUT).await {
             Ok(()) => self.watermark_failed = false,
             Err(e) if !self.watermark_failed => {
                 self.watermark_failed = true;
-                tracing::warn!(sink = %self.name, table = self.watermarks.name(), error = %e,
+                tracing::warn!(sink = %self.name, table = watermarks.name(), error = %e,
                     "recording the completeness watermark failed (the rows are written; \
                      the next write tries again)");
             }
@@ -307,6 +308,9 @@ impl ClickHouseSink {
         }
     }
 
+    /// Records ledger entries through the gate's entry table; marked as in flight like
+    /// the rows (an entry landing late could move a partition's `from_block` past rows
+    /// recovery must still find).
     async fn record(
         &mut self,
         admission: &Admission,

@@ -19,7 +19,8 @@ use ingest_sink_api::{OffsetMap, Watermark};
 /// The group's property and summary keys.
 pub struct Keys<'a> {
     pub positions: &'a str,
-    pub watermark: &'a str,
+    /// The consumer group, for the watermark's properties.
+    pub group: &'a str,
 }
 
 /// Appends `files` to `table` and records `positions` (the table's, and those `written`
@@ -40,11 +41,7 @@ pub async fn commit(
     let summary = HashMap::from([(key.to_string(), summary_value(positions, written))]);
     let mut properties = property_updates(table, key, positions);
     if let Some(watermark) = watermark {
-        properties.extend(watermark::property_updates(
-            table,
-            keys.watermark,
-            watermark,
-        ));
+        properties.extend(watermark::property_updates(table, keys.group, watermark));
     }
     let tx = Transaction::new(table);
     let tx = tx

@@ -9,7 +9,7 @@ use ingest_sink_api::{SinkError, TableState};
 
 use crate::positions::{positions_key, recorded_positions};
 use crate::rest_auth::is_permanent_refusal;
-use crate::watermark::{recorded_watermarks, watermark_key};
+use crate::watermark::recorded_watermarks;
 
 /// Where `namespace.table` stands for `group`.
 pub async fn table_state(
@@ -54,7 +54,7 @@ pub async fn table_state(
         sink,
         missing: false,
         positions,
-        watermarks: recorded_watermarks(&loaded, &watermark_key(group)),
+        watermarks: recorded_watermarks(&loaded, group),
         last_write_unix,
     })
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use iceberg::Catalog;
 use ingest_sink_api::{
-    ConfigProblem, OpenContext, RouteBlock, RouteTable, Sink, SinkError, SinkPlugin, SinkSection,
-    SinkTable, TableState, parse_block, secret,
+    ConfigProblem, OffsetMap, OpenContext, RouteBlock, RouteTable, Sink, SinkError, SinkPlugin,
+    SinkSection, SinkTable, TableState, parse_block, secret,
 };
 use serde::Deserialize;
 use tokio::sync::OnceCell;
@@ -131,7 +131,7 @@ impl SinkTable for Table {
         Ok(Box::new(sink))
     }
 
-    async fn inspect(&self, group: &str) -> Result<TableState, SinkError> {
+    async fn inspect(&self, group: &str, _: &OffsetMap) -> Result<TableState, SinkError> {
         let namespace = &self.section.config.namespace;
         let catalog = self.section.catalog().await.map_err(|message| {
             SinkError::permanent(

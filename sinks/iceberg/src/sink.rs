@@ -21,7 +21,6 @@ use crate::positions::{positions_key, recorded_positions};
 use crate::reader::TablePositionReader;
 use crate::table::ensure_table;
 use crate::values::TableValues;
-use crate::watermark::watermark_key;
 use ingest_sink_api::{
     OffsetMap, PositionReader, Sink, SinkBatch, SinkError, ValueCheck, WriteOutcome, retry,
 };
@@ -48,8 +47,8 @@ pub struct IcebergSink {
     files: ParquetFiles,
     /// The group's key of the positions in the table (`positions::positions_key`).
     positions_key: String,
-    /// The group's key of the watermark in the table (`watermark::watermark_key`).
-    watermark_key: String,
+    /// The consumer group, whose watermark the table records (`watermark`).
+    group: String,
 }
 
 impl IcebergSink {
@@ -88,7 +87,7 @@ impl IcebergSink {
             route_schema: schema,
             files,
             positions_key,
-            watermark_key: watermark_key(group),
+            group: group.to_string(),
         })
     }
 
@@ -220,7 +219,7 @@ impl Sink for IcebergSink {
                 &self.table,
                 Keys {
                     positions: &self.positions_key,
-                    watermark: &self.watermark_key,
+                    group: &self.group,
                 },
                 files.files.clone(),
                 (&positions, &batch.positions),
