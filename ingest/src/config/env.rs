@@ -147,8 +147,13 @@ mod tests {
         assert!(err.starts_with("at `clickhouse.password`"), "{err}");
     }
 
+    /// A folder of its own per call: tests run in parallel, and rewriting a shared
+    /// file (truncate, then write) let another test read it empty (`make test` failed
+    /// once with `postgres://u:@h/db`).
     fn secret_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("ingest-env-test-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ingest-env-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("pw"), "from-file\n").unwrap();
         std::fs::write(dir.join("crlf"), "windows\r\n").unwrap();

@@ -314,6 +314,21 @@ impl<'a> Setup<'a> {
         self.run(ledger.drop_old_view_statement()).await
     }
 
+    /// The `n` a `SELECT count() AS n` query answers (0 when it answers nothing).
+    async fn count(&self, query: clickhouse::query::Query, what: &str) -> Result<u64, SinkError> {
+        let rows = fetch_json(query).await.map_err(|e| {
+            SinkError::new(
+                &self.name,
+                format!("cannot read {what}: {e}"),
+                is_retryable(&e),
+            )
+        })?;
+        Ok(rows
+            .first()
+            .and_then(|r| json_number::<u64>(&r["n"]))
+            .unwrap_or(0))
+    }
+
     /// The completeness watermark's table: created with `create_tables`; without, used
     /// only if it exists (the watermark is a reader's aid, not a position).
     async fn watermarks(&self, watermarks: Watermarks) -> Result<Option<Watermarks>, SinkError> {
@@ -326,17 +341,7 @@ impl<'a> Setup<'a> {
             .query("SELECT count() AS n FROM system.tables WHERE database = ? AND name = ?")
             .bind(&self.conn.database)
             .bind(watermarks.name());
-        let rows = fetch_json(query).await.map_err(|e| {
-            SinkError::new(
-                &self.name,
-                format!("cannot read system.tables: {e}"),
-                is_retryable(&e),
-            )
-        })?;
-        let exists = rows
-            .first()
-            .and_then(|r| json_number::<u64>(&r["n"]))
-            .is_some_and(|n| n > 0);
+        let exists = self.count(query, "system.tables").await? > 0;
         if !exists {
             tracing::info!(sink = %self.name, table = watermarks.name(),
                 "no watermark table and create_tables is off: the watermark is not recorded \
@@ -356,14 +361,7 @@ impl<'a> Setup<'a> {
             )
             .bind(&self.conn.database)
             .bind(ledger.name());
-        let rows = fetch_json(query).await.map_err(|e| {
-            SinkError::new(
-                &self.name,
-                format!("cannot read the position ledger's columns: {e}"),
-                is_retryable(&e),
-            )
-        })?;
-        if rows.first().and_then(|r| json_number::<u64>(&r["n"])) == Some(1) {
+        if self.count(query, "the position ledger's columns").await? == 1 {
             return Ok(());
         }
         let alter = ledger.add_from_block_statement();

@@ -114,14 +114,8 @@ struct Table {
 impl SinkTable for Table {
     async fn open(&self, context: OpenContext) -> Result<Box<dyn Sink>, SinkError> {
         let namespace = &self.section.config.namespace;
-        let catalog = self.section.catalog().await.map_err(|message| {
-            SinkError::permanent(
-                format!("iceberg {namespace}.{}", self.config.table),
-                message,
-            )
-        })?;
         let sink = IcebergSink::open(
-            Arc::clone(catalog),
+            self.catalog().await?,
             namespace,
             &self.config,
             context.schema,
@@ -133,12 +127,23 @@ impl SinkTable for Table {
 
     async fn inspect(&self, group: &str, _: &OffsetMap) -> Result<TableState, SinkError> {
         let namespace = &self.section.config.namespace;
+        crate::inspect::table_state(self.catalog().await?, namespace, &self.config.table, group)
+            .await
+    }
+}
+
+impl Table {
+    /// The section's catalog, opened once; a failure names this table's sink.
+    async fn catalog(&self) -> Result<Arc<dyn Catalog>, SinkError> {
         let catalog = self.section.catalog().await.map_err(|message| {
             SinkError::permanent(
-                format!("iceberg {namespace}.{}", self.config.table),
+                format!(
+                    "iceberg {}.{}",
+                    self.section.config.namespace, self.config.table
+                ),
                 message,
             )
         })?;
-        crate::inspect::table_state(Arc::clone(catalog), namespace, &self.config.table, group).await
+        Ok(Arc::clone(catalog))
     }
 }
