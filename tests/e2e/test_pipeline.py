@@ -55,7 +55,11 @@ def test_two_topics_to_their_sinks_with_exact_counts(setup):
     # feeds the ledger from the table's own inserts (same on every server version).
     gates = sorted(t for t in tables if "__gate_" in t)
     assert [g.removeprefix(gates[0]) for g in gates] == ["", "_pos", "_pos_ledger", "_rows"], gates
-    assert sorted(set(tables) - set(gates)) == ["events", "events__ingest_gates", "events__ingest_positions"]
+    assert sorted(set(tables) - set(gates)) == ["events", "events__ingest_gates", "events__ingest_positions",
+                                                "events__ingest_watermarks"]
+    # The completeness watermark covers every partition the route read.
+    marked = clickhouse(f"SELECT uniqExact(partition) AS p FROM {setup.database}.events__ingest_watermarks")
+    assert int(marked[0]["p"]) == 4, marked
     # The position ledger agrees with the rows: per partition, one past the highest offset.
     ledger = {int(r["partition"]): int(r["next"]) for r in clickhouse(
         f"SELECT partition, maxMerge(next) AS next FROM {setup.database}.events__ingest_positions GROUP BY partition")}
