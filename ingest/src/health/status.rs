@@ -61,7 +61,7 @@ impl RouteStatus {
         Self {
             route: route.to_string(),
             watermark_unix_ms: watermark,
-            watermark: watermark.map(|ms| crate::watermark::format_time(Some(ms))),
+            watermark: watermark.map(ingest_sink_api::Watermark::format),
         }
     }
 }
@@ -94,9 +94,7 @@ impl Sinks {
             s.lag_records = progress.lag;
             s.unwritten_since = progress.since;
             s.watermark_unix_ms = progress.watermark;
-            s.watermark = progress
-                .watermark
-                .map(|ms| crate::watermark::format_time(Some(ms)));
+            s.watermark = progress.watermark.map(ingest_sink_api::Watermark::format);
         }
     }
 

@@ -53,7 +53,7 @@ pub struct RouteReport {
     pub partitions: Vec<PartitionReport>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct SinkReport {
     pub sink: String,
     pub table_exists: bool,
@@ -230,25 +230,17 @@ async fn route_report(route: &Route, group: &str, logs: Vec<Log>, live: &Live) -
         wanted.advance(&log.partition.topic, log.partition.partition, 0);
     }
     for sink in &route.sinks {
-        let (report, state) = match sink.table.inspect(group, &wanted).await {
+        let (mut report, state) = match sink.table.inspect(group, &wanted).await {
             Ok(state) => (sink_report(&state, &logs), Some(state)),
             Err(e) => (
                 SinkReport {
                     sink: e.sink.clone(),
-                    table_exists: false,
-                    lag_records: None,
-                    watermark_unix_ms: None,
-                    watermark: None,
-                    last_write_unix: None,
-                    last_write: None,
-                    state: None,
-                    last_error: None,
                     error: Some(ingest_sink_api::secret::scrub(&e.message).into_owned()),
+                    ..SinkReport::default()
                 },
                 None,
             ),
         };
-        let mut report = report;
         if let Some((state, error)) = live.get(&(route.name.clone(), report.sink.clone())) {
             report.state = Some(state.clone());
             report.last_error = error.clone();
@@ -317,8 +309,6 @@ fn sink_report(state: &TableState, logs: &[Log]) -> SinkReport {
         last_write: state
             .last_write_unix
             .map(|t| Watermark::format((t * 1000.0) as i64)),
-        state: None,
-        last_error: None,
-        error: None,
+        ..SinkReport::default()
     }
 }

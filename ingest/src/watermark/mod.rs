@@ -233,8 +233,3 @@ fn min_some(a: Option<i64>, b: Option<i64>) -> Option<i64> {
         (a, b) => a.or(b),
     }
 }
-
-/// Writes `ms` since the epoch as RFC 3339 in UTC with milliseconds (`-` for none).
-pub fn format_time(ms: Option<i64>) -> String {
-    ms.map_or_else(|| "-".into(), ingest_sink_api::Watermark::format)
-}
